@@ -1,0 +1,203 @@
+"""Event contract v1: the shape of touches, responses and profiles, validated on the way in.
+
+Documented in docs/events.md. These models sit at the edges (HTTP in, Kafka out); the scorer's
+pure core gets plain values from `to_core_fields` so it does not depend on pydantic.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+MAX_ATTRIBUTES_BYTES = 8 * 1024
+
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+)
+
+Identifier = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@+\-]+$"),
+]
+"""Ids travel in URL paths and Redis keys: letters, digits and . _ : @ + - only, 1-200 chars."""
+
+FreeId = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+"""Ids we only store and echo back (event ids, campaign ids): any non-empty string, 200 chars max."""
+
+
+class EventType(StrEnum):
+    TOUCH = "touch"
+    RESPONSE = "response"
+
+
+class Channel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+    PHONE = "phone"
+    WECHAT = "wechat"
+    WECOM = "wecom"
+    VISIT = "visit"
+    MEETING = "meeting"
+    PUSH = "push"
+    CHAT = "chat"
+    SOCIAL = "social"
+    OTHER = "other"
+
+
+class TouchKind(StrEnum):
+    VALUE = "value"
+    PROMO = "promo"
+    SERVICE = "service"
+    TRANSACTIONAL = "transactional"
+
+
+class ResponseKind(StrEnum):
+    REPLY = "reply"
+    OPEN = "open"
+    CLICK = "click"
+    CALL_ANSWERED = "call_answered"
+    MEETING_ATTENDED = "meeting_attended"
+    UNSUBSCRIBE = "unsubscribe"
+    COMPLAINT = "complaint"
+    BOUNCE = "bounce"
+
+
+class Tier(StrEnum):
+    A = "A"
+    B = "B"
+    C = "C"
+
+
+class Stage(StrEnum):
+    LEAD = "lead"
+    PROSPECT = "prospect"
+    INTENT = "intent"
+    NEGOTIATION = "negotiation"
+    ONBOARDING = "onboarding"
+    CUSTOMER = "customer"
+    LOYAL = "loyal"
+
+
+def parse_rfc3339(value: Any) -> datetime:
+    """Parse an RFC 3339 timestamp that carries an explicit offset; anything else is refused."""
+    if not isinstance(value, str):
+        raise ValueError("must be an RFC 3339 string with an offset, e.g. 2026-11-23T09:30:00+08:00")
+    if not _RFC3339.match(value):
+        raise ValueError(
+            f"{value!r} is not RFC 3339 with an offset (e.g. 2026-11-23T09:30:00Z or ...+08:00)"
+        )
+    text = value.upper().replace(" ", "T")
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    whole, _, frac_and_tz = text.partition(".")
+    if frac_and_tz:  # Python accepts at most 6 fraction digits; keep microseconds.
+        digits = re.match(r"\d+", frac_and_tz)
+        assert digits is not None
+        text = f"{whole}.{digits.group()[:6].ljust(6, '0')}{frac_and_tz[digits.end():]}"
+    return datetime.fromisoformat(text)
+
+
+def to_ms(moment: datetime) -> int:
+    return int(moment.timestamp() * 1000)
+
+
+class EventIn(BaseModel):
+    """One touch or response as upstream systems post it."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    event_id: FreeId
+    type: EventType
+    customer_id: Identifier
+    channel: Channel
+    occurred_at: datetime
+    rep_id: FreeId | None = None
+    campaign_id: FreeId | None = None
+    kind: TouchKind | ResponseKind | None = None
+    in_reply_to: FreeId | None = None
+    attributes: dict[str, Any] | None = None
+
+    @field_validator("occurred_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> datetime:
+        return parse_rfc3339(value)
+
+    @field_validator("attributes")
+    @classmethod
+    def _attributes_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is not None:
+            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            if size > MAX_ATTRIBUTES_BYTES:
+                raise ValueError(f"is {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES} allowed")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_matches_type(self) -> EventIn:
+        if self.kind is None:
+            return self
+        allowed = TouchKind if self.type == EventType.TOUCH else ResponseKind
+        if self.kind not in {k.value for k in allowed}:
+            names = ", ".join(k.value for k in allowed)
+            raise ValueError(f"kind {self.kind!r} is not a {self.type} kind (one of: {names})")
+        if self.in_reply_to is not None and self.type == EventType.TOUCH:
+            raise ValueError("in_reply_to is only allowed on responses")
+        return self
+
+    @property
+    def occurred_at_ms(self) -> int:
+        return to_ms(self.occurred_at)
+
+
+class ProfileIn(BaseModel):
+    """What the owner knows about a customer; every field optional, the whole profile replaces the old."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    tier: Tier | None = None
+    stage: Stage | None = None
+    timezone: str | None = Field(default=None, max_length=64)
+    owner_rep_id: FreeId | None = None
+    do_not_contact: bool = False
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
+        return value
+
+
+# ---- Kafka envelopes (what actually travels on the topics) ----
+
+
+class EventEnvelope(BaseModel):
+    """A validated event as stored on the events topic."""
+
+    v: Literal[1] = 1
+    producer: str
+    received_at: datetime
+    event: EventIn
+
+
+class ProfileEnvelope(BaseModel):
+    """A profile as stored on the compacted profiles topic."""
+
+    v: Literal[1] = 1
+    customer_id: Identifier
+    updated_at: datetime
+    profile: ProfileIn
+
+
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json(exclude_none=True).encode()

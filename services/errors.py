@@ -1,0 +1,60 @@
+"""Typed errors under one root.
+
+Each error says whether retrying the same operation can succeed (`retriable`) and what an
+operator should do about it (`operator_action`).
+"""
+
+from __future__ import annotations
+
+
+class FatigueError(Exception):
+    """Root of every error this project raises on purpose."""
+
+    retriable: bool = False
+    operator_action: str = ""
+
+
+class ConfigError(FatigueError):
+    """A setting or a policy file is invalid. Operator action: fix the value named in the message."""
+
+    operator_action = "Fix the setting or file named in the message and restart (or re-upload)."
+
+
+class PolicyError(ConfigError):
+    """A fatigue policy document is invalid; the message names the line and the reason."""
+
+
+class BrokerUnavailable(FatigueError):
+    """The Kafka brokers did not acknowledge in time. Operator action: check the brokers."""
+
+    retriable = True
+    operator_action = "Check that the Kafka brokers in KAFKA_BOOTSTRAP_SERVERS are up and reachable."
+
+
+class StoreUnavailable(FatigueError):
+    """Redis did not answer. Operator action: check REDIS_URL and the Redis server."""
+
+    retriable = True
+    operator_action = "Check that the Redis server in REDIS_URL is up and reachable."
+
+
+class DestinationRefused(FatigueError):
+    """A webhook URL points somewhere the configuration does not allow (private/loopback)."""
+
+    operator_action = (
+        "Use a public URL, or allow private/loopback destinations "
+        "(FATIGUE_ALLOW_PRIVATE_DESTINATIONS / FATIGUE_ALLOW_LOOPBACK_DESTINATIONS)."
+    )
+
+
+class DeliveryFailed(FatigueError):
+    """A webhook delivery attempt failed; `retriable` tells whether another attempt may succeed."""
+
+    def __init__(self, message: str, *, retriable: bool, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retriable = retriable
+        self.retry_after_s = retry_after_s
+
+
+class BadRecord(FatigueError):
+    """A record on a topic could not be decoded. It is counted and skipped, never retried."""

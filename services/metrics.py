@@ -1,0 +1,96 @@
+"""Prometheus metric definitions for all services, in one place (documented in docs/metrics.md).
+
+Each service builds its metrics on a registry it owns (`IngestMetrics(registry)` …), so tests and
+several apps in one process never collide on the global registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class IngestMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "fatigue_ingest_events_total",
+            "Events received by the API, by outcome (accepted, duplicate, rejected).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.requests_refused = Counter(
+            "fatigue_ingest_requests_refused_total",
+            "Whole requests refused, by reason (auth, body, size, broker_unavailable).",
+            ["reason"],
+            registry=registry,
+        )
+        self.publish_latency = Histogram(
+            "fatigue_ingest_publish_seconds",
+            "Time from request to broker acknowledgement (acks=all) of a batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.profiles = Counter(
+            "fatigue_ingest_profiles_total", "Profiles accepted.", registry=registry
+        )
+
+
+class ScorerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.events = Counter(
+            "fatigue_scorer_events_total",
+            "Records processed by the scorer, by outcome "
+            "(counted, duplicate, late, replayed, bad_record, profile).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.actions = Counter(
+            "fatigue_scorer_actions_total", "Actions emitted, by type.", ["type"], registry=registry
+        )
+        self.batch_seconds = Histogram(
+            "fatigue_scorer_batch_seconds",
+            "Time to process one batch (state read, core, actions published, state committed).",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.timers_fired = Counter(
+            "fatigue_scorer_timers_fired_total",
+            "Customers re-evaluated because a due time passed.",
+            registry=registry,
+        )
+        self.lag_seconds = Gauge(
+            "fatigue_scorer_event_lag_seconds",
+            "Processing time minus arrival time of the last processed event.",
+            registry=registry,
+        )
+        self.commit_conflicts = Counter(
+            "fatigue_scorer_commit_conflicts_total",
+            "Batches re-read because another writer changed the same customers (rebalance).",
+            registry=registry,
+        )
+
+
+class NotifierMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.deliveries = Counter(
+            "fatigue_notifier_deliveries_total",
+            "Webhook deliveries by outcome (delivered, failed, refused, duplicate).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.attempts = Counter(
+            "fatigue_notifier_attempts_total",
+            "HTTP attempts by result class (2xx, 4xx, 5xx, timeout, error).",
+            ["result"],
+            registry=registry,
+        )
+        self.delivery_seconds = Histogram(
+            "fatigue_notifier_delivery_seconds",
+            "Time from action creation to successful delivery.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.bad_records = Counter(
+            "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
+        )

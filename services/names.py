@@ -1,0 +1,69 @@
+"""The one place for topic names, Redis keys, HTTP header names and event type names.
+
+Nothing else in the code base spells these strings. Units are in names (`_ms`, `_s`).
+"""
+
+from __future__ import annotations
+
+# ---- Kafka topics (prefix comes from settings: FATIGUE_TOPIC_PREFIX, default "fatigue.") ----
+EVENTS_TOPIC = "events.v1"  # touches and responses, keyed by customer_id
+PROFILES_TOPIC = "profiles.v1"  # customer profiles, keyed by customer_id, compacted
+ACTIONS_TOPIC = "actions.v1"  # throttle / re_engage / recovered, keyed by customer_id
+
+
+def topic(prefix: str, name: str) -> str:
+    return f"{prefix}{name}"
+
+
+# ---- Action (webhook event) types ----
+ACTION_THROTTLE = "fatigue.throttle"
+ACTION_RE_ENGAGE = "fatigue.re_engage"
+ACTION_RECOVERED = "fatigue.recovered"
+ACTION_TYPES = (ACTION_THROTTLE, ACTION_RE_ENGAGE, ACTION_RECOVERED)
+
+# ---- Redis keys (prefix from settings: FATIGUE_REDIS_PREFIX, default "fatigue:") ----
+
+
+class RedisKeys:
+    """Every Redis key the system reads or writes, built from one prefix."""
+
+    def __init__(self, prefix: str = "fatigue:") -> None:
+        self.prefix = prefix
+
+    def state(self, customer_id: str) -> str:
+        """Scorer-private per-customer state (JSON)."""
+        return f"{self.prefix}state:{customer_id}"
+
+    def snapshot(self, customer_id: str) -> str:
+        """Public per-customer snapshot the API serves (JSON, see docs/api.md)."""
+        return f"{self.prefix}snapshot:{customer_id}"
+
+    def offsets(self, group: str) -> str:
+        """Hash `topic/partition` -> last offset whose effects are in Redis."""
+        return f"{self.prefix}offsets:{group}"
+
+    def due(self, group: str, partition: int) -> str:
+        """Sorted set customer_id -> next due time (ms) for the scorer's timers, one per partition."""
+        return f"{self.prefix}due:{group}:{partition}"
+
+    def subscriptions(self) -> str:
+        """Hash subscription id -> subscription JSON."""
+        return f"{self.prefix}subscriptions"
+
+    def dedup(self, producer: str, event_id: str) -> str:
+        """Marks an event id already acknowledged by the ingest API (expires)."""
+        return f"{self.prefix}dedup:{producer}:{event_id}"
+
+    def delivered(self, action_id: str, subscription_id: str) -> str:
+        """Marks an action already delivered to one subscription (expires)."""
+        return f"{self.prefix}delivered:{subscription_id}:{action_id}"
+
+
+# ---- HTTP headers (Standard Webhooks) ----
+HEADER_WEBHOOK_ID = "webhook-id"
+HEADER_WEBHOOK_TIMESTAMP = "webhook-timestamp"
+HEADER_WEBHOOK_SIGNATURE = "webhook-signature"
+SECRET_PREFIX = "whsec_"
+
+# ---- Kafka record headers / envelope ----
+ENVELOPE_VERSION = 1

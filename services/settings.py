@@ -1,0 +1,129 @@
+"""Settings: one pydantic-settings class per deployable, built in `main` and passed down.
+
+Environment variables are documented in docs/configuration.md. Kafka and Redis locations use the
+conventional unprefixed names (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL); everything else is FATIGUE_*.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services import names
+from services.names import RedisKeys, topic
+
+
+class CommonSettings(BaseSettings):
+    """What every service needs: where Kafka and Redis are and how topics are named."""
+
+    model_config = SettingsConfigDict(env_prefix="FATIGUE_", extra="ignore", populate_by_name=True)
+
+    kafka_bootstrap_servers: str = Field(
+        default="127.0.0.1:9092",
+        validation_alias=AliasChoices("KAFKA_BOOTSTRAP_SERVERS", "kafka_bootstrap_servers"),
+    )
+    redis_url: str = Field(
+        default="redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL", "redis_url")
+    )
+    topic_prefix: str = "fatigue."
+    redis_prefix: str = "fatigue:"
+    partitions: int = Field(default=6, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+    kafka_idempotence: bool = False
+    """aiokafka's idempotent producer; on for real Kafka, off for the embedded broker (it refuses it)."""
+    kafka_request_timeout_s: float = Field(default=10.0, gt=0)
+    log_level: str = "INFO"
+
+    @property
+    def events_topic(self) -> str:
+        return topic(self.topic_prefix, names.EVENTS_TOPIC)
+
+    @property
+    def profiles_topic(self) -> str:
+        return topic(self.topic_prefix, names.PROFILES_TOPIC)
+
+    @property
+    def actions_topic(self) -> str:
+        return topic(self.topic_prefix, names.ACTIONS_TOPIC)
+
+    @property
+    def keys(self) -> RedisKeys:
+        return RedisKeys(self.redis_prefix)
+
+
+class ApiKey:
+    """One API key: a producer name (for de-duplication and logs) and the secret."""
+
+    def __init__(self, name: str, secret: SecretStr) -> None:
+        self.name = name
+        self.secret = secret
+
+
+def parse_api_keys(raw: str) -> list[ApiKey]:
+    """`FATIGUE_API_KEYS`: comma-separated `name:key` or bare `key` (named after its hash)."""
+    keys = []
+    for item in (part.strip() for part in raw.split(",")):
+        if not item:
+            continue
+        name, sep, secret = item.partition(":")
+        if not sep:
+            name, secret = "key-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
+        if len(secret) < 16:
+            raise ValueError(f"API key {name!r} is shorter than 16 characters")
+        keys.append(ApiKey(name, SecretStr(secret)))
+    return keys
+
+
+class IngestSettings(CommonSettings):
+    """The HTTP API (ingest/)."""
+
+    api_keys: SecretStr = SecretStr("")
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_events_per_request: int = Field(default=1000, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    """Events dated further in the future than this are refused (clock skew upstream)."""
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    allow_private_destinations: bool = False
+    allow_loopback_destinations: bool = False
+
+    def parsed_api_keys(self) -> list[ApiKey]:
+        return parse_api_keys(self.api_keys.get_secret_value())
+
+
+class ScorerSettings(CommonSettings):
+    """The stream processor (scorer/)."""
+
+    scorer_app_id: str = "fatigue-scorer"
+    policy_file: Path | None = None
+    """A policy YAML; the packaged default (scorer/policy.yaml) when unset."""
+    tick_interval_s: float = Field(default=1.0, gt=0)
+    """How often due timers (re_engage, window expiry) are checked."""
+    batch_max_events: int = Field(default=500, ge=1)
+    batch_max_wait_s: float = Field(default=0.05, gt=0)
+    broker_session_timeout_s: float = Field(default=30.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    broker_rebalance_timeout_s: float = Field(default=60.0, gt=0)
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    """Faust's own web server (serves /metrics for the scorer)."""
+    web_host: str = "127.0.0.1"
+    data_dir: Path = Path(".fatigue/scorer")
+
+
+class NotifierSettings(CommonSettings):
+    """The webhook sender (notifier/)."""
+
+    notifier_group_id: str = "fatigue-notifier"
+    delivery_timeout_s: float = Field(default=10.0, gt=0)
+    delivery_attempts: int = Field(default=4, ge=1, le=20)
+    retry_base_s: float = Field(default=1.0, ge=0)
+    allow_private_destinations: bool = False
+    allow_loopback_destinations: bool = False
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Serve /metrics on this port (0: do not serve)."""
+    metrics_host: str = "127.0.0.1"
+    delivered_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
