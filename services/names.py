@@ -63,7 +63,7 @@ class RedisKeys:
 HEADER_WEBHOOK_ID = "webhook-id"
 HEADER_WEBHOOK_TIMESTAMP = "webhook-timestamp"
 HEADER_WEBHOOK_SIGNATURE = "webhook-signature"
-SECRET_PREFIX = "whsec_"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
 # ---- Kafka record headers / envelope ----
 ENVELOPE_VERSION = 1

@@ -7,7 +7,9 @@ conventional unprefixed names (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL); everything e
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Self
 
 from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,6 +38,18 @@ class CommonSettings(BaseSettings):
     """aiokafka's idempotent producer; on for real Kafka, off for the embedded broker (it refuses it)."""
     kafka_request_timeout_s: float = Field(default=10.0, gt=0)
     log_level: str = "INFO"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Self:
+        """Build from an explicit environment mapping (the supervisor's and the tests' children)."""
+        values: dict[str, str] = {}
+        for name, info in cls.model_fields.items():
+            aliases = info.validation_alias.choices if isinstance(info.validation_alias, AliasChoices) else []
+            keys = [str(a) for a in aliases if str(a).isupper()] or [f"FATIGUE_{name.upper()}"]
+            for key in keys:
+                if key in env:
+                    values[name] = env[key]
+        return cls.model_validate(values)
 
     @property
     def events_topic(self) -> str:
@@ -109,7 +123,7 @@ class ScorerSettings(CommonSettings):
     broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)
     broker_rebalance_timeout_s: float = Field(default=60.0, gt=0)
     web_port: int = Field(default=6066, ge=0, le=65535)
-    """Faust's own web server (serves /metrics for the scorer)."""
+    """Faust web server port for /metrics and /healthz (0: no web server)."""
     web_host: str = "127.0.0.1"
     data_dir: Path = Path(".fatigue/scorer")
 

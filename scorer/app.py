@@ -1,0 +1,160 @@
+"""The Faust app: one agent consumes events and profiles (co-partitioned by customer id) in
+batches and hands them to the Processor; one timer fires due customers of the owned partitions.
+
+Faust does the consumer-group work (assignment, rebalancing, committing the offsets of acked
+events); state lives in Redis (see scorer/store.py for why), so no Faust tables are declared.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import faust
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from redis.asyncio import Redis
+
+from scorer.clock import SystemClock
+from scorer.core.policy import Policy, parse_policy
+from scorer.processor import Processor, Record
+from scorer.publisher import KafkaActionPublisher
+from scorer.store import StateStore
+from services.errors import ConfigError, FatigueError
+from services.metrics import ScorerMetrics
+from services.redisio import make_redis
+from services.settings import ScorerSettings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
+
+
+def load_policy(path: Path | None) -> Policy:
+    path = path or DEFAULT_POLICY_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+    return parse_policy(text, source=str(path))
+
+
+class Scorer:
+    """Everything the scorer process holds: the Faust app and what its agent and timer use."""
+
+    def __init__(self, settings: ScorerSettings) -> None:
+        self.settings = settings
+        self.policy = load_policy(settings.policy_file)
+        self.registry = CollectorRegistry()
+        self.metrics = ScorerMetrics(self.registry)
+        self.redis: Redis = make_redis(settings)
+        self.publisher = KafkaActionPublisher(settings)
+        self.processor = Processor(
+            StateStore(self.redis, settings.keys, settings.scorer_app_id),
+            self.publisher,
+            lambda: self.policy,
+            SystemClock(),
+            self.metrics,
+            events_topic=settings.events_topic,
+            profiles_topic=settings.profiles_topic,
+        )
+        self.app = self._build_app()
+
+    def _build_app(self) -> faust.App:
+        s = self.settings
+        app = faust.App(
+            s.scorer_app_id,
+            broker=[f"kafka://{server.strip()}" for server in s.kafka_bootstrap_servers.split(",")],
+            value_serializer="raw",
+            key_serializer="raw",
+            topic_partitions=s.partitions,
+            topic_replication_factor=s.replication_factor,
+            topic_allow_declare=False,
+            producer_acks=-1,
+            broker_session_timeout=s.broker_session_timeout_s,
+            broker_heartbeat_interval=s.broker_heartbeat_interval_s,
+            broker_rebalance_timeout=s.broker_rebalance_timeout_s,
+            consumer_auto_offset_reset="earliest",
+            web_host=s.web_host,
+            web_port=s.web_port or 6066,
+            web_enabled=s.web_port != 0,
+            datadir=str(s.data_dir),
+            store="memory://",
+        )
+        source = app.topic(s.events_topic, s.profiles_topic, key_type=bytes, value_type=bytes)
+
+        @app.agent(source, name="score")
+        async def score(stream: faust.StreamT) -> None:
+            async for events in stream.take_events(s.batch_max_events, within=s.batch_max_wait_s):
+                records = [
+                    Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
+                ]
+                await self._process(records)
+
+        @app.timer(interval=s.tick_interval_s, name="fire_due")
+        async def fire_due() -> None:
+            partitions = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == s.events_topic)
+            if partitions:
+                try:
+                    await self.processor.fire_due(partitions)
+                except FatigueError as exc:
+                    log.warning("due timers not fired this tick (%s); retrying next tick", exc)
+
+        @app.page("/metrics")
+        async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+
+        @app.page("/healthz")
+        async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
+            return web.json({"status": "ok"})
+
+        app.on_before_shutdown.connect(self._on_shutdown)
+        return app
+
+    async def _process(self, records: list[Record]) -> None:
+        """Process one batch to completion before Faust may acknowledge (and commit) its events.
+
+        Faust acks a `take_events` batch when the agent leaves it — also when the agent is
+        cancelled at shutdown. So the batch runs in its own task that cancellation cannot
+        interrupt: the agent waits for it (or the process dies, leaving the events un-acked and
+        re-delivered on restart, where Redis offsets skip what was already committed).
+        """
+        task = asyncio.ensure_future(self._process_until_done(records))
+        cancelled = False
+        while not task.done():
+            try:
+                await asyncio.shield(task)
+            except asyncio.CancelledError:
+                cancelled = True
+        task.result()
+        if cancelled:
+            raise asyncio.CancelledError
+
+    async def _process_until_done(self, records: list[Record]) -> None:
+        """Retry in place while Kafka or Redis is unavailable: never skip a batch."""
+        delay_s = 0.5
+        while True:
+            try:
+                await self.processor.process(records)
+                return
+            except FatigueError as exc:
+                if not exc.retriable:
+                    raise
+                log.warning("batch of %d records not processed (%s); retrying in %.1fs", len(records), exc, delay_s)
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 30.0)
+
+    async def _on_shutdown(self, app: faust.App, **_: object) -> None:
+        await self.publisher.close()
+        await self.redis.aclose()
+
+
+def main() -> None:
+    from services.logs import setup_logging
+
+    settings = ScorerSettings()
+    setup_logging(settings.log_level)
+    scorer = Scorer(settings)
+    from faust.worker import Worker
+
+    Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -1,0 +1,32 @@
+"""Durations written the way people write them: `90s`, `30m`, `24h`, `7d`, `2w`."""
+
+from __future__ import annotations
+
+import re
+
+MINUTE_MS = 60_000
+HOUR_MS = 60 * MINUTE_MS
+DAY_MS = 24 * HOUR_MS
+
+_UNITS_MS = {"s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
+_PATTERN = re.compile(r"^(\d+)([smhdw])$")
+
+
+def parse_duration_ms(text: str) -> int:
+    """`'7d'` -> 604800000. Raises ValueError naming the accepted forms."""
+    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write a whole number and a unit s/m/h/d/w, e.g. 7d")
+    value = int(match.group(1)) * _UNITS_MS[match.group(2)]
+    if value <= 0:
+        raise ValueError(f"{text!r} must be longer than zero")
+    return value
+
+
+def format_duration(ms: int) -> str:
+    """The shortest exact label: 86400000 -> '24h' is kept as written by callers; this gives '1d'."""
+    for unit in ("w", "d", "h", "m", "s"):
+        size = _UNITS_MS[unit]
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms}ms"

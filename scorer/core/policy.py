@@ -1,0 +1,207 @@
+"""The fatigue policy: windows, frequency band, cadence per stage — loaded from YAML and validated.
+
+Defaults come from DOMAIN.md (scorer/policy.yaml). An invalid document raises PolicyError naming
+the field and, where the YAML parser knows it, the line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from scorer.core.durations import parse_duration_ms
+from services.contract import ResponseKind, Stage, TouchKind
+from services.errors import PolicyError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FrequencyDoc(_Strict):
+    window: str = "30d"
+    throttle_above: int = Field(default=12, ge=0)
+    recover_at_or_below: int = Field(default=8, ge=0)
+    uncounted_kinds: list[TouchKind] = [TouchKind.TRANSACTIONAL]
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> FrequencyDoc:
+        if self.recover_at_or_below >= self.throttle_above:
+            raise ValueError(
+                f"recover_at_or_below ({self.recover_at_or_below}) must be below "
+                f"throttle_above ({self.throttle_above}), or throttling would flap"
+            )
+        return self
+
+
+DOMAIN_CADENCE = {
+    Stage.LEAD: "10d",
+    Stage.PROSPECT: "5d",
+    Stage.INTENT: "7d",
+    Stage.NEGOTIATION: "5d",
+    Stage.ONBOARDING: "7d",
+    Stage.CUSTOMER: "30d",
+    Stage.LOYAL: "90d",
+}
+
+
+def _check_duration(value: str) -> str:
+    parse_duration_ms(value)
+    return value
+
+
+class CadenceDoc(_Strict):
+    default: str = "30d"
+    by_stage: dict[Stage, str] = DOMAIN_CADENCE
+
+    @field_validator("default")
+    @classmethod
+    def _default(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @field_validator("by_stage")
+    @classmethod
+    def _by_stage(cls, value: dict[Stage, str]) -> dict[Stage, str]:
+        for stage, duration in value.items():
+            try:
+                parse_duration_ms(duration)
+            except ValueError as exc:
+                raise ValueError(f"{stage}: {exc}") from None
+        return value
+
+
+class ReplyLatencyDoc(_Strict):
+    kinds: list[ResponseKind] = [ResponseKind.REPLY, ResponseKind.CALL_ANSWERED]
+    max_samples: int = Field(default=50, ge=1, le=1000)
+
+
+class PolicyDoc(_Strict):
+    version: int = 1
+    windows: list[str] = ["24h", "7d", "30d", "90d"]
+    grace: str = "7d"
+    frequency: FrequencyDoc = FrequencyDoc()
+    cadence: CadenceDoc = CadenceDoc()
+    reply_latency: ReplyLatencyDoc = ReplyLatencyDoc()
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"policy version {value} is not supported (this build reads version 1)")
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one window is needed")
+        for label in value:
+            _check_duration(label)
+        if len(set(value)) != len(value):
+            raise ValueError("windows must not repeat")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _frequency_window(self) -> PolicyDoc:
+        if self.frequency.window not in self.windows:
+            raise ValueError(f"frequency.window {self.frequency.window!r} must be one of windows {self.windows}")
+        return self
+
+
+@dataclass(frozen=True)
+class Window:
+    label: str
+    ms: int
+
+
+@dataclass(frozen=True)
+class Policy:
+    """The validated policy in the units the core computes with."""
+
+    windows: tuple[Window, ...]
+    grace_ms: int
+    frequency_window: Window
+    throttle_above: int
+    recover_at_or_below: int
+    uncounted_kinds: frozenset[str]
+    cadence_default_ms: int
+    cadence_by_stage_ms: dict[str, int]
+    reply_kinds: frozenset[str]
+    max_latency_samples: int
+
+    @property
+    def retention_ms(self) -> int:
+        return max(w.ms for w in self.windows)
+
+    def cadence_ms(self, stage: str | None) -> int:
+        if stage is None:
+            return self.cadence_default_ms
+        return self.cadence_by_stage_ms.get(stage, self.cadence_default_ms)
+
+    @classmethod
+    def from_doc(cls, doc: PolicyDoc) -> Policy:
+        windows = tuple(Window(label, parse_duration_ms(label)) for label in doc.windows)
+        return cls(
+            windows=windows,
+            grace_ms=parse_duration_ms(doc.grace),
+            frequency_window=next(w for w in windows if w.label == doc.frequency.window),
+            throttle_above=doc.frequency.throttle_above,
+            recover_at_or_below=doc.frequency.recover_at_or_below,
+            uncounted_kinds=frozenset(str(k) for k in doc.frequency.uncounted_kinds),
+            cadence_default_ms=parse_duration_ms(doc.cadence.default),
+            cadence_by_stage_ms={str(s): parse_duration_ms(d) for s, d in doc.cadence.by_stage.items()},
+            reply_kinds=frozenset(str(k) for k in doc.reply_latency.kinds),
+            max_latency_samples=doc.reply_latency.max_samples,
+        )
+
+
+def _line_of(text: str, path: tuple[Any, ...]) -> int | None:
+    """Best-effort line number of a field path in a YAML document."""
+    try:
+        node = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    for part in path:
+        if not isinstance(node, yaml.MappingNode):
+            break
+        match = next((v for k, v in node.value if k.value == str(part)), None)
+        if match is None:
+            break
+        node = match
+    return node.start_mark.line + 1 if node is not None else None
+
+
+def parse_policy(text: str, source: str = "policy") -> Policy:
+    """Parse and validate a policy YAML document; PolicyError says where and why."""
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{source}:{mark.line + 1}" if mark else source
+        raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if not isinstance(data, dict):
+        raise PolicyError(f"{source}: the policy must be a mapping of settings, not {type(data).__name__}")
+    try:
+        return Policy.from_doc(PolicyDoc.model_validate(data))
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            path = tuple(err["loc"])
+            line = _line_of(text, path)
+            where = f"{source}:{line}" if line else source
+            field = ".".join(str(p) for p in path) or "(document)"
+            message = str(err["msg"]).removeprefix("Value error, ")
+            problems.append(f"{where}: {field}: {message}")
+        raise PolicyError("; ".join(problems)) from exc
+
+
+def default_policy() -> Policy:
+    return Policy.from_doc(PolicyDoc())

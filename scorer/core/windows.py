@@ -1,0 +1,170 @@
+"""Event-time sliding windows over compact time buckets, with bounded memory.
+
+Each series (e.g. touches on email of kind promo) keeps counts in sparse buckets: 1-minute buckets
+for the most recent `fine_horizon_ms` (48 h) and 1-hour buckets before that. As time advances,
+minute buckets older than the horizon fold into their hour bucket; buckets older than the
+retention fall off. So a customer's memory is bounded by the number of buckets, never by traffic.
+
+Window semantics (the reference a brute-force recount must match, see `bucket_of`): an event is
+inside the window `W` at time `now` while the end of its bucket is after `now - W`. Windows up to
+48 h are therefore exact to the minute, longer ones to the hour (an event may stay counted up to
+one bucket longer, never shorter).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from scorer.core.durations import HOUR_MS, MINUTE_MS
+
+FINE_MS = MINUTE_MS
+COARSE_MS = HOUR_MS
+FINE_HORIZON_MS = 48 * HOUR_MS
+
+
+def bucket_of(ts_ms: int, now_ms: int) -> tuple[int, int]:
+    """(start_ms, size_ms) of the bucket that holds an event at `ts_ms` when the clock reads `now_ms`."""
+    fine_start = ts_ms - ts_ms % FINE_MS
+    if fine_start + FINE_MS > now_ms - FINE_HORIZON_MS:
+        return fine_start, FINE_MS
+    return ts_ms - ts_ms % COARSE_MS, COARSE_MS
+
+
+def in_window(bucket_start_ms: int, bucket_size_ms: int, window_ms: int, now_ms: int) -> bool:
+    return bucket_start_ms + bucket_size_ms > now_ms - window_ms
+
+
+@dataclass
+class Series:
+    """Counts of one series in fine (minute) and coarse (hour) buckets, keyed by bucket start ms."""
+
+    fine: dict[int, int] = field(default_factory=dict)
+    coarse: dict[int, int] = field(default_factory=dict)
+
+    def add(self, ts_ms: int, now_ms: int, count: int = 1) -> None:
+        start, size = bucket_of(ts_ms, now_ms)
+        target = self.fine if size == FINE_MS else self.coarse
+        target[start] = target.get(start, 0) + count
+
+    def advance(self, now_ms: int, retention_ms: int) -> None:
+        """Fold minute buckets that left the fine horizon; drop buckets past the retention."""
+        horizon = now_ms - FINE_HORIZON_MS
+        for start in [s for s in self.fine if s + FINE_MS <= horizon]:
+            hour = start - start % COARSE_MS
+            self.coarse[hour] = self.coarse.get(hour, 0) + self.fine.pop(start)
+        oldest = now_ms - retention_ms
+        for start in [s for s in self.coarse if s + COARSE_MS <= oldest]:
+            del self.coarse[start]
+
+    def buckets(self) -> Iterator[tuple[int, int, int]]:
+        """(start_ms, size_ms, count) of every non-empty bucket."""
+        for start, count in self.fine.items():
+            yield start, FINE_MS, count
+        for start, count in self.coarse.items():
+            yield start, COARSE_MS, count
+
+    def count(self, window_ms: int, now_ms: int) -> int:
+        return sum(c for s, size, c in self.buckets() if in_window(s, size, window_ms, now_ms))
+
+    def next_expiry_ms(self, windows_ms: Iterable[int], now_ms: int) -> int | None:
+        """The earliest moment after `now_ms` at which this series leaves one of the windows."""
+        soonest: int | None = None
+        for window_ms in windows_ms:
+            for start, size, _ in self.buckets():
+                leaves_at = start + size + window_ms
+                if leaves_at > now_ms and (soonest is None or leaves_at < soonest):
+                    soonest = leaves_at
+        return soonest
+
+    def is_empty(self) -> bool:
+        return not self.fine and not self.coarse
+
+    def to_json(self) -> list[list[int]]:
+        """Compact form: [[start_minute, size_minutes, count], ...]."""
+        return [[s // MINUTE_MS, size // MINUTE_MS, c] for s, size, c in self.buckets()]
+
+    @classmethod
+    def from_json(cls, rows: list[list[int]]) -> Series:
+        series = cls()
+        for start_min, size_min, count in rows:
+            target = series.fine if size_min * MINUTE_MS == FINE_MS else series.coarse
+            target[start_min * MINUTE_MS] = count
+        return series
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesKey:
+    """What a series counts: `touch` or `response`, on which channel, of which kind (or '-')."""
+
+    type: str
+    channel: str
+    kind: str
+
+    def encode(self) -> str:
+        return f"{self.type}|{self.channel}|{self.kind}"
+
+    @classmethod
+    def decode(cls, text: str) -> SeriesKey:
+        type_, channel, kind = text.split("|")
+        return cls(type_, channel, kind)
+
+
+@dataclass
+class WindowCounts:
+    """All series of one customer."""
+
+    series: dict[SeriesKey, Series] = field(default_factory=dict)
+
+    def add(self, key: SeriesKey, ts_ms: int, now_ms: int) -> None:
+        self.series.setdefault(key, Series()).add(ts_ms, now_ms)
+
+    def advance(self, now_ms: int, retention_ms: int) -> None:
+        for key in list(self.series):
+            series = self.series[key]
+            series.advance(now_ms, retention_ms)
+            if series.is_empty():
+                del self.series[key]
+
+    def count(
+        self,
+        window_ms: int,
+        now_ms: int,
+        *,
+        type_: str,
+        channel: str | None = None,
+        exclude_kinds: frozenset[str] = frozenset(),
+    ) -> int:
+        return sum(
+            series.count(window_ms, now_ms)
+            for key, series in self.series.items()
+            if key.type == type_
+            and (channel is None or key.channel == channel)
+            and key.kind not in exclude_kinds
+        )
+
+    def breakdown(self, window_ms: int, now_ms: int, *, type_: str, by: str) -> dict[str, int]:
+        """Counts of one type per channel (`by="channel"`) or per kind (`by="kind"`), zeros left out."""
+        totals: dict[str, int] = {}
+        for key, series in self.series.items():
+            if key.type == type_:
+                n = series.count(window_ms, now_ms)
+                if n:
+                    group = getattr(key, by)
+                    totals[group] = totals.get(group, 0) + n
+        return dict(sorted(totals.items()))
+
+    def next_expiry_ms(self, windows_ms: Iterable[int], now_ms: int) -> int | None:
+        windows = list(windows_ms)
+        times = [t for s in self.series.values() if (t := s.next_expiry_ms(windows, now_ms)) is not None]
+        return min(times) if times else None
+
+    def bucket_count(self) -> int:
+        return sum(len(s.fine) + len(s.coarse) for s in self.series.values())
+
+    def to_json(self) -> dict[str, list[list[int]]]:
+        return {key.encode(): series.to_json() for key, series in self.series.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[list[int]]]) -> WindowCounts:
+        return cls({SeriesKey.decode(k): Series.from_json(v) for k, v in data.items()})

@@ -1,0 +1,134 @@
+"""Scorer state in Redis, committed atomically with the Kafka offsets it reflects.
+
+Why Redis and not Faust's changelog tables: Faust decides that changelog recovery is complete from
+`end_offsets`, which the embedded broker reports wrongly after batched writes, so a restarted
+worker could silently resume with partial state. Here every batch's effects — customer states,
+snapshots, due times — and the highest offset processed per topic-partition are written in one
+MULTI/EXEC transaction. After a crash the consumer resumes from Kafka's committed offset (never
+ahead of Redis), and records at or below the stored offset are skipped: nothing lost, nothing
+counted twice, on any Kafka-protocol broker. See docs/architecture.md.
+
+Concurrency: the state keys of a batch are WATCHed while read; if another writer (a zombie worker
+during a rebalance) changed one before the commit, the commit fails with CommitConflict and the
+batch is recomputed from fresh state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
+from redis.exceptions import RedisError, WatchError
+
+from scorer.core.state import CustomerState
+from services.errors import FatigueError, StoreUnavailable
+from services.names import RedisKeys
+
+
+class CommitConflict(FatigueError):
+    """Another writer changed a customer of this batch; recompute and try again."""
+
+    retriable = True
+
+
+@dataclass
+class Changes:
+    """Everything one batch (or one timer round) writes."""
+
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    snapshots: dict[str, dict[str, Any]] = field(default_factory=dict)
+    due: dict[int, dict[str, int | None]] = field(default_factory=dict)
+    """partition -> customer_id -> next due ms (None: remove)."""
+    offsets: dict[str, int] = field(default_factory=dict)
+    """`topic/partition` -> highest processed offset."""
+
+
+def tp_field(topic: str, partition: int) -> str:
+    return f"{topic}/{partition}"
+
+
+class StateStore:
+    def __init__(self, redis: Redis, keys: RedisKeys, group: str) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._group = group
+
+    async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> Transaction:
+        """Start a transaction: WATCH and read the customers' states and the offsets of `tps`."""
+        ids = sorted(set(customer_ids))
+        tp_list = sorted(set(tps))
+        pipe = self._redis.pipeline(transaction=True)
+        try:
+            state_keys = [self._keys.state(c) for c in ids]
+            if state_keys:
+                await pipe.watch(*state_keys)
+            raw_states = await pipe.mget(state_keys) if state_keys else []
+            raw_offsets = await pipe.hmget(self._keys.offsets(self._group), tp_list) if tp_list else []
+        except RedisError as exc:
+            await pipe.reset()
+            raise StoreUnavailable(f"reading scorer state from Redis failed: {exc}") from exc
+        states = {c: CustomerState.from_json(json.loads(r)) for c, r in zip(ids, raw_states, strict=True) if r}
+        offsets = {tp: int(o) for tp, o in zip(tp_list, raw_offsets, strict=True) if o is not None}
+        return Transaction(pipe, self._keys, self._group, states, offsets)
+
+    async def due_customers(self, partition: int, now_ms: int, limit: int) -> list[str]:
+        try:
+            return list(
+                await self._redis.zrangebyscore(self._keys.due(self._group, partition), "-inf", now_ms, 0, limit)
+            )
+        except RedisError as exc:
+            raise StoreUnavailable(f"reading due timers from Redis failed: {exc}") from exc
+
+
+class Transaction:
+    """Reads done under WATCH; `commit` writes a batch's changes atomically or raises CommitConflict."""
+
+    def __init__(
+        self,
+        pipe: Pipeline,
+        keys: RedisKeys,
+        group: str,
+        states: dict[str, CustomerState],
+        offsets: dict[str, int],
+    ) -> None:
+        self._pipe = pipe
+        self._keys = keys
+        self._group = group
+        self.states = states
+        self.offsets = offsets
+
+    async def commit(self, changes: Changes) -> None:
+        pipe = self._pipe
+        try:
+            pipe.multi()
+            for customer_id, state in changes.states.items():
+                pipe.set(self._keys.state(customer_id), json.dumps(state.to_json(), separators=(",", ":")))
+            for customer_id, snap in changes.snapshots.items():
+                pipe.set(self._keys.snapshot(customer_id), json.dumps(snap, separators=(",", ":")))
+            for partition, entries in changes.due.items():
+                self._queue_due(pipe, partition, entries)
+            if changes.offsets:
+                pipe.hset(self._keys.offsets(self._group), mapping=changes.offsets)
+            await pipe.execute()
+        except WatchError as exc:
+            raise CommitConflict("customer state changed under this batch") from exc
+        except RedisError as exc:
+            raise StoreUnavailable(f"committing scorer state to Redis failed: {exc}") from exc
+        finally:
+            await pipe.reset()
+
+    def _queue_due(self, pipe: Pipeline, partition: int, entries: dict[str, int | None]) -> None:
+        key = self._keys.due(self._group, partition)
+        to_set = {c: t for c, t in entries.items() if t is not None}
+        to_remove = [c for c, t in entries.items() if t is None]
+        if to_set:
+            pipe.zadd(key, to_set)
+        if to_remove:
+            pipe.zrem(key, *to_remove)
+
+    async def abort(self) -> None:
+        await self._pipe.reset()

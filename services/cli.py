@@ -1,0 +1,108 @@
+"""The `fatigue` command: run the whole stack or any one service.
+
+    fatigue up [--host H] [--port P] [--demo]   everything, embedded broker + Redis by default
+    fatigue demo                                 `up` plus a synthetic stream and a webhook sink
+    fatigue api | scorer | notifier              one service, configured from the environment
+    fatigue topics                               create the Kafka topics if missing
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+from services.errors import FatigueError
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fatigue", description="Real-time contact-fatigue engine.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("up", "run everything in the foreground"), ("demo", "up + a synthetic demo stream")):
+        cmd = sub.add_parser(name, help=help_text)
+        cmd.add_argument("--host", default="127.0.0.1", help="API listen address (default 127.0.0.1)")
+        cmd.add_argument("--port", type=int, default=8000, help="API port (default 8000)")
+        cmd.add_argument("--workdir", type=Path, default=None, help="where embedded servers keep logs and data")
+        cmd.add_argument("--customers", type=int, default=300, help="demo: number of synthetic customers")
+        cmd.add_argument("--seed", type=int, default=7, help="demo: random seed (same seed, same stream)")
+        if name == "up":
+            cmd.add_argument("--demo", action="store_true", help="also feed the synthetic demo stream")
+    sub.add_parser("api", help="run the HTTP API")
+    sub.add_parser("scorer", help="run the stream processor (a Faust worker)")
+    sub.add_parser("notifier", help="run the webhook notifier")
+    sub.add_parser("topics", help="create the Kafka topics if missing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = _parser().parse_args(argv)
+    try:
+        _dispatch(args)
+    except FatigueError as exc:
+        sys.stderr.write(f"fatigue {args.command}: {exc}\n")
+        if exc.operator_action:
+            sys.stderr.write(f"  what to do: {exc.operator_action}\n")
+        raise SystemExit(2) from None
+
+
+def _dispatch(args: argparse.Namespace) -> None:
+    if args.command in ("up", "demo"):
+        _up(args, demo=args.command == "demo" or args.demo)
+    elif args.command == "api":
+        from ingest.app import main as api_main
+
+        api_main()
+    elif args.command == "scorer":
+        from scorer.app import main as scorer_main
+
+        scorer_main()
+    elif args.command == "notifier":
+        from notifier.app import main as notifier_main
+
+        notifier_main()
+    elif args.command == "topics":
+        from services.kafka import ensure_topics
+        from services.settings import CommonSettings
+
+        created = asyncio.run(ensure_topics(CommonSettings()))
+        sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
+
+
+def _up(args: argparse.Namespace, *, demo: bool) -> None:
+    from services.supervisor import describe, make_plan, say
+
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fatigue-up-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    plan = make_plan(args.host, args.port, workdir)
+    try:
+        say(describe(plan))
+        asyncio.run(_run_up(plan, demo, args))
+    finally:
+        if plan.embedded is not None:
+            plan.embedded.stop()
+            say(f"embedded broker and Redis stopped (logs were in {workdir})")
+
+
+async def _run_up(plan: object, demo: bool, args: argparse.Namespace) -> None:
+    from services.supervisor import Plan, supervise
+
+    assert isinstance(plan, Plan)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stopping.set)
+    extra: list[asyncio.Task[None]] = []
+    if demo:
+        from services.demo import run_demo
+
+        extra.append(asyncio.create_task(run_demo(plan, customers=args.customers, seed=args.seed)))
+    with contextlib.suppress(asyncio.CancelledError):
+        await supervise(plan, stopping, extra)
+
+
+if __name__ == "__main__":
+    main()
