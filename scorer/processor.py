@@ -170,7 +170,7 @@ class Processor:
         outcome = engine.apply_event(state, item.event, now_ms, policy)
         self._metrics.events.labels(outcome.result).inc()
         if outcome.result != engine.COUNTED:
-            log.info("event %s of %s not counted: %s", item.event.event_id, item.customer_id, outcome.reason)
+            log.debug("event %s of %s not counted: %s", item.event.event_id, item.customer_id, outcome.reason)
         if item.received_at_ms is not None:
             self._metrics.lag_seconds.set(max(0, now_ms - item.received_at_ms) / 1000)
         return outcome.actions

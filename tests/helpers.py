@@ -1,0 +1,106 @@
+"""Helpers shared by integration tests: service processes, producing events, bounded waiting."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, TypeVar
+
+from services.contract import EventEnvelope, EventIn, encode
+from services.settings import CommonSettings
+from services.kafka import make_producer
+
+T = TypeVar("T")
+
+FAST_GROUP_ENV = {
+    # Tansu joins groups quickly only with short timeouts (../shared/TESTING.md).
+    "FATIGUE_BROKER_SESSION_TIMEOUT_S": "6",
+    "FATIGUE_BROKER_HEARTBEAT_INTERVAL_S": "1",
+    "FATIGUE_BROKER_REBALANCE_TIMEOUT_S": "5",
+    "FATIGUE_TICK_INTERVAL_S": "0.5",
+}
+
+
+async def wait_until(check: Callable[[], Awaitable[T | None]], timeout_s: float, what: str) -> T:
+    """Poll `check` until it returns something truthy; fail the test after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    last: T | None = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}; last value: {last!r}")
+
+
+@contextmanager
+def service_process(name: str, env: dict[str, str], log_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """Run `fatigue <name>` as a child process; always stopped (SIGTERM, then SIGKILL)."""
+    log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
+    with log_path.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", name],
+            env={**os.environ, **env},
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+
+
+def event(
+    i: int | str,
+    customer_id: str,
+    *,
+    days_ago: float = 0.0,
+    type_: str = "touch",
+    channel: str = "email",
+    kind: str | None = None,
+    in_reply_to: str | None = None,
+) -> dict[str, Any]:
+    occurred = datetime.now(UTC) - timedelta(days=days_ago)
+    body: dict[str, Any] = {
+        "event_id": f"e-{customer_id}-{i}",
+        "type": type_,
+        "customer_id": customer_id,
+        "channel": channel,
+        "occurred_at": occurred.isoformat(),
+    }
+    if kind:
+        body["kind"] = kind
+    if in_reply_to:
+        body["in_reply_to"] = in_reply_to
+    return body
+
+
+async def produce_events(settings: CommonSettings, events: list[dict[str, Any]], producer_name: str = "tests") -> None:
+    """Put events on the events topic the way the API does (envelope, key = customer id, acks=all)."""
+    producer = make_producer(settings, "tests")
+    await producer.start()
+    try:
+        now = datetime.now(UTC)
+        futures = []
+        for body in events:
+            envelope = EventEnvelope(producer=producer_name, received_at=now, event=EventIn.model_validate(body))
+            futures.append(
+                await producer.send(settings.events_topic, key=body["customer_id"].encode(), value=encode(envelope))
+            )
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

@@ -1,0 +1,117 @@
+"""The scorer's edge on a real Redis: atomic state + offsets, replays skipped, timers, conflicts.
+
+The Kafka side is replaced by records built here and an in-memory action publisher — the
+Faust worker on the real broker is covered in test_worker.py.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+
+from scorer.clock import ManualClock
+from scorer.core.durations import DAY_MS
+from scorer.core.policy import default_policy
+from scorer.processor import Processor, Record
+from scorer.publisher import MemoryActionPublisher
+from scorer.store import StateStore
+from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode
+from services.metrics import ScorerMetrics
+from services.names import RedisKeys
+
+pytestmark = pytest.mark.integration
+
+EVENTS, PROFILES = "ev", "pr"
+NOW = datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def event_record(offset: int, i: int, customer: str = "c1", days_ago: float = 1.0, partition: int = 0) -> Record:
+    body = EventIn.model_validate({
+        "event_id": f"e{i}", "type": "touch", "customer_id": customer, "channel": "email",
+        "occurred_at": (NOW - timedelta(days=days_ago)).isoformat(),
+    })
+    value = encode(EventEnvelope(producer="p", received_at=NOW, event=body))
+    return Record(EVENTS, partition, offset, value)
+
+
+def make(redis: Redis, prefix: str) -> tuple[Processor, MemoryActionPublisher, ManualClock, ScorerMetrics]:
+    publisher, clock = MemoryActionPublisher(), ManualClock(int(NOW.timestamp() * 1000))
+    metrics = ScorerMetrics(CollectorRegistry())
+    store = StateStore(redis, RedisKeys(prefix), "g")
+    processor = Processor(store, publisher, default_policy, clock, metrics, events_topic=EVENTS, profiles_topic=PROFILES)
+    return processor, publisher, clock, metrics
+
+
+async def snapshot_of(redis: Redis, prefix: str, customer: str) -> dict:
+    raw = await redis.get(RedisKeys(prefix).snapshot(customer))
+    assert raw, f"no snapshot for {customer}"
+    return json.loads(raw)
+
+
+async def test_batch_commits_state_snapshot_and_offsets_together(redis_client: Redis, unique: str) -> None:
+    processor, publisher, _, _ = make(redis_client, unique)
+    await processor.process([event_record(o, o, days_ago=20 - o) for o in range(13)])
+    assert [a["type"] for a in publisher.published] == ["fatigue.throttle"]
+    snap = await snapshot_of(redis_client, unique, "c1")
+    assert snap["status"] == "throttled" and snap["windows"]["30d"]["touches"]["total"] == 13
+    assert await redis_client.hget(RedisKeys(unique).offsets("g"), f"{EVENTS}/0") == "12"
+
+
+async def test_replayed_records_are_skipped_by_offset(redis_client: Redis, unique: str) -> None:
+    """After a crash Kafka re-delivers from its committed offset: nothing counts twice."""
+    processor, publisher, _, metrics = make(redis_client, unique)
+    records = [event_record(o, o) for o in range(5)]
+    await processor.process(records[:3])
+    await processor.process(records)  # 0..2 again, then 3..4
+    snap = await snapshot_of(redis_client, unique, "c1")
+    assert snap["events_counted"] == 5
+    assert metrics.events.labels("replayed")._value.get() == 3
+
+
+async def test_bad_records_are_skipped_and_counted(redis_client: Redis, unique: str) -> None:
+    processor, _, _, metrics = make(redis_client, unique)
+    await processor.process([Record(EVENTS, 0, 0, b"not json"), event_record(1, 1)])
+    assert metrics.events.labels("bad_record")._value.get() == 1
+    assert (await snapshot_of(redis_client, unique, "c1"))["events_counted"] == 1
+    assert await redis_client.hget(RedisKeys(unique).offsets("g"), f"{EVENTS}/0") == "1"
+
+
+async def test_profiles_reach_the_snapshot_and_set_the_cadence(redis_client: Redis, unique: str) -> None:
+    processor, publisher, clock, _ = make(redis_client, unique)
+    profile = ProfileEnvelope(customer_id="c1", updated_at=NOW, profile=ProfileIn(stage="prospect", owner_rep_id="r7"))
+    await processor.process([Record(PROFILES, 0, 0, encode(profile)), event_record(0, 1, days_ago=0)])
+    snap = await snapshot_of(redis_client, unique, "c1")
+    assert snap["profile"]["stage"] == "prospect"
+    clock.advance(5 * DAY_MS + 1)
+    actions = await processor.fire_due([0])
+    assert [a["type"] for a in actions] == ["fatigue.re_engage"]
+    assert actions[0]["owner_rep_id"] == "r7"
+    assert (await snapshot_of(redis_client, unique, "c1"))["status"] == "dormant"
+    assert await processor.fire_due([0]) == []  # once per state change
+
+
+async def test_timers_only_fire_for_the_partitions_asked(redis_client: Redis, unique: str) -> None:
+    processor, _, clock, _ = make(redis_client, unique)
+    await processor.process([event_record(0, 1, customer="a", partition=0), event_record(0, 2, customer="b", partition=1)])
+    clock.advance(31 * DAY_MS)
+    assert {a["customer_id"] for a in await processor.fire_due([1])} == {"b"}
+    assert {a["customer_id"] for a in await processor.fire_due([0, 1])} == {"a"}
+
+
+async def test_a_concurrent_writer_forces_a_recompute_not_a_lost_update(redis_client: Redis, unique: str) -> None:
+    """Two processors (a zombie during a rebalance) write the same customer: both events survive."""
+    first, _, _, metrics = make(redis_client, unique)
+    second, _, _, _ = make(redis_client, unique)
+    store = first._store
+    txn = await store.read(["c1"], [])
+    await second.process([event_record(0, 1, partition=0)])  # changes c1 under the open transaction
+    from scorer.store import Changes, CommitConflict
+
+    with pytest.raises(CommitConflict):
+        await txn.commit(Changes(states={}, offsets={"x/0": 1}))
+    await first.process([event_record(0, 2, partition=1)])
+    assert (await snapshot_of(redis_client, unique, "c1"))["events_counted"] == 2
