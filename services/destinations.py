@@ -12,7 +12,7 @@ import socket
 from collections.abc import Callable, Iterable
 from urllib.parse import urlsplit
 
-from services.errors import DestinationRefused
+from services.errors import DestinationRefused, DestinationUnresolved
 
 Resolver = Callable[[str, int], Iterable[str]]
 
@@ -21,6 +21,8 @@ def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:
+            raise DestinationUnresolved(f"temporary failure resolving host {host!r}: {exc}") from exc
         raise DestinationRefused(f"cannot resolve host {host!r}: {exc}") from exc
     return sorted({str(info[4][0]) for info in infos})
 

@@ -47,6 +47,13 @@ class DestinationRefused(FatigueError):
     )
 
 
+class DestinationUnresolved(FatigueError):
+    """A webhook host could not be resolved just now (temporary DNS failure); try again later."""
+
+    retriable = True
+    operator_action = "Check DNS resolution from the notifier's network."
+
+
 class DeliveryFailed(FatigueError):
     """A webhook delivery attempt failed; `retriable` tells whether another attempt may succeed."""
 

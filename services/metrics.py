@@ -81,7 +81,7 @@ class NotifierMetrics:
         )
         self.attempts = Counter(
             "fatigue_notifier_attempts_total",
-            "HTTP attempts by result class (2xx, 4xx, 5xx, timeout, error).",
+            "HTTP attempts by result class (2xx, 3xx, 4xx, 5xx, timeout, error).",
             ["result"],
             registry=registry,
         )

@@ -37,6 +37,10 @@ class CommonSettings(BaseSettings):
     kafka_idempotence: bool = False
     """aiokafka's idempotent producer; on for real Kafka, off for the embedded broker (it refuses it)."""
     kafka_request_timeout_s: float = Field(default=10.0, gt=0)
+    broker_session_timeout_s: float = Field(default=30.0, gt=0)
+    broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)
+    broker_rebalance_timeout_s: float = Field(default=60.0, gt=0)
+    """Consumer-group timeouts (scorer and notifier). `fatigue up` shortens them on the embedded broker."""
     log_level: str = "INFO"
 
     @classmethod
@@ -119,9 +123,6 @@ class ScorerSettings(CommonSettings):
     """How often due timers (re_engage, window expiry) are checked."""
     batch_max_events: int = Field(default=500, ge=1)
     batch_max_wait_s: float = Field(default=0.05, gt=0)
-    broker_session_timeout_s: float = Field(default=30.0, gt=0)
-    broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)
-    broker_rebalance_timeout_s: float = Field(default=60.0, gt=0)
     web_port: int = Field(default=6066, ge=0, le=65535)
     """Faust web server port for /metrics and /healthz (0: no web server)."""
     web_host: str = "127.0.0.1"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import base64
+import builtins
 import json
+import logging
 import secrets
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -54,12 +56,18 @@ class SubscriptionStore:
         raw = await self._redis.hget(self._key, sub_id)
         return Subscription.from_json(raw) if raw else None
 
-    async def list(self) -> list[Subscription]:
-        raw = await self._redis.hgetall(self._key)
-        return sorted((Subscription.from_json(v) for v in raw.values()), key=lambda s: s.created_at)
+    async def list(self) -> builtins.list[Subscription]:
+        """All readable subscriptions; an unreadable one is logged and skipped, never fatal."""
+        subs = []
+        for sub_id, raw in (await self._redis.hgetall(self._key)).items():
+            try:
+                subs.append(Subscription.from_json(str(raw)))
+            except (ValueError, KeyError, TypeError) as exc:
+                logging.getLogger(__name__).error("subscription %s is unreadable, skipped: %s", sub_id, exc)
+        return sorted(subs, key=lambda s: s.created_at)
 
     async def delete(self, sub_id: str) -> bool:
         return bool(await self._redis.hdel(self._key, sub_id))
 
-    async def matching(self, event_type: str) -> list[Subscription]:
+    async def matching(self, event_type: str) -> builtins.list[Subscription]:
         return [sub for sub in await self.list() if sub.wants(event_type)]

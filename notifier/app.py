@@ -1,0 +1,189 @@
+"""The notifier process: wiring from NotifierSettings, the metrics server, `main()`.
+
+`fatigue notifier` calls `main()`; tests call `run()` with their own settings and a stop event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Coroutine
+from typing import Any
+from wsgiref.simple_server import WSGIServer
+
+import httpx
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from prometheus_client import CollectorRegistry, start_http_server
+
+from notifier.consumer import ActionConsumer
+from notifier.delivery import SenderConfig, WebhookSender
+from notifier.dispatch import Dispatcher
+from notifier.ledger import RedisLedger
+from notifier.retry import RetryPolicy
+from services.destinations import Resolver, system_resolver
+from services.errors import BrokerUnavailable, ConfigError, FatigueError
+from services.metrics import NotifierMetrics
+from services.redisio import make_redis
+from services.settings import NotifierSettings
+from services.subscriptions import SubscriptionStore
+
+log = logging.getLogger(__name__)
+
+CLIENT_ID = "fatigue-notifier"
+
+
+def make_consumer(
+    settings: NotifierSettings,
+    *,
+    session_timeout_ms: int = 10_000,
+    heartbeat_interval_ms: int = 3_000,
+    rebalance_timeout_ms: int | None = None,
+) -> AIOKafkaConsumer:
+    """A consumer of the actions topic that only commits what was handled."""
+    return AIOKafkaConsumer(
+        settings.actions_topic,
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        group_id=settings.notifier_group_id,
+        client_id=CLIENT_ID,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        session_timeout_ms=session_timeout_ms,
+        heartbeat_interval_ms=heartbeat_interval_ms,
+        rebalance_timeout_ms=rebalance_timeout_ms,
+    )
+
+
+def make_http_client() -> httpx.AsyncClient:
+    """Redirects are not followed (they would bypass the destination check); no proxy from env."""
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+
+
+def make_sender(
+    settings: NotifierSettings, client: httpx.AsyncClient, metrics: NotifierMetrics, resolve: Resolver
+) -> WebhookSender:
+    config = SenderConfig(
+        policy=RetryPolicy(attempts=settings.delivery_attempts, base_s=settings.retry_base_s),
+        timeout_s=settings.delivery_timeout_s,
+        allow_private=settings.allow_private_destinations,
+        allow_loopback=settings.allow_loopback_destinations,
+    )
+    return WebhookSender(client, config, metrics, resolve=resolve)
+
+
+async def _start_consumer(consumer: AIOKafkaConsumer, settings: NotifierSettings) -> None:
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        await consumer.stop()
+        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
+
+
+def _serve_metrics(settings: NotifierSettings, registry: CollectorRegistry) -> WSGIServer:
+    try:
+        server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}; "
+            "set FATIGUE_METRICS_PORT to a free port (0 turns the metrics server off)"
+        ) from exc
+    log.info("serving metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server
+
+
+async def _close_metrics(server: WSGIServer) -> None:
+    await asyncio.to_thread(server.shutdown)
+    server.server_close()
+
+
+async def run(
+    settings: NotifierSettings,
+    stop: asyncio.Event | None = None,
+    *,
+    session_timeout_ms: int = 10_000,
+    heartbeat_interval_ms: int = 3_000,
+    rebalance_timeout_ms: int | None = None,
+    registry: CollectorRegistry | None = None,
+    resolve: Resolver = system_resolver,
+    shutdown_grace_s: float | None = None,
+) -> None:
+    """Deliver actions until `stop` is set (or the task is cancelled); then close everything.
+
+    After `stop`, records being delivered get `shutdown_grace_s` (default: the delivery timeout)
+    to finish; what is still in flight then is cancelled, left uncommitted, and read again on the
+    next start. Raises BrokerUnavailable / StoreUnavailable when Kafka / Redis cannot be used.
+    """
+    stop = stop or asyncio.Event()
+    registry = registry or CollectorRegistry()
+    metrics = NotifierMetrics(registry)
+    async with contextlib.AsyncExitStack() as resources:
+        if settings.metrics_port:
+            resources.push_async_callback(_close_metrics, _serve_metrics(settings, registry))
+        redis = make_redis(settings)
+        resources.push_async_callback(redis.aclose)
+        client = await resources.enter_async_context(make_http_client())
+        consumer = make_consumer(settings, session_timeout_ms=session_timeout_ms,
+                                 heartbeat_interval_ms=heartbeat_interval_ms,
+                                 rebalance_timeout_ms=rebalance_timeout_ms)
+        await _start_consumer(consumer, settings)
+        resources.push_async_callback(consumer.stop)
+        dispatcher = Dispatcher(
+            SubscriptionStore(redis, settings.keys),
+            RedisLedger(redis, settings.keys, settings.delivered_ttl_s),
+            make_sender(settings, client, metrics, resolve),
+            metrics,
+        )
+        log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
+        grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s
+        await _until_stopped(ActionConsumer(consumer, dispatcher).run(stop), stop, grace_s)
+    log.info("notifier stopped")
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_s: float) -> None:
+    """Run `work`; once `stop` is set give it `grace_s` to finish, then cancel it. Re-raise its error."""
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        if not task.done():
+            await asyncio.wait({task}, timeout=grace_s)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.gather(task, stopped, return_exceptions=True)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        raise error
+
+
+async def _serve(settings: NotifierSettings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        await run(
+            settings,
+            stop,
+            session_timeout_ms=int(settings.broker_session_timeout_s * 1000),
+            heartbeat_interval_ms=int(settings.broker_heartbeat_interval_s * 1000),
+            rebalance_timeout_ms=int(settings.broker_rebalance_timeout_s * 1000),
+        )
+    finally:
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+
+
+def main() -> None:
+    """Entry point of `fatigue notifier`: settings from the environment, run until SIGINT/SIGTERM."""
+    settings = NotifierSettings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        asyncio.run(_serve(settings))
+    except FatigueError as exc:
+        log.critical("notifier stopped: %s — %s", exc, exc.operator_action)
+        raise SystemExit(1) from exc

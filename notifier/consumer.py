@@ -1,0 +1,70 @@
+"""The Kafka side of the notifier: poll the actions topic, dispatch each record, commit its offset.
+
+Partitions of one poll are handled side by side; records of one partition in order. A record's
+offset is committed only after all its deliveries finished (delivered, refused or out of
+attempts), so a crash re-reads it — the delivery ledger keeps that from sending twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+from aiokafka.errors import CommitFailedError, IllegalStateError
+
+from notifier.delivery import DeliveryResult
+
+log = logging.getLogger(__name__)
+
+POLL_TIMEOUT_MS = 500
+MAX_RECORDS_PER_POLL = 100
+
+
+class RecordDispatcher(Protocol):
+    async def dispatch(self, raw: bytes | None, origin: str = "") -> list[DeliveryResult]: ...
+
+
+class ActionConsumer:
+    def __init__(self, consumer: AIOKafkaConsumer, dispatcher: RecordDispatcher) -> None:
+        self._consumer = consumer
+        self._dispatcher = dispatcher
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll and dispatch until `stop` is set. Errors from the dispatcher propagate."""
+        while not stop.is_set():
+            batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
+            if batch:
+                await self._handle_batch(batch, stop)
+
+    async def _handle_batch(
+        self, batch: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]], stop: asyncio.Event
+    ) -> None:
+        outcomes = await asyncio.gather(
+            *(self._handle_partition(tp, records, stop) for tp, records in batch.items()),
+            return_exceptions=True,
+        )
+        errors = [item for item in outcomes if isinstance(item, BaseException)]
+        if errors:
+            raise errors[0]
+
+    async def _handle_partition(
+        self, tp: TopicPartition, records: list[ConsumerRecord[bytes, bytes]], stop: asyncio.Event
+    ) -> None:
+        for record in records:
+            if stop.is_set():
+                return
+            origin = f"{tp.topic}[{tp.partition}]@{record.offset}"
+            await self._dispatcher.dispatch(record.value, origin=origin)
+            if not await self._commit(tp, record.offset + 1):
+                return
+
+    async def _commit(self, tp: TopicPartition, offset: int) -> bool:
+        """Commit `offset`; False if the partition was taken away by a rebalance meanwhile."""
+        try:
+            await self._consumer.commit({tp: offset})
+        except (CommitFailedError, IllegalStateError) as exc:
+            log.warning("offset %d of %s not committed, partition reassigned: %s", offset, tp, exc)
+            return False
+        return True

@@ -1,0 +1,201 @@
+"""The HTTP sender: one action to one subscription, signed, with retries.
+
+Each attempt re-checks the destination (DNS may have changed since the subscription was created),
+signs the body with a fresh timestamp and POSTs it. The result says what happened; nothing here
+raises for a failed delivery.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
+
+import httpx
+
+from notifier import retry, signing
+from services.actions import Action, webhook_body
+from services.destinations import Resolver, check_destination, system_resolver
+from services.errors import ConfigError, DeliveryFailed, DestinationRefused, DestinationUnresolved
+from services.metrics import NotifierMetrics
+from services.names import HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP
+from services.subscriptions import Subscription
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "contact-fatigue-notifier/0.1"
+
+
+class Outcome(StrEnum):
+    DELIVERED = "delivered"
+    FAILED = "failed"  # permanent error, or retries exhausted
+    REFUSED = "refused"  # destination not allowed (private/loopback/unresolvable)
+
+
+@dataclass(frozen=True)
+class DeliveryResult:
+    subscription_id: str
+    url: str
+    action_id: str
+    webhook_id: str
+    outcome: Outcome
+    attempts: int
+    status: int | None = None
+    """HTTP status of the last attempt, None when no response came back."""
+    error: str | None = None
+
+
+class AttemptFailed(DeliveryFailed):
+    """One HTTP attempt failed; `result` is its metric label (4xx, 5xx, timeout, error …)."""
+
+    def __init__(
+        self, message: str, *, retriable: bool, result: str, status: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message, retriable=retriable, retry_after_s=retry_after_s)
+        self.result = result
+        self.status = status
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    policy: retry.RetryPolicy
+    timeout_s: float
+    allow_private: bool
+    allow_loopback: bool
+
+
+def encode_body(action: Action) -> bytes:
+    """The webhook body: compact JSON of `{"type", "timestamp", "data"}`."""
+    return json.dumps(webhook_body(action), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def action_age_s(action: Action, now_s: float) -> float | None:
+    """Seconds since the action's `at`, or None if `at` is not a timestamp."""
+    try:
+        created = datetime.fromisoformat(action["at"])
+    except (KeyError, TypeError, ValueError):
+        return None
+    if created.tzinfo is None:
+        return None
+    return max(0.0, now_s - created.timestamp())
+
+
+class WebhookSender:
+    """Delivers actions over HTTP. `clock`, `sleep`, `jitter` and `resolve` are injectable for tests."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        config: SenderConfig,
+        metrics: NotifierMetrics,
+        *,
+        resolve: Resolver = system_resolver,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
+    ) -> None:
+        self._client = client
+        self._config = config
+        self._metrics = metrics
+        self._resolve = resolve
+        self._clock = clock
+        self._sleep = sleep
+        self._jitter = jitter
+
+    async def deliver(self, sub: Subscription, action: Action) -> DeliveryResult:
+        """Send until delivered, refused, permanently failed or out of attempts."""
+        body = encode_body(action)
+        msg_id = signing.webhook_id(action["action_id"], sub.id)
+        base = DeliveryResult(sub.id, sub.url, action["action_id"], msg_id, Outcome.FAILED, attempts=0)
+        policy = self._config.policy
+        for attempt in range(1, policy.attempts + 1):
+            try:
+                await self._check_destination(sub.url)
+                status = await self._attempt(sub, msg_id, body)
+            except DestinationRefused as exc:
+                return self._finish(action, replace(base, outcome=Outcome.REFUSED, attempts=attempt - 1,
+                                                    error=str(exc)))
+            except ConfigError as exc:  # the subscription's secret cannot sign: no attempt can succeed
+                return self._finish(action, replace(base, attempts=attempt - 1, error=str(exc)))
+            except AttemptFailed as exc:
+                self._metrics.attempts.labels(result=exc.result).inc()
+                if not exc.retriable or attempt == policy.attempts:
+                    return self._finish(action, replace(base, attempts=attempt, status=exc.status,
+                                                        error=str(exc)))
+                await self._sleep(policy.delay_s(attempt, self._jitter(), exc.retry_after_s))
+            else:
+                self._metrics.attempts.labels(result=retry.status_class(status)).inc()
+                return self._finish(action, replace(base, outcome=Outcome.DELIVERED, attempts=attempt,
+                                                    status=status))
+        raise AssertionError("unreachable: the loop returns on its last attempt")  # pragma: no cover
+
+    async def _check_destination(self, url: str) -> None:
+        """check_destination resolves the host with a blocking call: run it in a thread."""
+        try:
+            await asyncio.to_thread(
+                check_destination,
+                url,
+                allow_private=self._config.allow_private,
+                allow_loopback=self._config.allow_loopback,
+                resolve=self._resolve,
+            )
+        except DestinationUnresolved as exc:  # temporary DNS failure: like a connection error
+            raise AttemptFailed(str(exc), retriable=True, result="error") from exc
+
+    def _headers(self, sub: Subscription, msg_id: str, body: bytes) -> dict[str, str]:
+        timestamp_s = int(self._clock())
+        return {
+            "content-type": "application/json",
+            "user-agent": USER_AGENT,
+            HEADER_WEBHOOK_ID: msg_id,
+            HEADER_WEBHOOK_TIMESTAMP: str(timestamp_s),
+            HEADER_WEBHOOK_SIGNATURE: signing.sign(sub.secret, msg_id, timestamp_s, body),
+        }
+
+    async def _attempt(self, sub: Subscription, msg_id: str, body: bytes) -> int:
+        """POST once; return the 2xx status or raise AttemptFailed. The response body is not read."""
+        timeout_s = self._config.timeout_s
+        headers = self._headers(sub, msg_id, body)
+        try:
+            async with (
+                asyncio.timeout(timeout_s),
+                self._client.stream("POST", sub.url, content=body, headers=headers,
+                                    timeout=timeout_s) as response,
+            ):
+                status, retry_after = response.status_code, response.headers.get("retry-after")
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            raise AttemptFailed(f"no response within {timeout_s}s", retriable=True, result="timeout") from exc
+        except httpx.TransportError as exc:
+            raise AttemptFailed(f"connection failed: {exc!r}", retriable=True, result="error") from exc
+        except httpx.HTTPError as exc:
+            raise AttemptFailed(f"request failed: {exc!r}", retriable=False, result="error") from exc
+        return check_status(status, retry_after)
+
+    def _finish(self, action: Action, result: DeliveryResult) -> DeliveryResult:
+        self._metrics.deliveries.labels(outcome=result.outcome.value).inc()
+        if result.outcome is Outcome.DELIVERED:
+            age_s = action_age_s(action, self._clock())
+            if age_s is not None:
+                self._metrics.delivery_seconds.observe(age_s)
+        return result
+
+
+def check_status(status: int, retry_after: str | None = None) -> int:
+    """Return a 2xx status; raise AttemptFailed saying whether another attempt may succeed."""
+    if retry.is_success(status):
+        return status
+    retriable = retry.is_retriable_status(status)
+    raise AttemptFailed(
+        f"destination answered HTTP {status}",
+        retriable=retriable,
+        result=retry.status_class(status),
+        status=status,
+        retry_after_s=retry.parse_retry_after_s(retry_after) if retriable else None,
+    )

@@ -1,0 +1,301 @@
+"""The notifier end to end: real Tansu broker, real redis-server, a real HTTP receiver on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from notifier.app import run
+from notifier.signing import webhook_id
+from services.actions import Action, encode_action
+from services.embedded import free_port
+from services.kafka import make_producer
+from services.names import ACTION_RECOVERED, ACTION_THROTTLE
+from services.settings import CommonSettings, NotifierSettings
+from services.subscriptions import Subscription, SubscriptionStore
+from tests.notifier.helpers import make_action
+
+pytestmark = pytest.mark.integration
+
+WAIT_S = 30.0
+
+
+@dataclass
+class Received:
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+    status: int
+
+    @property
+    def json(self) -> dict[str, Any]:
+        return json.loads(self.body)  # type: ignore[no-any-return]
+
+
+@dataclass
+class Receiver:
+    """A webhook endpoint that checks signatures with the reference library; answers from `script`."""
+
+    url: str = ""
+    secret: str = ""
+    script: list[int] = field(default_factory=list)
+    received: list[Received] = field(default_factory=list)
+
+    async def handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = dict(request.headers)
+        try:
+            Webhook(self.secret).verify(body, headers)
+            verified = True
+        except WebhookVerificationError:
+            verified = False
+        status = self.script.pop(0) if self.script else 200
+        self.received.append(Received(headers, body, verified, status))
+        return web.Response(status=status)
+
+    def of_type(self, event_type: str) -> list[Received]:
+        return [r for r in self.received if r.json["type"] == event_type]
+
+    def for_action(self, action: Action) -> list[Received]:
+        return [r for r in self.received if r.json["data"]["action_id"] == action["action_id"]]
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    rec = Receiver()
+    app = web.Application()
+    app.router.add_post("/hook", rec.handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    rec.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    try:
+        await web.SockSite(runner, sock).start()
+        yield rec
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+@pytest.fixture
+def notifier_settings(common_settings: CommonSettings, unique: str) -> NotifierSettings:
+    return NotifierSettings(
+        **common_settings.model_dump(),
+        notifier_group_id=f"notifier-{unique}",
+        allow_loopback_destinations=True,
+        delivery_attempts=3,
+        retry_base_s=0.05,
+        delivery_timeout_s=2.0,
+    )
+
+
+@pytest.fixture
+async def subscription(redis_client: Redis, notifier_settings: NotifierSettings, receiver: Receiver) -> Subscription:
+    store = SubscriptionStore(redis_client, notifier_settings.keys)
+    sub = await store.create(receiver.url, [ACTION_THROTTLE, ACTION_RECOVERED])
+    receiver.secret = sub.secret
+    return sub
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: NotifierSettings, registry: CollectorRegistry | None = None
+) -> AsyncIterator[asyncio.Task[None]]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run(settings, stop, registry=registry,  # short group timeouts: Tansu joins slowly otherwise
+            session_timeout_ms=6000, heartbeat_interval_ms=1000, rebalance_timeout_ms=5000)
+    )
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, timeout=20)
+
+
+async def wait_until(condition: Callable[[], bool], task: asyncio.Task[None], what: str) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while not condition():
+        if task.done():
+            task.result()  # raises the notifier's error
+            pytest.fail(f"notifier ended while waiting for {what}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {WAIT_S}s waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+async def publish(settings: NotifierSettings, *actions: Action) -> list[TopicPartition]:
+    """Publish with acks=all, keyed by customer like the scorer; return (partition, offset) of each."""
+    producer = make_producer(settings, "notifier-test")
+    await producer.start()
+    try:
+        placed = []
+        for action in actions:
+            meta = await producer.send_and_wait(
+                settings.actions_topic, encode_action(action), key=action["customer_id"].encode()
+            )
+            placed.append((TopicPartition(meta.topic, meta.partition), meta.offset))
+        return placed  # type: ignore[return-value]
+    finally:
+        await producer.stop()
+
+
+async def committed(settings: NotifierSettings, tp: TopicPartition) -> int:
+    """The group's committed offset, read by a consumer that does not join the group."""
+    reader = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
+                              group_id=settings.notifier_group_id, enable_auto_commit=False)
+    await reader.start()
+    try:
+        return await reader.committed(tp) or -1
+    finally:
+        await reader.stop()
+
+
+async def deliver_sentinel(settings: NotifierSettings, receiver: Receiver, task: asyncio.Task[None]) -> None:
+    """Publish a recovered action for the same customer and wait for it: everything before it is done."""
+    sentinel = make_action(type_=ACTION_RECOVERED)
+    await publish(settings, sentinel)
+    await wait_until(lambda: bool(receiver.for_action(sentinel)), task, "the sentinel action")
+
+
+async def test_delivers_one_correctly_signed_throttle(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver, redis_client: Redis
+) -> None:
+    settings = notifier_settings.model_copy(update={"metrics_port": free_port()})
+    action = make_action()
+    [(tp, offset)] = await publish(settings, action)
+    async with running(settings) as task:
+        await wait_until(lambda: bool(receiver.received), task, "the webhook")
+        await deliver_sentinel(settings, receiver, task)
+        async with httpx.AsyncClient() as client:
+            metrics = (await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")).text
+
+    [got] = receiver.of_type(ACTION_THROTTLE)
+    assert got.verified
+    assert got.json == {"type": ACTION_THROTTLE, "timestamp": action["at"], "data": action}
+    assert got.headers["webhook-id"] == webhook_id(action["action_id"], subscription.id)
+    assert got.headers["Content-Type"] == "application/json"
+    assert got.headers["User-Agent"] == "contact-fatigue-notifier/0.1"
+    key = settings.keys.delivered(action["action_id"], subscription.id)
+    assert 0 < await redis_client.ttl(key) <= settings.delivered_ttl_s
+    assert await committed(settings, tp) >= offset + 1
+    assert 'fatigue_notifier_deliveries_total{outcome="delivered"} 2.0' in metrics
+
+
+async def test_retries_5xx_and_delivers_once(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver, redis_client: Redis
+) -> None:
+    receiver.script = [500, 500]  # then 200
+    action = make_action()
+    await publish(notifier_settings, action)
+    async with running(notifier_settings) as task:
+        await wait_until(lambda: len(receiver.received) >= 3, task, "three attempts")
+        await deliver_sentinel(notifier_settings, receiver, task)
+    attempts = receiver.for_action(action)
+    assert [r.status for r in attempts] == [500, 500, 200]
+    assert all(r.verified for r in attempts)
+    assert len({r.headers["webhook-id"] for r in attempts}) == 1
+    assert await redis_client.exists(notifier_settings.keys.delivered(action["action_id"], subscription.id))
+
+
+async def test_permanent_4xx_is_not_retried(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver, redis_client: Redis
+) -> None:
+    receiver.script = [400]
+    action = make_action()
+    await publish(notifier_settings, action)
+    async with running(notifier_settings) as task:
+        await wait_until(lambda: bool(receiver.received), task, "the first attempt")
+        await deliver_sentinel(notifier_settings, receiver, task)
+    assert [r.status for r in receiver.for_action(action)] == [400]
+    assert not await redis_client.exists(notifier_settings.keys.delivered(action["action_id"], subscription.id))
+
+
+async def test_same_action_published_twice_is_delivered_once(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver
+) -> None:
+    action = make_action()
+    await publish(notifier_settings, action, action)
+    registry = CollectorRegistry()
+    async with running(notifier_settings, registry) as task:
+        await deliver_sentinel(notifier_settings, receiver, task)
+    assert len(receiver.for_action(action)) == 1
+    assert registry.get_sample_value("fatigue_notifier_deliveries_total", {"outcome": "duplicate"}) == 1
+
+
+async def test_loopback_destination_is_refused_unless_allowed(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver
+) -> None:
+    settings = notifier_settings.model_copy(update={"allow_loopback_destinations": False})
+    [(tp, offset)] = await publish(settings, make_action())
+    registry = CollectorRegistry()
+    refused = {"outcome": "refused"}
+    async with running(settings, registry) as task:
+        await wait_until(lambda: registry.get_sample_value("fatigue_notifier_deliveries_total", refused) == 1,
+                         task, "the refusal")
+        deadline = time.monotonic() + WAIT_S
+        while await committed(settings, tp) < offset + 1 and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+    assert receiver.received == []
+    assert await committed(settings, tp) == offset + 1
+
+
+async def test_bad_record_is_skipped_and_later_actions_still_delivered(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver
+) -> None:
+    producer = make_producer(notifier_settings, "notifier-test")
+    await producer.start()
+    try:
+        await producer.send_and_wait(notifier_settings.actions_topic, b"{broken", key=b"cust-1")
+    finally:
+        await producer.stop()
+    registry = CollectorRegistry()
+    async with running(notifier_settings, registry) as task:
+        await deliver_sentinel(notifier_settings, receiver, task)
+    assert registry.get_sample_value("fatigue_notifier_bad_records_total") == 1
+
+
+async def test_main_runs_until_sigterm_and_exits_cleanly(
+    infra_env: dict[str, str], common_settings: CommonSettings, unique: str
+) -> None:
+    env = {**os.environ, **infra_env, "FATIGUE_NOTIFIER_GROUP_ID": f"main-{unique}", "FATIGUE_LOG_LEVEL": "INFO"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", "from notifier.app import main; main()"],
+        env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        started = await asyncio.wait_for(asyncio.to_thread(_read_until, proc.stderr, "notifier consuming"), 30)
+        assert started, "the notifier did not report that it started"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def _read_until(stream: Any, marker: str) -> bool:
+    for line in stream:
+        if marker in line:
+            return True
+    return False
