@@ -85,7 +85,8 @@ class Scorer:
 
         @app.agent(source, name="score")
         async def score(stream: faust.StreamT) -> None:
-            async for events in stream.take_events(s.batch_max_events, within=s.batch_max_wait_s):
+            batches = stream.take_events(s.batch_max_events, within=s.batch_max_wait_s)  # type: ignore[attr-defined]
+            async for events in batches:
                 records = [
                     Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
                 ]
@@ -101,14 +102,14 @@ class Scorer:
                     log.warning("due timers not fired this tick (%s); retrying next tick", exc)
 
         @app.page("/metrics")
-        async def metrics(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-            return web.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
+        async def metrics(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            return view.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
         @app.page("/healthz")
-        async def healthz(web: faust.web.Web, request: faust.web.Request) -> faust.web.Response:
-            return web.json({"status": "ok"})
+        async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            return view.json({"status": "ok"})
 
-        app.on_before_shutdown.connect(self._on_shutdown)
+        app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         return app
 
     async def _process(self, records: list[Record]) -> None:

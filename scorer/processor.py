@@ -10,8 +10,9 @@ restart (at-least-once; receivers de-duplicate by id); a crash before publishing
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from pydantic import ValidationError
@@ -115,13 +116,13 @@ class Processor:
             with self._metrics.batch_seconds.time():
                 return await self._with_retries(lambda: self._process_once(decoded))
 
-    async def _with_retries(self, attempt: Callable[[], object]) -> list[Action]:
+    async def _with_retries(self, attempt: Callable[[], Awaitable[list[Action]]]) -> list[Action]:
         for _ in range(MAX_COMMIT_ATTEMPTS - 1):
             try:
-                return await attempt()  # type: ignore[misc, no-any-return]
+                return await attempt()
             except CommitConflict:
                 self._metrics.commit_conflicts.inc()
-        return await attempt()  # type: ignore[misc, no-any-return]
+        return await attempt()
 
     async def _process_once(self, decoded: list[tuple[Record, Decoded | None]]) -> list[Action]:
         customers = {d.customer_id for _, d in decoded if d is not None}
@@ -185,7 +186,7 @@ class Processor:
                 now_ms = self._clock.now_ms()
                 due = await self._store.due_customers(partition, now_ms, DUE_BATCH)
                 if due:
-                    fired += await self._with_retries(lambda p=partition, d=due: self._fire_once(p, d))
+                    fired += await self._with_retries(functools.partial(self._fire_once, partition, due))
         return fired
 
     async def _fire_once(self, partition: int, customer_ids: list[str]) -> list[Action]:

@@ -77,9 +77,8 @@ class StateStore:
 
     async def due_customers(self, partition: int, now_ms: int, limit: int) -> list[str]:
         try:
-            return list(
-                await self._redis.zrangebyscore(self._keys.due(self._group, partition), "-inf", now_ms, 0, limit)
-            )
+            found = await self._redis.zrangebyscore(self._keys.due(self._group, partition), "-inf", now_ms, 0, limit)
+            return [str(customer_id) for customer_id in found]
         except RedisError as exc:
             raise StoreUnavailable(f"reading due timers from Redis failed: {exc}") from exc
 
@@ -112,7 +111,7 @@ class Transaction:
             for partition, entries in changes.due.items():
                 self._queue_due(pipe, partition, entries)
             if changes.offsets:
-                pipe.hset(self._keys.offsets(self._group), mapping=changes.offsets)
+                pipe.hset(self._keys.offsets(self._group), mapping={k: str(v) for k, v in changes.offsets.items()})
             await pipe.execute()
         except WatchError as exc:
             raise CommitConflict("customer state changed under this batch") from exc

@@ -138,14 +138,14 @@ class EventIn(BaseModel):
 
     @model_validator(mode="after")
     def _kind_matches_type(self) -> EventIn:
+        if self.in_reply_to is not None and self.type == EventType.TOUCH:
+            raise ValueError("in_reply_to is only allowed on responses")
         if self.kind is None:
             return self
         allowed = TouchKind if self.type == EventType.TOUCH else ResponseKind
         if self.kind not in {k.value for k in allowed}:
             names = ", ".join(k.value for k in allowed)
             raise ValueError(f"kind {self.kind!r} is not a {self.type} kind (one of: {names})")
-        if self.in_reply_to is not None and self.type == EventType.TOUCH:
-            raise ValueError("in_reply_to is only allowed on responses")
         return self
 
     @property

@@ -31,7 +31,8 @@ class DemoCustomer:
 
 
 def _persona(rng: random.Random) -> str:
-    names, weights = zip(*PERSONA_WEIGHTS, strict=True)
+    names = [name for name, _ in PERSONA_WEIGHTS]
+    weights = [weight for _, weight in PERSONA_WEIGHTS]
     return rng.choices(names, weights)[0]
 
 

@@ -54,7 +54,7 @@ class SubscriptionStore:
 
     async def get(self, sub_id: str) -> Subscription | None:
         raw = await self._redis.hget(self._key, sub_id)
-        return Subscription.from_json(raw) if raw else None
+        return Subscription.from_json(str(raw)) if raw else None
 
     async def list(self) -> builtins.list[Subscription]:
         """All readable subscriptions; an unreadable one is logged and skipped, never fatal."""

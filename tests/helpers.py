@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from services.contract import EventEnvelope, EventIn, encode
-from services.settings import CommonSettings
 from services.kafka import make_producer
+from services.settings import CommonSettings
 
 T = TypeVar("T")
 

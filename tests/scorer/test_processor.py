@@ -42,7 +42,9 @@ def make(redis: Redis, prefix: str) -> tuple[Processor, MemoryActionPublisher, M
     publisher, clock = MemoryActionPublisher(), ManualClock(int(NOW.timestamp() * 1000))
     metrics = ScorerMetrics(CollectorRegistry())
     store = StateStore(redis, RedisKeys(prefix), "g")
-    processor = Processor(store, publisher, default_policy, clock, metrics, events_topic=EVENTS, profiles_topic=PROFILES)
+    processor = Processor(
+        store, publisher, default_policy, clock, metrics, events_topic=EVENTS, profiles_topic=PROFILES
+    )
     return processor, publisher, clock, metrics
 
 
@@ -63,7 +65,7 @@ async def test_batch_commits_state_snapshot_and_offsets_together(redis_client: R
 
 async def test_replayed_records_are_skipped_by_offset(redis_client: Redis, unique: str) -> None:
     """After a crash Kafka re-delivers from its committed offset: nothing counts twice."""
-    processor, publisher, _, metrics = make(redis_client, unique)
+    processor, _, _, metrics = make(redis_client, unique)
     records = [event_record(o, o) for o in range(5)]
     await processor.process(records[:3])
     await processor.process(records)  # 0..2 again, then 3..4
@@ -81,7 +83,7 @@ async def test_bad_records_are_skipped_and_counted(redis_client: Redis, unique: 
 
 
 async def test_profiles_reach_the_snapshot_and_set_the_cadence(redis_client: Redis, unique: str) -> None:
-    processor, publisher, clock, _ = make(redis_client, unique)
+    processor, _, clock, _ = make(redis_client, unique)
     profile = ProfileEnvelope(customer_id="c1", updated_at=NOW, profile=ProfileIn(stage="prospect", owner_rep_id="r7"))
     await processor.process([Record(PROFILES, 0, 0, encode(profile)), event_record(0, 1, days_ago=0)])
     snap = await snapshot_of(redis_client, unique, "c1")
@@ -96,7 +98,9 @@ async def test_profiles_reach_the_snapshot_and_set_the_cadence(redis_client: Red
 
 async def test_timers_only_fire_for_the_partitions_asked(redis_client: Redis, unique: str) -> None:
     processor, _, clock, _ = make(redis_client, unique)
-    await processor.process([event_record(0, 1, customer="a", partition=0), event_record(0, 2, customer="b", partition=1)])
+    await processor.process(
+        [event_record(0, 1, customer="a", partition=0), event_record(0, 2, customer="b", partition=1)]
+    )
     clock.advance(31 * DAY_MS)
     assert {a["customer_id"] for a in await processor.fire_due([1])} == {"b"}
     assert {a["customer_id"] for a in await processor.fire_due([0, 1])} == {"a"}
@@ -104,7 +108,7 @@ async def test_timers_only_fire_for_the_partitions_asked(redis_client: Redis, un
 
 async def test_a_concurrent_writer_forces_a_recompute_not_a_lost_update(redis_client: Redis, unique: str) -> None:
     """Two processors (a zombie during a rebalance) write the same customer: both events survive."""
-    first, _, _, metrics = make(redis_client, unique)
+    first, _, _, _ = make(redis_client, unique)
     second, _, _, _ = make(redis_client, unique)
     store = first._store
     txn = await store.read(["c1"], [])

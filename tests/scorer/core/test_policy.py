@@ -30,7 +30,7 @@ def test_durations(text: str, duration_ms: int) -> None:
 
 @pytest.mark.parametrize("text", ["", "7", "d7", "7 days", "-1d", "0d", "1.5d"])
 def test_bad_durations(text: str) -> None:
-    with pytest.raises(ValueError, match="duration|longer than zero"):
+    with pytest.raises(ValueError, match=r"duration|longer than zero"):
         parse_duration_ms(text)
 
 

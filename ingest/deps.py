@@ -1,0 +1,78 @@
+"""Annotated dependencies: everything a route needs comes from the app built by create_app."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from redis.asyncio import Redis
+
+from ingest.auth import match_api_key
+from ingest.dedup import DedupStore
+from ingest.errors import ApiError
+from ingest.publisher import EventPublisher
+from services.metrics import IngestMetrics
+from services.settings import ApiKey, IngestSettings
+from services.snapshots import SnapshotReader
+from services.subscriptions import SubscriptionStore
+
+bearer = HTTPBearer(
+    auto_error=False, description="One of the keys configured in FATIGUE_API_KEYS (the part after `name:`)."
+)
+
+
+def get_settings(request: Request) -> IngestSettings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+def get_metrics(request: Request) -> IngestMetrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
+
+
+def get_publisher(request: Request) -> EventPublisher:
+    return request.app.state.publisher  # type: ignore[no-any-return]
+
+
+def get_redis(request: Request) -> Redis:
+    return request.app.state.redis  # type: ignore[no-any-return]
+
+
+SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
+MetricsDep = Annotated[IngestMetrics, Depends(get_metrics)]
+PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
+RedisDep = Annotated[Redis, Depends(get_redis)]
+
+
+def require_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    metrics: MetricsDep,
+) -> ApiKey:
+    """The caller's API key; 401 with `WWW-Authenticate: Bearer` when absent or unknown."""
+    key = match_api_key(credentials.credentials if credentials else None, request.app.state.api_keys)
+    if key is None:
+        metrics.requests_refused.labels(reason="auth").inc()
+        message = "API key not recognised" if credentials else "missing header Authorization: Bearer <api key>"
+        raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    return key
+
+
+ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+def get_dedup(redis: RedisDep, settings: SettingsDep) -> DedupStore:
+    return DedupStore(redis, settings.keys, settings.dedup_ttl_s)
+
+
+def get_snapshots(redis: RedisDep, settings: SettingsDep) -> SnapshotReader:
+    return SnapshotReader(redis, settings.keys)
+
+
+def get_subscriptions(redis: RedisDep, settings: SettingsDep) -> SubscriptionStore:
+    return SubscriptionStore(redis, settings.keys)
+
+
+DedupDep = Annotated[DedupStore, Depends(get_dedup)]
+SnapshotsDep = Annotated[SnapshotReader, Depends(get_snapshots)]
+SubscriptionsDep = Annotated[SubscriptionStore, Depends(get_subscriptions)]

@@ -1,0 +1,129 @@
+"""One error shape for every API failure: `{"error": {"code": ..., "message": ...}}`.
+
+`ApiError` subclasses Starlette's HTTPException on purpose: FastAPI re-raises HTTPExceptions that
+happen while it reads a request body, so a size-limit error raised from the body stream reaches
+the handler below instead of turning into a generic 400.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from redis.exceptions import RedisError
+from starlette.exceptions import HTTPException
+
+from ingest.validation import describe_errors
+from services.errors import BrokerUnavailable
+
+log = logging.getLogger(__name__)
+
+RETRY_AFTER_S = 5
+"""What 503 answers put in `Retry-After`."""
+
+_CODES_BY_STATUS = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_request",
+    500: "internal_error",
+    503: "unavailable",
+}
+
+
+class ApiError(HTTPException):
+    """An error answered with the shared error body; `code` is stable, `message` is for humans."""
+
+    def __init__(
+        self,
+        status_code: int,
+        code: str,
+        message: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extra: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(status_code, message, headers)
+        self.code = code
+        self.message = message
+        self.extra = dict(extra or {})
+
+
+def error_body(code: str, message: str, **extra: Any) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message}, **extra}
+
+
+def error_response(error: ApiError) -> JSONResponse:
+    return JSONResponse(
+        error_body(error.code, error.message, **error.extra),
+        status_code=error.status_code,
+        headers=dict(error.headers or {}),
+    )
+
+
+def service_unavailable(code: str, message: str) -> ApiError:
+    return ApiError(503, code, message, headers={"Retry-After": str(RETRY_AFTER_S)})
+
+
+def broker_unavailable(exc: BrokerUnavailable) -> ApiError:
+    return service_unavailable(
+        "broker_unavailable", f"the event log did not acknowledge the write, nothing was stored: {exc}"
+    )
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)
+    return error_response(exc)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, HTTPException)
+    code = _CODES_BY_STATUS.get(exc.status_code, "error")
+    return error_response(ApiError(exc.status_code, code, str(exc.detail), headers=exc.headers))
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    if any(err.get("type") == "json_invalid" for err in errors):
+        return error_response(ApiError(400, "invalid_json", json_error_message(errors)))
+    return error_response(ApiError(422, "invalid_request", describe_errors(errors, request_locations=True)))
+
+
+def json_error_message(errors: list[Any]) -> str:
+    err = next(err for err in errors if err.get("type") == "json_invalid")
+    position = err["loc"][-1]
+    reason = (err.get("ctx") or {}).get("error", "invalid JSON")
+    return f"request body is not valid JSON: {reason} at character {position}"
+
+
+async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BrokerUnavailable)
+    log.warning("broker unavailable: %s", exc)
+    return error_response(broker_unavailable(exc))
+
+
+async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
+    log.warning("redis unavailable: %s", exc)
+    return error_response(service_unavailable("store_unavailable", f"the state store did not answer: {exc}"))
+
+
+async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error", exc_info=exc)
+    return error_response(ApiError(500, "internal_error", "internal error; see the server log"))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(RedisError, _store_unavailable)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,109 @@
+"""EventPublisher: the API's only way to write to Kafka, with an acknowledgement or an error.
+
+The producer is started lazily and started again after a failed start, so the API comes up (and
+answers 503 for writes) while the brokers are down, and recovers without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Sequence
+
+from aiokafka import AIOKafkaProducer
+from aiokafka.errors import KafkaError
+
+from services.errors import BrokerUnavailable
+from services.kafka import make_producer
+from services.settings import CommonSettings
+
+log = logging.getLogger(__name__)
+
+Record = tuple[bytes, bytes]
+"""(key, value) of one Kafka record."""
+
+
+class EventPublisher:
+    def __init__(self, settings: CommonSettings, client_id: str = "fatigue-ingest") -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._timeout_s = settings.kafka_request_timeout_s
+        self._producer: AIOKafkaProducer | None = None
+        self._lock = asyncio.Lock()
+
+    async def publish_many(self, topic: str, records: Sequence[Record]) -> None:
+        """Send all records, then wait until the brokers acknowledged every one (acks=all).
+
+        Blocks at most `kafka_request_timeout_s` in total. Raises BrokerUnavailable on any failure
+        or timeout; some records may then still have been stored (callers retry, consumers
+        de-duplicate by event id), but success is only reported when all of them were.
+        """
+        if not records:
+            return
+        futures: list[asyncio.Future[object]] = []
+        try:
+            async with asyncio.timeout(self._timeout_s):
+                producer = await self._started()
+                for key, value in records:
+                    futures.append(await producer.send(topic, value=value, key=key))
+                if futures:
+                    await asyncio.wait(futures)
+            for future in futures:
+                future.result()
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"no acknowledgement from Kafka within {self._timeout_s:g}s") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka refused the write: {exc!r}") from exc
+        finally:
+            for future in futures:
+                future.add_done_callback(_retrieve)
+
+    async def ping(self, timeout_s: float) -> None:
+        """Fetch cluster metadata; BrokerUnavailable if the brokers do not answer within `timeout_s`."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                producer = await self._started()
+                await producer.client.fetch_all_metadata()
+        except TimeoutError as exc:
+            raise BrokerUnavailable(f"no metadata from Kafka within {timeout_s:g}s") from exc
+        except KafkaError as exc:
+            raise BrokerUnavailable(f"Kafka metadata request failed: {exc!r}") from exc
+
+    async def close(self) -> None:
+        async with self._lock:
+            producer, self._producer = self._producer, None
+        if producer is not None:
+            await _stop_quietly(producer)
+
+    async def _started(self) -> AIOKafkaProducer:
+        async with self._lock:
+            if self._producer is None:
+                self._producer = await self._start()
+            return self._producer
+
+    async def _start(self) -> AIOKafkaProducer:
+        producer = make_producer(self._settings, self._client_id)
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            await _stop_quietly(producer)
+            raise BrokerUnavailable(
+                f"cannot reach Kafka at {self._settings.kafka_bootstrap_servers}: {exc}"
+            ) from exc
+        except BaseException:  # cancelled by the caller's timeout: do not leak the half-started client
+            await asyncio.shield(_stop_quietly(producer))
+            raise
+        log.info("Kafka producer started (%s)", self._settings.kafka_bootstrap_servers)
+        return producer
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    """Mark a late failure as seen, so asyncio does not log 'exception was never retrieved'."""
+    if not future.cancelled():
+        future.exception()
+
+
+async def _stop_quietly(producer: AIOKafkaProducer) -> None:
+    with contextlib.suppress(KafkaError, OSError):
+        await producer.stop()

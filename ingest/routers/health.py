@@ -1,0 +1,64 @@
+"""Unauthenticated operational endpoints: liveness, readiness, Prometheus metrics."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from starlette.responses import Response
+
+from ingest.deps import PublisherDep, RedisDep
+from ingest.publisher import EventPublisher
+from services.errors import BrokerUnavailable
+
+router = APIRouter(tags=["health"])
+
+READY_TIMEOUT_S = 2.0
+"""How long each dependency check of /readyz may take."""
+
+
+@router.get("/healthz", summary="Liveness: the process answers")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get(
+    "/readyz",
+    summary="Readiness: Kafka and Redis answer",
+    responses={503: {"description": "At least one dependency failed; `checks` says which."}},
+)
+async def readyz(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
+    kafka, store = await asyncio.gather(_check_kafka(publisher), _check_redis(redis))
+    checks = {"kafka": kafka, "redis": store}
+    ready = all(result == "ok" for result in checks.values())
+    body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics(request: Request) -> Response:
+    return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
+
+
+async def _check_kafka(publisher: EventPublisher) -> str:
+    try:
+        await publisher.ping(READY_TIMEOUT_S)
+    except BrokerUnavailable as exc:
+        return f"error: {exc}"
+    return "ok"
+
+
+async def _check_redis(redis: Redis) -> str:
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_S):
+            await redis.ping()
+    except TimeoutError:
+        return f"error: no answer from Redis within {READY_TIMEOUT_S:g}s"
+    except (RedisError, OSError) as exc:
+        return f"error: {exc}"
+    return "ok"

@@ -1,0 +1,148 @@
+"""Request and response models of the HTTP API (the event and profile inputs live in services.contract)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import Path
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from services.contract import Identifier
+from services.names import ACTION_TYPES
+
+ActionType = Literal[ACTION_TYPES]  # type: ignore[valid-type]
+"""fatigue.throttle | fatigue.re_engage | fatigue.recovered"""
+
+MAX_URL_CHARS = 2048
+
+CustomerId = Annotated[Identifier, Path(description="Letters, digits and . _ : @ + - (1-200 characters).")]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(examples=["broker_unavailable"])
+    message: str = Field(examples=["the event log did not acknowledge the write, nothing was stored: ..."])
+
+
+class ErrorOut(BaseModel):
+    """The body of every error answer."""
+
+    error: ErrorDetail
+
+
+# ---- events ----
+
+
+class RejectedItem(BaseModel):
+    index: int = Field(description="Position of the item in the request (0 for a single object).")
+    error: str = Field(examples=["channel: 'fax' is not one of email, sms, phone, wechat, wecom, ..."])
+
+
+class EventsAccepted(BaseModel):
+    accepted: int = Field(description="Events acknowledged by the event log in this request.")
+    duplicates: int = Field(description="Valid events not published again (event_id already accepted).")
+    rejected: list[RejectedItem] = Field(description="Invalid items; nothing of them was stored.")
+
+
+class EventsRejected(EventsAccepted):
+    """422: no item of the request was valid."""
+
+    error: ErrorDetail
+
+
+# ---- profiles ----
+
+
+class ProfileAccepted(BaseModel):
+    customer_id: str
+    accepted: Literal[True] = True
+
+
+# ---- customers ----
+
+
+class _Open(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class CountsOut(_Open):
+    total: int = 0
+    by_channel: dict[str, int] = Field(default_factory=dict)
+    by_kind: dict[str, int] = Field(default_factory=dict)
+
+
+class WindowOut(_Open):
+    touches: CountsOut = Field(default_factory=CountsOut)
+    responses: CountsOut = Field(default_factory=CountsOut)
+
+
+class ReplyLatencyOut(_Open):
+    last_s: float | None = Field(default=None, description="Latency of the latest reply to a touch.")
+    median_s: float | None = Field(default=None, description="Median over the retained samples.")
+    samples: int = 0
+
+
+class FrequencyOut(_Open):
+    window: str = Field(description="The window the frequency rule counts in, e.g. 7d.")
+    counted_touches: int = Field(description="Touches counted by the rule (some kinds may be exempt).")
+    throttle_above: float
+    recover_at_or_below: float
+
+
+class LastActionOut(_Open):
+    action_id: str
+    type: str = Field(examples=list(ACTION_TYPES))
+    at: datetime
+    reasons: list[dict[str, Any]] = Field(default_factory=list)
+    suggestion: str | None = None
+
+
+class CustomerStateOut(_Open):
+    """The scorer's snapshot of one customer. Fields may be added over time; clients ignore unknown ones."""
+
+    customer_id: str
+    status: str = Field(description="normal | throttled | dormant", examples=["throttled"])
+    status_since: datetime | None = None
+    as_of: datetime | None = Field(default=None, description="The time the counts below refer to.")
+    profile: dict[str, Any] | None = None
+    windows: dict[str, WindowOut] = Field(
+        default_factory=dict, description='Rolling windows by name, e.g. "24h", "7d", "30d".'
+    )
+    frequency: FrequencyOut | None = None
+    reply_latency: ReplyLatencyOut = Field(default_factory=ReplyLatencyOut)
+    first_seen_at: datetime | None = None
+    last_touch_at: datetime | None = None
+    last_response_at: datetime | None = None
+    next_check_at: datetime | None = Field(default=None, description="When the scorer re-evaluates on its own.")
+    last_action: LastActionOut | None = None
+    events_counted: int | None = None
+
+
+# ---- subscriptions ----
+
+
+class SubscriptionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str = Field(max_length=MAX_URL_CHARS, examples=["https://hooks.example.com/fatigue"])
+    events: list[ActionType] = Field(
+        default_factory=lambda: list(ACTION_TYPES), min_length=1, description="Action types to deliver."
+    )
+
+    @field_validator("events")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        return list(dict.fromkeys(value))
+
+
+class SubscriptionOut(BaseModel):
+    id: str
+    url: str
+    events: list[str]
+    created_at: datetime
+
+
+class SubscriptionCreated(SubscriptionOut):
+    secret: str = Field(
+        description="Standard Webhooks signing secret (whsec_...). Shown only in this answer; store it."
+    )
