@@ -53,6 +53,7 @@ def make_consumer(
         session_timeout_ms=session_timeout_ms,
         heartbeat_interval_ms=heartbeat_interval_ms,
         rebalance_timeout_ms=rebalance_timeout_ms,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
 
 

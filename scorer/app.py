@@ -12,6 +12,7 @@ import logging
 from pathlib import Path
 
 import faust
+from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
@@ -20,7 +21,9 @@ from scorer.core.policy import Policy, parse_policy
 from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
 from scorer.store import StateStore
+from scorer.transport import TunedApp
 from services.errors import ConfigError, FatigueError
+from services.logs import quiet_chatty_loggers, setup_logging
 from services.metrics import ScorerMetrics
 from services.redisio import make_redis
 from services.settings import ScorerSettings
@@ -62,7 +65,7 @@ class Scorer:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = faust.App(
+        app = TunedApp(
             s.scorer_app_id,
             broker=[f"kafka://{server.strip()}" for server in s.kafka_bootstrap_servers.split(",")],
             value_serializer="raw",
@@ -81,6 +84,7 @@ class Scorer:
             datadir=str(s.data_dir),
             store="memory://",
         )
+        app.fetch_max_wait_ms = s.fetch_max_wait_ms
         source = app.topic(s.events_topic, s.profiles_topic, key_type=bytes, value_type=bytes)
 
         @app.agent(source, name="score")
@@ -105,7 +109,7 @@ class Scorer:
         async def metrics(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
             return view.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-        @app.page("/healthz")
+        @app.page("/health")
         async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
             return view.json({"status": "ok"})
 
@@ -150,12 +154,16 @@ class Scorer:
         await self.redis.aclose()
 
 
-def main() -> None:
-    from services.logs import setup_logging
+class QuietWorker(Worker):
+    """A Faust worker whose library loggers follow our log policy (services/logs.py)."""
 
+    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        super().on_setup_root_logger(logger, level)
+        quiet_chatty_loggers(logging.getLevelName(level))
+
+
+def main() -> None:
     settings = ScorerSettings()
     setup_logging(settings.log_level)
     scorer = Scorer(settings)
-    from faust.worker import Worker
-
-    Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    QuietWorker(scorer.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

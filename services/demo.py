@@ -106,9 +106,23 @@ async def _put_profiles(client: httpx.AsyncClient, people: list[Any]) -> None:
     await asyncio.gather(*(put(p) for p in people))
 
 
+def _batches(events: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Requests of up to BATCH events that never split one customer's history: as a CRM export
+    would send it, and so the scorer never sees half a history (which could look neglected)."""
+    by_customer: dict[str, list[dict[str, Any]]] = {}
+    for body in events:
+        by_customer.setdefault(body["customer_id"], []).append(body)
+    batches: list[list[dict[str, Any]]] = [[]]
+    for history in by_customer.values():
+        if len(batches[-1]) + len(history) > BATCH:
+            batches.append([])
+        batches[-1].extend(history)
+    return [b for b in batches if b]
+
+
 async def _post_events(client: httpx.AsyncClient, events: list[dict[str, Any]]) -> None:
-    for start in range(0, len(events), BATCH):
-        response = await client.post("/v1/events", json=events[start : start + BATCH])
+    for batch in _batches(events):
+        response = await client.post("/v1/events", json=batch)
         response.raise_for_status()
         rejected = response.json().get("rejected")
         if rejected:

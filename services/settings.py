@@ -41,6 +41,8 @@ class CommonSettings(BaseSettings):
     broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)
     broker_rebalance_timeout_s: float = Field(default=60.0, gt=0)
     """Consumer-group timeouts (scorer and notifier). `fatigue up` shortens them on the embedded broker."""
+    fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
+    """Longest a consumer fetch waits for data (scorer and notifier); `fatigue up` on embedded: 50."""
     log_level: str = "INFO"
 
     @classmethod

@@ -56,6 +56,7 @@ def make_plan(host: str, port: int, workdir: Path) -> Plan:
         env.setdefault("FATIGUE_BROKER_SESSION_TIMEOUT_S", "6")
         env.setdefault("FATIGUE_BROKER_HEARTBEAT_INTERVAL_S", "1")
         env.setdefault("FATIGUE_BROKER_REBALANCE_TIMEOUT_S", "5")
+        env.setdefault("FATIGUE_FETCH_MAX_WAIT_MS", "50")  # the embedded broker holds fetches for the full wait
     notes = []
     api_key = None
     if not env.get("FATIGUE_API_KEYS"):

@@ -1,0 +1,34 @@
+# Developer shortcuts. The README's two commands do not need make.
+PY := .venv/bin/python
+
+.PHONY: help install dev up demo test lint bench bench-core bench-latency
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
+
+install:  ## create .venv with the service's packages (and redis-server if missing)
+	bash deploy/bootstrap.sh
+
+dev:  ## .venv with test and lint tools too
+	bash deploy/bootstrap.sh --dev
+
+up: install  ## run everything on the embedded broker and Redis
+	.venv/bin/fatigue up
+
+demo: install  ## run everything plus the synthetic demo stream
+	.venv/bin/fatigue demo
+
+test: dev  ## the whole test suite (real broker and Redis started by fixtures)
+	.venv/bin/pytest
+
+lint: dev  ## ruff and mypy
+	.venv/bin/ruff check .
+	.venv/bin/mypy services ingest scorer notifier
+
+bench: bench-core bench-latency  ## all benchmarks (figures in docs/performance.md)
+
+bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
+	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
+
+bench-latency: dev  ## POST /v1/events -> signed webhook received, through the whole stack
+	$(PY) -m bench.alert_latency --rounds 30
