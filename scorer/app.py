@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 import faust
 from faust.worker import Worker
@@ -17,30 +16,18 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from redis.asyncio import Redis
 
 from scorer.clock import SystemClock
-from scorer.core.policy import Policy, parse_policy
 from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
 from scorer.store import StateStore
 from scorer.transport import TunedApp
-from services.errors import ConfigError, FatigueError
+from services.errors import FatigueError
 from services.logs import quiet_chatty_loggers, setup_logging
 from services.metrics import ScorerMetrics
+from services.policy import load_policy
 from services.redisio import make_redis
 from services.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
-
-DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
-
-
-def load_policy(path: Path | None) -> Policy:
-    path = path or DEFAULT_POLICY_FILE
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
-    return parse_policy(text, source=str(path))
-
 
 class Scorer:
     """Everything the scorer process holds: the Faust app and what its agent and timer use."""
@@ -109,7 +96,7 @@ class Scorer:
         async def metrics(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
             return view.bytes(generate_latest(self.registry), content_type=CONTENT_TYPE_LATEST.split(";")[0])
 
-        @app.page("/health")
+        @app.page("/healthz")
         async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
             return view.json({"status": "ok"})
 

@@ -19,7 +19,6 @@ from pydantic import ValidationError
 
 from scorer.clock import Clock
 from scorer.core import engine
-from scorer.core.policy import Policy
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from scorer.publisher import ActionPublisher
@@ -27,6 +26,7 @@ from scorer.store import Changes, CommitConflict, StateStore, Transaction, tp_fi
 from services.actions import Action
 from services.contract import EventEnvelope, ProfileEnvelope, to_ms
 from services.metrics import ScorerMetrics
+from services.policy import Policy
 
 log = logging.getLogger(__name__)
 

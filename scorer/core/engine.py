@@ -17,7 +17,6 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from scorer.core.policy import Policy
 from scorer.core.state import (
     DORMANT,
     MAX_RECENT_TOUCHES,
@@ -31,6 +30,7 @@ from scorer.core.timefmt import format_ms
 from scorer.core.windows import SeriesKey, in_window
 from services.actions import Action, Reason
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
+from services.policy import Policy
 
 COUNTED = "counted"
 DUPLICATE = "duplicate"

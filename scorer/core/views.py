@@ -5,9 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from scorer.core.engine import counted_touches, next_due_ms, reply_latency
-from scorer.core.policy import Policy
 from scorer.core.state import CustomerState
 from scorer.core.timefmt import format_ms, format_optional
+from services.policy import Policy
 
 
 def _seconds(ms: float | None) -> float | None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from scorer.core.durations import HOUR_MS, MINUTE_MS
+from services.durations import HOUR_MS, MINUTE_MS
 
 FINE_MS = MINUTE_MS
 COARSE_MS = HOUR_MS

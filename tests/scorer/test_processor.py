@@ -14,14 +14,14 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from scorer.clock import ManualClock
-from scorer.core.durations import DAY_MS
-from scorer.core.policy import default_policy
 from scorer.processor import Processor, Record
 from scorer.publisher import MemoryActionPublisher
 from scorer.store import StateStore
 from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode
+from services.durations import DAY_MS
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
+from services.policy import default_policy
 
 pytestmark = pytest.mark.integration
 

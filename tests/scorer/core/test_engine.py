@@ -7,10 +7,10 @@ import copy
 import pytest
 
 from scorer.core import engine
-from scorer.core.durations import DAY_MS, HOUR_MS
-from scorer.core.policy import default_policy
 from scorer.core.state import DORMANT, NORMAL, THROTTLED, ContactEvent, CustomerState
 from scorer.core.views import snapshot
+from services.durations import DAY_MS, HOUR_MS
+from services.policy import default_policy
 
 POLICY = default_policy()
 NOW = 1_790_000_000_000

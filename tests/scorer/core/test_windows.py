@@ -5,8 +5,8 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorer.core.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from scorer.core.windows import FINE_HORIZON_MS, Series, SeriesKey, WindowCounts, bucket_of, in_window
+from services.durations import DAY_MS, HOUR_MS, MINUTE_MS
 
 T0 = 1_790_000_000_000
 WINDOWS_MS = (24 * HOUR_MS, 7 * DAY_MS, 30 * DAY_MS, 90 * DAY_MS)

@@ -7,14 +7,15 @@ the field and, where the YAML parser knows it, the line.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from scorer.core.durations import parse_duration_ms
 from services.contract import ResponseKind, Stage, TouchKind
-from services.errors import PolicyError
+from services.durations import parse_duration_ms
+from services.errors import ConfigError, PolicyError
 
 
 class _Strict(BaseModel):
@@ -205,3 +206,17 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
 
 def default_policy() -> Policy:
     return Policy.from_doc(PolicyDoc())
+
+
+DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
+"""The packaged default policy, with comments; equal to `default_policy()`."""
+
+
+def load_policy(path: Path | None) -> Policy:
+    """Read and validate a policy file (the packaged default when `path` is None)."""
+    path = path or DEFAULT_POLICY_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read policy file {path}: {exc}") from exc
+    return parse_policy(text, source=str(path))

@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from scorer.core.durations import DAY_MS, HOUR_MS, parse_duration_ms
-from scorer.core.policy import default_policy, parse_policy
+from services.durations import DAY_MS, HOUR_MS, parse_duration_ms
 from services.errors import PolicyError
+from services.policy import default_policy, parse_policy
 
-PACKAGED = Path(__file__).parents[3] / "scorer" / "policy.yaml"
+PACKAGED = Path(__file__).parents[2] / "services" / "policy.yaml"
 
 
 def test_packaged_policy_is_the_domain_default() -> None:
