@@ -79,6 +79,76 @@ class ReplyLatencyDoc(_Strict):
     max_samples: int = Field(default=50, ge=1, le=1000)
 
 
+Duration = str
+"""A duration as written in the policy: `90s`, `30m`, `24h`, `7d`, `2w` (validated where used)."""
+
+
+class ComplaintDoc(_Strict):
+    enabled: bool = True
+    cool_off: Duration = "30d"
+
+    @field_validator("cool_off")
+    @classmethod
+    def _cool_off(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+class StreakDoc(_Strict):
+    enabled: bool = True
+    touches: int = Field(default=5, ge=1)
+
+
+class LatencySlowdownDoc(_Strict):
+    enabled: bool = True
+    recent: int = Field(default=3, ge=1)
+    baseline_window: Duration = "90d"
+    min_baseline_samples: int = Field(default=5, ge=1)
+    slowdown_factor: float = Field(default=2.0, gt=1)
+    recover_factor: float = Field(default=1.5, ge=1)
+
+    @field_validator("baseline_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> LatencySlowdownDoc:
+        if self.recover_factor >= self.slowdown_factor:
+            raise ValueError(f"recover_factor ({self.recover_factor}) must be below slowdown_factor "
+                             f"({self.slowdown_factor}), or the signal would flap")
+        return self
+
+
+class RateDropDoc(_Strict):
+    """A response rate over the latest touches against the customer's own earlier rate."""
+
+    enabled: bool = True
+    kinds: list[ResponseKind] | None = None
+    """Responses that count (None: any response)."""
+    recent_touches: int = Field(default=5, ge=1)
+    min_baseline_touches: int = Field(default=10, ge=1)
+    settle: Duration = "3d"
+    """Touches younger than this have not had time to be answered and are left out."""
+    drop: float = Field(default=0.5, gt=0, lt=1)
+    """Fires when the recent rate is at least this fraction below the baseline rate."""
+
+    @field_validator("settle")
+    @classmethod
+    def _settle(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+class SignalsDoc(_Strict):
+    complaint: ComplaintDoc = ComplaintDoc()
+    unsubscribe_closes_channel: bool = True
+    unanswered_streak: StreakDoc = StreakDoc()
+    reply_latency_slowdown: LatencySlowdownDoc = LatencySlowdownDoc()
+    response_rate_drop: RateDropDoc = RateDropDoc()
+    engagement_drop: RateDropDoc = RateDropDoc(
+        kinds=[ResponseKind.OPEN, ResponseKind.CLICK], recent_touches=10, min_baseline_touches=10, drop=0.15
+    )
+
+
 class PolicyDoc(_Strict):
     version: int = 1
     windows: list[str] = ["24h", "7d", "30d", "90d"]
@@ -86,6 +156,7 @@ class PolicyDoc(_Strict):
     frequency: FrequencyDoc = FrequencyDoc()
     cadence: CadenceDoc = CadenceDoc()
     reply_latency: ReplyLatencyDoc = ReplyLatencyDoc()
+    signals: SignalsDoc = SignalsDoc()
 
     @field_validator("version")
     @classmethod
@@ -124,6 +195,60 @@ class Window:
 
 
 @dataclass(frozen=True)
+class RateDrop:
+    enabled: bool
+    kinds: frozenset[str] | None
+    recent_touches: int
+    min_baseline_touches: int
+    settle_ms: int
+    drop: float
+
+    @classmethod
+    def from_doc(cls, doc: RateDropDoc) -> RateDrop:
+        kinds = None if doc.kinds is None else frozenset(str(k) for k in doc.kinds)
+        return cls(doc.enabled, kinds, doc.recent_touches, doc.min_baseline_touches,
+                   parse_duration_ms(doc.settle), doc.drop)
+
+
+@dataclass(frozen=True)
+class Signals:
+    """Response-aware fatigue signals, each with its own setting (docs/policy.md)."""
+
+    complaint_enabled: bool
+    complaint_cool_off: Window
+    unsubscribe_closes_channel: bool
+    streak_enabled: bool
+    streak_touches: int
+    latency_enabled: bool
+    latency_recent: int
+    latency_baseline: Window
+    latency_min_baseline_samples: int
+    latency_slowdown_factor: float
+    latency_recover_factor: float
+    response_rate: RateDrop
+    engagement: RateDrop
+
+    @classmethod
+    def from_doc(cls, doc: SignalsDoc) -> Signals:
+        lat = doc.reply_latency_slowdown
+        return cls(
+            complaint_enabled=doc.complaint.enabled,
+            complaint_cool_off=Window(doc.complaint.cool_off, parse_duration_ms(doc.complaint.cool_off)),
+            unsubscribe_closes_channel=doc.unsubscribe_closes_channel,
+            streak_enabled=doc.unanswered_streak.enabled,
+            streak_touches=doc.unanswered_streak.touches,
+            latency_enabled=lat.enabled,
+            latency_recent=lat.recent,
+            latency_baseline=Window(lat.baseline_window, parse_duration_ms(lat.baseline_window)),
+            latency_min_baseline_samples=lat.min_baseline_samples,
+            latency_slowdown_factor=lat.slowdown_factor,
+            latency_recover_factor=lat.recover_factor,
+            response_rate=RateDrop.from_doc(doc.response_rate_drop),
+            engagement=RateDrop.from_doc(doc.engagement_drop),
+        )
+
+
+@dataclass(frozen=True)
 class Policy:
     """The validated policy in the units the core computes with."""
 
@@ -137,6 +262,7 @@ class Policy:
     cadence_by_stage_ms: dict[str, int]
     reply_kinds: frozenset[str]
     max_latency_samples: int
+    signals: Signals
 
     @property
     def retention_ms(self) -> int:
@@ -161,6 +287,7 @@ class Policy:
             cadence_by_stage_ms={str(s): parse_duration_ms(d) for s, d in doc.cadence.by_stage.items()},
             reply_kinds=frozenset(str(k) for k in doc.reply_latency.kinds),
             max_latency_samples=doc.reply_latency.max_samples,
+            signals=Signals.from_doc(doc.signals),
         )
 
 

@@ -90,6 +90,21 @@ def event(
     return body
 
 
+def over_contacted(customer_id: str, touches: int = 13) -> list[dict[str, Any]]:
+    """`touches` touches over the last 29 days, alternating phone and email, from a customer who
+    still opens now and then (an `open` after every 4th touch), so the frequency cap is what
+    trips, not the unanswered streak."""
+    events = []
+    for i in range(touches):
+        days_ago = 29 - 29 * i / max(touches - 1, 1)
+        channel = "email" if i % 2 else "phone"
+        events.append(event(i, customer_id, days_ago=days_ago, channel=channel))
+        if i % 4 == 3:
+            events.append(event(f"open-{i}", customer_id, days_ago=days_ago - 0.04, type_="response",
+                                channel=channel, kind="open", in_reply_to=f"e-{customer_id}-{i}"))
+    return events
+
+
 async def produce_events(settings: CommonSettings, events: list[dict[str, Any]], producer_name: str = "tests") -> None:
     """Put events on the events topic the way the API does (envelope, key = customer id, acks=all)."""
     producer = make_producer(settings, "tests")

@@ -17,8 +17,11 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from scorer.core import signals
+from scorer.core.signals import response_bit
 from scorer.core.state import (
     DORMANT,
+    MAX_COMPLAINTS,
     MAX_RECENT_TOUCHES,
     MAX_SEEN_IDS,
     NORMAL,
@@ -53,7 +56,7 @@ def apply_event(state: CustomerState, event: ContactEvent, now_ms: int, policy: 
     if state.watermark_ms is not None and event.occurred_at_ms < state.watermark_ms - policy.grace_ms:
         return Outcome(LATE, reason="older than the grace period behind the newest event of this customer")
     _record(state, event, now_ms, policy)
-    return Outcome(COUNTED, _evaluate_frequency(state, now_ms, policy, trigger=event.dedup_key))
+    return Outcome(COUNTED, _evaluate(state, now_ms, policy, trigger=event.dedup_key))
 
 
 def apply_profile(state: CustomerState, profile: dict[str, Any], now_ms: int, policy: Policy) -> list[Action]:
@@ -70,7 +73,7 @@ def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
     """Re-evaluate rules that change with time alone: windows expiring, cadence overdue."""
     now_ms = _tick_clock(state, now_ms, policy)
     trigger = f"due:{now_ms}"
-    actions = _evaluate_frequency(state, now_ms, policy, trigger)
+    actions = _evaluate(state, now_ms, policy, trigger)
     due = re_engage_due_ms(state, policy)
     if due is not None and now_ms >= due:
         actions.append(_re_engage(state, now_ms, policy, trigger))
@@ -79,9 +82,11 @@ def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
 
 def next_due_ms(state: CustomerState, policy: Policy) -> int | None:
     """The next moment `on_due` can change something: a window boundary or the cadence deadline."""
+    complaint_ends = signals.complaint_ends_ms(state, policy)
     candidates = [
         state.counts.next_expiry_ms([w.ms for w in policy.windows], state.clock_ms),
         re_engage_due_ms(state, policy),
+        complaint_ends if complaint_ends is not None and complaint_ends > state.clock_ms else None,
     ]
     times = [t for t in candidates if t is not None]
     return min(times) if times else None
@@ -98,9 +103,7 @@ def re_engage_due_ms(state: CustomerState, policy: Policy) -> int | None:
 
 
 def counted_touches(state: CustomerState, now_ms: int, policy: Policy) -> int:
-    return state.counts.count(
-        policy.frequency_window.ms, now_ms, type_="touch", exclude_kinds=policy.uncounted_kinds
-    )
+    return signals.counted_touches_in_window(state, now_ms, policy)
 
 
 def window_totals(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, dict[str, int]]:
@@ -159,7 +162,7 @@ def _remember_id(state: CustomerState, key: str, ts: int, policy: Policy) -> Non
 
 def _record_touch(state: CustomerState, event: ContactEvent, policy: Policy) -> None:
     ts = event.occurred_at_ms
-    bisect.insort(state.recent_touches, (ts, event.channel, event.event_id))
+    bisect.insort(state.recent_touches, (ts, event.channel, event.event_id, event.kind or "-", 0))
     del state.recent_touches[:-MAX_RECENT_TOUCHES]
     if (event.kind or "-") not in policy.uncounted_kinds:
         state.last_touch_ms = ts if state.last_touch_ms is None else max(state.last_touch_ms, ts)
@@ -170,50 +173,100 @@ def _record_touch(state: CustomerState, event: ContactEvent, policy: Policy) -> 
 def _record_response(state: CustomerState, event: ContactEvent, policy: Policy) -> None:
     ts = event.occurred_at_ms
     state.last_response_ms = ts if state.last_response_ms is None else max(state.last_response_ms, ts)
-    if event.kind not in policy.reply_kinds:
+    if event.kind == "complaint":
+        bisect.insort(state.complaints_ms, ts)
+        del state.complaints_ms[:-MAX_COMPLAINTS]
+    if event.kind == "unsubscribe" and policy.signals.unsubscribe_closes_channel:
+        state.closed_channels[event.channel] = max(ts, state.closed_channels.get(event.channel, ts))
+    index = _answered_touch(state, event)
+    if index is None:
         return
-    touch_ms = _answered_touch_ms(state, event)
-    if touch_ms is None:
-        return
-    bisect.insort(state.latency_samples, (ts, max(0, ts - touch_ms)))
-    del state.latency_samples[: -policy.max_latency_samples]
+    touch_ms, channel, touch_id, kind, mask = state.recent_touches[index]
+    state.recent_touches[index] = (touch_ms, channel, touch_id, kind, mask | response_bit(event.kind))
+    if event.kind in policy.reply_kinds:
+        bisect.insort(state.latency_samples, (ts, max(0, ts - touch_ms)))
+        del state.latency_samples[: -policy.max_latency_samples]
 
 
-def _answered_touch_ms(state: CustomerState, event: ContactEvent) -> int | None:
-    """The touch a response answers: `in_reply_to`, else the latest earlier touch on its channel."""
+def _answered_touch(state: CustomerState, event: ContactEvent) -> int | None:
+    """Index in recent_touches of the touch a response answers: `in_reply_to`, else the latest
+    earlier touch on the response's channel."""
+    touches = state.recent_touches
     if event.in_reply_to is not None:
-        for ts, _, event_id in reversed(state.recent_touches):
-            if event_id == event.in_reply_to:
-                return ts
-    for ts, channel, _ in reversed(state.recent_touches):
-        if channel == event.channel and ts <= event.occurred_at_ms:
-            return ts
+        for i in range(len(touches) - 1, -1, -1):
+            if touches[i][2] == event.in_reply_to:
+                return i
+    for i in range(len(touches) - 1, -1, -1):
+        if touches[i][1] == event.channel and touches[i][0] <= event.occurred_at_ms:
+            return i
     return None
 
 
 # ---- rules ----
 
 
-def _evaluate_frequency(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> list[Action]:
-    touches = counted_touches(state, now_ms, policy)
-    window = policy.frequency_window.label
-    if state.status != THROTTLED and touches > policy.throttle_above:
-        reason = Reason(rule="frequency_cap", window=window, observed=touches, threshold=policy.throttle_above)
-        until = pause_until_ms(state, now_ms, policy)
-        suggestion = (
-            f"Over-contacted: {touches} touches in {window} (cap {policy.throttle_above}). "
-            f"Pause non-transactional touches until {format_ms(until)}."
-        )
-        action = _transition(state, THROTTLED, ACTION_THROTTLE, [reason], suggestion, now_ms, trigger, policy)
-        action["pause_until"] = format_ms(until)  # type: ignore[typeddict-unknown-key]
+def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> list[Action]:
+    """Throttle while any fatigue condition holds; recover when none does (signals.py)."""
+    reasons = signals.active_conditions(state, now_ms, policy)
+    previously = list(state.active_rules)
+    state.active_rules = [r["rule"] for r in reasons]
+    if state.status != THROTTLED and reasons:
+        until = _pause_until(state, now_ms, policy, reasons)
+        action = _transition(state, THROTTLED, ACTION_THROTTLE, reasons, _throttle_advice(reasons, until), now_ms,
+                             trigger, policy)
+        if until is not None:
+            action["pause_until"] = format_ms(until)  # type: ignore[typeddict-unknown-key]
         return [action]
-    if state.status == THROTTLED and touches <= policy.recover_at_or_below:
-        reason = Reason(
-            rule="frequency_recovered", window=window, observed=touches, threshold=policy.recover_at_or_below
-        )
-        suggestion = f"Back in band: {touches} touches in {window}. Normal cadence may resume."
-        return [_transition(state, NORMAL, ACTION_RECOVERED, [reason], suggestion, now_ms, trigger, policy)]
+    if state.status == THROTTLED and not reasons:
+        cleared = [_cleared(rule, state, now_ms, policy) for rule in previously] or [
+            Reason(rule="conditions_cleared", window="-", observed=0, threshold=0)
+        ]
+        suggestion = "Back in band: " + "; ".join(_cleared_text(r) for r in cleared) + ". Normal cadence may resume."
+        return [_transition(state, NORMAL, ACTION_RECOVERED, cleared, suggestion, now_ms, trigger, policy)]
     return []
+
+
+def _pause_until(state: CustomerState, now_ms: int, policy: Policy, reasons: list[Reason]) -> int | None:
+    """When the time-bound conditions end, if every active condition is time-bound."""
+    ends = []
+    for reason in reasons:
+        if reason["rule"] == "frequency_cap":
+            ends.append(pause_until_ms(state, now_ms, policy))
+        elif reason["rule"] == "complaint":
+            ends.append(signals.complaint_ends_ms(state, policy) or now_ms)
+        else:
+            return None  # ends when the customer responds again, not at a known time
+    return max(ends) if ends else None
+
+
+_REASON_TEXT = {
+    "frequency_cap": lambda r: f"{r['observed']:.0f} touches in {r['window']} (cap {r['threshold']:.0f})",
+    "complaint": lambda r: f"complaint or spam report within {r['window']}",
+    "unanswered_streak": lambda r: f"{r['observed']:.0f} touches in a row without any response",
+    "reply_latency_slowdown": lambda r: f"replies slowing down x{r['observed']} ({r.get('detail', '')})",
+    "response_rate_drop": lambda r: f"responses falling off ({r.get('detail', '')})",
+    "engagement_drop": lambda r: f"opens and clicks falling off ({r.get('detail', '')})",
+}
+
+
+def _throttle_advice(reasons: list[Reason], until: int | None) -> str:
+    why = "; ".join(_REASON_TEXT[r["rule"]](r) for r in reasons)
+    when = f"until {format_ms(until)}" if until is not None else "until the customer responds again"
+    return f"Cool down: {why}. Pause non-transactional touches {when}."
+
+
+def _cleared(rule: str, state: CustomerState, now_ms: int, policy: Policy) -> Reason:
+    if rule == "frequency_cap":
+        return Reason(rule="frequency_recovered", window=policy.frequency_window.label,
+                      observed=signals.counted_touches_in_window(state, now_ms, policy),
+                      threshold=policy.recover_at_or_below)
+    return Reason(rule=f"{rule}_cleared", window="-", observed=0, threshold=0)
+
+
+def _cleared_text(reason: Reason) -> str:
+    if reason["rule"] == "frequency_recovered":
+        return f"{reason['observed']:.0f} touches in {reason['window']}"
+    return reason["rule"].removesuffix("_cleared").replace("_", " ") + " cleared"
 
 
 def _re_engage(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> Action:

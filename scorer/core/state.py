@@ -13,6 +13,10 @@ DORMANT = "dormant"
 
 MAX_RECENT_TOUCHES = 200
 MAX_SEEN_IDS = 5000
+MAX_COMPLAINTS = 20
+
+TouchRecord = tuple[int, str, str, str, int]
+"""(occurred_at_ms, channel, event_id, kind or '-', bitmask of response kinds attributed to it)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +47,8 @@ class CustomerState:
     status_since_ms: int | None = None
     profile: dict[str, Any] | None = None
     counts: WindowCounts = field(default_factory=WindowCounts)
-    recent_touches: list[tuple[int, str, str]] = field(default_factory=list)
-    """(occurred_at_ms, channel, event_id) of the latest touches, oldest first, bounded."""
+    recent_touches: list[TouchRecord] = field(default_factory=list)
+    """The latest touches, oldest first, bounded (MAX_RECENT_TOUCHES)."""
     latency_samples: list[tuple[int, int]] = field(default_factory=list)
     """(response occurred_at_ms, latency_ms) of the latest replies, oldest first, bounded."""
     seen: dict[str, int] = field(default_factory=dict)
@@ -57,6 +61,12 @@ class CustomerState:
     seq: int = 0
     last_action: dict[str, Any] | None = None
     events_counted: int = 0
+    complaints_ms: list[int] = field(default_factory=list)
+    """When the latest complaints / spam reports happened (bounded)."""
+    closed_channels: dict[str, int] = field(default_factory=dict)
+    """channel -> when the customer unsubscribed from it."""
+    active_rules: list[str] = field(default_factory=list)
+    """The fatigue conditions that held at the last evaluation (for hysteresis and the snapshot)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -77,6 +87,9 @@ class CustomerState:
             "seq": self.seq,
             "last_action": self.last_action,
             "events_counted": self.events_counted,
+            "complaints_ms": self.complaints_ms,
+            "closed_channels": self.closed_channels,
+            "active_rules": self.active_rules,
         }
 
     @classmethod
@@ -87,7 +100,7 @@ class CustomerState:
             status_since_ms=data["status_since_ms"],
             profile=data["profile"],
             counts=WindowCounts.from_json(data["counts"]),
-            recent_touches=[(t[0], t[1], t[2]) for t in data["recent_touches"]],
+            recent_touches=[(t[0], t[1], t[2], t[3], t[4]) for t in data["recent_touches"]],
             latency_samples=[(s[0], s[1]) for s in data["latency_samples"]],
             seen=data["seen"],
             first_seen_ms=data["first_seen_ms"],
@@ -98,4 +111,7 @@ class CustomerState:
             seq=data["seq"],
             last_action=data["last_action"],
             events_counted=data["events_counted"],
+            complaints_ms=list(data.get("complaints_ms", [])),
+            closed_channels=dict(data.get("closed_channels", {})),
+            active_rules=list(data.get("active_rules", [])),
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from scorer.core import signals
 from scorer.core.engine import counted_touches, next_due_ms, reply_latency
 from scorer.core.state import CustomerState
 from scorer.core.timefmt import format_ms, format_optional
@@ -12,6 +13,25 @@ from services.policy import Policy
 
 def _seconds(ms: float | None) -> float | None:
     return None if ms is None else round(ms / 1000, 3)
+
+
+def _signals(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
+    """What the response-aware rules see now (docs/api.md)."""
+    latency = signals.latency_ratio(state, now_ms, policy)
+    rate = signals.rate_drop(state, now_ms, policy, policy.signals.response_rate)
+    engagement = signals.rate_drop(state, now_ms, policy, policy.signals.engagement)
+    since = state.last_response_ms if state.last_response_ms is not None else -1
+    return {
+        "active": list(state.active_rules),
+        "unanswered_streak": sum(
+            1 for t in state.recent_touches if t[0] > since and t[3] not in policy.uncounted_kinds
+        ),
+        "complaints": len(state.complaints_ms),
+        "reply_latency_ratio": None if latency is None else round(latency[2], 2),
+        "response_rate": None if rate is None else {"recent": round(rate[0], 3), "baseline": round(rate[1], 3)},
+        "engagement_rate": None if engagement is None else {
+            "recent": round(engagement[0], 3), "baseline": round(engagement[1], 3)},
+    }
 
 
 def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
@@ -45,6 +65,8 @@ def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any
             "median_s": _seconds(median_ms),
             "samples": len(state.latency_samples),
         },
+        "signals": _signals(state, now_ms, policy),
+        "closed_channels": {channel: format_ms(ts) for channel, ts in sorted(state.closed_channels.items())},
         "first_seen_at": format_optional(state.first_seen_ms),
         "last_touch_at": format_optional(state.last_touch_ms),
         "last_response_at": format_optional(state.last_response_ms),

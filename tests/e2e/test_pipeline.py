@@ -22,7 +22,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from services.embedded import free_port
-from tests.helpers import FAST_GROUP_ENV, event, wait_until
+from tests.helpers import FAST_GROUP_ENV, over_contacted, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -108,11 +108,10 @@ async def test_thirteen_touches_reach_the_webhook_signed_with_reasons(
         assert created.status_code == 201, created.text
         rec.secret = created.json()["secret"]
 
-        touches = [event(i, "e2e-cust", days_ago=29 - 2 * i, channel="email" if i % 2 else "phone")
-                   for i in range(13)]
-        posted = await client.post("/v1/events", json=touches)
+        events = over_contacted("e2e-cust")  # 13 touches and 3 opens
+        posted = await client.post("/v1/events", json=events)
         assert posted.status_code == 202, posted.text
-        assert posted.json() == {"accepted": 13, "duplicates": 0, "rejected": []}
+        assert posted.json() == {"accepted": 16, "duplicates": 0, "rejected": []}
         await wait_until(lambda: _some(rec.verified), 90, "a verified fatigue.throttle delivery")
         customer = (await client.get("/v1/customers/e2e-cust")).json()
 

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, wait_until
+from tests.helpers import FAST_GROUP_ENV, event, over_contacted, produce_events, service_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -47,7 +47,7 @@ async def read_actions(settings: CommonSettings, expected: int, timeout_s: float
 async def test_thirteen_touches_throttle_once(
     common_settings: CommonSettings, redis_client: Redis, infra_env: dict[str, str], unique: str, tmp_path: Path
 ) -> None:
-    events = [event(i, "cust-13", days_ago=29 - 2 * i) for i in range(13)]
+    events = over_contacted("cust-13")
     await produce_events(common_settings, events)
     with service_process("scorer", scorer_env(infra_env, unique, tmp_path), tmp_path):
         snapshot_key = common_settings.keys.snapshot("cust-13")

@@ -10,9 +10,20 @@ from scorer.core import engine
 from scorer.core.state import DORMANT, NORMAL, THROTTLED, ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from services.durations import DAY_MS, HOUR_MS
-from services.policy import default_policy
+from services.policy import parse_policy
 
-POLICY = default_policy()
+# The frequency and cadence rules alone; the response-aware signals have their own tests.
+POLICY = parse_policy(
+    """
+signals:
+  complaint: {enabled: false}
+  unanswered_streak: {enabled: false}
+  reply_latency_slowdown: {enabled: false}
+  response_rate_drop: {enabled: false}
+  engagement_drop: {enabled: false}
+""",
+    "frequency-only",
+)
 NOW = 1_790_000_000_000
 
 
