@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.contract import ResponseKind, Stage, TouchKind
+from services.contract import Channel, ResponseKind, Stage, TouchKind
 from services.durations import parse_duration_ms
 from services.errors import ConfigError, PolicyError
 
@@ -22,8 +22,14 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _check_duration(value: str) -> str:
+    parse_duration_ms(value)
+    return value
+
+
 class FrequencyDoc(_Strict):
     window: str = "30d"
+    warn_above: int = Field(default=8, ge=0)
     throttle_above: int = Field(default=12, ge=0)
     recover_at_or_below: int = Field(default=8, ge=0)
     uncounted_kinds: list[TouchKind] = [TouchKind.TRANSACTIONAL]
@@ -35,7 +41,76 @@ class FrequencyDoc(_Strict):
                 f"recover_at_or_below ({self.recover_at_or_below}) must be below "
                 f"throttle_above ({self.throttle_above}), or throttling would flap"
             )
+        if self.warn_above > self.throttle_above:
+            raise ValueError(f"warn_above ({self.warn_above}) must not exceed throttle_above ({self.throttle_above})")
         return self
+
+
+DOMAIN_WEEKLY_CAPS = {
+    Stage.LEAD: 3,
+    Stage.PROSPECT: 3,
+    Stage.INTENT: 2,
+    Stage.NEGOTIATION: 3,
+    Stage.ONBOARDING: 2,
+    Stage.CUSTOMER: 2,
+    Stage.LOYAL: 1,
+}
+DOMAIN_MIN_GAPS = {
+    Channel.EMAIL: "1d",
+    Channel.SMS: "2d",
+    Channel.PHONE: "1d",
+    Channel.WECHAT: "1d",
+    Channel.WECOM: "1d",
+    Channel.PUSH: "1d",
+    Channel.VISIT: "7d",
+    Channel.MEETING: "3d",
+}
+
+
+class QuietPeriodDoc(_Strict):
+    """After a response of a kind in `after` on `channel`, pause the channels in `pause` for `for`."""
+
+    after: list[ResponseKind]
+    channel: Channel
+    pause: list[Channel]
+    for_: str = Field(alias="for")
+
+    @field_validator("for_")
+    @classmethod
+    def _for(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+DOMAIN_QUIET_PERIODS = [
+    QuietPeriodDoc.model_validate({"after": ["open"], "channel": "email", "pause": ["sms"], "for": "3d"}),
+    QuietPeriodDoc.model_validate({"after": ["reply"], "channel": "wecom", "pause": ["email"], "for": "5d"}),
+    QuietPeriodDoc.model_validate({"after": ["reply"], "channel": "wechat", "pause": ["email"], "for": "5d"}),
+]
+
+
+class SendingDoc(_Strict):
+    """Rules the pre-send decision applies on top of the customer's status."""
+
+    weekly_cap_default: int = Field(default=3, ge=0)
+    weekly_cap_by_stage: dict[Stage, int] = DOMAIN_WEEKLY_CAPS
+    min_gap_default: str = "4h"
+    min_gap_by_channel: dict[Channel, str] = DOMAIN_MIN_GAPS
+    quiet_periods: list[QuietPeriodDoc] = DOMAIN_QUIET_PERIODS
+
+    @field_validator("min_gap_default")
+    @classmethod
+    def _gap(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @field_validator("min_gap_by_channel")
+    @classmethod
+    def _gaps(cls, value: dict[Channel, str]) -> dict[Channel, str]:
+        for channel, duration in value.items():
+            try:
+                parse_duration_ms(duration)
+            except ValueError as exc:
+                raise ValueError(f"{channel}: {exc}") from None
+        return value
 
 
 DOMAIN_CADENCE = {
@@ -47,11 +122,6 @@ DOMAIN_CADENCE = {
     Stage.CUSTOMER: "30d",
     Stage.LOYAL: "90d",
 }
-
-
-def _check_duration(value: str) -> str:
-    parse_duration_ms(value)
-    return value
 
 
 class CadenceDoc(_Strict):
@@ -157,6 +227,7 @@ class PolicyDoc(_Strict):
     cadence: CadenceDoc = CadenceDoc()
     reply_latency: ReplyLatencyDoc = ReplyLatencyDoc()
     signals: SignalsDoc = SignalsDoc()
+    sending: SendingDoc = SendingDoc()
 
     @field_validator("version")
     @classmethod
@@ -249,6 +320,43 @@ class Signals:
 
 
 @dataclass(frozen=True)
+class QuietPeriod:
+    after: frozenset[str]
+    channel: str
+    pause: frozenset[str]
+    duration: Window
+
+
+@dataclass(frozen=True)
+class Sending:
+    weekly_cap_default: int
+    weekly_cap_by_stage: dict[str, int]
+    min_gap_default_ms: int
+    min_gap_by_channel_ms: dict[str, int]
+    quiet_periods: tuple[QuietPeriod, ...]
+
+    def weekly_cap(self, stage: str | None) -> int:
+        return self.weekly_cap_by_stage.get(stage or "", self.weekly_cap_default)
+
+    def min_gap_ms(self, channel: str) -> int:
+        return self.min_gap_by_channel_ms.get(channel, self.min_gap_default_ms)
+
+    @classmethod
+    def from_doc(cls, doc: SendingDoc) -> Sending:
+        return cls(
+            weekly_cap_default=doc.weekly_cap_default,
+            weekly_cap_by_stage={str(s): n for s, n in doc.weekly_cap_by_stage.items()},
+            min_gap_default_ms=parse_duration_ms(doc.min_gap_default),
+            min_gap_by_channel_ms={str(c): parse_duration_ms(d) for c, d in doc.min_gap_by_channel.items()},
+            quiet_periods=tuple(
+                QuietPeriod(frozenset(str(k) for k in q.after), str(q.channel), frozenset(str(c) for c in q.pause),
+                            Window(q.for_, parse_duration_ms(q.for_)))
+                for q in doc.quiet_periods
+            ),
+        )
+
+
+@dataclass(frozen=True)
 class Policy:
     """The validated policy in the units the core computes with."""
 
@@ -263,6 +371,8 @@ class Policy:
     reply_kinds: frozenset[str]
     max_latency_samples: int
     signals: Signals
+    sending: Sending
+    warn_above: int
 
     @property
     def retention_ms(self) -> int:
@@ -288,6 +398,8 @@ class Policy:
             reply_kinds=frozenset(str(k) for k in doc.reply_latency.kinds),
             max_latency_samples=doc.reply_latency.max_samples,
             signals=Signals.from_doc(doc.signals),
+            sending=Sending.from_doc(doc.sending),
+            warn_above=doc.frequency.warn_above,
         )
 
 

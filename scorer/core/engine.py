@@ -176,6 +176,8 @@ def _record_response(state: CustomerState, event: ContactEvent, policy: Policy) 
     if event.kind == "complaint":
         bisect.insort(state.complaints_ms, ts)
         del state.complaints_ms[:-MAX_COMPLAINTS]
+    key = f"{event.channel}|{event.kind or '-'}"
+    state.last_responses[key] = max(ts, state.last_responses.get(key, ts))
     if event.kind == "unsubscribe" and policy.signals.unsubscribe_closes_channel:
         state.closed_channels[event.channel] = max(ts, state.closed_channels.get(event.channel, ts))
     index = _answered_touch(state, event)
@@ -286,9 +288,8 @@ def _re_engage(state: CustomerState, now_ms: int, policy: Policy, trigger: str) 
     return _transition(state, DORMANT, ACTION_RE_ENGAGE, [reason], suggestion, now_ms, trigger, policy)
 
 
-def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
-    """When the counted touches fall back to the recovery level if nobody touches the customer."""
-    window_ms = policy.frequency_window.ms
+def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Policy, limit: int = 10_000) -> list[int]:
+    """When each counted touch now inside the window leaves it (sorted; at most `limit`)."""
     leaving: list[tuple[int, int]] = []
     for key, series in state.counts.series.items():
         if key.type != "touch" or key.kind in policy.uncounted_kinds:
@@ -296,12 +297,19 @@ def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
         for start, size, count in series.buckets():
             if in_window(start, size, window_ms, now_ms):
                 leaving.append((start + size + window_ms, count))
-    remaining = sum(c for _, c in leaving)
+    times: list[int] = []
     for leaves_at, count in sorted(leaving):
-        remaining -= count
-        if remaining <= policy.recover_at_or_below:
-            return leaves_at
-    return now_ms
+        times.extend([leaves_at] * min(count, limit - len(times)))
+        if len(times) >= limit:
+            break
+    return times
+
+
+def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
+    """When the counted touches fall back to the recovery level if nobody touches the customer."""
+    times = leave_times(state, policy.frequency_window.ms, now_ms, policy)
+    must_leave = len(times) - policy.recover_at_or_below
+    return times[must_leave - 1] if must_leave > 0 else now_ms
 
 
 def _transition(

@@ -65,6 +65,8 @@ class CustomerState:
     """When the latest complaints / spam reports happened (bounded)."""
     closed_channels: dict[str, int] = field(default_factory=dict)
     """channel -> when the customer unsubscribed from it."""
+    last_responses: dict[str, int] = field(default_factory=dict)
+    """`channel|kind` -> when the latest such response happened (for quiet periods)."""
     active_rules: list[str] = field(default_factory=list)
     """The fatigue conditions that held at the last evaluation (for hysteresis and the snapshot)."""
 
@@ -89,6 +91,7 @@ class CustomerState:
             "events_counted": self.events_counted,
             "complaints_ms": self.complaints_ms,
             "closed_channels": self.closed_channels,
+            "last_responses": self.last_responses,
             "active_rules": self.active_rules,
         }
 
@@ -113,5 +116,6 @@ class CustomerState:
             events_counted=data["events_counted"],
             complaints_ms=list(data.get("complaints_ms", [])),
             closed_channels=dict(data.get("closed_channels", {})),
+            last_responses=dict(data.get("last_responses", {})),
             active_rules=list(data.get("active_rules", [])),
         )

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from scorer.core import signals
-from scorer.core.engine import counted_touches, next_due_ms, reply_latency
+from scorer.core.engine import counted_touches, leave_times, next_due_ms, reply_latency
 from scorer.core.state import CustomerState
 from scorer.core.timefmt import format_ms, format_optional
+from services.durations import DAY_MS
 from services.policy import Policy
 
 
@@ -34,6 +35,31 @@ def _signals(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any
     }
 
 
+WEEK_MS = 7 * DAY_MS
+MAX_LEAVES = 50
+
+
+def _leaves(state: CustomerState, window_ms: int, now_ms: int, policy: Policy) -> list[str]:
+    """When the counted touches in the window leave it, earliest first (the decision uses these)."""
+    return [format_ms(t) for t in leave_times(state, window_ms, now_ms, policy, limit=MAX_LEAVES)]
+
+
+def _last_touch_by_channel(state: CustomerState, policy: Policy) -> dict[str, str]:
+    latest: dict[str, int] = {}
+    for ts, channel, _, kind, _ in state.recent_touches:
+        if kind not in policy.uncounted_kinds:
+            latest[channel] = max(ts, latest.get(channel, ts))
+    return {channel: format_ms(ts) for channel, ts in sorted(latest.items())}
+
+
+def _last_response_by_channel(state: CustomerState) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, ts in sorted(state.last_responses.items()):
+        channel, _, kind = key.partition("|")
+        out.setdefault(channel, {})[kind] = format_ms(ts)
+    return out
+
+
 def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
     now_ms = max(now_ms, state.clock_ms)
     last_ms, median_ms = reply_latency(state)
@@ -57,9 +83,18 @@ def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any
         "frequency": {
             "window": policy.frequency_window.label,
             "counted_touches": counted_touches(state, now_ms, policy),
+            "warn_above": policy.warn_above,
             "throttle_above": policy.throttle_above,
             "recover_at_or_below": policy.recover_at_or_below,
+            "leaves_at": _leaves(state, policy.frequency_window.ms, now_ms, policy),
         },
+        "weekly": {
+            "window": "7d",
+            "counted_touches": state.counts.count(WEEK_MS, now_ms, type_="touch", exclude_kinds=policy.uncounted_kinds),
+            "leaves_at": _leaves(state, WEEK_MS, now_ms, policy),
+        },
+        "last_touch_by_channel": _last_touch_by_channel(state, policy),
+        "last_response_by_channel": _last_response_by_channel(state),
         "reply_latency": {
             "last_s": _seconds(last_ms),
             "median_s": _seconds(median_ms),
