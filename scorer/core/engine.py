@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from scorer.core import signals
+from scorer.core import signals, timing
 from scorer.core.signals import response_bit
 from scorer.core.state import (
     DORMANT,
@@ -176,6 +176,7 @@ def _record_response(state: CustomerState, event: ContactEvent, policy: Policy) 
     if event.kind == "complaint":
         bisect.insort(state.complaints_ms, ts)
         del state.complaints_ms[:-MAX_COMPLAINTS]
+    timing.record_response_time(state, ts, event.kind)
     key = f"{event.channel}|{event.kind or '-'}"
     state.last_responses[key] = max(ts, state.last_responses.get(key, ts))
     if event.kind == "unsubscribe" and policy.signals.unsubscribe_closes_channel:
@@ -285,7 +286,20 @@ def _re_engage(state: CustomerState, now_ms: int, policy: Policy, trigger: str) 
     )
     last = "no touch yet" if state.last_touch_ms is None else f"last touch {idle_days:.0f} days ago"
     suggestion = f"Neglected: {last}; cadence for stage {stage or 'unknown'} is {cadence_ms // 86_400_000} days."
-    return _transition(state, DORMANT, ACTION_RE_ENGAGE, [reason], suggestion, now_ms, trigger, policy)
+    channel = timing.best_channel(state, policy.retention_ms, now_ms)
+    open_channels = [c for c in ([channel[0]] if channel else []) if c not in state.closed_channels]
+    when = timing.golden_window(state, (state.profile or {}).get("timezone"), now_ms)
+    if open_channels:
+        suggestion += f" Reach out on {open_channels[0]} (answers there most)"
+        suggestion += f", ideally around {when[0]} {when[1]}." if when else "."
+    elif when:
+        suggestion += f" They answer most around {when[0]} {when[1]}."
+    action = _transition(state, DORMANT, ACTION_RE_ENGAGE, [reason], suggestion, now_ms, trigger, policy)
+    if open_channels:
+        action["best_channel"] = open_channels[0]  # type: ignore[typeddict-unknown-key]
+    if when:
+        action["best_time"] = {"local": when[0], "timezone": when[1]}  # type: ignore[typeddict-unknown-key]
+    return action
 
 
 def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Policy, limit: int = 10_000) -> list[int]:

@@ -67,6 +67,8 @@ class CustomerState:
     """channel -> when the customer unsubscribed from it."""
     last_responses: dict[str, int] = field(default_factory=dict)
     """`channel|kind` -> when the latest such response happened (for quiet periods)."""
+    response_hours: dict[str, int] = field(default_factory=dict)
+    """UTC hour of the week (0 = Monday 00:00) -> positive responses then (at most 168 entries)."""
     active_rules: list[str] = field(default_factory=list)
     """The fatigue conditions that held at the last evaluation (for hysteresis and the snapshot)."""
 
@@ -92,6 +94,7 @@ class CustomerState:
             "complaints_ms": self.complaints_ms,
             "closed_channels": self.closed_channels,
             "last_responses": self.last_responses,
+            "response_hours": self.response_hours,
             "active_rules": self.active_rules,
         }
 
@@ -117,5 +120,6 @@ class CustomerState:
             complaints_ms=list(data.get("complaints_ms", [])),
             closed_channels=dict(data.get("closed_channels", {})),
             last_responses=dict(data.get("last_responses", {})),
+            response_hours=dict(data.get("response_hours", {})),
             active_rules=list(data.get("active_rules", [])),
         )
