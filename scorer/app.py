@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
 
 import faust
 from faust.worker import Worker
@@ -20,24 +23,122 @@ from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
 from scorer.store import StateStore
 from scorer.transport import TunedApp
-from services.errors import FatigueError
+from services.errors import ConfigError, FatigueError
 from services.logs import quiet_chatty_loggers, setup_logging
 from services.metrics import ScorerMetrics
-from services.policy import load_policy
+from services.policy import DEFAULT_POLICY_FILE, Policy, load_policy
+from services.policy_store import PolicySource
 from services.redisio import make_redis
 from services.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _FileStamp:
+    inode: int
+    size: int
+    mtime_ns: int
+
+
+def _stamp(path: Path) -> _FileStamp | None:
+    try:
+        st = os.stat(path)  # follows symlinks: a ConfigMap's atomic symlink swap shows as a new inode
+    except OSError:
+        return None
+    return _FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
+
+
+class PolicyReloader:
+    """The policy in force, hot-reloaded without restart.
+
+    Precedence: the policy stored through the API (Redis, `PolicySource`) wins; the policy file
+    (FATIGUE_POLICY_FILE, else the packaged default) applies while none is stored. `poll()` checks
+    the file's stamp and the stored version counter; whatever changed is parsed, and only a valid
+    document is swapped in (one attribute assignment: the next batch or timer uses it). An invalid
+    one is logged, counted in `fatigue_scorer_policy_reload_failures_total` and ignored, so the
+    previous policy stays in force. An invalid file at start-up still stops the scorer (ConfigError).
+    """
+
+    def __init__(self, source: PolicySource, path: Path, metrics: ScorerMetrics) -> None:
+        self._source = source
+        self._path = path
+        self._metrics = metrics
+        self._file_stamp = _stamp(path)
+        self.file_policy = load_policy(path)
+        self.policy: Policy = self.file_policy
+        self.version: int | None = None
+        """Version of the stored policy in force; None while the file's policy is."""
+        self._loaded = False
+        self._seen_stamp: str | None = None
+        self._lock = asyncio.Lock()
+        metrics.policy_version.set(0)
+
+    async def ensure_loaded(self) -> None:
+        """Before the first batch: the stored policy must be in force if there is one."""
+        if not self._loaded:
+            await self.poll()
+
+    async def poll(self) -> None:
+        """Swap in a changed, valid policy. StoreUnavailable when Redis does not answer (retry later)."""
+        async with self._lock:
+            await self._check_file()
+            await self._check_store()
+
+    async def _check_file(self) -> None:
+        stamp = _stamp(self._path)
+        if stamp == self._file_stamp:
+            return
+        self._file_stamp = stamp
+        try:
+            policy = await asyncio.to_thread(load_policy, self._path)
+        except ConfigError as exc:
+            self._refuse("file", exc)
+            return
+        self.file_policy = policy
+        if self.version is None:
+            self._swap(None, policy)
+        else:
+            log.info("policy file %s changed; stored policy v%d stays in force (API wins)", self._path, self.version)
+
+    async def _check_store(self) -> None:
+        seen = await self._source.version_stamp()
+        if self._loaded and seen == self._seen_stamp:
+            return
+        try:
+            version, policy = await self._source.current(self.file_policy)
+        except ConfigError as exc:
+            self._refuse("store", exc)
+        else:
+            if not self._loaded or version != self.version or policy != self.policy:
+                self._swap(version, policy)
+        self._seen_stamp, self._loaded = seen, True
+
+    def _swap(self, version: int | None, policy: Policy) -> None:
+        self.policy, self.version = policy, version
+        self._metrics.policy_version.set(version or 0)
+        if version is None:
+            log.info("policy from %s in force (no policy stored through the API)", self._path)
+        else:
+            log.info("policy v%d in force", version)
+
+    def _refuse(self, source: str, exc: ConfigError) -> None:
+        self._metrics.policy_reload_failures.labels(source=source).inc()
+        in_force = f"v{self.version}" if self.version is not None else f"from {self._path}"
+        log.error("new policy refused, policy %s stays in force: %s", in_force, exc)
+
 
 class Scorer:
     """Everything the scorer process holds: the Faust app and what its agent and timer use."""
 
     def __init__(self, settings: ScorerSettings) -> None:
         self.settings = settings
-        self.policy = load_policy(settings.policy_file)
         self.registry = CollectorRegistry()
         self.metrics = ScorerMetrics(self.registry)
         self.redis: Redis = make_redis(settings)
+        self.reloader = PolicyReloader(
+            PolicySource(self.redis, settings.keys), settings.policy_file or DEFAULT_POLICY_FILE, self.metrics
+        )
         self.publisher = KafkaActionPublisher(settings)
         self.processor = Processor(
             StateStore(self.redis, settings.keys, settings.scorer_app_id),
@@ -50,6 +151,16 @@ class Scorer:
         )
         self.app = self._build_app()
 
+    @property
+    def policy(self) -> Policy:
+        """The policy in force (read by the Processor once per batch and per timer tick)."""
+        return self.reloader.policy
+
+    @property
+    def policy_version(self) -> int | None:
+        """Version of the stored policy in force; None while the file's (or packaged default) is."""
+        return self.reloader.version
+
     def _build_app(self) -> faust.App:
         s = self.settings
         app = TunedApp(
@@ -60,12 +171,14 @@ class Scorer:
             topic_partitions=s.partitions,
             topic_replication_factor=s.replication_factor,
             topic_allow_declare=False,
+            topic_disable_leader=True,  # no on_leader timers: no need for Faust's leader topic
             producer_acks=-1,
             broker_session_timeout=s.broker_session_timeout_s,
             broker_heartbeat_interval=s.broker_heartbeat_interval_s,
             broker_rebalance_timeout=s.broker_rebalance_timeout_s,
             consumer_auto_offset_reset="earliest",
             web_host=s.web_host,
+            web_bind=s.web_host,
             web_port=s.web_port or 6066,
             web_enabled=s.web_port != 0,
             datadir=str(s.data_dir),
@@ -88,9 +201,17 @@ class Scorer:
             partitions = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == s.events_topic)
             if partitions:
                 try:
+                    await self.reloader.ensure_loaded()
                     await self.processor.fire_due(partitions)
                 except FatigueError as exc:
                     log.warning("due timers not fired this tick (%s); retrying next tick", exc)
+
+        @app.timer(interval=s.policy_poll_s, name="reload_policy")
+        async def reload_policy() -> None:
+            try:
+                await self.reloader.poll()
+            except FatigueError as exc:
+                log.warning("policy not checked (%s); retrying in %.1fs", exc, s.policy_poll_s)
 
         @app.page("/metrics")
         async def metrics(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
@@ -127,6 +248,7 @@ class Scorer:
         delay_s = 0.5
         while True:
             try:
+                await self.reloader.ensure_loaded()
                 await self.processor.process(records)
                 return
             except FatigueError as exc:

@@ -120,7 +120,9 @@ class ScorerSettings(CommonSettings):
 
     scorer_app_id: str = "fatigue-scorer"
     policy_file: Path | None = None
-    """A policy YAML; the packaged default (scorer/policy.yaml) when unset."""
+    """A policy YAML; the packaged default (services/policy.yaml) when unset."""
+    policy_poll_s: float = Field(default=2.0, gt=0)
+    """How often the stored policy version (PUT /v1/policy) and the policy file's mtime are checked."""
     tick_interval_s: float = Field(default=1.0, gt=0)
     """How often due timers (re_engage, window expiry) are checked."""
     batch_max_events: int = Field(default=500, ge=1)

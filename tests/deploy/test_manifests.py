@@ -371,6 +371,7 @@ def test_services_listen_on_all_interfaces_at_their_declared_port() -> None:
         assert port is not None and int(port) in container_ports(container).values(), f"{command}: port {port}"
         annotations = workload["spec"]["template"]["metadata"]["annotations"]
         assert annotations["prometheus.io/scrape"] == "true"
+        assert annotations["prometheus.io/path"] == "/metrics", f"{command}: docs/metrics.md promises /metrics"
         assert annotations["prometheus.io/port"] == port, f"{command}: Prometheus scrapes another port"
 
 
