@@ -22,11 +22,12 @@ from ingest.deps import require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.publisher import EventPublisher
-from ingest.routers import customers, events, health, profiles, subscriptions
+from ingest.routers import customers, events, health, policy, profiles, subscriptions
 from services.contract import EventIn
 from services.errors import ConfigError
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
+from services.policy import PolicyDoc
 from services.redisio import make_redis
 from services.settings import IngestSettings
 
@@ -66,10 +67,10 @@ def create_app(settings: IngestSettings) -> FastAPI:
         on_refused=lambda: metrics.requests_refused.labels(reason="size").inc(),
     )
     authenticated = [Depends(require_api_key)]
-    for router in (events.router, profiles.router, customers.router, subscriptions.router):
+    for router in (events.router, profiles.router, customers.router, subscriptions.router, policy.router):
         app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
     app.include_router(health.router)
-    _document_models(app, [EventIn])
+    _document_models(app, [EventIn, PolicyDoc])
     return app
 
 

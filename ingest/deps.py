@@ -13,6 +13,7 @@ from ingest.dedup import DedupStore
 from ingest.errors import ApiError
 from ingest.publisher import EventPublisher
 from services.metrics import IngestMetrics
+from services.policy_store import PolicyStore
 from services.settings import ApiKey, IngestSettings
 from services.snapshots import SnapshotReader
 from services.subscriptions import SubscriptionStore
@@ -73,6 +74,11 @@ def get_subscriptions(redis: RedisDep, settings: SettingsDep) -> SubscriptionSto
     return SubscriptionStore(redis, settings.keys)
 
 
+def get_policy_store(redis: RedisDep, settings: SettingsDep) -> PolicyStore:
+    return PolicyStore(redis, settings.keys)
+
+
 DedupDep = Annotated[DedupStore, Depends(get_dedup)]
 SnapshotsDep = Annotated[SnapshotReader, Depends(get_snapshots)]
 SubscriptionsDep = Annotated[SubscriptionStore, Depends(get_subscriptions)]
+PolicyStoreDep = Annotated[PolicyStore, Depends(get_policy_store)]

@@ -146,3 +146,30 @@ class SubscriptionCreated(SubscriptionOut):
     secret: str = Field(
         description="Standard Webhooks signing secret (whsec_...). Shown only in this answer; store it."
     )
+
+
+# ---- policy ----
+
+
+class PolicyOut(BaseModel):
+    """The fatigue policy: the one stored through the API, or the packaged default when none is."""
+
+    version: int | None = Field(
+        description="Version of the stored policy (use it in If-Match); null when none is stored.", examples=[3]
+    )
+    source: Literal["api", "default"] = Field(
+        description="api: stored through PUT /v1/policy. default: nothing stored, the packaged default is shown "
+        "(a scorer started with FATIGUE_POLICY_FILE uses that file instead)."
+    )
+    updated_at: datetime | None = Field(description="When the stored policy was written; null for the default.")
+    sha256: str = Field(description="SHA-256 of the YAML text (hex).")
+    yaml: str = Field(description="The policy document exactly as stored (comments kept).")
+    policy: dict[str, Any] | None = Field(
+        description="The effective settings, defaults filled in (see docs/policy.md); null when the stored "
+        "document is invalid (see `problem`)."
+    )
+    problem: str | None = Field(
+        default=None,
+        description="Why the stored document is invalid (it was written to Redis by hand, not through the API); "
+        "the scorer keeps its previous policy until a valid one is PUT.",
+    )

@@ -69,6 +69,18 @@ class ScorerMetrics:
             "Batches re-read because another writer changed the same customers (rebalance).",
             registry=registry,
         )
+        self.policy_version = Gauge(
+            "fatigue_scorer_policy_version",
+            "Version of the stored policy (PUT /v1/policy) in force; 0 while the file or packaged default is.",
+            registry=registry,
+        )
+        self.policy_reload_failures = Counter(
+            "fatigue_scorer_policy_reload_failures_total",
+            "Policy reloads refused because the new document is invalid, by source (store, file); "
+            "the previous policy stays in force.",
+            ["source"],
+            registry=registry,
+        )
 
 
 class NotifierMetrics:

@@ -58,6 +58,14 @@ class RedisKeys:
         """Marks an action already delivered to one subscription (expires)."""
         return f"{self.prefix}delivered:{subscription_id}:{action_id}"
 
+    def policy(self) -> str:
+        """Hash of the policy stored through the API: version, yaml, sha256, updated_at."""
+        return f"{self.prefix}policy"
+
+    def policy_version(self) -> str:
+        """Counter: the version of the stored policy (INCR'd with every replacement; the scorer polls it)."""
+        return f"{self.prefix}policy:version"
+
 
 # ---- HTTP headers (Standard Webhooks) ----
 HEADER_WEBHOOK_ID = "webhook-id"

@@ -27,9 +27,13 @@ def _check_duration(value: str) -> str:
     return value
 
 
+DEFAULT_WARN_ABOVE = 8
+
+
 class FrequencyDoc(_Strict):
     window: str = "30d"
-    warn_above: int = Field(default=8, ge=0)
+    warn_above: int | None = Field(default=None, ge=0)
+    """Decision warns above this; unset: 8 (the "tends to annoy" band), or throttle_above if lower."""
     throttle_above: int = Field(default=12, ge=0)
     recover_at_or_below: int = Field(default=8, ge=0)
     uncounted_kinds: list[TouchKind] = [TouchKind.TRANSACTIONAL]
@@ -41,7 +45,7 @@ class FrequencyDoc(_Strict):
                 f"recover_at_or_below ({self.recover_at_or_below}) must be below "
                 f"throttle_above ({self.throttle_above}), or throttling would flap"
             )
-        if self.warn_above > self.throttle_above:
+        if self.warn_above is not None and self.warn_above > self.throttle_above:
             raise ValueError(f"warn_above ({self.warn_above}) must not exceed throttle_above ({self.throttle_above})")
         return self
 
@@ -399,7 +403,11 @@ class Policy:
             max_latency_samples=doc.reply_latency.max_samples,
             signals=Signals.from_doc(doc.signals),
             sending=Sending.from_doc(doc.sending),
-            warn_above=doc.frequency.warn_above,
+            warn_above=(
+                min(DEFAULT_WARN_ABOVE, doc.frequency.throttle_above)
+                if doc.frequency.warn_above is None
+                else doc.frequency.warn_above
+            ),
         )
 
 
