@@ -21,6 +21,7 @@ from ingest.auth import require_api_keys
 from ingest.deps import require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
+from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import customers, events, health, policy, profiles, subscriptions
 from services.contract import EventIn
@@ -28,6 +29,7 @@ from services.errors import ConfigError
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
 from services.policy import PolicyDoc
+from services.policy_store import PolicySource
 from services.redisio import make_redis
 from services.settings import IngestSettings
 
@@ -46,6 +48,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: IngestSettings = app.state.settings
     app.state.publisher = EventPublisher(settings)
     app.state.redis = make_redis(settings)
+    app.state.policy_cache = PolicyCache(PolicySource(app.state.redis, settings.keys))
     try:
         yield
     finally:

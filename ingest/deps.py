@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from ingest.auth import match_api_key
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
+from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from services.metrics import IngestMetrics
 from services.policy_store import PolicyStore
@@ -72,6 +73,13 @@ def get_snapshots(redis: RedisDep, settings: SettingsDep) -> SnapshotReader:
 
 def get_subscriptions(redis: RedisDep, settings: SettingsDep) -> SubscriptionStore:
     return SubscriptionStore(redis, settings.keys)
+
+
+def get_policy_cache(request: Request) -> PolicyCache:
+    return request.app.state.policy_cache  # type: ignore[no-any-return]
+
+
+PolicyCacheDep = Annotated[PolicyCache, Depends(get_policy_cache)]
 
 
 def get_policy_store(redis: RedisDep, settings: SettingsDep) -> PolicyStore:

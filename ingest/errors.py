@@ -18,7 +18,7 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from ingest.validation import describe_errors
-from services.errors import BrokerUnavailable
+from services.errors import BrokerUnavailable, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -126,4 +126,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(RedisError, _store_unavailable)
+    app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(Exception, _unexpected)

@@ -97,6 +97,23 @@ class LastActionOut(_Open):
     suggestion: str | None = None
 
 
+class DecisionOut(BaseModel):
+    """May this customer be touched on this channel now (GET /v1/customers/{id}/decision)."""
+
+    customer_id: str
+    channel: str
+    kind: str | None
+    decision: str = Field(description="allow | defer | deny", examples=["defer"])
+    next_allowed_at: datetime | None = Field(
+        default=None, description="For `defer`: when the touch would be allowed; null when not at a known time."
+    )
+    reasons: list[dict[str, Any]] = Field(description="Every rule that decided, with its numbers.")
+    counts: dict[str, Any]
+    evaluated_at: datetime
+    snapshot_as_of: datetime | None
+    policy_version: int | None = Field(description="The stored policy applied; null for the packaged default.")
+
+
 class CustomerStateOut(_Open):
     """The scorer's snapshot of one customer. Fields may be added over time; clients ignore unknown ones."""
 

@@ -1,16 +1,20 @@
-"""GET /v1/customers/{customer_id}: the scorer's latest snapshot of one customer."""
+"""GET /v1/customers/{customer_id} (the scorer's latest snapshot) and its pre-send decision."""
 
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime
+from typing import Annotated
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
-from ingest.deps import SnapshotsDep
+from ingest.deps import PolicyCacheDep, SnapshotsDep
 from ingest.errors import ApiError
-from ingest.schemas import CustomerId, CustomerStateOut, ErrorOut
+from ingest.schemas import CustomerId, CustomerStateOut, DecisionOut, ErrorOut
 from ingest.validation import describe_errors
+from services.contract import Channel, TouchKind
+from services.decision import decide
 
 log = logging.getLogger(__name__)
 
@@ -41,3 +45,39 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
         raise ApiError(
             500, "bad_snapshot", f"the stored state of {customer_id!r} is unreadable: {describe_errors(exc.errors())}"
         ) from exc
+
+
+@router.get(
+    "/customers/{customer_id}/decision",
+    response_model=DecisionOut,
+    summary="Pre-send decision: allow, defer or deny a touch now",
+    description="Applies the policy in force to the customer's latest snapshot: do-not-contact and "
+    "unsubscribed channels deny; a throttle, the monthly or weekly cap, the channel's minimum gap or "
+    "a quiet period defer (with `next_allowed_at`); otherwise allow. Served from Redis, no Kafka.",
+    responses={503: {"model": ErrorOut, "description": "The state store (Redis) did not answer."}},
+)
+async def get_decision(
+    customer_id: CustomerId,
+    snapshots: SnapshotsDep,
+    policies: PolicyCacheDep,
+    channel: Annotated[Channel, Query(description="The channel of the planned touch.")],
+    kind: Annotated[TouchKind | None, Query(description="The kind of the planned touch.")] = None,
+) -> DecisionOut:
+    version, policy = await policies.current()
+    snapshot = await snapshots.get(customer_id)
+    now = datetime.now(UTC)
+    kind_value = None if kind is None else kind.value
+    result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000))
+    return DecisionOut(
+        customer_id=customer_id,
+        channel=channel.value,
+        kind=kind_value,
+        decision=result.decision,
+        next_allowed_at=None if result.next_allowed_ms is None else datetime.fromtimestamp(
+            result.next_allowed_ms / 1000, UTC),
+        reasons=result.reasons,
+        counts=result.counts,
+        evaluated_at=now,
+        snapshot_as_of=None if snapshot is None else snapshot.get("as_of"),
+        policy_version=version,
+    )

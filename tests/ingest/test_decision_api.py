@@ -1,0 +1,82 @@
+"""GET /v1/customers/{id}/decision on a real Redis, with snapshots the real core wrote."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+
+from scorer.core import engine
+from scorer.core.state import ContactEvent, CustomerState
+from scorer.core.views import snapshot
+from services.durations import HOUR_MS
+from services.policy import default_policy
+from services.settings import CommonSettings, IngestSettings
+from tests.ingest.helpers import ingest_settings_for, running_api
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def api(common_settings: CommonSettings) -> AsyncIterator[tuple[httpx.AsyncClient, IngestSettings]]:
+    settings = ingest_settings_for(common_settings)
+    async with running_api(settings) as client:
+        yield client, settings
+
+
+async def store_snapshot(redis: Redis, settings: IngestSettings, customer: str, hours_ago: float) -> None:
+    """A customer whose only email touch was `hours_ago`, answered by an open an hour later."""
+    now = int(datetime.now(UTC).timestamp() * 1000)
+    state, policy = CustomerState(customer), default_policy()
+    touched = now - int(hours_ago * HOUR_MS)
+    engine.apply_event(state, ContactEvent("t", "touch", customer, "email", touched, kind="value"), now, policy)
+    engine.apply_event(state, ContactEvent("o", "response", customer, "email", touched + HOUR_MS, kind="open"),
+                       now, policy)
+    await redis.set(settings.keys.snapshot(customer), json.dumps(snapshot(state, now, policy)))
+
+
+async def test_decisions_follow_gap_and_quiet_period_and_the_policy_in_force(
+    api: tuple[httpx.AsyncClient, IngestSettings], redis_client: Redis
+) -> None:
+    client, settings = api
+    await store_snapshot(redis_client, settings, "dec-1", hours_ago=5)
+
+    email = (await client.get("/v1/customers/dec-1/decision", params={"channel": "email", "kind": "promo"})).json()
+    assert email["decision"] == "defer" and [r["rule"] for r in email["reasons"]] == ["min_gap"]
+    assert email["policy_version"] is None and email["next_allowed_at"] is not None
+    sms = (await client.get("/v1/customers/dec-1/decision", params={"channel": "sms"})).json()
+    assert sms["decision"] == "defer" and sms["reasons"][0]["rule"] == "quiet_period"  # opened an email
+    phone = (await client.get("/v1/customers/dec-1/decision", params={"channel": "phone"})).json()
+    assert phone["decision"] == "allow"
+    receipt = await client.get("/v1/customers/dec-1/decision", params={"channel": "email", "kind": "transactional"})
+    assert receipt.json()["decision"] == "allow"
+
+    relaxed = "sending:\n  min_gap_by_channel: {email: 2h}\n  quiet_periods: []\n"
+    put = await client.put("/v1/policy", content=relaxed, headers={"content-type": "application/yaml"})
+    assert put.status_code == 200, put.text
+    email = (await client.get("/v1/customers/dec-1/decision", params={"channel": "email"})).json()
+    sms = (await client.get("/v1/customers/dec-1/decision", params={"channel": "sms"})).json()
+    assert (email["decision"], sms["decision"]) == ("allow", "allow")
+    assert email["policy_version"] == put.json()["version"]
+
+
+async def test_unknown_customer_and_bad_channel(api: tuple[httpx.AsyncClient, IngestSettings]) -> None:
+    client, _ = api
+    unknown = await client.get("/v1/customers/nobody/decision", params={"channel": "email"})
+    assert unknown.status_code == 200 and unknown.json()["decision"] == "allow"
+    bad = await client.get("/v1/customers/nobody/decision", params={"channel": "fax"})
+    assert bad.status_code == 422 and "channel" in bad.json()["error"]["message"]
+
+
+async def test_decision_without_redis_is_a_503(common_settings: CommonSettings) -> None:
+    from tests.ingest.helpers import closed_port_address
+
+    settings = ingest_settings_for(common_settings).model_copy(update={"redis_url": f"redis://{closed_port_address()}/0"})
+    async with running_api(settings) as client:
+        response = await client.get("/v1/customers/c/decision", params={"channel": "email"})
+    assert response.status_code == 503 and response.headers["retry-after"]
+    assert response.json()["error"]["code"] == "store_unavailable"
