@@ -21,6 +21,7 @@ from scorer.clock import Clock
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
+from scorer.history import contact_event
 from scorer.publisher import ActionPublisher
 from scorer.store import Changes, CommitConflict, StateStore, Transaction, tp_field
 from services.actions import Action
@@ -51,19 +52,7 @@ class Decoded:
 
 
 def event_from_envelope(envelope: EventEnvelope) -> ContactEvent:
-    e = envelope.event
-    return ContactEvent(
-        event_id=e.event_id,
-        type=str(e.type),
-        customer_id=e.customer_id,
-        channel=str(e.channel),
-        occurred_at_ms=e.occurred_at_ms,
-        kind=None if e.kind is None else str(e.kind),
-        in_reply_to=e.in_reply_to,
-        rep_id=e.rep_id,
-        campaign_id=e.campaign_id,
-        producer=envelope.producer,
-    )
+    return contact_event(envelope.event, envelope.producer)
 
 
 class Processor:

@@ -53,6 +53,7 @@ def decide(snapshot: dict[str, Any] | None, policy: Policy, channel: str, kind: 
     if snapshot is None:
         return Decision(ALLOW, [{"rule": "no_history", "detail": "nothing recorded for this customer yet"}])
     profile = snapshot.get("profile") or {}
+    policy = policy.for_profile(profile)
     monthly = _future(snapshot.get("frequency", {}).get("leaves_at", []), now_ms)
     weekly = _future(snapshot.get("weekly", {}).get("leaves_at", []), now_ms)
     counts = {"counted_touches_30d": len(monthly), "counted_touches_7d": len(weekly),

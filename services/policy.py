@@ -6,14 +6,15 @@ the field and, where the YAML parser knows it, the line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from services.contract import Channel, ResponseKind, Stage, TouchKind
+from services.contract import Channel, ResponseKind, Stage, Tier, TouchKind
 from services.durations import parse_duration_ms
 from services.errors import ConfigError, PolicyError
 
@@ -223,6 +224,33 @@ class SignalsDoc(_Strict):
     )
 
 
+class SegmentFrequencyDoc(_Strict):
+    warn_above: int | None = Field(default=None, ge=0)
+    throttle_above: int | None = Field(default=None, ge=0)
+    recover_at_or_below: int | None = Field(default=None, ge=0)
+
+
+class SegmentDoc(_Strict):
+    """Overrides for customers of one tier and/or stage (the most specific segment wins)."""
+
+    tier: Tier | None = None
+    stage: Stage | None = None
+    frequency: SegmentFrequencyDoc = SegmentFrequencyDoc()
+    cadence: Duration | None = None
+    weekly_cap: int | None = Field(default=None, ge=0)
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, value: str | None) -> str | None:
+        return None if value is None else _check_duration(value)
+
+    @model_validator(mode="after")
+    def _selects(self) -> SegmentDoc:
+        if self.tier is None and self.stage is None:
+            raise ValueError("a segment needs a tier, a stage or both")
+        return self
+
+
 class PolicyDoc(_Strict):
     version: int = 1
     windows: list[str] = ["24h", "7d", "30d", "90d"]
@@ -232,6 +260,7 @@ class PolicyDoc(_Strict):
     reply_latency: ReplyLatencyDoc = ReplyLatencyDoc()
     signals: SignalsDoc = SignalsDoc()
     sending: SendingDoc = SendingDoc()
+    segments: list[SegmentDoc] = []
 
     @field_validator("version")
     @classmethod
@@ -255,6 +284,25 @@ class PolicyDoc(_Strict):
     @classmethod
     def _grace(cls, value: str) -> str:
         return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _segments_are_consistent(self) -> PolicyDoc:
+        seen = set()
+        for i, segment in enumerate(self.segments):
+            key = (segment.tier, segment.stage)
+            if key in seen:
+                raise ValueError(f"segments[{i}] repeats tier {segment.tier} / stage {segment.stage}")
+            seen.add(key)
+            throttle = segment.frequency.throttle_above or self.frequency.throttle_above
+            recover = segment.frequency.recover_at_or_below
+            recover = self.frequency.recover_at_or_below if recover is None else recover
+            if recover >= throttle:
+                raise ValueError(f"segments[{i}]: recover_at_or_below ({recover}) must be below "
+                                 f"throttle_above ({throttle}), or throttling would flap")
+            warn = segment.frequency.warn_above
+            if warn is not None and warn > throttle:
+                raise ValueError(f"segments[{i}]: warn_above ({warn}) must not exceed throttle_above ({throttle})")
+        return self
 
     @model_validator(mode="after")
     def _frequency_window(self) -> PolicyDoc:
@@ -377,6 +425,52 @@ class Policy:
     signals: Signals
     sending: Sending
     warn_above: int
+    segments: tuple[SegmentDoc, ...] = ()
+    _resolved: dict[tuple[str | None, str | None], Policy] = field(default_factory=dict, compare=False, repr=False)
+
+    def for_profile(self, profile: Mapping[str, Any] | None) -> Policy:
+        """The policy for a customer: the most specific matching segment's overrides applied."""
+        if not self.segments:
+            return self
+        tier, stage = (profile or {}).get("tier"), (profile or {}).get("stage")
+        key = (tier, stage)
+        if key not in self._resolved:
+            self._resolved[key] = self._apply(self._segment_for(tier, stage), stage)
+        return self._resolved[key]
+
+    def _segment_for(self, tier: str | None, stage: str | None) -> SegmentDoc | None:
+        matches = [
+            s for s in self.segments
+            if (s.tier is None or s.tier == tier) and (s.stage is None or s.stage == stage)
+        ]
+        # tier + stage beats stage alone beats tier alone; among equals the first listed wins.
+        return min(matches, key=lambda s: -(2 * (s.stage is not None) + (s.tier is not None)), default=None)
+
+    def _apply(self, segment: SegmentDoc | None, stage: str | None) -> Policy:
+        if segment is None:
+            return replace(self, segments=(), _resolved={})
+        f = segment.frequency
+        throttle = self.throttle_above if f.throttle_above is None else f.throttle_above
+        cadence_default, cadence_by_stage = self.cadence_default_ms, self.cadence_by_stage_ms
+        sending = self.sending
+        if segment.cadence is not None:
+            cadence_ms = parse_duration_ms(segment.cadence)
+            cadence_default = cadence_ms
+            cadence_by_stage = {**cadence_by_stage, **({stage: cadence_ms} if stage else {})}
+        if segment.weekly_cap is not None:
+            by_stage = {**sending.weekly_cap_by_stage, **({stage: segment.weekly_cap} if stage else {})}
+            sending = replace(sending, weekly_cap_default=segment.weekly_cap, weekly_cap_by_stage=by_stage)
+        return replace(
+            self,
+            throttle_above=throttle,
+            recover_at_or_below=self.recover_at_or_below if f.recover_at_or_below is None else f.recover_at_or_below,
+            warn_above=min(self.warn_above, throttle) if f.warn_above is None else f.warn_above,
+            cadence_default_ms=cadence_default,
+            cadence_by_stage_ms=cadence_by_stage,
+            sending=sending,
+            segments=(),
+            _resolved={},
+        )
 
     @property
     def retention_ms(self) -> int:
@@ -408,6 +502,7 @@ class Policy:
                 if doc.frequency.warn_above is None
                 else doc.frequency.warn_above
             ),
+            segments=tuple(doc.segments),
         )
 
 

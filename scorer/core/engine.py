@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import bisect
 import hashlib
+import json
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,6 +51,7 @@ class Outcome:
 
 
 def apply_event(state: CustomerState, event: ContactEvent, now_ms: int, policy: Policy) -> Outcome:
+    policy = policy.for_profile(state.profile)
     now_ms = _tick_clock(state, now_ms, policy)
     if event.dedup_key in state.seen:
         return Outcome(DUPLICATE, reason=f"event {event.event_id!r} already counted")
@@ -66,11 +68,14 @@ def apply_profile(state: CustomerState, profile: dict[str, Any], now_ms: int, po
         state.first_seen_ms = now_ms
     if profile.get("do_not_contact") and state.status == DORMANT:
         _set_status(state, NORMAL, now_ms)  # nobody is to re-engage a do-not-contact customer
-    return []
+    # A new tier or stage may put the customer in a segment with other thresholds.
+    trigger = "profile:" + json.dumps(profile, sort_keys=True)
+    return _evaluate(state, now_ms, policy.for_profile(profile), trigger)
 
 
 def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
     """Re-evaluate rules that change with time alone: windows expiring, cadence overdue."""
+    policy = policy.for_profile(state.profile)
     now_ms = _tick_clock(state, now_ms, policy)
     trigger = f"due:{now_ms}"
     actions = _evaluate(state, now_ms, policy, trigger)
@@ -82,6 +87,7 @@ def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
 
 def next_due_ms(state: CustomerState, policy: Policy) -> int | None:
     """The next moment `on_due` can change something: a window boundary or the cadence deadline."""
+    policy = policy.for_profile(state.profile)
     complaint_ends = signals.complaint_ends_ms(state, policy)
     candidates = [
         state.counts.next_expiry_ms([w.ms for w in policy.windows], state.clock_ms),
@@ -93,6 +99,7 @@ def next_due_ms(state: CustomerState, policy: Policy) -> int | None:
 
 
 def re_engage_due_ms(state: CustomerState, policy: Policy) -> int | None:
+    policy = policy.for_profile(state.profile)
     profile = state.profile or {}
     if state.status != NORMAL or profile.get("do_not_contact"):
         return None

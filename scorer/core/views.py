@@ -61,6 +61,7 @@ def _last_response_by_channel(state: CustomerState) -> dict[str, dict[str, str]]
 
 
 def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
+    policy = policy.for_profile(state.profile)
     now_ms = max(now_ms, state.clock_ms)
     last_ms, median_ms = reply_latency(state)
     windows = {}

@@ -1,0 +1,193 @@
+"""Reading a history of events and profiles from files, and the contract -> core event mapping.
+
+Events: JSONL (one contract-v1 event per line, blank lines ignored) or CSV (a header of contract
+field names, `attributes` as a JSON string, empty cells absent). Profiles: the same formats, rows
+of `customer_id` + the profile fields (docs/events.md) and an optional `updated_at`. Every row is
+validated with the contract models the API uses; an invalid row raises `InvalidHistory` naming
+the file, line, field and reason — or, with `skip_invalid`, is counted and reported instead.
+
+`contact_event` is the one mapping from a validated event to the core's `ContactEvent`: the live
+processor (scorer/processor.py) and the backtest both use it.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from pydantic import BaseModel, ValidationError, field_validator
+
+from scorer.core.state import ContactEvent
+from services.contract import EventIn, Identifier, ProfileIn, parse_rfc3339, to_ms
+from services.errors import FatigueError
+
+FORMATS = ("jsonl", "csv")
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+M = TypeVar("M", bound=BaseModel)
+
+
+class InvalidHistory(FatigueError):
+    """A history file cannot be read or holds an invalid row. Not retriable."""
+
+    operator_action = "Fix the row named in the message, or pass --skip-invalid to count and skip invalid rows."
+
+
+def contact_event(event: EventIn, producer: str) -> ContactEvent:
+    """A validated contract event in the core's units (event ids are unique per producer)."""
+    return ContactEvent(
+        event_id=event.event_id,
+        type=str(event.type),
+        customer_id=event.customer_id,
+        channel=str(event.channel),
+        occurred_at_ms=event.occurred_at_ms,
+        kind=None if event.kind is None else str(event.kind),
+        in_reply_to=event.in_reply_to,
+        rep_id=event.rep_id,
+        campaign_id=event.campaign_id,
+        producer=producer,
+    )
+
+
+class ProfileRow(ProfileIn):
+    """A profile row of a history file: whose profile, and optionally since when."""
+
+    customer_id: Identifier
+    updated_at: datetime | None = None
+
+    @field_validator("updated_at", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> datetime | None:
+        return None if value is None else parse_rfc3339(value)
+
+    def profile(self) -> dict[str, Any]:
+        """The profile as the scorer holds it (what `ProfileEnvelope.profile` decodes to)."""
+        return self.model_dump(exclude={"customer_id", "updated_at"}, exclude_none=True, mode="json")
+
+    @property
+    def updated_at_ms(self) -> int | None:
+        return None if self.updated_at is None else to_ms(self.updated_at)
+
+
+@dataclass(frozen=True)
+class Row(Generic[M]):
+    line: int
+    value: M
+
+
+@dataclass
+class Loaded(Generic[M]):
+    """The valid rows of a file, in file order, and the invalid ones skipped (`file:line: reason`)."""
+
+    rows: list[Row[M]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+def detect_format(path: Path, forced: str | None = None) -> str:
+    if forced:
+        return forced
+    fmt = _EXTENSIONS.get(path.suffix.lower())
+    if fmt is None:
+        raise InvalidHistory(f"{path}: cannot tell the format from the extension {path.suffix!r}; "
+                             f"name it .jsonl or .csv, or pass --format jsonl|csv")
+    return fmt
+
+
+def load_events(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[EventIn]:
+    return _load(path, detect_format(path, fmt), EventIn, skip_invalid)
+
+
+def load_profiles(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[ProfileRow]:
+    return _load(path, detect_format(path, fmt), ProfileRow, skip_invalid)
+
+
+def _load(path: Path, fmt: str, model: type[M], skip_invalid: bool) -> Loaded[M]:
+    loaded: Loaded[M] = Loaded()
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as handle:
+            raw_rows = _jsonl_rows(handle) if fmt == "jsonl" else _csv_rows(handle)
+            for line, data in raw_rows:
+                try:
+                    loaded.rows.append(Row(line, _validate(model, data)))
+                except ValueError as exc:
+                    problem = f"{path}:{line}: {exc}"
+                    if not skip_invalid:
+                        raise InvalidHistory(problem) from None
+                    loaded.skipped.append(problem)
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise InvalidHistory(f"cannot read {path}: {exc}") from exc
+    return loaded
+
+
+def _validate(model: type[M], data: dict[str, Any] | str) -> M:
+    """The row as a model; ValueError with `field: reason` for every problem."""
+    if isinstance(data, str):
+        raise ValueError(data)
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            where = ".".join(str(p) for p in err["loc"]) or "(row)"
+            problems.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
+        raise ValueError("; ".join(problems)) from None
+
+
+def _jsonl_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number, object) per non-blank line; a string instead of an object says what is wrong."""
+    for number, text in enumerate(lines, start=1):
+        if not text.strip():
+            continue
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
+            continue
+        yield number, data if isinstance(data, dict) else f"expected a JSON object, got {type(data).__name__}"
+
+
+def _csv_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
+    """(line number where the record starts, row without empty cells); blank lines ignored."""
+    counted = _LineCounter(lines)
+    reader = csv.reader(counted)
+    header: list[str] | None = None
+    start = 1
+    for cells in reader:
+        if cells and header is None:
+            header = [name.strip() for name in cells]
+        elif cells:
+            yield start, _csv_row(header or [], cells)
+        start = counted.number + 1
+
+
+class _LineCounter:
+    """Iterates lines and counts them, so a CSV record's first line is known."""
+
+    def __init__(self, lines: Iterator[str]) -> None:
+        self._lines = lines
+        self.number = 0
+
+    def __iter__(self) -> _LineCounter:
+        return self
+
+    def __next__(self) -> str:
+        line = next(self._lines)
+        self.number += 1
+        return line
+
+
+def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any] | str:
+    if len(cells) > len(header):
+        return f"{len(cells)} cells but the header names {len(header)} columns"
+    data: dict[str, Any] = {key: value for key, value in zip(header, cells, strict=False) if value != ""}
+    if "attributes" in data:
+        try:
+            data["attributes"] = json.loads(data["attributes"])
+        except json.JSONDecodeError as exc:
+            return f"attributes: not valid JSON: {exc.msg} (column {exc.colno})"
+    return data
