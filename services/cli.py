@@ -4,6 +4,7 @@
     fatigue demo                                 `up` plus a synthetic stream and a webhook sink
     fatigue api | scorer | notifier              one service, configured from the environment
     fatigue topics                               create the Kafka topics if missing
+    fatigue backtest EVENTS [--policy FILE] ...  replay a history offline through the same core
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import tempfile
@@ -35,7 +37,40 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("scorer", help="run the stream processor (a Faust worker)")
     sub.add_parser("notifier", help="run the webhook notifier")
     sub.add_parser("topics", help="create the Kafka topics if missing")
+    _backtest_parser(sub)
     return parser
+
+
+def _rfc3339_ms(text: str) -> int:
+    from services.contract import parse_rfc3339, to_ms
+
+    try:
+        return to_ms(parse_rfc3339(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _backtest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "backtest",
+        help="replay a history offline through the same core, with a simulated clock",
+        description="Replay a JSONL or CSV history of events through the scorer's core with a simulated clock "
+        "and report what the policy would have done (docs/backtest.md).",
+    )
+    cmd.add_argument("events", type=Path, metavar="EVENTS", help="events file: .jsonl or .csv (contract v1 rows)")
+    cmd.add_argument("--policy", type=Path, default=None, help="policy YAML (default: the packaged default)")
+    cmd.add_argument("--profiles", type=Path, default=None,
+                     help="profiles file: .jsonl or .csv rows of customer_id + profile fields [+ updated_at]")
+    cmd.add_argument("--format", dest="fmt", choices=("jsonl", "csv"), default=None,
+                     help="input format (default: from the file extension)")
+    cmd.add_argument("--until", type=_rfc3339_ms, default=None, metavar="RFC3339",
+                     help="run the simulated clock to this time (default: the last event's time)")
+    cmd.add_argument("--producer", default="backtest",
+                     help="producer name for de-duplication keys (default: backtest)")
+    cmd.add_argument("--skip-invalid", action="store_true", help="skip and count invalid rows instead of stopping")
+    cmd.add_argument("--customer", default=None, metavar="ID", help="print this customer's timeline")
+    cmd.add_argument("--json", action="store_true", help="one JSON object per action and line")
+    cmd.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write a weekly chart of actions")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -70,6 +105,21 @@ def _dispatch(args: argparse.Namespace) -> None:
 
         created = asyncio.run(ensure_topics(CommonSettings()))
         sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
+    elif args.command == "backtest":
+        _backtest(args)
+
+
+def _backtest(args: argparse.Namespace) -> None:
+    from scorer.backtest import Options, run
+
+    options = Options(events=args.events, policy=args.policy, profiles=args.profiles, fmt=args.fmt,
+                      until_ms=args.until, producer=args.producer, skip_invalid=args.skip_invalid,
+                      customer=args.customer, json=args.json, plot=args.plot)
+    try:
+        run(options, sys.stdout, sys.stderr)
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader went away (`| head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:

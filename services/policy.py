@@ -224,6 +224,20 @@ class SignalsDoc(_Strict):
     )
 
 
+class CooldownsDoc(_Strict):
+    """Against flapping and repeated pings, on top of each rule's hysteresis."""
+
+    min_throttle: Duration = "1d"
+    """A throttle lasts at least this long, even when its conditions clear sooner."""
+    re_engage: Duration = "7d"
+    """At most one re_engage per customer within this period (a repeat becomes dormant silently)."""
+
+    @field_validator("min_throttle", "re_engage")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _check_duration(value)
+
+
 class SegmentFrequencyDoc(_Strict):
     warn_above: int | None = Field(default=None, ge=0)
     throttle_above: int | None = Field(default=None, ge=0)
@@ -260,6 +274,7 @@ class PolicyDoc(_Strict):
     reply_latency: ReplyLatencyDoc = ReplyLatencyDoc()
     signals: SignalsDoc = SignalsDoc()
     sending: SendingDoc = SendingDoc()
+    cooldowns: CooldownsDoc = CooldownsDoc()
     segments: list[SegmentDoc] = []
 
     @field_validator("version")
@@ -425,6 +440,8 @@ class Policy:
     signals: Signals
     sending: Sending
     warn_above: int
+    min_throttle_ms: int = 24 * 3_600_000
+    re_engage_cooldown_ms: int = 7 * 24 * 3_600_000
     segments: tuple[SegmentDoc, ...] = ()
     _resolved: dict[tuple[str | None, str | None], Policy] = field(default_factory=dict, compare=False, repr=False)
 
@@ -502,6 +519,8 @@ class Policy:
                 if doc.frequency.warn_above is None
                 else doc.frequency.warn_above
             ),
+            min_throttle_ms=parse_duration_ms(doc.cooldowns.min_throttle),
+            re_engage_cooldown_ms=parse_duration_ms(doc.cooldowns.re_engage),
             segments=tuple(doc.segments),
         )
 

@@ -81,7 +81,12 @@ def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
     actions = _evaluate(state, now_ms, policy, trigger)
     due = re_engage_due_ms(state, policy)
     if due is not None and now_ms >= due:
-        actions.append(_re_engage(state, now_ms, policy, trigger))
+        last = state.last_re_engage_ms
+        if last is not None and now_ms < last + policy.re_engage_cooldown_ms:
+            _set_status(state, DORMANT, now_ms)  # the rep was told within the cooldown: no repeat ping
+        else:
+            state.last_re_engage_ms = now_ms
+            actions.append(_re_engage(state, now_ms, policy, trigger))
     return actions
 
 
@@ -89,7 +94,9 @@ def next_due_ms(state: CustomerState, policy: Policy) -> int | None:
     """The next moment `on_due` can change something: a window boundary or the cadence deadline."""
     policy = policy.for_profile(state.profile)
     complaint_ends = signals.complaint_ends_ms(state, policy)
+    held_until = _throttle_held_until(state, policy) if state.status == THROTTLED else None
     candidates = [
+        held_until if held_until is not None and held_until > state.clock_ms else None,
         state.counts.next_expiry_ms([w.ms for w in policy.windows], state.clock_ms),
         re_engage_due_ms(state, policy),
         complaint_ends if complaint_ends is not None and complaint_ends > state.clock_ms else None,
@@ -218,22 +225,30 @@ def _answered_touch(state: CustomerState, event: ContactEvent) -> int | None:
 def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> list[Action]:
     """Throttle while any fatigue condition holds; recover when none does (signals.py)."""
     reasons = signals.active_conditions(state, now_ms, policy)
-    previously = list(state.active_rules)
     state.active_rules = [r["rule"] for r in reasons]
+    if state.status == THROTTLED:
+        state.throttled_for = sorted(set(state.throttled_for) | set(state.active_rules))
     if state.status != THROTTLED and reasons:
+        state.throttled_for = list(state.active_rules)
         until = _pause_until(state, now_ms, policy, reasons)
         action = _transition(state, THROTTLED, ACTION_THROTTLE, reasons, _throttle_advice(reasons, until), now_ms,
                              trigger, policy)
         if until is not None:
             action["pause_until"] = format_ms(until)  # type: ignore[typeddict-unknown-key]
         return [action]
-    if state.status == THROTTLED and not reasons:
-        cleared = [_cleared(rule, state, now_ms, policy) for rule in previously] or [
+    if state.status == THROTTLED and not reasons and now_ms >= _throttle_held_until(state, policy):
+        cleared = [_cleared(rule, state, now_ms, policy) for rule in signals.RULES if rule in state.throttled_for] or [
             Reason(rule="conditions_cleared", window="-", observed=0, threshold=0)
         ]
         suggestion = "Back in band: " + "; ".join(_cleared_text(r) for r in cleared) + ". Normal cadence may resume."
+        state.throttled_for = []
         return [_transition(state, NORMAL, ACTION_RECOVERED, cleared, suggestion, now_ms, trigger, policy)]
     return []
+
+
+def _throttle_held_until(state: CustomerState, policy: Policy) -> int:
+    """A throttle lasts at least `cooldowns.min_throttle`, whatever clears it (no flapping)."""
+    return (state.status_since_ms or 0) + policy.min_throttle_ms
 
 
 def _pause_until(state: CustomerState, now_ms: int, policy: Policy, reasons: list[Reason]) -> int | None:

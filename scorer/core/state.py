@@ -69,6 +69,9 @@ class CustomerState:
     """`channel|kind` -> when the latest such response happened (for quiet periods)."""
     response_hours: dict[str, int] = field(default_factory=dict)
     """UTC hour of the week (0 = Monday 00:00) -> positive responses then (at most 168 entries)."""
+    throttled_for: list[str] = field(default_factory=list)
+    """Every condition that held during the current throttle (what its recovery reports as cleared)."""
+    last_re_engage_ms: int | None = None
     active_rules: list[str] = field(default_factory=list)
     """The fatigue conditions that held at the last evaluation (for hysteresis and the snapshot)."""
 
@@ -95,6 +98,8 @@ class CustomerState:
             "closed_channels": self.closed_channels,
             "last_responses": self.last_responses,
             "response_hours": self.response_hours,
+            "throttled_for": self.throttled_for,
+            "last_re_engage_ms": self.last_re_engage_ms,
             "active_rules": self.active_rules,
         }
 
@@ -121,5 +126,7 @@ class CustomerState:
             closed_channels=dict(data.get("closed_channels", {})),
             last_responses=dict(data.get("last_responses", {})),
             response_hours=dict(data.get("response_hours", {})),
+            throttled_for=list(data.get("throttled_for", [])),
+            last_re_engage_ms=data.get("last_re_engage_ms"),
             active_rules=list(data.get("active_rules", [])),
         )

@@ -66,15 +66,35 @@ def test_unanswered_streak_edge(touches: int, throttled: bool) -> None:
     assert [a["reasons"][0]["rule"] for a in actions] == (["unanswered_streak"] if throttled else [])
 
 
-def test_any_response_ends_the_streak_and_lifts_the_throttle() -> None:
+def test_any_response_ends_the_streak_and_the_throttle_lifts_after_its_minimum_length() -> None:
     policy = only("unanswered_streak")
     state = CustomerState("c1")
     feed(state, [touch(i, NOW - (10 - i) * HOUR_MS) for i in range(5)], policy)
     assert state.status == THROTTLED
-    (lifted,) = feed(state, [response(1, NOW, "open")], policy)
+    throttled_at = state.status_since_ms
+    assert feed(state, [response(1, NOW, "open")], policy) == []  # cleared, but held for min_throttle (1d)
+    assert snapshot(state, NOW, policy)["signals"] == {**snapshot(state, NOW, policy)["signals"], "active": [],
+                                                       "unanswered_streak": 0}
+    assert engine.next_due_ms(state, policy) <= throttled_at + DAY_MS  # a timer will look again in time
+    assert engine.on_due(state, throttled_at + DAY_MS - 1, policy) == []
+    (lifted,) = engine.on_due(state, throttled_at + DAY_MS, policy)
     assert lifted["type"] == "fatigue.recovered"
     assert lifted["reasons"][0]["rule"] == "unanswered_streak_cleared"
-    assert snapshot(state, NOW, policy)["signals"]["unanswered_streak"] == 0
+
+
+def test_re_engage_is_not_repeated_within_its_cooldown() -> None:
+    policy = only("unanswered_streak")  # any single policy; cadence for prospects is 5 days
+    state = CustomerState("c1")
+    engine.apply_profile(state, {"stage": "prospect"}, NOW, policy)
+    feed(state, [touch(1, NOW), response(1, NOW + HOUR_MS, "reply")], policy)
+    (first,) = engine.on_due(state, NOW + 5 * DAY_MS, policy)
+    assert first["type"] == "fatigue.re_engage"
+    feed(state, [touch(2, NOW + 6 * DAY_MS)], policy, now=NOW + 6 * DAY_MS)  # touched: normal again
+    assert engine.on_due(state, NOW + 11 * DAY_MS, policy) == []  # overdue again, 6 days after the ping
+    assert state.status == "dormant"
+    feed(state, [touch(3, NOW + 13 * DAY_MS)], policy, now=NOW + 13 * DAY_MS)
+    (again,) = engine.on_due(state, NOW + 18 * DAY_MS, policy)  # 13 days after the first ping
+    assert again["type"] == "fatigue.re_engage"
 
 
 def conversation(state: CustomerState, latencies_h: list[float], policy: Policy, start: int) -> list[dict]:
