@@ -3,7 +3,7 @@
 Events: JSONL (one contract-v1 event per line, blank lines ignored) or CSV (a header of contract
 field names, `attributes` as a JSON string, empty cells absent). Profiles: the same formats, rows
 of `customer_id` + the profile fields (docs/events.md) and an optional `updated_at`. Every row is
-validated with the contract models the API uses; an invalid row raises `InvalidHistory` naming
+validated with the contract models the API uses; an invalid row raises `InvalidRow` naming
 the file, line, field and reason — or, with `skip_invalid`, is counted and reported instead.
 
 `contact_event` is the one mapping from a validated event to the core's `ContactEvent`: the live
@@ -33,7 +33,13 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class InvalidHistory(FatigueError):
-    """A history file cannot be read or holds an invalid row. Not retriable."""
+    """A history file cannot be read or its format is unknown. Not retriable."""
+
+    operator_action = "Check the file named in the message: its path, and its format (.jsonl or .csv, or --format)."
+
+
+class InvalidRow(InvalidHistory):
+    """A row of a history file is not a valid event or profile."""
 
     operator_action = "Fix the row named in the message, or pass --skip-invalid to count and skip invalid rows."
 
@@ -117,7 +123,7 @@ def _load(path: Path, fmt: str, model: type[M], skip_invalid: bool) -> Loaded[M]
                 except ValueError as exc:
                     problem = f"{path}:{line}: {exc}"
                     if not skip_invalid:
-                        raise InvalidHistory(problem) from None
+                        raise InvalidRow(problem) from None
                     loaded.skipped.append(problem)
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise InvalidHistory(f"cannot read {path}: {exc}") from exc

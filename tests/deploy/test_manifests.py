@@ -50,8 +50,8 @@ SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
 }
 """The settings class each deployable subcommand reads (services/cli.py dispatches to them)."""
 
-DEV_ONLY_COMMANDS = {"up", "demo"}
-"""All-in-one commands with an embedded broker and Redis: never deployed."""
+DEV_ONLY_COMMANDS = {"up", "demo", "backtest"}
+"""Never deployed: all-in-one commands with an embedded broker and Redis, and the offline backtest."""
 
 LISTEN_FIELDS = {
     "api": ("host", "port"),
