@@ -31,7 +31,7 @@ from scorer.core.state import (
     CustomerState,
 )
 from scorer.core.timefmt import format_ms
-from scorer.core.windows import SeriesKey, in_window
+from scorer.core.windows import SeriesKey, in_window, leaves_window_at
 from services.actions import Action, Reason
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.policy import Policy
@@ -332,7 +332,7 @@ def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Polic
             continue
         for start, size, count in series.buckets():
             if in_window(start, size, window_ms, now_ms):
-                leaving.append((start + size + window_ms, count))
+                leaving.append((leaves_window_at(start, size, window_ms), count))
     times: list[int] = []
     for leaves_at, count in sorted(leaving):
         times.extend([leaves_at] * min(count, limit - len(times)))

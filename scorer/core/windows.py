@@ -35,6 +35,15 @@ def in_window(bucket_start_ms: int, bucket_size_ms: int, window_ms: int, now_ms:
     return bucket_start_ms + bucket_size_ms > now_ms - window_ms
 
 
+def leaves_window_at(bucket_start_ms: int, bucket_size_ms: int, window_ms: int) -> int:
+    """When a bucket's events leave the window, counting the fold into hour buckets on the way:
+    a minute bucket still inside a window longer than the fine horizon is an hour bucket by the
+    time it leaves, so it leaves at the end of that hour."""
+    if bucket_size_ms == FINE_MS and window_ms >= FINE_HORIZON_MS:
+        bucket_start_ms, bucket_size_ms = bucket_start_ms - bucket_start_ms % COARSE_MS, COARSE_MS
+    return bucket_start_ms + bucket_size_ms + window_ms
+
+
 @dataclass
 class Series:
     """Counts of one series in fine (minute) and coarse (hour) buckets, keyed by bucket start ms."""
@@ -72,7 +81,7 @@ class Series:
         soonest: int | None = None
         for window_ms in windows_ms:
             for start, size, _ in self.buckets():
-                leaves_at = start + size + window_ms
+                leaves_at = leaves_window_at(start, size, window_ms)
                 if leaves_at > now_ms and (soonest is None or leaves_at < soonest):
                     soonest = leaves_at
         return soonest

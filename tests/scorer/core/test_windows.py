@@ -87,3 +87,26 @@ def test_breakdown_and_json_round_trip() -> None:
     assert again.breakdown(7 * DAY_MS, T0, type_="touch", by="channel") == {"email": 1, "sms": 1}
     assert again.breakdown(24 * HOUR_MS, T0, type_="touch", by="kind") == {"promo": 1}
     assert again.count(7 * DAY_MS, T0, type_="touch", exclude_kinds=frozenset({"promo"})) == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    offsets_ms=st.lists(st.integers(min_value=-40 * DAY_MS, max_value=0), min_size=1, max_size=30),
+    window=st.sampled_from(WINDOWS_MS),
+)
+def test_leave_times_are_exact_including_the_fold_into_hours(offsets_ms: list[int], window: int) -> None:
+    """Each event stops being counted exactly when leaves_window_at says, as time moves on."""
+    from scorer.core.windows import leaves_window_at
+
+    series = Series()
+    for offset in offsets_ms:
+        series.add(T0 + offset, T0)
+    series.advance(T0, RETENTION_MS)
+    for start, size, count in list(series.buckets()):
+        if not in_window(start, size, window, T0):
+            continue
+        leaves = leaves_window_at(start, size, window)
+        before, at = Series.from_json(series.to_json()), Series.from_json(series.to_json())
+        before.advance(leaves - 1, RETENTION_MS)
+        at.advance(leaves, RETENTION_MS)
+        assert before.count(window, leaves - 1) - at.count(window, leaves) >= count
