@@ -132,8 +132,10 @@ DOMAIN_CADENCE = {
 class CadenceDoc(_Strict):
     default: str = "30d"
     by_stage: dict[Stage, str] = DOMAIN_CADENCE
+    silence: str = "90d"
+    """No response of any kind for this long -> dormant (re_engage: try another way)."""
 
-    @field_validator("default")
+    @field_validator("default", "silence")
     @classmethod
     def _default(cls, value: str) -> str:
         return _check_duration(value)
@@ -440,6 +442,7 @@ class Policy:
     signals: Signals
     sending: Sending
     warn_above: int
+    silence_ms: int = 90 * 24 * 3_600_000
     min_throttle_ms: int = 24 * 3_600_000
     re_engage_cooldown_ms: int = 7 * 24 * 3_600_000
     segments: tuple[SegmentDoc, ...] = ()
@@ -519,6 +522,7 @@ class Policy:
                 if doc.frequency.warn_above is None
                 else doc.frequency.warn_above
             ),
+            silence_ms=parse_duration_ms(doc.cadence.silence),
             min_throttle_ms=parse_duration_ms(doc.cooldowns.min_throttle),
             re_engage_cooldown_ms=parse_duration_ms(doc.cooldowns.re_engage),
             segments=tuple(doc.segments),

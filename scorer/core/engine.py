@@ -33,8 +33,12 @@ from scorer.core.state import (
 from scorer.core.timefmt import format_ms
 from scorer.core.windows import SeriesKey, in_window, leaves_window_at
 from services.actions import Action, Reason
+from services.durations import DAY_MS
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.policy import Policy
+
+NEGATIVE_KINDS = frozenset({"unsubscribe", "complaint", "bounce"})
+"""Responses that do not mean the customer is back."""
 
 COUNTED = "counted"
 DUPLICATE = "duplicate"
@@ -83,6 +87,7 @@ def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
     if due is not None and now_ms >= due:
         last = state.last_re_engage_ms
         if last is not None and now_ms < last + policy.re_engage_cooldown_ms:
+            state.dormant_for = [r for r, d in _dormancy_dues(state, policy).items() if d is not None and now_ms >= d]
             _set_status(state, DORMANT, now_ms)  # the rep was told within the cooldown: no repeat ping
         else:
             state.last_re_engage_ms = now_ms
@@ -106,14 +111,22 @@ def next_due_ms(state: CustomerState, policy: Policy) -> int | None:
 
 
 def re_engage_due_ms(state: CustomerState, policy: Policy) -> int | None:
+    """When the customer becomes overdue: reps silent beyond the cadence, or the customer silent."""
+    dues = [t for t in _dormancy_dues(state, policy).values() if t is not None]
+    return min(dues) if dues else None
+
+
+def _dormancy_dues(state: CustomerState, policy: Policy) -> dict[str, int | None]:
     policy = policy.for_profile(state.profile)
     profile = state.profile or {}
-    if state.status != NORMAL or profile.get("do_not_contact"):
-        return None
-    reference = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
-    if reference is None:
-        return None
-    return reference + policy.cadence_ms(profile.get("stage"))
+    if state.status != NORMAL or profile.get("do_not_contact") or state.first_seen_ms is None:
+        return {}
+    touched = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
+    answered = state.last_response_ms if state.last_response_ms is not None else state.first_seen_ms
+    return {
+        "cadence_overdue": touched + policy.cadence_ms(profile.get("stage")),
+        "no_response": answered + policy.silence_ms,
+    }
 
 
 def counted_touches(state: CustomerState, now_ms: int, policy: Policy) -> int:
@@ -180,13 +193,16 @@ def _record_touch(state: CustomerState, event: ContactEvent, policy: Policy) -> 
     del state.recent_touches[:-MAX_RECENT_TOUCHES]
     if (event.kind or "-") not in policy.uncounted_kinds:
         state.last_touch_ms = ts if state.last_touch_ms is None else max(state.last_touch_ms, ts)
-        if state.status == DORMANT and ts + policy.cadence_ms(_stage(state)) > state.clock_ms:
-            _set_status(state, NORMAL, state.clock_ms)
+        recent = ts + policy.cadence_ms(_stage(state)) > state.clock_ms
+        if state.status == DORMANT and recent and "no_response" not in state.dormant_for:
+            _set_status(state, NORMAL, state.clock_ms)  # a touch ends the reps' silence, not the customer's
 
 
 def _record_response(state: CustomerState, event: ContactEvent, policy: Policy) -> None:
     ts = event.occurred_at_ms
     state.last_response_ms = ts if state.last_response_ms is None else max(state.last_response_ms, ts)
+    if state.status == DORMANT and ts + policy.silence_ms > state.clock_ms and event.kind not in NEGATIVE_KINDS:
+        _set_status(state, NORMAL, state.clock_ms)  # the customer is back
     if event.kind == "complaint":
         bisect.insort(state.complaints_ms, ts)
         del state.complaints_ms[:-MAX_COMPLAINTS]
@@ -296,18 +312,25 @@ def _cleared_text(reason: Reason) -> str:
 
 def _re_engage(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> Action:
     stage = _stage(state)
-    cadence_ms = policy.cadence_ms(stage)
-    reference = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
-    assert reference is not None
-    idle_days = (now_ms - reference) / 86_400_000
-    reason = Reason(
-        rule="cadence_overdue",
-        window="since_last_touch",
-        observed=round(idle_days, 2),
-        threshold=round(cadence_ms / 86_400_000, 2),
-    )
-    last = "no touch yet" if state.last_touch_ms is None else f"last touch {idle_days:.0f} days ago"
-    suggestion = f"Neglected: {last}; cadence for stage {stage or 'unknown'} is {cadence_ms // 86_400_000} days."
+    overdue = {rule: due for rule, due in _dormancy_dues(state, policy).items() if due is not None and now_ms >= due}
+    reasons, sentences = [], []
+    if "cadence_overdue" in overdue:
+        cadence_ms = policy.cadence_ms(stage)
+        reference = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
+        idle_days = (now_ms - (reference or now_ms)) / DAY_MS
+        reasons.append(Reason(rule="cadence_overdue", window="since_last_touch", observed=round(idle_days, 2),
+                              threshold=round(cadence_ms / DAY_MS, 2)))
+        last = "no touch yet" if state.last_touch_ms is None else f"last touch {idle_days:.0f} days ago"
+        sentences.append(f"Neglected: {last}; cadence for stage {stage or 'unknown'} is {cadence_ms // DAY_MS} days.")
+    if "no_response" in overdue:
+        reference = state.last_response_ms if state.last_response_ms is not None else state.first_seen_ms
+        silent_days = (now_ms - (reference or now_ms)) / DAY_MS
+        reasons.append(Reason(rule="no_response", window="since_last_response", observed=round(silent_days, 2),
+                              threshold=round(policy.silence_ms / DAY_MS, 2)))
+        heard = "never answered" if state.last_response_ms is None else f"no answer for {silent_days:.0f} days"
+        sentences.append(f"Gone quiet: {heard}; try another channel or a value touch rather than more of the same.")
+    state.dormant_for = list(overdue)
+    suggestion = " ".join(sentences)
     channel = timing.best_channel(state, policy.retention_ms, now_ms)
     open_channels = [c for c in ([channel[0]] if channel else []) if c not in state.closed_channels]
     when = timing.golden_window(state, (state.profile or {}).get("timezone"), now_ms)
@@ -316,7 +339,7 @@ def _re_engage(state: CustomerState, now_ms: int, policy: Policy, trigger: str) 
         suggestion += f", ideally around {when[0]} {when[1]}." if when else "."
     elif when:
         suggestion += f" They answer most around {when[0]} {when[1]}."
-    action = _transition(state, DORMANT, ACTION_RE_ENGAGE, [reason], suggestion, now_ms, trigger, policy)
+    action = _transition(state, DORMANT, ACTION_RE_ENGAGE, reasons, suggestion, now_ms, trigger, policy)
     if open_channels:
         action["best_channel"] = open_channels[0]  # type: ignore[typeddict-unknown-key]
     if when:

@@ -72,6 +72,8 @@ class CustomerState:
     throttled_for: list[str] = field(default_factory=list)
     """Every condition that held during the current throttle (what its recovery reports as cleared)."""
     last_re_engage_ms: int | None = None
+    dormant_for: list[str] = field(default_factory=list)
+    """Why the customer is dormant: `cadence_overdue` (reps silent) and/or `no_response` (customer silent)."""
     active_rules: list[str] = field(default_factory=list)
     """The fatigue conditions that held at the last evaluation (for hysteresis and the snapshot)."""
 
@@ -100,6 +102,7 @@ class CustomerState:
             "response_hours": self.response_hours,
             "throttled_for": self.throttled_for,
             "last_re_engage_ms": self.last_re_engage_ms,
+            "dormant_for": self.dormant_for,
             "active_rules": self.active_rules,
         }
 
@@ -128,5 +131,6 @@ class CustomerState:
             response_hours=dict(data.get("response_hours", {})),
             throttled_for=list(data.get("throttled_for", [])),
             last_re_engage_ms=data.get("last_re_engage_ms"),
+            dormant_for=list(data.get("dormant_for", [])),
             active_rules=list(data.get("active_rules", [])),
         )

@@ -179,3 +179,21 @@ def test_state_survives_a_json_round_trip() -> None:
     again = CustomerState.from_json(state.to_json())
     assert snapshot(again, NOW + DAY_MS, POLICY) == snapshot(state, NOW + DAY_MS, POLICY)
     assert engine.next_due_ms(again, POLICY) == engine.next_due_ms(state, POLICY)
+
+
+def test_a_silent_customer_goes_dormant_even_while_touched_and_wakes_on_an_answer() -> None:
+    state = CustomerState("c1")
+    engine.apply_profile(state, {"stage": "customer"}, NOW - 100 * DAY_MS, POLICY)
+    for week in range(14):  # touched every week, never answers
+        at = NOW - 100 * DAY_MS + week * 7 * DAY_MS
+        engine.apply_event(state, touch(week, at, kind="value"), at, POLICY)
+    due = engine.re_engage_due_ms(state, POLICY)
+    assert due == NOW - 100 * DAY_MS + 90 * DAY_MS  # 90 days after we first heard of them
+    (action,) = engine.on_due(state, due, POLICY)
+    assert action["type"] == "fatigue.re_engage" and [r["rule"] for r in action["reasons"]] == ["no_response"]
+    assert "Gone quiet" in action["suggestion"]
+    engine.apply_event(state, touch(99, due + DAY_MS, kind="value"), due + DAY_MS, POLICY)
+    assert state.status == DORMANT  # another touch does not end the customer's silence
+    engine.apply_event(state, ContactEvent("r1", "response", "c1", "email", due + 2 * DAY_MS, kind="reply"),
+                       due + 2 * DAY_MS, POLICY)
+    assert state.status == NORMAL  # an answer does

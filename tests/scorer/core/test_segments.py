@@ -16,6 +16,8 @@ POLICY = parse_policy(
     """
 signals:
   unanswered_streak: {enabled: false}
+cadence:
+  silence: 365d
 segments:
   - {tier: A, frequency: {throttle_above: 20, recover_at_or_below: 15}}
   - {tier: A, stage: loyal, cadence: 120d}
