@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from services.contract import Channel, ResponseKind, Stage, Tier, TouchKind
 from services.durations import parse_duration_ms
 from services.errors import ConfigError, PolicyError
+
+K = TypeVar("K")
 
 
 class _Strict(BaseModel):
@@ -26,6 +28,16 @@ class _Strict(BaseModel):
 def _check_duration(value: str) -> str:
     parse_duration_ms(value)
     return value
+
+
+def _check_durations(mapping: dict[K, str]) -> dict[K, str]:
+    """Every value a duration; the error names the key."""
+    for key, duration in mapping.items():
+        try:
+            parse_duration_ms(duration)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return mapping
 
 
 DEFAULT_WARN_ABOVE = 8
@@ -110,12 +122,7 @@ class SendingDoc(_Strict):
     @field_validator("min_gap_by_channel")
     @classmethod
     def _gaps(cls, value: dict[Channel, str]) -> dict[Channel, str]:
-        for channel, duration in value.items():
-            try:
-                parse_duration_ms(duration)
-            except ValueError as exc:
-                raise ValueError(f"{channel}: {exc}") from None
-        return value
+        return _check_durations(value)
 
 
 DOMAIN_CADENCE = {
@@ -143,12 +150,7 @@ class CadenceDoc(_Strict):
     @field_validator("by_stage")
     @classmethod
     def _by_stage(cls, value: dict[Stage, str]) -> dict[Stage, str]:
-        for stage, duration in value.items():
-            try:
-                parse_duration_ms(duration)
-            except ValueError as exc:
-                raise ValueError(f"{stage}: {exc}") from None
-        return value
+        return _check_durations(value)
 
 
 class ReplyLatencyDoc(_Strict):
