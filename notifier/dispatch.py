@@ -63,7 +63,7 @@ class Dispatcher:
             self._metrics.bad_records.inc()
             log.warning("skipping undecodable action record %s: %s", origin, exc)
             return []
-        subs = await self._matching(action["type"])
+        subs = [sub for sub in await self._matching(action["type"]) if sub.filters.matches(action)]
         outcomes = await asyncio.gather(*(self._deliver_once(sub, action) for sub in subs),
                                         return_exceptions=True)
         errors = [item for item in outcomes if isinstance(item, BaseException)]

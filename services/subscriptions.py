@@ -7,8 +7,10 @@ import builtins
 import json
 import logging
 import secrets
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -20,6 +22,30 @@ def generate_secret() -> str:
     return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+FORMATS = ("standard", "slack", "teams", "wecom", "feishu", "dingtalk")
+"""`standard`: Standard Webhooks JSON; the others: the chat tool's own bot message format."""
+
+
+@dataclass
+class Filters:
+    """Which actions a subscription wants beyond their type; an empty list matches everything."""
+
+    tiers: list[str] = field(default_factory=list)
+    stages: list[str] = field(default_factory=list)
+    owner_rep_ids: list[str] = field(default_factory=list)
+    customer_ids: list[str] = field(default_factory=list)
+
+    def matches(self, action: Mapping[str, Any]) -> bool:
+        profile = action.get("profile") or {}
+        checks = (
+            (self.tiers, profile.get("tier")),
+            (self.stages, profile.get("stage")),
+            (self.owner_rep_ids, action.get("owner_rep_id")),
+            (self.customer_ids, action.get("customer_id")),
+        )
+        return all(not allowed or value in allowed for allowed, value in checks)
+
+
 @dataclass
 class Subscription:
     id: str
@@ -27,9 +53,24 @@ class Subscription:
     events: list[str]
     secret: str
     created_at: str = field(default_factory=lambda: datetime.now(UTC).isoformat())
+    format: str = "standard"
+    filters: Filters = field(default_factory=Filters)
+    rate_limit_per_minute: int | None = None
+    """Deliveries per minute at most (None: no limit)."""
+    previous_secrets: list[dict[str, str]] = field(default_factory=list)
+    """[{"secret", "expires_at"}]: secrets rotated out that still sign until they expire."""
+    description: str | None = None
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events
+
+    def wants_action(self, action: Mapping[str, Any]) -> bool:
+        return self.wants(str(action.get("type"))) and self.filters.matches(action)
+
+    def signing_secrets(self, now: datetime) -> builtins.list[str]:
+        """The current secret first, then rotated-out ones still inside their overlap."""
+        still = [p["secret"] for p in self.previous_secrets if datetime.fromisoformat(p["expires_at"]) > now]
+        return [self.secret, *still]
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))
@@ -37,7 +78,10 @@ class Subscription:
     @classmethod
     def from_json(cls, raw: str) -> Subscription:
         data = json.loads(raw)
-        return cls(**{k: data[k] for k in ("id", "url", "events", "secret", "created_at")})
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["filters"] = Filters(**data.get("filters") or {})
+        return cls(**values)
 
 
 class SubscriptionStore:
