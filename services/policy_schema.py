@@ -1,0 +1,324 @@
+"""The policy document as written in YAML: pydantic models that validate it, with the defaults
+practitioners quote (DOMAIN.md). `services/policy.py` turns a validated document into the
+`Policy` the core computes with.
+"""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from services.contract import Channel, ResponseKind, Stage, Tier, TouchKind
+from services.durations import parse_duration_ms
+
+K = TypeVar("K")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _check_duration(value: str) -> str:
+    parse_duration_ms(value)
+    return value
+
+
+def _check_durations(mapping: dict[K, str]) -> dict[K, str]:
+    """Every value a duration; the error names the key."""
+    for key, duration in mapping.items():
+        try:
+            parse_duration_ms(duration)
+        except ValueError as exc:
+            raise ValueError(f"{key}: {exc}") from None
+    return mapping
+
+
+DEFAULT_WARN_ABOVE = 8
+
+
+class FrequencyDoc(_Strict):
+    window: str = "30d"
+    warn_above: int | None = Field(default=None, ge=0)
+    """Decision warns above this; unset: 8 (the "tends to annoy" band), or throttle_above if lower."""
+    throttle_above: int = Field(default=12, ge=0)
+    recover_at_or_below: int = Field(default=8, ge=0)
+    uncounted_kinds: list[TouchKind] = [TouchKind.TRANSACTIONAL]
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> FrequencyDoc:
+        if self.recover_at_or_below >= self.throttle_above:
+            raise ValueError(
+                f"recover_at_or_below ({self.recover_at_or_below}) must be below "
+                f"throttle_above ({self.throttle_above}), or throttling would flap"
+            )
+        if self.warn_above is not None and self.warn_above > self.throttle_above:
+            raise ValueError(f"warn_above ({self.warn_above}) must not exceed throttle_above ({self.throttle_above})")
+        return self
+
+
+DOMAIN_WEEKLY_CAPS = {
+    Stage.LEAD: 3,
+    Stage.PROSPECT: 3,
+    Stage.INTENT: 2,
+    Stage.NEGOTIATION: 3,
+    Stage.ONBOARDING: 2,
+    Stage.CUSTOMER: 2,
+    Stage.LOYAL: 1,
+}
+DOMAIN_MIN_GAPS = {
+    Channel.EMAIL: "1d",
+    Channel.SMS: "2d",
+    Channel.PHONE: "1d",
+    Channel.WECHAT: "1d",
+    Channel.WECOM: "1d",
+    Channel.PUSH: "1d",
+    Channel.VISIT: "7d",
+    Channel.MEETING: "3d",
+}
+
+
+class QuietPeriodDoc(_Strict):
+    """After a response of a kind in `after` on `channel`, pause the channels in `pause` for `for`."""
+
+    after: list[ResponseKind]
+    channel: Channel
+    pause: list[Channel]
+    for_: str = Field(alias="for")
+
+    @field_validator("for_")
+    @classmethod
+    def _for(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+DOMAIN_QUIET_PERIODS = [
+    QuietPeriodDoc.model_validate({"after": ["open"], "channel": "email", "pause": ["sms"], "for": "3d"}),
+    QuietPeriodDoc.model_validate({"after": ["reply"], "channel": "wecom", "pause": ["email"], "for": "5d"}),
+    QuietPeriodDoc.model_validate({"after": ["reply"], "channel": "wechat", "pause": ["email"], "for": "5d"}),
+]
+
+
+class SendingDoc(_Strict):
+    """Rules the pre-send decision applies on top of the customer's status."""
+
+    weekly_cap_default: int = Field(default=3, ge=0)
+    weekly_cap_by_stage: dict[Stage, int] = DOMAIN_WEEKLY_CAPS
+    min_gap_default: str = "4h"
+    min_gap_by_channel: dict[Channel, str] = DOMAIN_MIN_GAPS
+    quiet_periods: list[QuietPeriodDoc] = DOMAIN_QUIET_PERIODS
+
+    @field_validator("min_gap_default")
+    @classmethod
+    def _gap(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @field_validator("min_gap_by_channel")
+    @classmethod
+    def _gaps(cls, value: dict[Channel, str]) -> dict[Channel, str]:
+        return _check_durations(value)
+
+
+DOMAIN_CADENCE = {
+    Stage.LEAD: "10d",
+    Stage.PROSPECT: "5d",
+    Stage.INTENT: "7d",
+    Stage.NEGOTIATION: "5d",
+    Stage.ONBOARDING: "7d",
+    Stage.CUSTOMER: "30d",
+    Stage.LOYAL: "90d",
+}
+
+
+class CadenceDoc(_Strict):
+    default: str = "30d"
+    by_stage: dict[Stage, str] = DOMAIN_CADENCE
+    silence: str = "90d"
+    """No response of any kind for this long -> dormant (re_engage: try another way)."""
+
+    @field_validator("default", "silence")
+    @classmethod
+    def _default(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @field_validator("by_stage")
+    @classmethod
+    def _by_stage(cls, value: dict[Stage, str]) -> dict[Stage, str]:
+        return _check_durations(value)
+
+
+class ReplyLatencyDoc(_Strict):
+    kinds: list[ResponseKind] = [ResponseKind.REPLY, ResponseKind.CALL_ANSWERED]
+    max_samples: int = Field(default=50, ge=1, le=1000)
+
+
+Duration = str
+"""A duration as written in the policy: `90s`, `30m`, `24h`, `7d`, `2w` (validated where used)."""
+
+
+class ComplaintDoc(_Strict):
+    enabled: bool = True
+    cool_off: Duration = "30d"
+
+    @field_validator("cool_off")
+    @classmethod
+    def _cool_off(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+class StreakDoc(_Strict):
+    enabled: bool = True
+    touches: int = Field(default=5, ge=1)
+
+
+class LatencySlowdownDoc(_Strict):
+    enabled: bool = True
+    recent: int = Field(default=3, ge=1)
+    baseline_window: Duration = "90d"
+    min_baseline_samples: int = Field(default=5, ge=1)
+    slowdown_factor: float = Field(default=2.0, gt=1)
+    recover_factor: float = Field(default=1.5, ge=1)
+
+    @field_validator("baseline_window")
+    @classmethod
+    def _window(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _hysteresis(self) -> LatencySlowdownDoc:
+        if self.recover_factor >= self.slowdown_factor:
+            raise ValueError(f"recover_factor ({self.recover_factor}) must be below slowdown_factor "
+                             f"({self.slowdown_factor}), or the signal would flap")
+        return self
+
+
+class RateDropDoc(_Strict):
+    """A response rate over the latest touches against the customer's own earlier rate."""
+
+    enabled: bool = True
+    kinds: list[ResponseKind] | None = None
+    """Responses that count (None: any response)."""
+    recent_touches: int = Field(default=5, ge=1)
+    min_baseline_touches: int = Field(default=10, ge=1)
+    settle: Duration = "3d"
+    """Touches younger than this have not had time to be answered and are left out."""
+    drop: float = Field(default=0.5, gt=0, lt=1)
+    """Fires when the recent rate is at least this fraction below the baseline rate."""
+
+    @field_validator("settle")
+    @classmethod
+    def _settle(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+class SignalsDoc(_Strict):
+    complaint: ComplaintDoc = ComplaintDoc()
+    unsubscribe_closes_channel: bool = True
+    unanswered_streak: StreakDoc = StreakDoc()
+    reply_latency_slowdown: LatencySlowdownDoc = LatencySlowdownDoc()
+    response_rate_drop: RateDropDoc = RateDropDoc()
+    engagement_drop: RateDropDoc = RateDropDoc(
+        kinds=[ResponseKind.OPEN, ResponseKind.CLICK], recent_touches=10, min_baseline_touches=10, drop=0.15
+    )
+
+
+class CooldownsDoc(_Strict):
+    """Against flapping and repeated pings, on top of each rule's hysteresis."""
+
+    min_throttle: Duration = "1d"
+    """A throttle lasts at least this long, even when its conditions clear sooner."""
+    re_engage: Duration = "7d"
+    """At most one re_engage per customer within this period (a repeat becomes dormant silently)."""
+
+    @field_validator("min_throttle", "re_engage")
+    @classmethod
+    def _durations(cls, value: str) -> str:
+        return _check_duration(value)
+
+
+class SegmentFrequencyDoc(_Strict):
+    warn_above: int | None = Field(default=None, ge=0)
+    throttle_above: int | None = Field(default=None, ge=0)
+    recover_at_or_below: int | None = Field(default=None, ge=0)
+
+
+class SegmentDoc(_Strict):
+    """Overrides for customers of one tier and/or stage (the most specific segment wins)."""
+
+    tier: Tier | None = None
+    stage: Stage | None = None
+    frequency: SegmentFrequencyDoc = SegmentFrequencyDoc()
+    cadence: Duration | None = None
+    weekly_cap: int | None = Field(default=None, ge=0)
+
+    @field_validator("cadence")
+    @classmethod
+    def _cadence(cls, value: str | None) -> str | None:
+        return None if value is None else _check_duration(value)
+
+    @model_validator(mode="after")
+    def _selects(self) -> SegmentDoc:
+        if self.tier is None and self.stage is None:
+            raise ValueError("a segment needs a tier, a stage or both")
+        return self
+
+
+class PolicyDoc(_Strict):
+    version: int = 1
+    windows: list[str] = ["24h", "7d", "30d", "90d"]
+    grace: str = "7d"
+    frequency: FrequencyDoc = FrequencyDoc()
+    cadence: CadenceDoc = CadenceDoc()
+    reply_latency: ReplyLatencyDoc = ReplyLatencyDoc()
+    signals: SignalsDoc = SignalsDoc()
+    sending: SendingDoc = SendingDoc()
+    cooldowns: CooldownsDoc = CooldownsDoc()
+    segments: list[SegmentDoc] = []
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, value: int) -> int:
+        if value != 1:
+            raise ValueError(f"policy version {value} is not supported (this build reads version 1)")
+        return value
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one window is needed")
+        for label in value:
+            _check_duration(label)
+        if len(set(value)) != len(value):
+            raise ValueError("windows must not repeat")
+        return value
+
+    @field_validator("grace")
+    @classmethod
+    def _grace(cls, value: str) -> str:
+        return _check_duration(value)
+
+    @model_validator(mode="after")
+    def _segments_are_consistent(self) -> PolicyDoc:
+        seen = set()
+        for i, segment in enumerate(self.segments):
+            key = (segment.tier, segment.stage)
+            if key in seen:
+                raise ValueError(f"segments[{i}] repeats tier {segment.tier} / stage {segment.stage}")
+            seen.add(key)
+            throttle = segment.frequency.throttle_above or self.frequency.throttle_above
+            recover = segment.frequency.recover_at_or_below
+            recover = self.frequency.recover_at_or_below if recover is None else recover
+            if recover >= throttle:
+                raise ValueError(f"segments[{i}]: recover_at_or_below ({recover}) must be below "
+                                 f"throttle_above ({throttle}), or throttling would flap")
+            warn = segment.frequency.warn_above
+            if warn is not None and warn > throttle:
+                raise ValueError(f"segments[{i}]: warn_above ({warn}) must not exceed throttle_above ({throttle})")
+        return self
+
+    @model_validator(mode="after")
+    def _frequency_window(self) -> PolicyDoc:
+        if self.frequency.window not in self.windows:
+            raise ValueError(f"frequency.window {self.frequency.window!r} must be one of windows {self.windows}")
+        return self
