@@ -6,10 +6,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
-from services.contract import Identifier
-from services.names import ACTION_TYPES
+from services.contract import FreeId, Identifier, Stage, Tier
+from services.names import ACTION_THROTTLE, ACTION_TYPES
+from services.subscriptions import FORMATS, PROVIDER_SECRET_FORMATS
 
 ActionType = Literal[ACTION_TYPES]  # type: ignore[valid-type]
 """fatigue.throttle | fatigue.re_engage | fatigue.recovered"""
@@ -138,6 +139,40 @@ class CustomerStateOut(_Open):
 # ---- subscriptions ----
 
 
+MAX_FILTER_VALUES = 1000
+MAX_DESCRIPTION_CHARS = 200
+MAX_OVERLAP_S = 7 * 86400
+DEFAULT_OVERLAP_S = 86400
+
+Format = Literal[FORMATS]  # type: ignore[valid-type]
+"""standard | slack | teams | wecom | feishu | dingtalk"""
+
+ProviderSecret = Annotated[str, StringConstraints(min_length=8, max_length=256)]
+
+
+def _unique_values(value: list[Any]) -> list[Any]:
+    return list(dict.fromkeys(value))
+
+
+def _no_whitespace(value: str | None) -> str | None:
+    if value is not None and any(ch.isspace() for ch in value):
+        raise ValueError("must not contain spaces or line breaks; paste the secret exactly as the bot shows it")
+    return value
+
+
+class FiltersIn(BaseModel):
+    """Deliver only actions whose customer matches every non-empty list (empty: no restriction)."""
+
+    model_config = ConfigDict(extra="forbid", use_enum_values=True)
+
+    tiers: list[Tier] = Field(default_factory=list, max_length=MAX_FILTER_VALUES, examples=[["A"]])
+    stages: list[Stage] = Field(default_factory=list, max_length=MAX_FILTER_VALUES, examples=[["negotiation"]])
+    owner_rep_ids: list[FreeId] = Field(default_factory=list, max_length=MAX_FILTER_VALUES, examples=[["alice"]])
+    customer_ids: list[Identifier] = Field(default_factory=list, max_length=MAX_FILTER_VALUES)
+
+    _dedupe = field_validator("tiers", "stages", "owner_rep_ids", "customer_ids")(_unique_values)
+
+
 class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -145,24 +180,116 @@ class SubscriptionIn(BaseModel):
     events: list[ActionType] = Field(
         default_factory=lambda: list(ACTION_TYPES), min_length=1, description="Action types to deliver."
     )
+    format: Format = Field(default="standard", description="Body format: Standard Webhooks JSON or a chat bot's.")
+    filters: FiltersIn = Field(default_factory=FiltersIn)
+    rate_limit_per_minute: int | None = Field(default=None, ge=1, description="At most this many deliveries a minute.")
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    secret: ProviderSecret | None = Field(
+        default=None,
+        description="Only for feishu/dingtalk: the signing secret the bot shows. Otherwise one is generated.",
+    )
 
-    @field_validator("events")
+    _dedupe = field_validator("events")(_unique_values)
+
+    @field_validator("secret")
     @classmethod
-    def _unique(cls, value: list[str]) -> list[str]:
-        return list(dict.fromkeys(value))
+    def _provider_secret(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and info.data.get("format") not in PROVIDER_SECRET_FORMATS:
+            raise ValueError(
+                f"may only be given for format {' or '.join(PROVIDER_SECRET_FORMATS)} (their bot issues the secret); "
+                "other formats get a generated whsec_ secret"
+            )
+        return _no_whitespace(value)
+
+
+class SubscriptionPatch(BaseModel):
+    """Fields left out stay as they are; `null` clears `rate_limit_per_minute` and `description` only."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=MAX_URL_CHARS)
+    events: list[ActionType] | None = Field(default=None, min_length=1)
+    format: Format | None = None
+    filters: FiltersIn | None = None
+    rate_limit_per_minute: int | None = Field(default=None, ge=1)
+    description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+
+    _dedupe = field_validator("events")(_unique_values)
+
+    @field_validator("url", "events", "format", "filters", mode="before")
+    @classmethod
+    def _not_null(cls, value: Any) -> Any:
+        """Runs only for fields sent (defaults are not validated): null is refused, leaving out is fine."""
+        if value is None:
+            raise ValueError("must not be null; leave the field out to keep it")
+        return value
+
+    def changes(self) -> dict[str, Any]:
+        """Only the fields the request sent."""
+        return self.model_dump(include=self.model_fields_set)
+
+
+class SecretRotationOut(BaseModel):
+    previous_secrets: int = Field(description="Rotated-out secrets still signing deliveries (0: none).")
+    valid_until: datetime | None = Field(description="When the last of them stops signing; null when none is valid.")
+
+
+class FiltersOut(BaseModel):
+    tiers: list[str]
+    stages: list[str]
+    owner_rep_ids: list[str]
+    customer_ids: list[str]
 
 
 class SubscriptionOut(BaseModel):
     id: str
     url: str
     events: list[str]
+    format: str
+    filters: FiltersOut
+    rate_limit_per_minute: int | None
+    description: str | None
     created_at: datetime
+    secret_rotation: SecretRotationOut
 
 
 class SubscriptionCreated(SubscriptionOut):
     secret: str = Field(
-        description="Standard Webhooks signing secret (whsec_...). Shown only in this answer; store it."
+        description="Signing secret (whsec_..., or the one given for feishu/dingtalk). Shown only here; store it."
     )
+
+
+class RotateSecretIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    overlap_s: int = Field(
+        default=DEFAULT_OVERLAP_S, ge=0, le=MAX_OVERLAP_S,
+        description="How long the old secret keeps signing too (seconds, at most 7 days; 0: stops now).",
+    )
+    secret: ProviderSecret | None = Field(
+        default=None, description="feishu/dingtalk only: the new secret the bot shows (the old one stops at once)."
+    )
+
+    _no_whitespace = field_validator("secret")(_no_whitespace)
+
+
+class SecretRotated(BaseModel):
+    id: str
+    secret: str = Field(description="The new current secret. Shown only here; store it.")
+    overlap_until: datetime | None = Field(description="Until when the previous secret signs too; null: not at all.")
+    secret_rotation: SecretRotationOut
+
+
+class TestDeliveryIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: ActionType = Field(default=ACTION_THROTTLE, description="Which kind of sample action to send.")
+
+
+class TestDeliveryAccepted(BaseModel):
+    action_id: str = Field(description="The sample action's id (also its webhook-id base); it carries `test: true`.")
+    subscription_id: str
+    type: str
 
 
 # ---- policy ----

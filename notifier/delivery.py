@@ -1,8 +1,8 @@
 """The HTTP sender: one action to one subscription, signed, with retries.
 
 Each attempt re-checks the destination (DNS may have changed since the subscription was created),
-signs the body with a fresh timestamp and POSTs it. The result says what happened; nothing here
-raises for a failed delivery.
+builds the request for the subscription's format with a fresh timestamp (`build_request`, pure)
+and POSTs it. The result says what happened; nothing here raises for a failed delivery.
 """
 
 from __future__ import annotations
@@ -14,12 +14,12 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 
 import httpx
 
-from notifier import retry, signing
+from notifier import chat_signing, formats, retry, signing
 from services.actions import Action, webhook_body
 from services.destinations import Resolver, check_destination, system_resolver
 from services.errors import ConfigError, DeliveryFailed, DestinationRefused, DestinationUnresolved
@@ -73,7 +73,42 @@ class SenderConfig:
 
 def encode_body(action: Action) -> bytes:
     """The webhook body: compact JSON of `{"type", "timestamp", "data"}`."""
-    return json.dumps(webhook_body(action), separators=(",", ":"), ensure_ascii=False).encode()
+    return _json(webhook_body(action))
+
+
+@dataclass(frozen=True)
+class OutgoingRequest:
+    url: str
+    headers: dict[str, str]
+    body: bytes
+
+
+def _json(payload: object) -> bytes:
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def build_request(sub: Subscription, action: Action, msg_id: str, now_s: float) -> OutgoingRequest:
+    """The request of one attempt at `now_s`. Raises ConfigError for an unusable format or secret.
+
+    `standard`: Standard Webhooks headers, signed with every secret of `sub.signing_secrets`
+    (current plus rotated-out ones in their overlap). Chat formats: the provider's body; Feishu and
+    DingTalk are signed the provider's way when `sub.secret` is the bot's own secret (not `whsec_…`).
+    """
+    timestamp_s = int(now_s)
+    headers = {"content-type": "application/json", "user-agent": USER_AGENT, HEADER_WEBHOOK_ID: msg_id}
+    if sub.format == "standard":
+        body = encode_body(action)
+        secrets = sub.signing_secrets(datetime.fromtimestamp(now_s, UTC))
+        headers[HEADER_WEBHOOK_TIMESTAMP] = str(timestamp_s)
+        headers[HEADER_WEBHOOK_SIGNATURE] = signing.sign_all(secrets, msg_id, timestamp_s, body)
+        return OutgoingRequest(sub.url, headers, body)
+    payload, url = formats.render(action, sub.format), sub.url
+    secret = chat_signing.provider_secret(sub.secret)
+    if secret and sub.format == "feishu":
+        payload |= {"timestamp": str(timestamp_s), "sign": chat_signing.feishu_sign(secret, timestamp_s)}
+    elif secret and sub.format == "dingtalk":
+        url = chat_signing.dingtalk_signed_url(url, secret, int(now_s * 1000))
+    return OutgoingRequest(url, headers, _json(payload))
 
 
 def action_age_s(action: Action, now_s: float) -> float | None:
@@ -111,18 +146,17 @@ class WebhookSender:
 
     async def deliver(self, sub: Subscription, action: Action) -> DeliveryResult:
         """Send until delivered, refused, permanently failed or out of attempts."""
-        body = encode_body(action)
         msg_id = signing.webhook_id(action["action_id"], sub.id)
         base = DeliveryResult(sub.id, sub.url, action["action_id"], msg_id, Outcome.FAILED, attempts=0)
         policy = self._config.policy
         for attempt in range(1, policy.attempts + 1):
             try:
                 await self._check_destination(sub.url)
-                status = await self._attempt(sub, msg_id, body)
+                status = await self._attempt(build_request(sub, action, msg_id, self._clock()))
             except DestinationRefused as exc:
                 return self._finish(action, replace(base, outcome=Outcome.REFUSED, attempts=attempt - 1,
                                                     error=str(exc)))
-            except ConfigError as exc:  # the subscription's secret cannot sign: no attempt can succeed
+            except ConfigError as exc:  # bad secret or format: no attempt can succeed
                 return self._finish(action, replace(base, attempts=attempt - 1, error=str(exc)))
             except AttemptFailed as exc:
                 self._metrics.attempts.labels(result=exc.result).inc()
@@ -149,24 +183,13 @@ class WebhookSender:
         except DestinationUnresolved as exc:  # temporary DNS failure: like a connection error
             raise AttemptFailed(str(exc), retriable=True, result="error") from exc
 
-    def _headers(self, sub: Subscription, msg_id: str, body: bytes) -> dict[str, str]:
-        timestamp_s = int(self._clock())
-        return {
-            "content-type": "application/json",
-            "user-agent": USER_AGENT,
-            HEADER_WEBHOOK_ID: msg_id,
-            HEADER_WEBHOOK_TIMESTAMP: str(timestamp_s),
-            HEADER_WEBHOOK_SIGNATURE: signing.sign(sub.secret, msg_id, timestamp_s, body),
-        }
-
-    async def _attempt(self, sub: Subscription, msg_id: str, body: bytes) -> int:
+    async def _attempt(self, request: OutgoingRequest) -> int:
         """POST once; return the 2xx status or raise AttemptFailed. The response body is not read."""
         timeout_s = self._config.timeout_s
-        headers = self._headers(sub, msg_id, body)
         try:
             async with (
                 asyncio.timeout(timeout_s),
-                self._client.stream("POST", sub.url, content=body, headers=headers,
+                self._client.stream("POST", request.url, content=request.body, headers=request.headers,
                                     timeout=timeout_s) as response,
             ):
                 status, retry_after = response.status_code, response.headers.get("retry-after")

@@ -1,5 +1,8 @@
 """One action record to every matching subscription: decode, skip already delivered, send concurrently.
 
+An action carrying `subscription_id` (a test delivery from POST /v1/subscriptions/{id}/test) goes
+to that subscription only; with `test: true` its events and filters are not applied.
+
 Deliveries of one action run side by side, so a slow or failing endpoint does not delay the others.
 A record that cannot be decoded is counted and skipped. Store errors propagate (StoreUnavailable):
 the record is then not committed and is read again after a restart.
@@ -27,6 +30,10 @@ log = logging.getLogger(__name__)
 class SubscriptionSource(Protocol):
     async def matching(self, event_type: str) -> list[Subscription]:
         """Subscriptions that want `event_type`. May raise redis errors."""
+        ...
+
+    async def get(self, sub_id: str) -> Subscription | None:
+        """One subscription, None when there is none. May raise redis errors."""
         ...
 
 
@@ -63,7 +70,7 @@ class Dispatcher:
             self._metrics.bad_records.inc()
             log.warning("skipping undecodable action record %s: %s", origin, exc)
             return []
-        subs = [sub for sub in await self._matching(action["type"]) if sub.filters.matches(action)]
+        subs = await self._recipients(action)
         outcomes = await asyncio.gather(*(self._deliver_once(sub, action) for sub in subs),
                                         return_exceptions=True)
         errors = [item for item in outcomes if isinstance(item, BaseException)]
@@ -71,11 +78,19 @@ class Dispatcher:
             raise errors[0]
         return [item for item in outcomes if isinstance(item, DeliveryResult)]
 
-    async def _matching(self, event_type: str) -> list[Subscription]:
+    async def _recipients(self, action: Action) -> list[Subscription]:
         try:
-            return await self._subscriptions.matching(event_type)
+            if "subscription_id" not in action:
+                matching = await self._subscriptions.matching(action["type"])
+                return [sub for sub in matching if sub.filters.matches(action)]
+            sub = await self._subscriptions.get(action["subscription_id"])
         except RedisError as exc:
             raise StoreUnavailable(f"cannot read webhook subscriptions: {exc}") from exc
+        if sub is None:
+            log.info("action %s is for subscription %s, which is gone; skipped",
+                     action["action_id"], action["subscription_id"])
+            return []
+        return [sub] if action.get("test") or sub.wants_action(action) else []
 
     async def _deliver_once(self, sub: Subscription, action: Action) -> DeliveryResult | None:
         if await self._ledger.seen(action["action_id"], sub.id):

@@ -11,6 +11,7 @@ import base64
 import binascii
 import hashlib
 import hmac
+from collections.abc import Iterable
 
 from services.errors import ConfigError
 from services.names import SECRET_PREFIX
@@ -39,6 +40,18 @@ def _digest(key: bytes, msg_id: str, timestamp_s: int, body: bytes) -> str:
 def sign(secret: str, msg_id: str, timestamp_s: int, body: bytes) -> str:
     """The `webhook-signature` header value for one message: `v1,<base64 digest>`."""
     return f"{SIGNATURE_VERSION},{_digest(secret_key(secret), msg_id, timestamp_s, body)}"
+
+
+def sign_all(secrets: Iterable[str], msg_id: str, timestamp_s: int, body: bytes) -> str:
+    """The `webhook-signature` header with one `v1,<digest>` entry per secret, space-separated.
+
+    While a secret rotates, the current secret and the rotated-out ones still in their overlap all
+    sign, so a receiver holding any of them verifies. Duplicate secrets sign once.
+    """
+    unique = dict.fromkeys(secrets)
+    if not unique:
+        raise ConfigError("no webhook secret to sign with")
+    return " ".join(sign(secret, msg_id, timestamp_s, body) for secret in unique)
 
 
 def verify(

@@ -35,6 +35,8 @@ class Action(TypedDict):
     owner_rep_id: str | None
     profile: dict[str, Any] | None
     counts: dict[str, Any]  # touches/responses per window at the moment of the change
+    test: NotRequired[bool]  # true on a sample sent by POST /v1/subscriptions/{id}/test
+    subscription_id: NotRequired[str]  # deliver to this subscription only (test deliveries)
 
 
 def encode_action(action: Action) -> bytes:

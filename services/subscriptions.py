@@ -7,13 +7,15 @@ import builtins
 import json
 import logging
 import secrets
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
-from datetime import UTC, datetime
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import WatchError
 
+from services.errors import StoreUnavailable
 from services.names import SECRET_PREFIX, RedisKeys
 
 
@@ -24,6 +26,14 @@ def generate_secret() -> str:
 
 FORMATS = ("standard", "slack", "teams", "wecom", "feishu", "dingtalk")
 """`standard`: Standard Webhooks JSON; the others: the chat tool's own bot message format."""
+
+PROVIDER_SECRET_FORMATS = ("feishu", "dingtalk")
+"""Formats whose bot hands out the signing secret: the API stores the one given instead of generating one."""
+
+UPDATABLE = frozenset({"url", "events", "format", "filters", "rate_limit_per_minute", "description"})
+"""Fields `SubscriptionStore.update` may change; id, secret and created_at never change that way."""
+
+MAX_WRITE_TRIES = 20
 
 
 @dataclass
@@ -84,6 +94,25 @@ class Subscription:
         return cls(**values)
 
 
+def rotated(sub: Subscription, new_secret: str, overlap_s: int, now: datetime) -> Subscription:
+    """`sub` with `new_secret` current; the old one signs for `overlap_s` more, expired ones are dropped."""
+    kept = [p for p in sub.previous_secrets if datetime.fromisoformat(p["expires_at"]) > now]
+    if overlap_s > 0:
+        kept.append({"secret": sub.secret, "expires_at": (now + timedelta(seconds=overlap_s)).isoformat()})
+    return replace(sub, secret=new_secret, previous_secrets=kept)
+
+
+def changed(sub: Subscription, changes: Mapping[str, Any]) -> Subscription:
+    """`sub` with `changes` applied (a subset of UPDATABLE; `filters` as Filters or a dict)."""
+    unknown = set(changes) - UPDATABLE
+    if unknown:
+        raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
+    values = dict(changes)
+    if isinstance(values.get("filters"), Mapping):
+        values["filters"] = Filters(**values["filters"])
+    return replace(sub, **values)
+
+
 class SubscriptionStore:
     """CRUD over one Redis hash: subscription id -> JSON."""
 
@@ -91,8 +120,11 @@ class SubscriptionStore:
         self._redis = redis
         self._key = keys.subscriptions()
 
-    async def create(self, url: str, events: list[str]) -> Subscription:
-        sub = Subscription(id="sub_" + secrets.token_hex(12), url=url, events=events, secret=generate_secret())
+    async def create(self, url: str, events: list[str], *, secret: str | None = None, **options: Any) -> Subscription:
+        """Store a new subscription; `secret` None generates a whsec_ one. `options`: the UPDATABLE fields."""
+        sub = Subscription(id="sub_" + secrets.token_hex(12), url=url, events=events,
+                           secret=secret or generate_secret())
+        sub = changed(sub, options)
         await self._redis.hset(self._key, sub.id, sub.to_json())
         return sub
 
@@ -109,6 +141,42 @@ class SubscriptionStore:
             except (ValueError, KeyError, TypeError) as exc:
                 logging.getLogger(__name__).error("subscription %s is unreadable, skipped: %s", sub_id, exc)
         return sorted(subs, key=lambda s: s.created_at)
+
+    async def update(self, sub_id: str, changes: Mapping[str, Any]) -> Subscription | None:
+        """Apply `changes` (see `changed`) atomically; None when there is no such subscription.
+
+        ValueError for a field that cannot be updated; StoreUnavailable when concurrent writers
+        keep winning (MAX_WRITE_TRIES) or Redis fails.
+        """
+        return await self._modify(sub_id, lambda sub: changed(sub, changes))
+
+    async def rotate_secret(
+        self, sub_id: str, overlap_s: int, now: datetime, new_secret: str | None = None
+    ) -> Subscription | None:
+        """Make a new secret (or `new_secret`) current atomically; the old one stays valid `overlap_s`.
+
+        Previous secrets expired at `now` are dropped. None when there is no such subscription.
+        """
+        secret = new_secret or generate_secret()
+        return await self._modify(sub_id, lambda sub: rotated(sub, secret, overlap_s, now))
+
+    async def _modify(self, sub_id: str, change: Callable[[Subscription], Subscription]) -> Subscription | None:
+        """Read-change-write under WATCH: a concurrent write to the hash makes us read again."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for _ in range(MAX_WRITE_TRIES):
+                try:
+                    await pipe.watch(self._key)
+                    raw = await pipe.hget(self._key, sub_id)
+                    if not raw:
+                        return None
+                    sub = change(Subscription.from_json(str(raw)))
+                    pipe.multi()
+                    pipe.hset(self._key, sub_id, sub.to_json())
+                    await pipe.execute()
+                    return sub
+                except WatchError:
+                    continue
+        raise StoreUnavailable(f"subscription {sub_id} kept changing under {MAX_WRITE_TRIES} concurrent writes")
 
     async def delete(self, sub_id: str) -> bool:
         return bool(await self._redis.hdel(self._key, sub_id))

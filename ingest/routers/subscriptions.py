@@ -1,29 +1,72 @@
-"""Webhook subscriptions: create (destination checked, secret shown once), list, get, delete."""
+"""Webhook subscriptions: create (destination checked, secret shown once), read, change, rotate, test, delete."""
 
 from __future__ import annotations
 
 import asyncio
+import secrets
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, cast
 
-from fastapi import APIRouter, Request, Response, status
+from fastapi import APIRouter, Body, Request, Response, status
 
-from ingest.deps import SettingsDep, SubscriptionsDep
+from ingest.deps import PublisherDep, SettingsDep, SubscriptionsDep
 from ingest.errors import ApiError
-from ingest.schemas import ErrorOut, SubscriptionCreated, SubscriptionIn, SubscriptionOut
+from ingest.schemas import (
+    ErrorOut,
+    RotateSecretIn,
+    SecretRotated,
+    SecretRotationOut,
+    SubscriptionCreated,
+    SubscriptionIn,
+    SubscriptionOut,
+    SubscriptionPatch,
+    TestDeliveryAccepted,
+    TestDeliveryIn,
+)
+from services.actions import Action, encode_action
 from services.destinations import check_destination
 from services.errors import DestinationRefused
-from services.subscriptions import Subscription
+from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
+from services.settings import IngestSettings
+from services.subscriptions import PROVIDER_SECRET_FORMATS, Subscription
 
 router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
 
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such subscription."}}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "Invalid body, or the URL's destination is not allowed."}
+}
 
-def _out(sub: Subscription) -> SubscriptionOut:
-    return SubscriptionOut.model_validate(
-        {"id": sub.id, "url": sub.url, "events": sub.events, "created_at": sub.created_at}
-    )
+
+def _rotation(sub: Subscription, now: datetime) -> SecretRotationOut:
+    valid = [datetime.fromisoformat(p["expires_at"]) for p in sub.previous_secrets]
+    valid = [at for at in valid if at > now]
+    return SecretRotationOut(previous_secrets=len(valid), valid_until=max(valid, default=None))
+
+
+def _out(sub: Subscription, now: datetime) -> dict[str, Any]:
+    fields = ("id", "url", "events", "format", "rate_limit_per_minute", "description", "created_at")
+    return {
+        **{name: getattr(sub, name) for name in fields},
+        "filters": vars(sub.filters),
+        "secret_rotation": _rotation(sub, now),
+    }
 
 
 def _not_found(sub_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no subscription {sub_id!r}")
+
+
+async def _check_destination(url: str, settings: IngestSettings) -> None:
+    try:
+        await asyncio.to_thread(
+            check_destination,
+            url,
+            allow_private=settings.allow_private_destinations,
+            allow_loopback=settings.allow_loopback_destinations,
+        )
+    except DestinationRefused as exc:
+        raise ApiError(422, "destination_refused", str(exc)) from exc
 
 
 @router.post(
@@ -31,48 +74,167 @@ def _not_found(sub_id: str) -> ApiError:
     status_code=status.HTTP_201_CREATED,
     response_model=SubscriptionCreated,
     summary="Subscribe a webhook URL to actions",
-    responses={422: {"model": ErrorOut, "description": "Invalid body, or the URL's destination is not allowed."}},
+    responses=_INVALID,
 )
 async def create_subscription(
     body: SubscriptionIn, settings: SettingsDep, store: SubscriptionsDep, request: Request, response: Response
 ) -> SubscriptionCreated:
-    try:
-        await asyncio.to_thread(
-            check_destination,
-            body.url,
-            allow_private=settings.allow_private_destinations,
-            allow_loopback=settings.allow_loopback_destinations,
-        )
-    except DestinationRefused as exc:
-        raise ApiError(422, "destination_refused", str(exc)) from exc
-    sub = await store.create(body.url, list(body.events))
+    await _check_destination(body.url, settings)
+    options = body.model_dump(include={"format", "filters", "rate_limit_per_minute", "description"})
+    sub = await store.create(body.url, list(body.events), secret=body.secret, **options)
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{sub.id}"
-    return SubscriptionCreated(**_out(sub).model_dump(), secret=sub.secret)
+    return SubscriptionCreated(**_out(sub, datetime.now(UTC)), secret=sub.secret)
 
 
 @router.get("", response_model=list[SubscriptionOut], summary="List subscriptions (without secrets)")
 async def list_subscriptions(store: SubscriptionsDep) -> list[SubscriptionOut]:
-    return [_out(sub) for sub in await store.list()]
+    now = datetime.now(UTC)
+    return [SubscriptionOut(**_out(sub, now)) for sub in await store.list()]
 
 
 @router.get(
     "/{subscription_id}",
     response_model=SubscriptionOut,
     summary="One subscription (without its secret)",
-    responses={404: {"model": ErrorOut}},
+    responses=_NOT_FOUND,
 )
 async def get_subscription(subscription_id: str, store: SubscriptionsDep) -> SubscriptionOut:
     sub = await store.get(subscription_id)
     if sub is None:
         raise _not_found(subscription_id)
-    return _out(sub)
+    return SubscriptionOut(**_out(sub, datetime.now(UTC)))
+
+
+@router.patch(
+    "/{subscription_id}",
+    response_model=SubscriptionOut,
+    summary="Change some fields of a subscription (the secret changes only by rotation)",
+    responses={**_NOT_FOUND, **_INVALID},
+)
+async def update_subscription(
+    subscription_id: str, body: SubscriptionPatch, settings: SettingsDep, store: SubscriptionsDep
+) -> SubscriptionOut:
+    changes = body.changes()
+    if "url" in changes:
+        await _check_destination(changes["url"], settings)
+    if "format" in changes:
+        current = await store.get(subscription_id)
+        if current is None:
+            raise _not_found(subscription_id)
+        _check_format_switch(current, changes["format"])
+    sub = await store.update(subscription_id, changes)
+    if sub is None:
+        raise _not_found(subscription_id)
+    return SubscriptionOut(**_out(sub, datetime.now(UTC)))
+
+
+def _check_format_switch(sub: Subscription, new_format: str) -> None:
+    """Feishu/DingTalk sign with the bot's own secret, the others with a generated whsec_ one: a
+    switch between the two kinds would leave a secret of the wrong kind."""
+    if (sub.format in PROVIDER_SECRET_FORMATS) != (new_format in PROVIDER_SECRET_FORMATS):
+        raise ApiError(422, "invalid_request", f"format: cannot switch from {sub.format} to {new_format}: they use "
+                       "different kinds of signing secret; create a new subscription and delete this one")
+
+
+@router.post(
+    "/{subscription_id}/rotate-secret",
+    response_model=SecretRotated,
+    summary="Make a new signing secret current; the old one keeps signing during the overlap",
+    responses={**_NOT_FOUND, **_INVALID},
+)
+async def rotate_secret(
+    subscription_id: str,
+    store: SubscriptionsDep,
+    body: Annotated[RotateSecretIn | None, Body()] = None,
+) -> SecretRotated:
+    body = body or RotateSecretIn()
+    sub = await store.get(subscription_id)
+    if sub is None:
+        raise _not_found(subscription_id)
+    if body.secret is None and sub.format in PROVIDER_SECRET_FORMATS:
+        raise ApiError(422, "invalid_request", f"secret: a {sub.format} bot signs with its own secret; give the "
+                       "bot's new secret as `secret` (a generated one would switch signing off)")
+    if body.secret is not None and sub.format not in PROVIDER_SECRET_FORMATS:
+        raise ApiError(422, "invalid_request", f"secret: may only be given for format "
+                       f"{' or '.join(PROVIDER_SECRET_FORMATS)}; this subscription's format is {sub.format}")
+    overlap_s = 0 if body.secret is not None else body.overlap_s  # the bot knows only its newest secret
+    now = datetime.now(UTC)
+    rotated = await store.rotate_secret(subscription_id, overlap_s, now, new_secret=body.secret)
+    if rotated is None:
+        raise _not_found(subscription_id)
+    overlap_until = now + timedelta(seconds=overlap_s) if overlap_s else None
+    return SecretRotated(id=rotated.id, secret=rotated.secret, overlap_until=overlap_until,
+                         secret_rotation=_rotation(rotated, now))
+
+
+@router.post(
+    "/{subscription_id}/test",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=TestDeliveryAccepted,
+    summary="Send a sample action (test: true) to this subscription only, through the notifier",
+    responses={**_NOT_FOUND, **_INVALID, 503: {"model": ErrorOut, "description": "Kafka did not acknowledge."}},
+)
+async def send_test(
+    subscription_id: str,
+    settings: SettingsDep,
+    store: SubscriptionsDep,
+    publisher: PublisherDep,
+    body: Annotated[TestDeliveryIn | None, Body()] = None,
+) -> TestDeliveryAccepted:
+    body = body or TestDeliveryIn()
+    if await store.get(subscription_id) is None:
+        raise _not_found(subscription_id)
+    action = sample_action(body.type, subscription_id, datetime.now(UTC))
+    await publisher.publish_many(settings.actions_topic, [(action["customer_id"].encode(), encode_action(action))])
+    return TestDeliveryAccepted(action_id=action["action_id"], subscription_id=subscription_id, type=body.type)
+
+
+def _iso(at: datetime) -> str:
+    return at.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def sample_action(action_type: str, subscription_id: str, now: datetime) -> Action:
+    """A realistic action of `action_type` for customer `sample-customer`, marked `test` and addressed."""
+    pause_until = _iso(now + timedelta(days=9))
+    samples: dict[str, dict[str, Any]] = {
+        ACTION_RE_ENGAGE: {
+            "status": "dormant", "previous_status": "normal",
+            "reasons": [{"rule": "cadence_overdue", "window": "since_last_touch", "observed": 41.5, "threshold": 30.0}],
+            "suggestion": "Neglected: last touch 42 days ago; cadence for stage negotiation is 30 days. "
+                          "Reach out on email (answers there most), ideally around 10:00 Asia/Shanghai.",
+            "counts": {"24h": {"touches": 0, "counted_touches": 0, "responses": 0},
+                       "30d": {"touches": 0, "counted_touches": 0, "responses": 0},
+                       "90d": {"touches": 3, "counted_touches": 3, "responses": 1}},
+        },
+        ACTION_RECOVERED: {
+            "status": "normal", "previous_status": "throttled",
+            "reasons": [{"rule": "frequency_recovered", "window": "30d", "observed": 2.0, "threshold": 2.0}],
+            "suggestion": "Back in band: 2 touches in 30d. Normal cadence may resume.",
+            "counts": {"24h": {"touches": 0, "counted_touches": 0, "responses": 1},
+                       "30d": {"touches": 2, "counted_touches": 2, "responses": 1}},
+        },
+    }
+    throttle = {
+        "status": "throttled", "previous_status": "normal", "pause_until": pause_until,
+        "reasons": [{"rule": "frequency_cap", "window": "30d", "observed": 13.0, "threshold": 12.0}],
+        "suggestion": f"Cool down: 13 touches in 30d (cap 12). Pause non-transactional touches until {pause_until}.",
+        "counts": {"24h": {"touches": 1, "counted_touches": 1, "responses": 0},
+                   "30d": {"touches": 13, "counted_touches": 13, "responses": 0}},
+    }
+    return cast(Action, {
+        "v": 1, "action_id": "act_test_" + secrets.token_hex(12), "type": action_type,
+        "customer_id": "sample-customer", "at": _iso(now), **samples.get(action_type, throttle),
+        "owner_rep_id": "sample-rep",
+        "profile": {"tier": "A", "stage": "negotiation", "owner_rep_id": "sample-rep", "do_not_contact": False},
+        "test": True, "subscription_id": subscription_id,
+    })
 
 
 @router.delete(
     "/{subscription_id}",
     status_code=status.HTTP_204_NO_CONTENT,
     summary="Delete a subscription",
-    responses={404: {"model": ErrorOut}},
+    responses=_NOT_FOUND,
 )
 async def delete_subscription(subscription_id: str, store: SubscriptionsDep) -> Response:
     if not await store.delete(subscription_id):

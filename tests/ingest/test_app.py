@@ -46,7 +46,7 @@ def v1_routes() -> list[tuple[str, str]]:
         if path.startswith("/v1")
         for method in operations
     ]
-    assert len(routes) == 11
+    assert len(routes) == 14  # + PATCH subscription, rotate-secret, test
     return routes
 
 

@@ -1,14 +1,18 @@
-"""Webhook subscriptions: create with destination checks, list without secrets, delete."""
+"""Webhook subscriptions: create with options and destination checks, read without secrets, patch,
+rotate the secret, send a test action, delete."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from redis.asyncio import Redis
 
+from services.actions import decode_action
 from services.names import ACTION_TYPES, SECRET_PREFIX
 from services.settings import CommonSettings
 from services.subscriptions import SubscriptionStore
-from tests.ingest.helpers import ingest_settings_for, running_api
+from tests.ingest.helpers import consume, ingest_settings_for, running_api
 
 pytestmark = pytest.mark.integration
 
@@ -66,3 +70,148 @@ async def test_refused_destinations(
     assert response.json()["error"]["code"] == "destination_refused"
     assert fragment in response.json()["error"]["message"]
     assert await SubscriptionStore(redis_client, settings.keys).list() == []
+
+
+async def test_create_with_format_filters_rate_limit_and_description(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    settings = ingest_settings_for(common_settings, allow_loopback_destinations=True)
+    body = {"url": "http://127.0.0.1:9/bot", "events": ["fatigue.throttle"], "format": "slack",
+            "filters": {"tiers": ["A", "B"], "stages": ["negotiation"], "owner_rep_ids": ["alice"],
+                        "customer_ids": ["acme-042"]},
+            "rate_limit_per_minute": 30, "description": "Key accounts, sales channel"}
+    async with running_api(settings) as api:
+        created = await api.post("/v1/subscriptions", json=body)
+        assert created.status_code == 201, created.text
+        sub = created.json()
+        assert {k: sub[k] for k in body} == body and sub["secret"].startswith(SECRET_PREFIX)
+        assert sub["secret_rotation"] == {"previous_secrets": 0, "valid_until": None}
+        one = await api.get(f"/v1/subscriptions/{sub['id']}")
+        assert one.status_code == 200 and "secret" not in one.json()
+        assert one.json() == {k: v for k, v in sub.items() if k != "secret"}
+        feishu = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/f", "format": "feishu",
+                                                            "secret": "feishu-bot-secret"})
+        assert feishu.status_code == 201 and feishu.json()["secret"] == "feishu-bot-secret"
+    stored = await SubscriptionStore(redis_client, settings.keys).get(sub["id"])
+    assert stored is not None and stored.filters.tiers == ["A", "B"] and stored.rate_limit_per_minute == 30
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ({"format": "telegram"}, "format: 'telegram' is not one of standard, slack, teams, wecom, feishu, dingtalk"),
+        ({"filters": {"tiers": ["Z"]}}, "filters.tiers[0]: 'Z' is not one of A, B, C"),
+        ({"filters": {"stages": ["won"]}}, "filters.stages[0]: 'won' is not one of lead"),
+        ({"filters": {"customer_ids": ["a b"]}}, "filters.customer_ids[0]: 'a b' may only contain"),
+        ({"filters": {"regions": ["eu"]}}, "filters.regions: is not a known field"),
+        ({"rate_limit_per_minute": 0}, "rate_limit_per_minute: must be greater than or equal to 1"),
+        ({"description": "x" * 201}, "description: must have at most 200 characters"),
+        ({"secret": "my-own-secret"}, "secret: may only be given for format feishu or dingtalk"),
+    ],
+)
+async def test_invalid_options_name_the_field(
+    common_settings: CommonSettings, redis_client: Redis, extra: dict[str, object], fragment: str
+) -> None:
+    settings = ingest_settings_for(common_settings, allow_loopback_destinations=True)
+    async with running_api(settings) as api:
+        response = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/hook", **extra})
+    assert response.status_code == 422, response.text
+    assert response.json()["error"]["code"] == "invalid_request"
+    assert fragment in response.json()["error"]["message"]
+    assert await SubscriptionStore(redis_client, settings.keys).list() == []
+
+
+async def test_patch_changes_given_fields_and_checks_the_new_destination(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    store = SubscriptionStore(redis_client, common_settings.keys)
+    sub = await store.create("https://hooks.example.com/in", ["fatigue.throttle"], description="old")
+    async with running_api(ingest_settings_for(common_settings)) as api:
+        path = f"/v1/subscriptions/{sub.id}"
+        patched = await api.patch(path, json={"events": ["fatigue.re_engage"], "filters": {"tiers": ["A"]},
+                                              "format": "teams", "description": None})
+        assert patched.status_code == 200, patched.text
+        assert {k: patched.json()[k] for k in ("url", "events", "format", "description")} == {
+            "url": sub.url, "events": ["fatigue.re_engage"], "format": "teams", "description": None}
+        assert patched.json()["filters"]["tiers"] == ["A"] and "secret" not in patched.json()
+        refused = await api.patch(path, json={"url": "http://127.0.0.1:9/hook"})
+        assert refused.status_code == 422 and refused.json()["error"]["code"] == "destination_refused"
+        assert "loopback" in refused.json()["error"]["message"]
+        nulled = await api.patch(path, json={"events": None})
+        assert nulled.status_code == 422 and "events: must not be null" in nulled.json()["error"]["message"]
+        secret = await api.patch(path, json={"secret": "whsec_x"})
+        assert secret.status_code == 422 and "secret: is not a known field" in secret.json()["error"]["message"]
+        missing = await api.patch("/v1/subscriptions/sub_nope", json={"description": "x"})
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    stored = await store.get(sub.id)
+    assert stored is not None and stored.url == sub.url and stored.secret == sub.secret
+    assert stored.format == "teams" and stored.events == ["fatigue.re_engage"]
+    async with running_api(ingest_settings_for(common_settings, allow_loopback_destinations=True)) as api:
+        allowed = await api.patch(f"/v1/subscriptions/{sub.id}", json={"url": "http://127.0.0.1:9/hook"})
+        assert allowed.status_code == 200 and allowed.json()["url"] == "http://127.0.0.1:9/hook"
+
+
+async def test_rotate_secret_returns_a_new_one_and_the_list_shows_the_overlap(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    store = SubscriptionStore(redis_client, common_settings.keys)
+    sub = await store.create("https://hooks.example.com/in", ["fatigue.throttle"])
+    async with running_api(ingest_settings_for(common_settings)) as api:
+        before = datetime.now(UTC)
+        rotated = await api.post(f"/v1/subscriptions/{sub.id}/rotate-secret", json={"overlap_s": 3600})
+        assert rotated.status_code == 200, rotated.text
+        body = rotated.json()
+        assert body["secret"].startswith(SECRET_PREFIX) and body["secret"] != sub.secret
+        overlap_until = datetime.fromisoformat(body["overlap_until"])
+        assert timedelta(seconds=3590) < overlap_until - before < timedelta(seconds=3610)
+        [listed] = (await api.get("/v1/subscriptions")).json()
+        assert listed["secret_rotation"] == {"previous_secrets": 1, "valid_until": body["overlap_until"]}
+        assert "secret" not in listed
+        default = await api.post(f"/v1/subscriptions/{sub.id}/rotate-secret")
+        assert default.status_code == 200
+        assert datetime.fromisoformat(default.json()["overlap_until"]) - before > timedelta(hours=23)
+        assert default.json()["secret_rotation"]["previous_secrets"] == 2
+        too_long = await api.post(f"/v1/subscriptions/{sub.id}/rotate-secret", json={"overlap_s": 8 * 86400})
+        assert too_long.status_code == 422 and "overlap_s" in too_long.json()["error"]["message"]
+        own = await api.post(f"/v1/subscriptions/{sub.id}/rotate-secret", json={"secret": "bot-secret-x"})
+        assert own.status_code == 422 and "secret: may only be given" in own.json()["error"]["message"]
+        assert (await api.post("/v1/subscriptions/sub_nope/rotate-secret")).status_code == 404
+    stored = await store.get(sub.id)
+    assert stored is not None and stored.signing_secrets(datetime.now(UTC)) == [
+        default.json()["secret"], sub.secret, body["secret"]]
+
+
+async def test_test_endpoint_puts_one_addressed_sample_action_on_the_actions_topic(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    sub = await SubscriptionStore(redis_client, common_settings.keys).create(
+        "https://hooks.example.com/in", ["fatigue.throttle"])
+    async with running_api(ingest_settings_for(common_settings)) as api:
+        sent = await api.post(f"/v1/subscriptions/{sub.id}/test", json={"type": "fatigue.re_engage"})
+        assert sent.status_code == 202, sent.text
+        bad = await api.post(f"/v1/subscriptions/{sub.id}/test", json={"type": "fatigue.nope"})
+        assert bad.status_code == 422 and "type: 'fatigue.nope' is not one of" in bad.json()["error"]["message"]
+        assert (await api.post("/v1/subscriptions/sub_nope/test")).status_code == 404
+    [record] = await consume(common_settings.kafka_bootstrap_servers, common_settings.actions_topic, expected=1)
+    action = decode_action(record.value)
+    assert record.key == b"sample-customer"
+    assert action["action_id"] == sent.json()["action_id"] and action["type"] == "fatigue.re_engage"
+    assert action.get("test") is True and action.get("subscription_id") == sub.id
+    assert action["customer_id"] == "sample-customer" and action["reasons"][0]["observed"] > 0
+
+
+async def test_secrets_of_the_wrong_kind_are_refused(common_settings: CommonSettings) -> None:
+    """A Feishu/DingTalk bot signs with its own secret, the other formats with a generated one."""
+    settings = ingest_settings_for(common_settings, allow_loopback_destinations=True)
+    async with running_api(settings) as api:
+        slack = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/s", "format": "slack"})).json()
+        bot = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/f", "format": "feishu",
+                                                          "secret": "bot-secret"})).json()
+        to_bot = await api.patch(f"/v1/subscriptions/{slack['id']}", json={"format": "dingtalk"})
+        assert to_bot.status_code == 422 and "different kinds of signing secret" in to_bot.json()["error"]["message"]
+        to_teams = await api.patch(f"/v1/subscriptions/{slack['id']}", json={"format": "teams"})
+        assert to_teams.status_code == 200 and to_teams.json()["format"] == "teams"
+        generated = await api.post(f"/v1/subscriptions/{bot['id']}/rotate-secret")
+        assert generated.status_code == 422 and "own secret" in generated.json()["error"]["message"]
+        given = await api.post(f"/v1/subscriptions/{bot['id']}/rotate-secret", json={"secret": "new-bot-secret"})
+        assert given.status_code == 200 and given.json()["secret"] == "new-bot-secret"

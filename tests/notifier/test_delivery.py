@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
+import socket
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
+from aiohttp import web
 from prometheus_client import CollectorRegistry
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from notifier.delivery import (
     USER_AGENT,
@@ -21,13 +28,15 @@ from notifier.delivery import (
     SenderConfig,
     WebhookSender,
     action_age_s,
+    build_request,
     encode_body,
 )
+from notifier.formats import render
 from notifier.retry import RetryPolicy
-from notifier.signing import webhook_id
+from notifier.signing import sign, webhook_id
 from services.destinations import Resolver
 from services.metrics import NotifierMetrics
-from services.subscriptions import Subscription
+from services.subscriptions import Subscription, generate_secret
 from tests.notifier.helpers import make_action, make_subscription, public_resolver
 
 Handler = Callable[[httpx.Request], httpx.Response]
@@ -234,3 +243,174 @@ def test_action_age(at: str, now_s: float, age_s: float | None) -> None:
     action = make_action()
     action["at"] = at
     assert action_age_s(action, now_s) == age_s
+
+
+# --- secret rotation ---------------------------------------------------------------------------------
+
+def rotated_subscription(now_s: float) -> tuple[Subscription, str, str, str]:
+    """A subscription whose secret was rotated: one old secret still in its overlap, one expired."""
+    sub = make_subscription()
+    old, expired = generate_secret(), generate_secret()
+    at = datetime.fromtimestamp(now_s, UTC)
+    sub.previous_secrets = [
+        {"secret": old, "expires_at": (at + timedelta(hours=1)).isoformat()},
+        {"secret": expired, "expires_at": (at - timedelta(seconds=1)).isoformat()},
+    ]
+    return sub, sub.secret, old, expired
+
+
+async def test_during_a_rotation_the_old_and_the_new_secret_verify_the_same_delivery(harness: Harness) -> None:
+    sub, new, old, expired = rotated_subscription(harness.now_s)
+    async with harness.client(iter([httpx.Response(204)])) as client:
+        result = await harness.sender(client).deliver(sub, make_action())
+    assert result.outcome is Outcome.DELIVERED
+    [request] = harness.requests
+    assert len(request.headers["webhook-signature"].split()) == 2
+    Webhook(old).verify(request.content, dict(request.headers))
+    Webhook(new).verify(request.content, dict(request.headers))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(expired).verify(request.content, dict(request.headers))
+
+
+def test_after_the_overlap_only_the_new_secret_signs() -> None:
+    now_s = time.time()
+    sub, new, _old, _ = rotated_subscription(now_s)
+    later_s = now_s + 3601
+    request = build_request(sub, make_action(), "msg_1", later_s)
+    assert request.headers["webhook-signature"] == sign(new, "msg_1", int(later_s), request.body)
+
+
+# --- chat formats ------------------------------------------------------------------------------------
+
+def chat_subscription(format_name: str, secret: str | None = None, url: str = "https://bot.example.com/send?k=1"
+                      ) -> Subscription:
+    sub = make_subscription(url=url)
+    sub.format = format_name
+    if secret is not None:
+        sub.secret = secret
+    return sub
+
+
+@pytest.mark.parametrize("format_name", ["slack", "teams", "wecom", "feishu", "dingtalk"])
+def test_chat_request_carries_the_provider_body_and_no_standard_webhooks_signature(format_name: str) -> None:
+    sub, action = chat_subscription(format_name), make_action()  # generated whsec_ secret: no provider signing
+    request = build_request(sub, action, "msg_1", 1_714_557_600.0)
+    assert request.url == sub.url
+    assert json.loads(request.body) == render(action, format_name)
+    assert request.headers["webhook-id"] == "msg_1"
+    assert request.headers["content-type"] == "application/json"
+    assert "webhook-signature" not in request.headers and "webhook-timestamp" not in request.headers
+
+
+def test_feishu_with_the_bots_secret_signs_in_the_body() -> None:
+    sub, action = chat_subscription("feishu", secret="feishu-bot-secret"), make_action()
+    request = build_request(sub, action, "msg_1", 1_714_557_600.9)
+    body = json.loads(request.body)
+    assert body["timestamp"] == "1714557600"  # seconds, as a string
+    key = b"1714557600\nfeishu-bot-secret"
+    assert body["sign"] == base64.b64encode(hmac.new(key, b"", hashlib.sha256).digest()).decode()
+    assert {k: v for k, v in body.items() if k not in ("timestamp", "sign")} == render(action, "feishu")
+    assert request.url == sub.url
+
+
+def dingtalk_expected_sign(secret: str, timestamp_ms: str) -> str:
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    return base64.b64encode(digest).decode()
+
+
+def test_dingtalk_with_the_bots_secret_signs_in_the_query() -> None:
+    sub = chat_subscription("dingtalk", secret="SECdingtalk", url="https://oapi.dingtalk.com/robot/send?access_token=t")
+    request = build_request(sub, make_action(), "msg_1", 1_714_557_600.25)
+    query = parse_qs(urlsplit(request.url).query)
+    assert query["access_token"] == ["t"]
+    assert query["timestamp"] == ["1714557600250"]  # milliseconds
+    assert query["sign"] == [dingtalk_expected_sign("SECdingtalk", "1714557600250")]
+    assert "sign" not in json.loads(request.body)
+
+
+async def test_unknown_format_fails_that_delivery_without_a_request(harness: Harness) -> None:
+    sub = chat_subscription("carrier-pigeon")
+    result = await deliver(harness, [httpx.Response(200)], sub)
+    assert (result.outcome, result.attempts) == (Outcome.FAILED, 0)
+    assert "carrier-pigeon" in (result.error or "")
+    assert harness.requests == []
+
+
+# --- a real HTTP receiver on loopback ------------------------------------------------------------------
+
+@dataclass
+class Got:
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@pytest.fixture
+async def loopback_receiver() -> AsyncIterator[tuple[str, list[Got]]]:
+    got: list[Got] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        got.append(Got(parse_qs(request.query_string), dict(request.headers), await request.read()))
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        await web.SockSite(runner, sock).start()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook", got
+    finally:
+        await runner.cleanup()
+        sock.close()
+
+
+async def deliver_over_http(sub: Subscription, action: Any) -> DeliveryResult:
+    harness = Harness()
+    async with httpx.AsyncClient() as client:
+        sender = harness.sender(client, allow_loopback=True, resolve=lambda host, port: ["127.0.0.1"])
+        return await sender.deliver(sub, action)
+
+
+async def test_slack_subscription_receives_a_slack_message_over_http(
+    loopback_receiver: tuple[str, list[Got]],
+) -> None:
+    url, got = loopback_receiver
+    action = make_action()
+    result = await deliver_over_http(chat_subscription("slack", url=url), action)
+    assert result.outcome is Outcome.DELIVERED
+    [received] = got
+    body = json.loads(received.body)
+    assert body == render(action, "slack")
+    assert [block["type"] for block in body["blocks"]] == ["header", "section", "context"]
+    assert "webhook-signature" not in received.headers
+
+
+async def test_dingtalk_subscription_gets_a_verifiable_timestamp_and_sign_over_http(
+    loopback_receiver: tuple[str, list[Got]],
+) -> None:
+    url, got = loopback_receiver
+    before_ms = int(time.time() * 1000)
+    result = await deliver_over_http(chat_subscription("dingtalk", secret="SECdingtalk", url=f"{url}?access_token=t"),
+                                     make_action())
+    assert result.outcome is Outcome.DELIVERED
+    [received] = got
+    assert received.query["access_token"] == ["t"]
+    [timestamp_ms], [sign] = received.query["timestamp"], received.query["sign"]
+    assert abs(int(timestamp_ms) - before_ms) < 60_000  # DingTalk allows an hour
+    assert sign == dingtalk_expected_sign("SECdingtalk", timestamp_ms)
+    assert json.loads(received.body)["msgtype"] == "markdown"
+
+
+async def test_rotated_standard_subscription_verifies_with_both_secrets_over_http(
+    loopback_receiver: tuple[str, list[Got]],
+) -> None:
+    url, got = loopback_receiver
+    sub, new, old, _ = rotated_subscription(time.time())
+    sub.url = url
+    assert (await deliver_over_http(sub, make_action())).outcome is Outcome.DELIVERED
+    [received] = got
+    Webhook(old).verify(received.body, received.headers)
+    Webhook(new).verify(received.body, received.headers)

@@ -16,8 +16,8 @@ from notifier.signing import webhook_id
 from services.actions import Action, encode_action
 from services.errors import StoreUnavailable
 from services.metrics import NotifierMetrics
-from services.names import ACTION_RECOVERED
-from services.subscriptions import Subscription
+from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
+from services.subscriptions import Filters, Subscription
 from tests.notifier.helpers import make_action, make_subscription
 
 
@@ -30,6 +30,11 @@ class StaticSubscriptions:
         if self.broken:
             raise RedisConnectionError("connection refused")
         return [sub for sub in self.subs if sub.wants(event_type)]
+
+    async def get(self, sub_id: str) -> Subscription | None:
+        if self.broken:
+            raise RedisConnectionError("connection refused")
+        return next((sub for sub in self.subs if sub.id == sub_id), None)
 
 
 @dataclass
@@ -124,6 +129,33 @@ async def test_a_slow_endpoint_does_not_hold_back_the_others() -> None:
         gate.set()
         results = await task
     assert {r.subscription_id for r in results} == {"sub_slow", "sub_fast"}
+
+
+async def test_a_test_action_reaches_only_its_subscription_whatever_its_filters() -> None:
+    picky = make_subscription("sub_picky")
+    picky.filters = Filters(tiers=["C"])  # the sample customer is tier A, and it is a re-engage
+    s = setup(make_subscription("sub_a"), picky, make_subscription("sub_b"))
+    action = make_action(type_=ACTION_RE_ENGAGE)
+    action.update(test=True, subscription_id="sub_picky")
+    results = await s.dispatcher.dispatch(encode_action(action))
+    assert [r.subscription_id for r in results] == ["sub_picky"]
+    assert s.sender.calls == [(action["action_id"], "sub_picky")]
+
+
+@pytest.mark.parametrize(("test", "delivered"), [(False, []), (True, ["sub_a"])])
+async def test_an_addressed_non_test_action_still_respects_events(test: bool, delivered: list[str]) -> None:
+    s = setup(make_subscription("sub_a"), make_subscription("sub_b"))
+    action = make_action(type_=ACTION_RECOVERED)  # both subscriptions want throttles only
+    action.update(subscription_id="sub_a", test=test)
+    assert [r.subscription_id for r in await s.dispatcher.dispatch(encode_action(action))] == delivered
+
+
+async def test_an_action_for_a_deleted_subscription_goes_nowhere() -> None:
+    s = setup(make_subscription("sub_a"))
+    action = make_action()
+    action.update(test=True, subscription_id="sub_gone")
+    assert await s.dispatcher.dispatch(encode_action(action)) == []
+    assert s.sender.calls == []
 
 
 @pytest.mark.parametrize("raw", [None, b"", b"not json", b"[1,2]", b'{"type":"fatigue.unknown","action_id":"a"}',

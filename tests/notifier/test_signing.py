@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from notifier.signing import sign, verify, webhook_id
+from notifier.signing import sign, sign_all, verify, webhook_id
 from services.errors import ConfigError
 from services.subscriptions import generate_secret
 
@@ -107,3 +107,23 @@ def test_webhook_id_is_stable_per_action_and_subscription() -> None:
 
 def test_webhook_id_does_not_confuse_the_parts() -> None:
     assert webhook_id("a.b", "c") != webhook_id("a", "b.c")
+
+
+def test_sign_all_lists_one_signature_per_secret_and_each_secret_verifies() -> None:
+    old, new, other = generate_secret(), generate_secret(), generate_secret()
+    now_s = int(time.time())
+    header = sign_all([new, old], "msg_1", now_s, BODY)
+    assert header == f"{sign(new, 'msg_1', now_s, BODY)} {sign(old, 'msg_1', now_s, BODY)}"
+    for secret in (old, new):
+        Webhook(secret).verify(BODY, headers("msg_1", now_s, header))
+    with pytest.raises(WebhookVerificationError):
+        Webhook(other).verify(BODY, headers("msg_1", now_s, header))
+
+
+def test_sign_all_signs_a_repeated_secret_once(secret: str) -> None:
+    assert sign_all([secret, secret], "m", 1, BODY) == sign(secret, "m", 1, BODY)
+
+
+def test_sign_all_needs_a_secret() -> None:
+    with pytest.raises(ConfigError):
+        sign_all([], "m", 1, BODY)

@@ -1,0 +1,258 @@
+"""Chat bot bodies and chat bot signatures, against the providers' documented shapes and algorithms."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+from notifier.chat_signing import dingtalk_sign, dingtalk_signed_url, feishu_sign, provider_secret
+from notifier.formats import RENDERERS, render
+from services.actions import Action, webhook_body
+from services.errors import ConfigError
+from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
+from services.subscriptions import FORMATS, generate_secret
+from tests.notifier.helpers import make_action
+
+FOOTER = "fatigue.throttle · 2026-11-23T20:22:12.949Z · act_golden"
+WHY = "frequency_cap: 13 (threshold 12, 30d)"
+
+
+def throttle() -> Action:
+    action = make_action("act_golden", customer_id="acme-042")
+    action["at"] = "2026-11-23T20:22:12.949Z"
+    action["owner_rep_id"] = "alice"
+    action["reasons"] = [{"rule": "frequency_cap", "window": "30d", "observed": 13.0, "threshold": 12.0}]
+    action["suggestion"] = "Pause non-transactional touches."
+    action["pause_until"] = "2026-12-02T21:00:00.000Z"  # type: ignore[typeddict-unknown-key]
+    return action
+
+
+def re_engage() -> Action:
+    action = make_action(type_=ACTION_RE_ENGAGE)
+    action["status"], action["suggestion"] = "dormant", "Reach out."
+    action["reasons"] = [{"rule": "cadence_overdue", "window": "since_last_touch", "observed": 12.5,
+                          "threshold": 5.0, "detail": "no touch for 12.5 days"}]
+    action["best_channel"] = "wechat"  # type: ignore[typeddict-unknown-key]
+    action["best_time"] = {"local": "Thu 15:00", "timezone": "Asia/Shanghai"}  # type: ignore[typeddict-unknown-key]
+    return action
+
+
+def all_actions() -> list[Action]:
+    recovered = make_action(type_=ACTION_RECOVERED)
+    recovered["status"], recovered["reasons"], recovered["owner_rep_id"] = "normal", [], None
+    return [throttle(), re_engage(), recovered]
+
+
+# --- golden examples: one per format, the whole body -------------------------------------------------
+
+MD_LINES = ["**What to do:** Pause non-transactional touches.", "**Why:**", f"• {WHY}",
+            "**Customer:** acme-042", "**Owner rep:** alice", "**Until:** 2026-12-02T21:00:00.000Z"]
+
+GOLDEN: dict[str, dict[str, Any]] = {
+    "slack": {
+        "text": "Pause outreach: acme-042 — Pause non-transactional touches.",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "Pause outreach: acme-042"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(
+                line.replace("**", "*") for line in MD_LINES)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": FOOTER}]},
+        ],
+    },
+    "teams": {
+        "type": "message",
+        "attachments": [{
+            "contentType": "application/vnd.microsoft.card.adaptive",
+            "contentUrl": None,
+            "content": {
+                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                "type": "AdaptiveCard",
+                "version": "1.4",
+                "body": [
+                    {"type": "TextBlock", "text": "Pause outreach: acme-042", "size": "Medium", "weight": "Bolder",
+                     "wrap": True},
+                    {"type": "TextBlock", "text": "Pause non-transactional touches.", "wrap": True},
+                    {"type": "TextBlock", "text": f"- {WHY}", "wrap": True},
+                    {"type": "FactSet", "facts": [
+                        {"title": "Customer", "value": "acme-042"},
+                        {"title": "Owner rep", "value": "alice"},
+                        {"title": "Until", "value": "2026-12-02T21:00:00.000Z"},
+                    ]},
+                    {"type": "TextBlock", "text": FOOTER, "isSubtle": True, "size": "Small", "wrap": True},
+                ],
+            },
+        }],
+    },
+    "wecom": {"msgtype": "markdown", "markdown": {"content": "\n".join(
+        ["**Pause outreach: acme-042**", *MD_LINES, f"> {FOOTER}"])}},
+    "feishu": {"msg_type": "interactive", "card": {
+        "header": {"title": {"tag": "plain_text", "content": "Pause outreach: acme-042"}, "template": "red"},
+        "elements": [
+            {"tag": "div", "text": {"tag": "lark_md", "content": "\n".join(MD_LINES)}},
+            {"tag": "note", "elements": [{"tag": "plain_text", "content": FOOTER}]},
+        ],
+    }},
+    "dingtalk": {"msgtype": "markdown", "markdown": {
+        "title": "Pause outreach: acme-042",
+        "text": "\n\n".join(["#### Pause outreach: acme-042", *MD_LINES, f"> {FOOTER}"]),
+    }},
+}
+
+
+@pytest.mark.parametrize("format_name", sorted(GOLDEN))
+def test_golden_body(format_name: str) -> None:
+    assert render(throttle(), format_name) == GOLDEN[format_name]
+
+
+def test_every_format_has_a_renderer() -> None:
+    assert set(RENDERERS) == set(FORMATS)
+
+
+def test_standard_is_the_standard_webhooks_body() -> None:
+    action = throttle()
+    assert render(action, "standard") == webhook_body(action)
+
+
+def test_unknown_format_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="carrier-pigeon"):
+        render(throttle(), "carrier-pigeon")
+
+
+# --- documented shapes, for every action type -------------------------------------------------------
+
+def check_slack(body: dict[str, Any]) -> None:
+    assert isinstance(body["text"], str) and body["text"]  # notification fallback
+    header, section, context = body["blocks"]
+    assert header["type"] == "header" and header["text"]["type"] == "plain_text"
+    assert len(header["text"]["text"]) <= 150
+    assert section["type"] == "section" and section["text"]["type"] == "mrkdwn"
+    assert len(section["text"]["text"]) <= 3000
+    assert context["type"] == "context" and all(e["type"] == "mrkdwn" for e in context["elements"])
+
+
+def check_teams(body: dict[str, Any]) -> None:
+    assert body["type"] == "message"
+    [attachment] = body["attachments"]
+    assert attachment["contentType"] == "application/vnd.microsoft.card.adaptive"
+    card = attachment["content"]
+    assert (card["type"], card["version"]) == ("AdaptiveCard", "1.4")
+    assert {element["type"] for element in card["body"]} <= {"TextBlock", "FactSet"}
+    for element in card["body"]:
+        if element["type"] == "TextBlock":
+            assert isinstance(element["text"], str)
+        else:
+            assert all(set(fact) == {"title", "value"} for fact in element["facts"])
+
+
+def check_wecom(body: dict[str, Any]) -> None:
+    assert body["msgtype"] == "markdown"
+    assert set(body["markdown"]) == {"content"}
+    assert len(body["markdown"]["content"].encode()) <= 4096
+
+
+def check_feishu(body: dict[str, Any]) -> None:
+    assert body["msg_type"] == "interactive"
+    card = body["card"]
+    assert card["header"]["title"]["tag"] == "plain_text"
+    assert card["elements"][0]["tag"] == "div" and card["elements"][0]["text"]["tag"] == "lark_md"
+
+
+def check_dingtalk(body: dict[str, Any]) -> None:
+    assert body["msgtype"] == "markdown"
+    assert set(body["markdown"]) == {"title", "text"}
+    assert all(isinstance(v, str) and v for v in body["markdown"].values())
+
+
+CHECKS = {"slack": check_slack, "teams": check_teams, "wecom": check_wecom, "feishu": check_feishu,
+          "dingtalk": check_dingtalk}
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+@pytest.mark.parametrize("action", all_actions(), ids=lambda a: a["type"])
+def test_documented_shape(format_name: str, action: Action) -> None:
+    body = render(action, format_name)
+    CHECKS[format_name](body)
+    json.dumps(body)  # plain JSON types only
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+def test_re_engage_tells_the_best_channel_and_time(format_name: str) -> None:
+    text = json.dumps(render(re_engage(), format_name), ensure_ascii=False)
+    for expected in ("wechat", "Thu 15:00 Asia/Shanghai", "12.5", "threshold 5", "no touch for 12.5 days"):
+        assert expected in text
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+def test_throttle_tells_until_when(format_name: str) -> None:
+    assert "2026-12-02T21:00:00.000Z" in json.dumps(render(throttle(), format_name))
+
+
+def test_long_texts_stay_within_the_provider_limits() -> None:
+    action = throttle()
+    action["customer_id"] = "c" * 200
+    action["suggestion"] = "暂停联系" * 2000  # 24 000 bytes
+    check_slack(render(action, "slack"))
+    check_wecom(render(action, "wecom"))
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+def test_a_test_sample_says_so(format_name: str) -> None:
+    action: dict[str, Any] = {**throttle(), "test": True}
+    assert "[Test] Pause outreach: acme-042" in json.dumps(render(action, format_name))  # type: ignore[arg-type]
+    assert "[Test]" not in json.dumps(render(throttle(), format_name))
+
+
+def test_slack_text_is_escaped() -> None:
+    action = throttle()
+    action["suggestion"] = "call <@U123> & <!channel>"
+    body = render(action, "slack")
+    assert "<" not in json.dumps(body) and "&lt;@U123&gt; &amp; &lt;!channel&gt;" in body["text"]
+
+
+# --- chat signatures ---------------------------------------------------------------------------------
+
+def test_feishu_sign_follows_the_documented_algorithm() -> None:
+    """Feishu: HMAC-SHA256 with key `timestamp + "\\n" + secret` over an empty message, base64."""
+    timestamp_s, secret = 1599360473, "test-secret"
+    expected = base64.b64encode(hmac.new(f"{timestamp_s}\n{secret}".encode(), b"", hashlib.sha256).digest())
+    assert feishu_sign(secret, timestamp_s) == expected.decode()
+    # known vector, computed independently: printf '' | openssl dgst -sha256 -hmac $'1599360473\ntest-secret'
+    assert feishu_sign(secret, timestamp_s) == "wSds2BzzFIIGf/WrhUO+NI1q/9j+FRJd3JNHKAq0NZY="
+
+
+def test_dingtalk_sign_follows_the_documented_algorithm() -> None:
+    """DingTalk: HMAC-SHA256 keyed with the secret over `timestamp_ms + "\\n" + secret`, base64."""
+    timestamp_ms, secret = 1577808000000, "SECthis-is-secret"
+    digest = hmac.new(secret.encode(), f"{timestamp_ms}\n{secret}".encode(), hashlib.sha256).digest()
+    assert dingtalk_sign(secret, timestamp_ms) == base64.b64encode(digest).decode()
+    # known vector, computed independently with `openssl dgst -sha256 -hmac SECthis-is-secret`
+    assert dingtalk_sign(secret, timestamp_ms) == "WRpHVR9Kl5yEFThxJ5bK0+eA8BtKcMDCPNFuSMsnyTQ="
+
+
+def test_dingtalk_signed_url_keeps_the_token_and_url_encodes_the_sign() -> None:
+    url = dingtalk_signed_url("https://oapi.dingtalk.com/robot/send?access_token=abc", "SECthis-is-secret",
+                              1577808000000)
+    query = urlsplit(url).query
+    assert query.startswith("access_token=abc&timestamp=1577808000000&sign=")
+    assert "sign=WRpHVR9Kl5yEFThxJ5bK0%2BeA8BtKcMDCPNFuSMsnyTQ%3D" in query  # urlEncode(base64(...))
+    assert parse_qs(query)["sign"] == ["WRpHVR9Kl5yEFThxJ5bK0+eA8BtKcMDCPNFuSMsnyTQ="]
+
+
+def test_dingtalk_signed_url_without_a_query() -> None:
+    url = dingtalk_signed_url("https://bot.example.com/send", "s", 1)
+    assert url.startswith("https://bot.example.com/send?timestamp=1&sign=")
+    assert parse_qs(urlsplit(url).query) == {"timestamp": ["1"], "sign": [dingtalk_sign("s", 1)]}
+
+
+@pytest.mark.parametrize(("secret", "used"), [("SECabc", "SECabc"), ("plain", "plain"), ("", None)])
+def test_provider_secret(secret: str, used: str | None) -> None:
+    assert provider_secret(secret) == used
+
+
+def test_a_generated_standard_webhooks_secret_is_not_a_provider_secret() -> None:
+    assert provider_secret(generate_secret()) is None
