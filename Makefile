@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-core bench-latency
+.PHONY: help install dev up demo test lint bench bench-core bench-decision bench-latency
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,10 +25,13 @@ lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/mypy services ingest scorer notifier
 
-bench: bench-core bench-latency  ## all benchmarks (figures in docs/performance.md)
+bench: bench-core bench-decision bench-latency  ## all benchmarks (figures in docs/performance.md)
 
 bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
+
+bench-decision: dev  ## pre-send decision: snapshot JSON parse + decide, per second on one core
+	$(PY) -m bench.decision --customers 2000 --runs 5
 
 bench-latency: dev  ## POST /v1/events -> signed webhook received, through the whole stack
 	$(PY) -m bench.alert_latency --rounds 30
