@@ -68,7 +68,7 @@ def generate(customers: int, seed: int, now: datetime) -> tuple[list[DemoCustome
             touch_id = f"{cid}-t{i}"
             events.append((at, _event(touch_id, "touch", cid, channel, at, rng.choice(TOUCH_KINDS),
                                       rep_id=profile["owner_rep_id"])))
-            answer_rate = 0.15 if persona == "over_contacted" else 0.5
+            answer_rate = 0.45 if persona == "over_contacted" else 0.5
             if rng.random() < answer_rate:
                 replied = at + timedelta(hours=rng.uniform(0.5, 72))
                 if replied < now:
