@@ -23,7 +23,7 @@ from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
-from ingest.routers import customers, events, health, policy, profiles, subscriptions
+from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
 from services.contract import EventIn
 from services.errors import ConfigError
 from services.logs import setup_logging
@@ -70,7 +70,9 @@ def create_app(settings: IngestSettings) -> FastAPI:
         on_refused=lambda: metrics.requests_refused.labels(reason="size").inc(),
     )
     authenticated = [Depends(require_api_key)]
-    for router in (events.router, profiles.router, customers.router, subscriptions.router, policy.router):
+    routers = (events.router, profiles.router, customers.router, subscriptions.router, deliveries.router,
+               policy.router)
+    for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
     app.include_router(health.router)
     _document_models(app, [EventIn, PolicyDoc])

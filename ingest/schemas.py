@@ -317,3 +317,25 @@ class PolicyOut(BaseModel):
         description="Why the stored document is invalid (it was written to Redis by hand, not through the API); "
         "the scorer keeps its previous policy until a valid one is PUT.",
     )
+
+
+# ---- webhook deliveries ----
+
+DeliveryStatus = Literal["pending", "delivered", "failed"]
+
+
+class DeliveryOut(BaseModel):
+    """One action for one subscription. No secrets: the signing secret stays with the subscription."""
+
+    id: str = Field(description="The webhook-id the receiver sees.", examples=["msg_3f2a9c0d4e5b6a7f8091a2b3c4d5e6f7"])
+    status: DeliveryStatus
+    subscription_id: str
+    action_id: str
+    action_type: str = Field(examples=[ACTION_THROTTLE])
+    customer_id: str | None
+    attempts: int = Field(description="HTTP attempts made (reset to 0 by a retry).")
+    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
+    last_status: int | None = Field(description="HTTP status of the last attempt; null when none came back.")
+    last_error: str | None
+    created_at: datetime
+    updated_at: datetime

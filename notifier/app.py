@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import logging
 import signal
-from collections.abc import Coroutine
+from collections.abc import Awaitable
 from typing import Any
 from wsgiref.simple_server import WSGIServer
 
@@ -23,6 +23,8 @@ from notifier.delivery import SenderConfig, WebhookSender
 from notifier.dispatch import Dispatcher
 from notifier.ledger import RedisLedger
 from notifier.retry import RetryPolicy
+from notifier.scheduler import DeliveryScheduler
+from services.deliveries import DeliveryStore
 from services.destinations import Resolver, system_resolver
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
 from services.metrics import NotifierMetrics
@@ -33,6 +35,8 @@ from services.subscriptions import SubscriptionStore
 log = logging.getLogger(__name__)
 
 CLIENT_ID = "fatigue-notifier"
+LEASE_MARGIN_S = 30.0
+"""A claimed delivery is due again this long after the attempt's timeout if its claimer died."""
 
 
 def make_consumer(
@@ -112,9 +116,12 @@ async def run(
 ) -> None:
     """Deliver actions until `stop` is set (or the task is cancelled); then close everything.
 
-    After `stop`, records being delivered get `shutdown_grace_s` (default: the delivery timeout)
-    to finish; what is still in flight then is cancelled, left uncommitted, and read again on the
-    next start. Raises BrokerUnavailable / StoreUnavailable when Kafka / Redis cannot be used.
+    Two loops run side by side: the consumer stores one delivery per matching subscription in
+    Redis and then commits the record; the scheduler sends due deliveries and retries them on
+    `retry_schedule_s`. After `stop`, attempts in flight get `shutdown_grace_s` (default: the
+    delivery timeout) to finish; what is still in flight then is cancelled and, its claim
+    expiring, sent again (by this or another notifier).
+    Raises BrokerUnavailable / StoreUnavailable when Kafka / Redis cannot be used.
     """
     stop = stop or asyncio.Event()
     registry = registry or CollectorRegistry()
@@ -130,19 +137,23 @@ async def run(
                                  rebalance_timeout_ms=rebalance_timeout_ms)
         await _start_consumer(consumer, settings)
         resources.push_async_callback(consumer.stop)
-        dispatcher = Dispatcher(
-            SubscriptionStore(redis, settings.keys),
-            RedisLedger(redis, settings.keys, settings.delivered_ttl_s),
-            make_sender(settings, client, metrics, resolve),
-            metrics,
+        subscriptions = SubscriptionStore(redis, settings.keys)
+        ledger = RedisLedger(redis, settings.keys, settings.delivered_ttl_s)
+        store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s)
+        dispatcher = Dispatcher(subscriptions, ledger, store, metrics)
+        scheduler = DeliveryScheduler(
+            store, subscriptions, ledger, make_sender(settings, client, metrics, resolve), metrics,
+            schedule_s=settings.retry_schedule_s, lease_s=settings.delivery_timeout_s + LEASE_MARGIN_S,
+            concurrency=settings.delivery_concurrency, poll_s=settings.scheduler_poll_s,
         )
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s
-        await _until_stopped(ActionConsumer(consumer, dispatcher).run(stop), stop, grace_s)
+        work = asyncio.gather(ActionConsumer(consumer, dispatcher).run(stop), scheduler.run(stop))
+        await _until_stopped(work, stop, grace_s)
     log.info("notifier stopped")
 
 
-async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event, grace_s: float) -> None:
+async def _until_stopped(work: Awaitable[Any], stop: asyncio.Event, grace_s: float) -> None:
     """Run `work`; once `stop` is set give it `grace_s` to finish, then cancel it. Re-raise its error."""
     task = asyncio.ensure_future(work)
     stopped = asyncio.ensure_future(stop.wait())

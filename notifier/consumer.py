@@ -1,8 +1,9 @@
 """The Kafka side of the notifier: poll the actions topic, dispatch each record, commit its offset.
 
 Partitions of one poll are handled side by side; records of one partition in order. A record's
-offset is committed only after all its deliveries finished (delivered, refused or out of
-attempts), so a crash re-reads it — the delivery ledger keeps that from sending twice.
+offset is committed only after its deliveries are durably scheduled in Redis (not sent: the
+scheduler sends them), so a crash before that re-reads it — scheduling is idempotent and the
+delivery ledger keeps a re-read record from sending twice.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from typing import Protocol
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError
 
-from notifier.delivery import DeliveryResult
-
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_MS = 500
@@ -23,7 +22,9 @@ MAX_RECORDS_PER_POLL = 100
 
 
 class RecordDispatcher(Protocol):
-    async def dispatch(self, raw: bytes | None, origin: str = "") -> list[DeliveryResult]: ...
+    async def dispatch(self, raw: bytes | None, origin: str = "") -> list[str]:
+        """Durably schedule one record's deliveries; raises when they could not be stored."""
+        ...
 
 
 class ActionConsumer:

@@ -51,6 +51,18 @@ class DeliveryResult:
     error: str | None = None
 
 
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """What one attempt did. `sent`: an HTTP request went out (False: refused or misconfigured)."""
+
+    outcome: Outcome
+    retriable: bool = False
+    status: int | None = None
+    error: str | None = None
+    retry_after_s: float | None = None
+    sent: bool = True
+
+
 class AttemptFailed(DeliveryFailed):
     """One HTTP attempt failed; `result` is its metric label (4xx, 5xx, timeout, error …)."""
 
@@ -144,30 +156,42 @@ class WebhookSender:
         self._sleep = sleep
         self._jitter = jitter
 
+    async def attempt(self, sub: Subscription, action: Action) -> AttemptOutcome:
+        """One HTTP attempt (destination checked, freshly signed); counts it in the attempts metric.
+
+        Never raises for a failed attempt: the outcome says whether another one may succeed.
+        """
+        msg_id = signing.webhook_id(action["action_id"], sub.id)
+        try:
+            await self._check_destination(sub.url)
+            status = await self._attempt(build_request(sub, action, msg_id, self._clock()))
+        except DestinationRefused as exc:
+            return AttemptOutcome(Outcome.REFUSED, sent=False, error=str(exc))
+        except ConfigError as exc:  # bad secret or format: no attempt can succeed
+            return AttemptOutcome(Outcome.FAILED, sent=False, error=str(exc))
+        except AttemptFailed as exc:
+            self._metrics.attempts.labels(result=exc.result).inc()
+            return AttemptOutcome(Outcome.FAILED, retriable=exc.retriable, status=exc.status, error=str(exc),
+                                  retry_after_s=exc.retry_after_s)
+        self._metrics.attempts.labels(result=retry.status_class(status)).inc()
+        return AttemptOutcome(Outcome.DELIVERED, status=status)
+
     async def deliver(self, sub: Subscription, action: Action) -> DeliveryResult:
-        """Send until delivered, refused, permanently failed or out of attempts."""
+        """Send in process until delivered, refused, permanently failed or out of attempts.
+
+        The notifier itself schedules attempts durably (notifier/scheduler.py); this loop serves
+        callers that want one delivery now, with `config.policy`.
+        """
         msg_id = signing.webhook_id(action["action_id"], sub.id)
         base = DeliveryResult(sub.id, sub.url, action["action_id"], msg_id, Outcome.FAILED, attempts=0)
         policy = self._config.policy
         for attempt in range(1, policy.attempts + 1):
-            try:
-                await self._check_destination(sub.url)
-                status = await self._attempt(build_request(sub, action, msg_id, self._clock()))
-            except DestinationRefused as exc:
-                return self._finish(action, replace(base, outcome=Outcome.REFUSED, attempts=attempt - 1,
-                                                    error=str(exc)))
-            except ConfigError as exc:  # bad secret or format: no attempt can succeed
-                return self._finish(action, replace(base, attempts=attempt - 1, error=str(exc)))
-            except AttemptFailed as exc:
-                self._metrics.attempts.labels(result=exc.result).inc()
-                if not exc.retriable or attempt == policy.attempts:
-                    return self._finish(action, replace(base, attempts=attempt, status=exc.status,
-                                                        error=str(exc)))
-                await self._sleep(policy.delay_s(attempt, self._jitter(), exc.retry_after_s))
-            else:
-                self._metrics.attempts.labels(result=retry.status_class(status)).inc()
-                return self._finish(action, replace(base, outcome=Outcome.DELIVERED, attempts=attempt,
-                                                    status=status))
+            got = await self.attempt(sub, action)
+            attempts = attempt if got.sent else attempt - 1
+            result = replace(base, outcome=got.outcome, attempts=attempts, status=got.status, error=got.error)
+            if got.outcome is not Outcome.FAILED or not got.retriable or attempt == policy.attempts:
+                return self.finish(action, result)
+            await self._sleep(policy.delay_s(attempt, self._jitter(), got.retry_after_s))
         raise AssertionError("unreachable: the loop returns on its last attempt")  # pragma: no cover
 
     async def _check_destination(self, url: str) -> None:
@@ -201,7 +225,8 @@ class WebhookSender:
             raise AttemptFailed(f"request failed: {exc!r}", retriable=False, result="error") from exc
         return check_status(status, retry_after)
 
-    def _finish(self, action: Action, result: DeliveryResult) -> DeliveryResult:
+    def finish(self, action: Action, result: DeliveryResult) -> DeliveryResult:
+        """Count a finished delivery (and its age when delivered); return it."""
         self._metrics.deliveries.labels(outcome=result.outcome.value).inc()
         if result.outcome is Outcome.DELIVERED:
             age_s = action_age_s(action, self._clock())

@@ -1,30 +1,41 @@
-"""One action record to every matching subscription: decode, skip already delivered, send concurrently.
+"""One action record to a durable delivery per matching subscription (not yet sent).
 
 An action carrying `subscription_id` (a test delivery from POST /v1/subscriptions/{id}/test) goes
 to that subscription only; with `test: true` its events and filters are not applied.
 
-Deliveries of one action run side by side, so a slow or failing endpoint does not delay the others.
-A record that cannot be decoded is counted and skipped. Store errors propagate (StoreUnavailable):
-the record is then not committed and is read again after a restart.
+`dispatch` returns once the deliveries are stored (services/deliveries.py): only then may the
+record's offset be committed. The scheduler (notifier/scheduler.py) sends them. A pair already in
+the delivery ledger, or already scheduled, is skipped as a duplicate. A record that cannot be
+decoded is counted and skipped. Store errors propagate (StoreUnavailable): the record is then not
+committed and is read again after a restart.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
+from collections.abc import Callable, Iterable
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from redis.exceptions import RedisError
 
-from notifier.delivery import DeliveryResult, Outcome
 from notifier.ledger import DeliveryLedger
+from notifier.signing import webhook_id
 from services.actions import Action, decode_action
+from services.deliveries import DeliveryRecord
 from services.errors import BadRecord, StoreUnavailable
 from services.metrics import NotifierMetrics
 from services.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
+
+
+class DeliveryQueue(Protocol):
+    async def schedule(self, records: Iterable[DeliveryRecord]) -> list[str]:
+        """Store pending deliveries durably; return the ids new (existing ids are left alone).
+        Raises StoreUnavailable."""
+        ...
 
 
 class SubscriptionSource(Protocol):
@@ -34,12 +45,6 @@ class SubscriptionSource(Protocol):
 
     async def get(self, sub_id: str) -> Subscription | None:
         """One subscription, None when there is none. May raise redis errors."""
-        ...
-
-
-class Sender(Protocol):
-    async def deliver(self, sub: Subscription, action: Action) -> DeliveryResult:
-        """Deliver with retries; never raises for a failed delivery."""
         ...
 
 
@@ -54,29 +59,39 @@ class Dispatcher:
         self,
         subscriptions: SubscriptionSource,
         ledger: DeliveryLedger,
-        sender: Sender,
+        queue: DeliveryQueue,
         metrics: NotifierMetrics,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._subscriptions = subscriptions
         self._ledger = ledger
-        self._sender = sender
+        self._queue = queue
         self._metrics = metrics
+        self._clock = clock
 
-    async def dispatch(self, raw: bytes | None, origin: str = "") -> list[DeliveryResult]:
-        """Deliver one record; return the results of the deliveries attempted (duplicates skipped)."""
+    async def dispatch(self, raw: bytes | None, origin: str = "") -> list[str]:
+        """Schedule one record's deliveries; return the ids newly scheduled (duplicates skipped)."""
         try:
             action = decode_action(raw or b"")
         except BadRecord as exc:
             self._metrics.bad_records.inc()
             log.warning("skipping undecodable action record %s: %s", origin, exc)
             return []
-        subs = await self._recipients(action)
-        outcomes = await asyncio.gather(*(self._deliver_once(sub, action) for sub in subs),
-                                        return_exceptions=True)
-        errors = [item for item in outcomes if isinstance(item, BaseException)]
-        if errors:
-            raise errors[0]
-        return [item for item in outcomes if isinstance(item, DeliveryResult)]
+        now_ms = int(self._clock() * 1000)
+        records = [DeliveryRecord.new(webhook_id(action["action_id"], sub.id), action, sub.id, now_ms)
+                   for sub in await self._recipients(action)
+                   if not await self._already_delivered(action, sub)]
+        scheduled = await self._queue.schedule(records)
+        for _ in range(len(records) - len(scheduled)):
+            self._metrics.deliveries.labels(outcome="duplicate").inc()
+        return scheduled
+
+    async def _already_delivered(self, action: Action, sub: Subscription) -> bool:
+        if await self._ledger.seen(action["action_id"], sub.id):
+            self._metrics.deliveries.labels(outcome="duplicate").inc()
+            log.info("action %s already delivered to %s; skipped", action["action_id"], sub.id)
+            return True
+        return False
 
     async def _recipients(self, action: Action) -> list[Subscription]:
         try:
@@ -91,25 +106,3 @@ class Dispatcher:
                      action["action_id"], action["subscription_id"])
             return []
         return [sub] if action.get("test") or sub.wants_action(action) else []
-
-    async def _deliver_once(self, sub: Subscription, action: Action) -> DeliveryResult | None:
-        if await self._ledger.seen(action["action_id"], sub.id):
-            self._metrics.deliveries.labels(outcome="duplicate").inc()
-            log.info("action %s already delivered to %s; skipped", action["action_id"], sub.id)
-            return None
-        result = await self._sender.deliver(sub, action)
-        if result.outcome is Outcome.DELIVERED:
-            await self._ledger.mark(action["action_id"], sub.id)
-        else:
-            _log_undelivered(action, result)
-        return result
-
-
-def _log_undelivered(action: Action, result: DeliveryResult) -> None:
-    log.error(
-        "webhook %s not delivered: action=%s type=%s customer=%s subscription=%s destination=%s "
-        "outcome=%s attempts=%d last_status=%s error=%s",
-        result.webhook_id, result.action_id, action["type"], action.get("customer_id"),
-        result.subscription_id, redact_url(result.url), result.outcome.value, result.attempts,
-        result.status, result.error,
-    )

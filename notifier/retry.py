@@ -7,6 +7,7 @@ destination cannot point the notifier at an address the destination check would 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 RETRIABLE_STATUSES = frozenset({408, 409, 429})
@@ -67,3 +68,24 @@ class RetryPolicy:
     def bounds_s(self) -> list[tuple[float, float]]:
         """(min, max) wait before each retry, for docs and tests."""
         return [(self.backoff_s(n, 0.0), self.backoff_s(n, 1.0)) for n in range(1, self.attempts)]
+
+
+DEFAULT_SCHEDULE_S = (0.0, 5.0, 30.0, 120.0, 600.0, 3600.0, 14400.0)
+"""Wait before each attempt: the first at once, then 5 s, 30 s, 2 min, 10 min, 1 h, 4 h."""
+JITTER_FRACTION = 0.1
+
+
+def next_delay_s(
+    schedule_s: Sequence[float], attempts_made: int, jitter: float, retry_after_s: float | None = None
+) -> float | None:
+    """Wait before the next attempt after `attempts_made` failed ones; None when the schedule is spent.
+
+    The step is `schedule_s[attempts_made]` plus up to 10 % (`jitter` uniform in [0, 1)); a
+    `Retry-After` longer than that is honoured, capped at the longest step of the schedule.
+    """
+    if attempts_made >= len(schedule_s):
+        return None
+    step = schedule_s[attempts_made] * (1 + JITTER_FRACTION * jitter)
+    if retry_after_s is None:
+        return step
+    return max(step, min(retry_after_s, max(schedule_s)))

@@ -103,6 +103,21 @@ class NotifierMetrics:
             buckets=LATENCY_BUCKETS_S,
             registry=registry,
         )
+        self.retries = Counter(
+            "fatigue_notifier_retries_total",
+            "Failed attempts rescheduled for a later retry.",
+            registry=registry,
+        )
+        self.pending_deliveries = Gauge(
+            "fatigue_notifier_pending_deliveries",
+            "Deliveries scheduled and not yet delivered or dead-lettered (all notifiers).",
+            registry=registry,
+        )
+        self.dead_letter_deliveries = Gauge(
+            "fatigue_notifier_dead_letter_deliveries",
+            "Deliveries in the dead-letter store (GET /v1/deliveries?status=failed).",
+            registry=registry,
+        )
         self.bad_records = Counter(
             "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
         )

@@ -58,6 +58,22 @@ class RedisKeys:
         """Marks an action already delivered to one subscription (expires)."""
         return f"{self.prefix}delivered:{subscription_id}:{action_id}"
 
+    def delivery(self, delivery_id: str) -> str:
+        """One webhook delivery (JSON, see services/deliveries.py); id = its webhook-id."""
+        return f"{self.prefix}delivery:{delivery_id}"
+
+    def deliveries_due(self) -> str:
+        """Sorted set delivery id -> next attempt time (ms) of pending deliveries (or claim expiry)."""
+        return f"{self.prefix}deliveries:due"
+
+    def deliveries_failed(self) -> str:
+        """Sorted set delivery id -> time (ms) it was dead-lettered."""
+        return f"{self.prefix}deliveries:failed"
+
+    def deliveries_delivered(self) -> str:
+        """Sorted set delivery id -> time (ms) it was delivered (trimmed after the record TTL)."""
+        return f"{self.prefix}deliveries:delivered"
+
     def policy(self) -> str:
         """Hash of the policy stored through the API: version, yaml, sha256, updated_at."""
         return f"{self.prefix}policy"

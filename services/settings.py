@@ -9,10 +9,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Annotated, Self
 
-from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services import names
 from services.names import RedisKeys, topic
@@ -138,8 +138,33 @@ class NotifierSettings(CommonSettings):
 
     notifier_group_id: str = "fatigue-notifier"
     delivery_timeout_s: float = Field(default=10.0, gt=0)
+    retry_schedule_s: Annotated[list[float], NoDecode] = Field(
+        default=[0.0, 5.0, 30.0, 120.0, 600.0, 3600.0, 14400.0], min_length=1, max_length=50
+    )
+    """Wait before each attempt of a delivery (the first usually 0); its length is the attempt count."""
+    delivery_concurrency: int = Field(default=32, ge=1, le=1024)
+    """Deliveries in flight at once (each to one subscription)."""
+    scheduler_poll_s: float = Field(default=0.2, gt=0)
+    """How often due deliveries are looked for when there were none."""
     delivery_attempts: int = Field(default=4, ge=1, le=20)
+    """Obsolete (the in-process retry loop of WebhookSender.deliver); the notifier uses retry_schedule_s."""
     retry_base_s: float = Field(default=1.0, ge=0)
+    """Obsolete, like delivery_attempts."""
+
+    @field_validator("retry_schedule_s", mode="before")
+    @classmethod
+    def _parse_schedule(cls, value: object) -> object:
+        """`0,5,30` or a JSON list `[0, 5, 30]` from the environment; every step >= 0."""
+        if isinstance(value, str):
+            value = [part for part in value.strip().strip("[]").split(",") if part.strip()]
+        return value
+
+    @field_validator("retry_schedule_s")
+    @classmethod
+    def _non_negative(cls, value: list[float]) -> list[float]:
+        if any(step < 0 for step in value):
+            raise ValueError("retry_schedule_s steps must be >= 0 seconds")
+        return value
     allow_private_destinations: bool = False
     allow_loopback_destinations: bool = False
     metrics_port: int = Field(default=0, ge=0, le=65535)

@@ -41,12 +41,13 @@ def v1_routes() -> list[tuple[str, str]]:
     """Every documented /v1 operation, with example path parameters."""
     paths = create_app(ingest_settings_for()).openapi()["paths"]
     routes = [
-        (method.upper(), path.replace("{customer_id}", "c1").replace("{subscription_id}", "sub_x"))
+        (method.upper(), path.replace("{customer_id}", "c1").replace("{subscription_id}", "sub_x")
+         .replace("{delivery_id}", "msg_x"))
         for path, operations in paths.items()
         if path.startswith("/v1")
         for method in operations
     ]
-    assert len(routes) == 14  # + PATCH subscription, rotate-secret, test
+    assert len(routes) == 17  # + PATCH subscription, rotate-secret, test; 3 deliveries
     return routes
 
 

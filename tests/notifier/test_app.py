@@ -26,6 +26,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 from notifier.app import run
 from notifier.signing import webhook_id
 from services.actions import Action, encode_action
+from services.deliveries import DeliveryRecord, DeliveryStore
 from services.embedded import free_port
 from services.kafka import make_producer
 from services.names import ACTION_RECOVERED, ACTION_THROTTLE
@@ -58,9 +59,14 @@ class Receiver:
     secret: str = ""
     script: list[int] = field(default_factory=list)
     received: list[Received] = field(default_factory=list)
+    delay_s: float = 0.0
+    arrived: int = 0
 
     async def handle(self, request: web.Request) -> web.Response:
+        self.arrived += 1
         body = await request.read()
+        if self.delay_s:
+            await asyncio.sleep(self.delay_s)
         headers = dict(request.headers)
         try:
             Webhook(self.secret).verify(body, headers)
@@ -80,6 +86,12 @@ class Receiver:
 
 @pytest.fixture
 async def receiver() -> AsyncIterator[Receiver]:
+    async with serving() as rec:
+        yield rec
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
     app.router.add_post("/hook", rec.handle)
@@ -102,8 +114,7 @@ def notifier_settings(common_settings: CommonSettings, unique: str) -> NotifierS
         **common_settings.model_dump(),
         notifier_group_id=f"notifier-{unique}",
         allow_loopback_destinations=True,
-        delivery_attempts=3,
-        retry_base_s=0.05,
+        retry_schedule_s=[0, 0.2, 0.2],
         delivery_timeout_s=2.0,
     )
 
@@ -207,7 +218,8 @@ async def test_retries_5xx_and_delivers_once(
     receiver.script = [500, 500]  # then 200
     action = make_action()
     await publish(notifier_settings, action)
-    async with running(notifier_settings) as task:
+    registry = CollectorRegistry()
+    async with running(notifier_settings, registry) as task:
         await wait_until(lambda: len(receiver.received) >= 3, task, "three attempts")
         await deliver_sentinel(notifier_settings, receiver, task)
     attempts = receiver.for_action(action)
@@ -215,6 +227,9 @@ async def test_retries_5xx_and_delivers_once(
     assert all(r.verified for r in attempts)
     assert len({r.headers["webhook-id"] for r in attempts}) == 1
     assert await redis_client.exists(notifier_settings.keys.delivered(action["action_id"], subscription.id))
+    record = await store_of(redis_client, notifier_settings).get(webhook_id(action["action_id"], subscription.id))
+    assert record is not None and (record.status, record.attempts, record.last_status) == ("delivered", 3, 200)
+    assert registry.get_sample_value("fatigue_notifier_retries_total") == 2
 
 
 async def test_permanent_4xx_is_not_retried(
@@ -228,6 +243,71 @@ async def test_permanent_4xx_is_not_retried(
         await deliver_sentinel(notifier_settings, receiver, task)
     assert [r.status for r in receiver.for_action(action)] == [400]
     assert not await redis_client.exists(notifier_settings.keys.delivered(action["action_id"], subscription.id))
+    [dead] = await store_of(redis_client, notifier_settings).list("failed")
+    assert dead.id == webhook_id(action["action_id"], subscription.id)
+    assert (dead.status, dead.attempts, dead.last_status) == ("failed", 1, 400)
+    assert dead.last_error == "destination answered HTTP 400"
+
+
+def store_of(redis_client: Redis, settings: NotifierSettings) -> DeliveryStore:
+    return DeliveryStore(redis_client, settings.keys)
+
+
+async def test_a_pending_retry_survives_a_crash_and_is_delivered_once_after_restart(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver, redis_client: Redis
+) -> None:
+    settings = notifier_settings.model_copy(update={"retry_schedule_s": [0, 3.0]})
+    receiver.script = [503]  # then 200
+    action = make_action()
+    delivery_id = webhook_id(action["action_id"], subscription.id)
+    store = store_of(redis_client, settings)
+    await publish(settings, action)
+
+    crashed = asyncio.create_task(run(settings, session_timeout_ms=6000, heartbeat_interval_ms=1000,
+                                      rebalance_timeout_ms=5000))
+    waiting: list[DeliveryRecord | None] = [None]
+
+    async def poll_record() -> None:
+        waiting[0] = await store.get(delivery_id)
+
+    deadline = time.monotonic() + WAIT_S
+    while not (waiting[0] is not None and waiting[0].attempts == 1):
+        assert time.monotonic() < deadline and not crashed.done(), "no first failed attempt"
+        await asyncio.sleep(0.05)
+        await poll_record()
+    crashed.cancel()  # the retry is due in ~3 s: the process dies before it
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.wait_for(crashed, timeout=20)
+    assert len(receiver.for_action(action)) == 1
+
+    async with running(settings) as task:
+        await wait_until(lambda: len(receiver.for_action(action)) == 2, task, "the resumed retry")
+        await deliver_sentinel(settings, receiver, task)
+        await asyncio.sleep(0.5)  # room for a wrong extra send
+    assert [r.status for r in receiver.for_action(action)] == [503, 200]
+    assert await redis_client.exists(settings.keys.delivered(action["action_id"], subscription.id))
+    record = await store.get(delivery_id)
+    assert record is not None and (record.status, record.attempts) == ("delivered", 2)
+
+
+async def test_a_slow_endpoint_does_not_delay_a_healthy_one(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver, redis_client: Redis
+) -> None:
+    async with serving() as slow:
+        slow.delay_s = 3.0  # beyond the 2 s delivery timeout
+        slow_sub = await SubscriptionStore(redis_client, notifier_settings.keys).create(slow.url, [ACTION_THROTTLE])
+        slow.secret = slow_sub.secret
+        action = make_action()
+        await publish(notifier_settings, action)
+        store = store_of(redis_client, notifier_settings)
+        async with running(notifier_settings) as task:
+            await wait_until(lambda: bool(receiver.for_action(action)), task, "the healthy delivery")
+            slow_record = await store.get(webhook_id(action["action_id"], slow_sub.id))
+            # the slow endpoint got its request, and its first attempt is still going on
+            assert slow.arrived >= 1
+            assert slow_record is not None and (slow_record.status, slow_record.attempts) == ("pending", 0)
+    healthy = await store.get(webhook_id(action["action_id"], subscription.id))
+    assert healthy is not None and healthy.status == "delivered"
 
 
 async def test_same_action_published_twice_is_delivered_once(

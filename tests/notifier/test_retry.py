@@ -5,11 +5,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from notifier.retry import (
+    DEFAULT_SCHEDULE_S,
     MAX_BACKOFF_S,
     MAX_RETRY_AFTER_S,
     RetryPolicy,
     is_retriable_status,
     is_success,
+    next_delay_s,
     parse_retry_after_s,
     status_class,
 )
@@ -99,3 +101,26 @@ def test_every_delay_is_bounded_and_not_below_half_the_step(attempt: int, base_s
     delay = policy.delay_s(attempt, jitter)
     step = min(base_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
     assert step / 2 <= delay <= step <= MAX_BACKOFF_S
+
+
+@pytest.mark.parametrize(
+    ("attempts_made", "jitter", "retry_after_s", "expected"),
+    [
+        (1, 0.0, None, 5.0),  # after the first attempt: the 5 s step
+        (2, 0.0, None, 30.0),
+        (1, 0.99, None, 5.0 * 1.099),  # at most 10 % jitter
+        (1, 0.0, 90.0, 90.0),  # a longer Retry-After is honoured
+        (1, 0.0, 2.0, 5.0),  # a shorter one does not cut the step
+        (1, 0.0, 10**9, 14400.0),  # capped at the longest step
+        (6, 0.0, None, 14400.0),  # the last attempt, after 4 h
+        (7, 0.0, 30.0, None),  # schedule spent: dead letter
+    ],
+)
+def test_next_delay_follows_the_schedule(
+    attempts_made: int, jitter: float, retry_after_s: float | None, expected: float | None
+) -> None:
+    delay = next_delay_s(DEFAULT_SCHEDULE_S, attempts_made, jitter, retry_after_s)
+    if expected is None:
+        assert delay is None
+    else:
+        assert delay == pytest.approx(expected)

@@ -1,0 +1,80 @@
+"""Webhook deliveries the notifier scheduled: list by status, read one, retry a dead-lettered one."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, status
+
+from ingest.deps import RedisDep, SettingsDep
+from ingest.errors import ApiError
+from ingest.schemas import DeliveryOut, DeliveryStatus, ErrorOut
+from services.deliveries import DeliveryRecord, DeliveryStore
+
+router = APIRouter(prefix="/deliveries", tags=["deliveries"])
+
+_NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such delivery."}}
+
+
+def get_deliveries(redis: RedisDep, settings: SettingsDep) -> DeliveryStore:
+    return DeliveryStore(redis, settings.keys)
+
+
+DeliveriesDep = Annotated[DeliveryStore, Depends(get_deliveries)]
+
+
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _out(rec: DeliveryRecord) -> DeliveryOut:
+    return DeliveryOut(
+        id=rec.id, status=rec.status, subscription_id=rec.subscription_id,
+        action_id=rec.action["action_id"], action_type=rec.action["type"],
+        customer_id=rec.action.get("customer_id"), attempts=rec.attempts,
+        next_attempt_at=_at(rec.next_attempt_at_ms) if rec.status == "pending" else None,
+        last_status=rec.last_status, last_error=rec.last_error,
+        created_at=_at(rec.created_at_ms), updated_at=_at(rec.updated_at_ms),  # type: ignore[arg-type]
+    )
+
+
+def _not_found(delivery_id: str) -> ApiError:
+    return ApiError(404, "not_found", f"no delivery {delivery_id!r}")
+
+
+@router.get("", response_model=list[DeliveryOut], summary="List deliveries by status (failed: the dead letters)")
+async def list_deliveries(
+    store: DeliveriesDep,
+    status_: Annotated[DeliveryStatus, Query(alias="status")] = "failed",
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[DeliveryOut]:
+    """Failed and delivered: most recent first; pending: next attempt first."""
+    return [_out(rec) for rec in await store.list(status_, limit=limit, offset=offset)]
+
+
+@router.get("/{delivery_id}", response_model=DeliveryOut, summary="Read one delivery", responses=_NOT_FOUND)
+async def get_delivery(delivery_id: str, store: DeliveriesDep) -> DeliveryOut:
+    rec = await store.get(delivery_id)
+    if rec is None:
+        raise _not_found(delivery_id)
+    return _out(rec)
+
+
+@router.post(
+    "/{delivery_id}/retry",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=DeliveryOut,
+    summary="Send a dead-lettered delivery again",
+    responses={**_NOT_FOUND, 409: {"model": ErrorOut, "description": "The delivery is not failed."}},
+)
+async def retry_delivery(delivery_id: str, store: DeliveriesDep) -> DeliveryOut:
+    """Back to pending, due now, with a fresh retry schedule; the notifier sends it shortly."""
+    try:
+        rec = await store.retry(delivery_id)
+    except ValueError as exc:
+        raise ApiError(409, "conflict", f"delivery {delivery_id!r} is {exc}, only failed ones can be retried") from exc
+    if rec is None:
+        raise _not_found(delivery_id)
+    return _out(rec)
