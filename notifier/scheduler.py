@@ -110,6 +110,8 @@ class DeliveryScheduler:
         if await self._ledger.seen(action["action_id"], sub.id):  # sent before a crash, ledger marked
             await self._store.mark_delivered(rec.id, attempts=rec.attempts, last_status=rec.last_status)
             return
+        if sub.rate_limit_per_minute and await self._rate_limited(rec, sub):
+            return
         got = await self._sender.attempt(sub, action)
         attempts = rec.attempts + (1 if got.sent else 0)
         result = DeliveryResult(sub.id, sub.url, action["action_id"], rec.id, got.outcome, attempts,
@@ -129,6 +131,18 @@ class DeliveryScheduler:
                                      last_error=got.error)
         log.info("webhook %s attempt %d to %s failed (%s); next in %.1fs",
                  rec.id, attempts, redact_url(sub.url), got.error, delay_s)
+
+    async def _rate_limited(self, rec: DeliveryRecord, sub: Subscription) -> bool:
+        """Over the subscription's per-minute limit: wait for the next minute (not an attempt)."""
+        assert sub.rate_limit_per_minute is not None
+        now_ms = self._store.now_ms()
+        wait_ms = await self._store.take_rate_slot(sub.id, sub.rate_limit_per_minute, now_ms)
+        if not wait_ms:
+            return False
+        self._metrics.rate_limited.inc()
+        await self._store.reschedule(rec.id, next_ms=now_ms + wait_ms, attempts=rec.attempts,
+                                     last_status=rec.last_status, last_error="held back by rate_limit_per_minute")
+        return True
 
     async def _dead_letter(self, rec: DeliveryRecord, result: DeliveryResult) -> None:
         await self._store.mark_failed(rec.id, attempts=result.attempts, last_status=result.status,

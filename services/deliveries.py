@@ -122,6 +122,22 @@ class DeliveryStore:
         except RedisError as exc:
             raise StoreUnavailable(f"cannot claim due webhook deliveries: {exc}") from exc
 
+    async def take_rate_slot(self, subscription_id: str, per_minute: int, now_ms: int) -> int:
+        """Count one send against the subscription's per-minute limit (fixed clock-minute windows).
+
+        Returns 0 when the send may go now, else how many ms until the next minute opens.
+        """
+        minute = now_ms // 60_000
+        key = self._keys.rate_window(subscription_id, minute)
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(key)
+                pipe.expire(key, 120)
+                sent, _ = await pipe.execute()
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot count webhook deliveries for rate limiting: {exc}") from exc
+        return 0 if int(sent) <= per_minute else (minute + 1) * 60_000 - now_ms
+
     async def reschedule(
         self, delivery_id: str, *, next_ms: int, attempts: int, last_status: int | None, last_error: str | None
     ) -> DeliveryRecord | None:

@@ -118,6 +118,11 @@ class NotifierMetrics:
             "Deliveries in the dead-letter store (GET /v1/deliveries?status=failed).",
             registry=registry,
         )
+        self.rate_limited = Counter(
+            "fatigue_notifier_rate_limited_total",
+            "Deliveries held back to the next minute by a subscription's rate_limit_per_minute.",
+            registry=registry,
+        )
         self.bad_records = Counter(
             "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
         )

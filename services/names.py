@@ -62,6 +62,10 @@ class RedisKeys:
         """One webhook delivery (JSON, see services/deliveries.py); id = its webhook-id."""
         return f"{self.prefix}delivery:{delivery_id}"
 
+    def rate_window(self, subscription_id: str, minute: int) -> str:
+        """Deliveries sent to one subscription in one clock minute (expires)."""
+        return f"{self.prefix}rate:{subscription_id}:{minute}"
+
     def deliveries_due(self) -> str:
         """Sorted set delivery id -> next attempt time (ms) of pending deliveries (or claim expiry)."""
         return f"{self.prefix}deliveries:due"

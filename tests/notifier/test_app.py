@@ -379,3 +379,27 @@ def _read_until(stream: Any, marker: str) -> bool:
         if marker in line:
             return True
     return False
+
+
+async def test_rate_limit_holds_the_rest_for_the_next_minute(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver, redis_client: Redis
+) -> None:
+    subs = SubscriptionStore(redis_client, notifier_settings.keys)
+    await subs.update(subscription.id, {"rate_limit_per_minute": 2})
+    actions = [make_action(customer_id=f"cust-{i}") for i in range(4)]
+    # The limit counts per clock minute: start well inside one so the test does not straddle two.
+    second = time.time() % 60
+    if second > 30:
+        await asyncio.sleep(61 - second)
+    await publish(notifier_settings, *actions)
+    registry = CollectorRegistry()
+    async with running(notifier_settings, registry) as task:
+        await wait_until(lambda: len(receiver.received) >= 2, task, "two deliveries")
+        await wait_until(lambda: (registry.get_sample_value("fatigue_notifier_rate_limited_total") or 0) >= 2,
+                         task, "two deliveries held back")
+    assert len(receiver.received) == 2  # the other two wait for the next clock minute
+    pending = await store_of(redis_client, notifier_settings).list("pending")
+    assert len(pending) == 2
+    next_minute_ms = (int(time.time() * 1000) // 60_000 + 1) * 60_000
+    assert all(p.last_error == "held back by rate_limit_per_minute" and p.attempts == 0 for p in pending)
+    assert all(p.next_attempt_at_ms is not None and p.next_attempt_at_ms <= next_minute_ms for p in pending)

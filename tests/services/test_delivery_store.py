@@ -100,3 +100,12 @@ async def test_list_pending_soonest_first(store: DeliveryStore) -> None:
     await store.schedule([record("msg_b", due_ms=NOW_MS + 2), record("msg_a", due_ms=NOW_MS + 1)])
     assert [r.id for r in await store.list("pending")] == ["msg_a", "msg_b"]
     assert await store.get("msg_none") is None
+
+
+async def test_rate_slots_count_per_clock_minute(redis_client: Redis, unique: str) -> None:
+    store = DeliveryStore(redis_client, RedisKeys(f"t{unique}:"))
+    minute_ms = 1_790_000_040_000 - 1_790_000_040_000 % 60_000
+    waits = [await store.take_rate_slot("sub_r", 2, minute_ms + 1_000 * i) for i in range(3)]
+    assert waits == [0, 0, 60_000 - 2_000]  # the third send waits for the next minute
+    assert await store.take_rate_slot("sub_r", 2, minute_ms + 60_000) == 0  # a new minute, a new window
+    assert await store.take_rate_slot("sub_other", 2, minute_ms + 5_000) == 0  # per subscription
