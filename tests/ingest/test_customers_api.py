@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import httpx
@@ -47,17 +46,6 @@ SNAPSHOT = {  # the shape scorer/core/views.py writes
     "events_counted": 10,
     "score": 0.93,  # a field a later scorer may add: passed through
 }
-
-
-@pytest.fixture
-def settings(common_settings: CommonSettings) -> IngestSettings:
-    return ingest_settings_for(common_settings)
-
-
-@pytest.fixture
-async def api(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(settings) as client:
-        yield client
 
 
 async def test_profile_lands_on_the_profiles_topic(api: httpx.AsyncClient, settings: IngestSettings) -> None:

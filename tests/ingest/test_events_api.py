@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -24,17 +23,6 @@ from tests.ingest.helpers import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def settings(common_settings: CommonSettings) -> IngestSettings:
-    return ingest_settings_for(common_settings)
-
-
-@pytest.fixture
-async def api(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(settings) as client:
-        yield client
 
 
 async def published(settings: IngestSettings, expected: int) -> list[dict[str, Any]]:

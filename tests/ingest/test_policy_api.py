@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
@@ -13,7 +12,7 @@ from redis.asyncio import Redis
 from ingest.errors import ApiError
 from ingest.routers.policy import parse_if_match, policy_document, prefers_yaml
 from services.policy import DEFAULT_POLICY_FILE
-from services.settings import CommonSettings, IngestSettings
+from services.settings import IngestSettings
 from tests.ingest.helpers import AUTH, ingest_settings_for, running_api
 
 STRICT = "# tighter band for the pilot\nfrequency:\n  warn_above: 4\n  throttle_above: 5\n  recover_at_or_below: 2\n"
@@ -76,17 +75,6 @@ def test_yaml_bodies_are_taken_as_written(content_type: str) -> None:
 
 
 # ---- against a real Redis ----
-
-
-@pytest.fixture
-def settings(common_settings: CommonSettings) -> IngestSettings:
-    return ingest_settings_for(common_settings)
-
-
-@pytest.fixture
-async def api(settings: IngestSettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_api(settings) as client:
-        yield client
 
 
 @pytest.mark.integration
