@@ -15,9 +15,9 @@ the time — the API serves it from Redis without touching Kafka. Rules, in orde
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
+from services.contract import parse_rfc3339, to_ms
 from services.policy import Policy
 
 ALLOW, DEFER, DENY = "allow", "defer", "deny"
@@ -32,9 +32,7 @@ class Decision:
 
 
 def _ms(text: str | None) -> int | None:
-    if not text:
-        return None
-    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+    return to_ms(parse_rfc3339(text)) if text else None
 
 
 def _future(times: list[str], now_ms: int) -> list[int]:
