@@ -80,12 +80,17 @@ def _counted(touches: list[TouchRecord], policy: Policy) -> list[TouchRecord]:
     return [t for t in touches if t[3] not in policy.uncounted_kinds]
 
 
+def streak_length(state: CustomerState, policy: Policy) -> int:
+    """Counted touches since the customer's last response of any kind."""
+    since = state.last_response_ms if state.last_response_ms is not None else -1
+    return sum(1 for t in _counted(state.recent_touches, policy) if t[0] > since)
+
+
 def unanswered_streak(state: CustomerState, now_ms: int, policy: Policy, was_active: bool) -> Reason | None:
     signals = policy.signals
     if not signals.streak_enabled:
         return None
-    since = state.last_response_ms if state.last_response_ms is not None else -1
-    streak = sum(1 for t in _counted(state.recent_touches, policy) if t[0] > since)
+    streak = streak_length(state, policy)
     if streak >= signals.streak_touches:
         return Reason(rule="unanswered_streak", window="since_last_response", observed=streak,
                       threshold=signals.streak_touches)

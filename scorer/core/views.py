@@ -21,12 +21,9 @@ def _signals(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any
     latency = signals.latency_ratio(state, now_ms, policy)
     rate = signals.rate_drop(state, now_ms, policy, policy.signals.response_rate)
     engagement = signals.rate_drop(state, now_ms, policy, policy.signals.engagement)
-    since = state.last_response_ms if state.last_response_ms is not None else -1
     return {
         "active": list(state.active_rules),
-        "unanswered_streak": sum(
-            1 for t in state.recent_touches if t[0] > since and t[3] not in policy.uncounted_kinds
-        ),
+        "unanswered_streak": signals.streak_length(state, policy),
         "complaints": len(state.complaints_ms),
         "reply_latency_ratio": None if latency is None else round(latency[2], 2),
         "response_rate": None if rate is None else {"recent": round(rate[0], 3), "baseline": round(rate[1], 3)},
