@@ -56,13 +56,18 @@ def service_process(name: str, env: dict[str, str], log_dir: Path) -> Iterator[s
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop_process(proc, signal.SIGTERM, timeout_s=20)
+
+
+def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout_s: float) -> int:
+    """Send `sig`, wait up to `timeout_s`, then SIGKILL; return the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            return proc.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait(timeout=10)
 
 
 def event(

@@ -22,7 +22,7 @@ from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
 from services.embedded import free_port
-from tests.helpers import FAST_GROUP_ENV, over_contacted, wait_until
+from tests.helpers import FAST_GROUP_ENV, over_contacted, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -81,12 +81,7 @@ def stack_up(infra_env: dict[str, str], tmp_path: Path, unique: str) -> Iterator
     try:
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, signal.SIGINT, timeout_s=40)
         log.close()
 
 
