@@ -13,6 +13,7 @@ from ingest.dedup import DedupStore
 from ingest.errors import ApiError
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
+from services.endpoint_health import EndpointHealthStore
 from services.metrics import IngestMetrics
 from services.policy_store import PolicyStore
 from services.settings import ApiKey, IngestSettings
@@ -90,3 +91,10 @@ DedupDep = Annotated[DedupStore, Depends(get_dedup)]
 SnapshotsDep = Annotated[SnapshotReader, Depends(get_snapshots)]
 SubscriptionsDep = Annotated[SubscriptionStore, Depends(get_subscriptions)]
 PolicyStoreDep = Annotated[PolicyStore, Depends(get_policy_store)]
+
+
+def get_endpoint_health(redis: RedisDep, settings: SettingsDep) -> EndpointHealthStore:
+    return EndpointHealthStore(redis, settings.keys)
+
+
+EndpointHealthDep = Annotated[EndpointHealthStore, Depends(get_endpoint_health)]

@@ -6,7 +6,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from services.contract import FreeId, Identifier, Stage, Tier
 from services.names import ACTION_THROTTLE, ACTION_TYPES
@@ -173,6 +173,16 @@ class FiltersIn(BaseModel):
     _dedupe = field_validator("tiers", "stages", "owner_rep_ids", "customer_ids")(_unique_values)
 
 
+class DigestIn(BaseModel):
+    """Storm limit per owner rep: the first `after` alerts for one rep in each clock-aligned window of
+    `window_minutes` go out one by one; the rest come as one digest when the window ends."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    after: int = Field(default=5, ge=1, le=1000, description="Alerts per rep and window sent on their own.")
+    window_minutes: int = Field(default=10, ge=1, le=1440, description="Window length in minutes (clock-aligned).")
+
+
 class SubscriptionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -184,6 +194,11 @@ class SubscriptionIn(BaseModel):
     filters: FiltersIn = Field(default_factory=FiltersIn)
     rate_limit_per_minute: int | None = Field(default=None, ge=1, description="At most this many deliveries a minute.")
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    digest: DigestIn | None = Field(
+        default=None,
+        description="Per-rep storm limit. Left out: chat formats get {after: 5, window_minutes: 10}, standard "
+        "none; null: every alert on its own.",
+    )
     secret: ProviderSecret | None = Field(
         default=None,
         description="Only for feishu/dingtalk: the signing secret the bot shows. Otherwise one is generated.",
@@ -203,7 +218,12 @@ class SubscriptionIn(BaseModel):
 
 
 class SubscriptionPatch(BaseModel):
-    """Fields left out stay as they are; `null` clears `rate_limit_per_minute` and `description` only."""
+    """Fields left out stay as they are; `null` clears `rate_limit_per_minute`, `description` and `digest`.
+
+    `enabled: true` re-enables a subscription (disabled by the notifier or by hand) and forgets its
+    endpoint's failures; `enabled: false` disables it: its deliveries are dead-lettered unsent until
+    it is enabled again (then POST /v1/subscriptions/{id}/replay sends them).
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -213,10 +233,12 @@ class SubscriptionPatch(BaseModel):
     filters: FiltersIn | None = None
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
+    digest: DigestIn | None = None
+    enabled: bool | None = None
 
     _dedupe = field_validator("events")(_unique_values)
 
-    @field_validator("url", "events", "format", "filters", mode="before")
+    @field_validator("url", "events", "format", "filters", "enabled", mode="before")
     @classmethod
     def _not_null(cls, value: Any) -> Any:
         """Runs only for fields sent (defaults are not validated): null is refused, leaving out is fine."""
@@ -241,6 +263,29 @@ class FiltersOut(BaseModel):
     customer_ids: list[str]
 
 
+class DigestOut(BaseModel):
+    after: int
+    window_minutes: int
+
+
+class EndpointHealthOut(BaseModel):
+    """What the notifier has seen of this subscription's endpoint (docs/webhooks.md, endpoint health)."""
+
+    state: Literal["healthy", "failing", "circuit_open", "disabled"] = Field(
+        description="healthy: the last attempt succeeded (or none yet); failing: recent attempts failed; "
+        "circuit_open: deliveries wait after consecutive failures; disabled: the subscription is disabled."
+    )
+    consecutive_failures: int
+    failing_since: datetime | None = Field(description="First failure since the last success.")
+    circuit_open_until: datetime | None = Field(
+        description="Deliveries are held back until then, then one probe goes through (past: probing)."
+    )
+    last_status: int | None = Field(description="HTTP status of the last failed attempt (null: no response).")
+    last_error: str | None
+    last_failure_at: datetime | None
+    last_success_at: datetime | None
+
+
 class SubscriptionOut(BaseModel):
     id: str
     url: str
@@ -248,8 +293,13 @@ class SubscriptionOut(BaseModel):
     format: str
     filters: FiltersOut
     rate_limit_per_minute: int | None
+    digest: DigestOut | None = Field(description="Per-rep storm limit; null: every alert on its own.")
     description: str | None
     created_at: datetime
+    enabled: bool
+    disabled_reason: str | None
+    disabled_at: datetime | None
+    health: EndpointHealthOut
     secret_rotation: SecretRotationOut
 
 
@@ -284,6 +334,19 @@ class TestDeliveryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: ActionType = Field(default=ACTION_THROTTLE, description="Which kind of sample action to send.")
+
+
+class ReplayIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    since: AwareDatetime | None = Field(
+        default=None, description="Only deliveries dead-lettered at or after this time (RFC 3339); null: all."
+    )
+
+
+class ReplayAccepted(BaseModel):
+    subscription_id: str
+    replayed: int = Field(description="Dead-lettered deliveries made pending again (due now, attempts reset).")
 
 
 class TestDeliveryAccepted(BaseModel):
@@ -321,7 +384,7 @@ class PolicyOut(BaseModel):
 
 # ---- webhook deliveries ----
 
-DeliveryStatus = Literal["pending", "delivered", "failed"]
+DeliveryStatus = Literal["pending", "delivered", "failed", "digested"]
 
 
 class DeliveryOut(BaseModel):
@@ -337,5 +400,8 @@ class DeliveryOut(BaseModel):
     next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
     last_status: int | None = Field(description="HTTP status of the last attempt; null when none came back.")
     last_error: str | None
+    digest_id: str | None = Field(
+        default=None, description="Status digested: the id of the digest delivery this action was folded into."
+    )
     created_at: datetime
     updated_at: datetime

@@ -22,10 +22,11 @@ from notifier.consumer import ActionConsumer
 from notifier.delivery import SenderConfig, WebhookSender
 from notifier.dispatch import Dispatcher
 from notifier.ledger import RedisLedger
-from notifier.retry import RetryPolicy
 from notifier.scheduler import DeliveryScheduler
 from services.deliveries import DeliveryStore
 from services.destinations import Resolver, system_resolver
+from services.digests import DigestStore
+from services.endpoint_health import CircuitConfig, EndpointHealthStore
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
 from services.metrics import NotifierMetrics
 from services.redisio import make_redis
@@ -70,12 +71,22 @@ def make_sender(
     settings: NotifierSettings, client: httpx.AsyncClient, metrics: NotifierMetrics, resolve: Resolver
 ) -> WebhookSender:
     config = SenderConfig(
-        policy=RetryPolicy(attempts=settings.delivery_attempts, base_s=settings.retry_base_s),
         timeout_s=settings.delivery_timeout_s,
         allow_private=settings.allow_private_destinations,
         allow_loopback=settings.allow_loopback_destinations,
     )
     return WebhookSender(client, config, metrics, resolve=resolve)
+
+
+def circuit_config(settings: NotifierSettings) -> CircuitConfig:
+    """The circuit breaker's settings; a probe holds the others back for as long as it may take."""
+    return CircuitConfig(
+        failure_threshold=settings.circuit_failure_threshold,
+        open_s=settings.circuit_open_s,
+        max_open_s=max(settings.circuit_open_max_s, settings.circuit_open_s),
+        probe_s=settings.delivery_timeout_s + LEASE_MARGIN_S,
+        disable_after_s=settings.endpoint_disable_after_s,
+    )
 
 
 async def _start_consumer(consumer: AIOKafkaConsumer, settings: NotifierSettings) -> None:
@@ -139,12 +150,15 @@ async def run(
         resources.push_async_callback(consumer.stop)
         subscriptions = SubscriptionStore(redis, settings.keys)
         ledger = RedisLedger(redis, settings.keys, settings.delivered_ttl_s)
-        store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s)
+        store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s,
+                              dead_letter_ttl_s=settings.dead_letter_ttl_s)
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics)
         scheduler = DeliveryScheduler(
             store, subscriptions, ledger, make_sender(settings, client, metrics, resolve), metrics,
+            EndpointHealthStore(redis, settings.keys, circuit_config(settings)), DigestStore(redis, settings.keys),
             schedule_s=settings.retry_schedule_s, lease_s=settings.delivery_timeout_s + LEASE_MARGIN_S,
-            concurrency=settings.delivery_concurrency, poll_s=settings.scheduler_poll_s,
+            concurrency=settings.delivery_concurrency, per_endpoint=settings.delivery_concurrency_per_endpoint,
+            poll_s=settings.scheduler_poll_s,
         )
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s

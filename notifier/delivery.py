@@ -1,8 +1,10 @@
-"""The HTTP sender: one action to one subscription, signed, with retries.
+"""The HTTP sender: one attempt of one action to one subscription, signed.
 
 Each attempt re-checks the destination (DNS may have changed since the subscription was created),
 builds the request for the subscription's format with a fresh timestamp (`build_request`, pure)
-and POSTs it. The result says what happened; nothing here raises for a failed delivery.
+and POSTs it. The outcome says what happened and whether another attempt may succeed; nothing
+here raises for a failed delivery and nothing here waits to retry: retries are scheduled durably
+by notifier/scheduler.py on `retry_schedule_s` (`retry.next_delay_s`).
 """
 
 from __future__ import annotations
@@ -10,10 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import random
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -77,7 +78,6 @@ class AttemptFailed(DeliveryFailed):
 
 @dataclass(frozen=True)
 class SenderConfig:
-    policy: retry.RetryPolicy
     timeout_s: float
     allow_private: bool
     allow_loopback: bool
@@ -135,7 +135,7 @@ def action_age_s(action: Action, now_s: float) -> float | None:
 
 
 class WebhookSender:
-    """Delivers actions over HTTP. `clock`, `sleep`, `jitter` and `resolve` are injectable for tests."""
+    """Sends actions over HTTP, one attempt at a time. `clock` and `resolve` are injectable for tests."""
 
     def __init__(
         self,
@@ -145,16 +145,12 @@ class WebhookSender:
         *,
         resolve: Resolver = system_resolver,
         clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-        jitter: Callable[[], float] = random.random,
     ) -> None:
         self._client = client
         self._config = config
         self._metrics = metrics
         self._resolve = resolve
         self._clock = clock
-        self._sleep = sleep
-        self._jitter = jitter
 
     async def attempt(self, sub: Subscription, action: Action) -> AttemptOutcome:
         """One HTTP attempt (destination checked, freshly signed); counts it in the attempts metric.
@@ -175,24 +171,6 @@ class WebhookSender:
                                   retry_after_s=exc.retry_after_s)
         self._metrics.attempts.labels(result=retry.status_class(status)).inc()
         return AttemptOutcome(Outcome.DELIVERED, status=status)
-
-    async def deliver(self, sub: Subscription, action: Action) -> DeliveryResult:
-        """Send in process until delivered, refused, permanently failed or out of attempts.
-
-        The notifier itself schedules attempts durably (notifier/scheduler.py); this loop serves
-        callers that want one delivery now, with `config.policy`.
-        """
-        msg_id = signing.webhook_id(action["action_id"], sub.id)
-        base = DeliveryResult(sub.id, sub.url, action["action_id"], msg_id, Outcome.FAILED, attempts=0)
-        policy = self._config.policy
-        for attempt in range(1, policy.attempts + 1):
-            got = await self.attempt(sub, action)
-            attempts = attempt if got.sent else attempt - 1
-            result = replace(base, outcome=got.outcome, attempts=attempts, status=got.status, error=got.error)
-            if got.outcome is not Outcome.FAILED or not got.retriable or attempt == policy.attempts:
-                return self.finish(action, result)
-            await self._sleep(policy.delay_s(attempt, self._jitter(), got.retry_after_s))
-        raise AssertionError("unreachable: the loop returns on its last attempt")  # pragma: no cover
 
     async def _check_destination(self, url: str) -> None:
         """check_destination resolves the host with a blocking call: run it in a thread."""
@@ -225,9 +203,9 @@ class WebhookSender:
             raise AttemptFailed(f"request failed: {exc!r}", retriable=False, result="error") from exc
         return check_status(status, retry_after)
 
-    def finish(self, action: Action, result: DeliveryResult) -> DeliveryResult:
-        """Count a finished delivery (and its age when delivered); return it."""
-        self._metrics.deliveries.labels(outcome=result.outcome.value).inc()
+    def finish(self, action: Action, result: DeliveryResult, format_name: str) -> DeliveryResult:
+        """Count a finished delivery by outcome and subscription format (and its age when delivered)."""
+        self._metrics.deliveries.labels(outcome=result.outcome.value, format=format_name).inc()
         if result.outcome is Outcome.DELIVERED:
             age_s = action_age_s(action, self._clock())
             if age_s is not None:

@@ -78,17 +78,18 @@ class Dispatcher:
             log.warning("skipping undecodable action record %s: %s", origin, exc)
             return []
         now_ms = int(self._clock() * 1000)
-        records = [DeliveryRecord.new(webhook_id(action["action_id"], sub.id), action, sub.id, now_ms)
-                   for sub in await self._recipients(action)
-                   if not await self._already_delivered(action, sub)]
+        subs = [sub for sub in await self._recipients(action) if not await self._already_delivered(action, sub)]
+        records = [DeliveryRecord.new(webhook_id(action["action_id"], sub.id), action, sub.id, now_ms) for sub in subs]
         scheduled = await self._queue.schedule(records)
-        for _ in range(len(records) - len(scheduled)):
-            self._metrics.deliveries.labels(outcome="duplicate").inc()
+        new = set(scheduled)
+        for sub, rec in zip(subs, records, strict=True):
+            if rec.id not in new:
+                self._metrics.deliveries.labels(outcome="duplicate", format=sub.format).inc()
         return scheduled
 
     async def _already_delivered(self, action: Action, sub: Subscription) -> bool:
         if await self._ledger.seen(action["action_id"], sub.id):
-            self._metrics.deliveries.labels(outcome="duplicate").inc()
+            self._metrics.deliveries.labels(outcome="duplicate", format=sub.format).inc()
             log.info("action %s already delivered to %s; skipped", action["action_id"], sub.id)
             return True
         return False

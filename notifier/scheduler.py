@@ -1,19 +1,30 @@
 """The sending side of the notifier: claim due deliveries from Redis, make one attempt each, record it.
 
+Before an attempt a claimed delivery passes, in order: the subscription still exists and is enabled
+(else dead-lettered without an attempt); the ledger (already sent before a crash: marked delivered);
+the per-rep storm limit (folded into a digest, services/digests.py); the per-endpoint concurrency
+cap, the subscription's rate limit and the endpoint's circuit breaker (services/endpoint_health.py)
+— these three only *defer* it, without spending an attempt.
+
 After an attempt a delivery is either delivered (ledger marked), rescheduled at the next step of
 the retry schedule (a longer `Retry-After` honoured), or dead-lettered (permanent failure, refused
-destination, deleted subscription, schedule spent). Deliveries run as separate tasks, at most
-`concurrency` at once, so a slow endpoint never holds back another one. A claim lasts `lease_s`:
-if this process dies mid-attempt, the delivery becomes due again after that (at-least-once).
+destination, schedule spent). Every HTTP attempt is recorded in the endpoint's health; an endpoint
+failing without a success for `disable_after_s` gets its subscription disabled.
+
+Deliveries run as separate tasks, at most `concurrency` at once and `per_endpoint` per subscription,
+so a slow endpoint never holds back another one. A claim lasts `lease_s`: if this process dies
+mid-attempt, the delivery becomes due again after that (at-least-once).
 """
 
 from __future__ import annotations
 
 import asyncio
+import builtins
 import contextlib
 import logging
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
@@ -21,9 +32,13 @@ from notifier.delivery import AttemptOutcome, DeliveryResult, Outcome
 from notifier.dispatch import SubscriptionSource, redact_url
 from notifier.ledger import DeliveryLedger
 from notifier.retry import next_delay_s
+from notifier.signing import webhook_id
 from services.actions import Action
 from services.deliveries import DeliveryRecord, DeliveryStore
+from services.digests import DigestStore, is_frozen
+from services.endpoint_health import STATES, EndpointHealthStore
 from services.metrics import NotifierMetrics
+from services.names import ACTION_DIGEST, ACTION_TYPES
 from services.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
@@ -36,23 +51,40 @@ class Attempter(Protocol):
         """One attempt; never raises for a failed delivery."""
         ...
 
-    def finish(self, action: Action, result: DeliveryResult) -> DeliveryResult:
+    def finish(self, action: Action, result: DeliveryResult, format_name: str) -> DeliveryResult:
         """Count a finished delivery."""
         ...
+
+
+class EndpointSubscriptions(SubscriptionSource, Protocol):
+    async def list(self) -> builtins.list[Subscription]:
+        """Every subscription (for the endpoint-state gauge)."""
+        ...
+
+    async def set_enabled(self, sub_id: str, enabled: bool, *, reason: str | None = None) -> Subscription | None:
+        """Disable (or enable) one subscription; None when it is gone."""
+        ...
+
+
+ENDPOINT_BUSY_DEFER_MS = 1_000
+"""A delivery to an endpoint already at its concurrency cap looks again this much later."""
 
 
 class DeliveryScheduler:
     def __init__(
         self,
         store: DeliveryStore,
-        subscriptions: SubscriptionSource,
+        subscriptions: EndpointSubscriptions,
         ledger: DeliveryLedger,
         sender: Attempter,
         metrics: NotifierMetrics,
+        health: EndpointHealthStore,
+        digests: DigestStore,
         *,
         schedule_s: Sequence[float],
         lease_s: float,
         concurrency: int = 32,
+        per_endpoint: int = 4,
         poll_s: float = 0.2,
         jitter: Callable[[], float] = random.random,
         monotonic: Callable[[], float] = time.monotonic,
@@ -62,9 +94,13 @@ class DeliveryScheduler:
         self._ledger = ledger
         self._sender = sender
         self._metrics = metrics
+        self._health = health
+        self._digests = digests
         self._schedule_s = list(schedule_s)
         self._lease_ms = int(lease_s * 1000)
         self._concurrency = concurrency
+        self._per_endpoint = per_endpoint
+        self._busy: Counter[str] = Counter()
         self._poll_s = poll_s
         self._jitter = jitter
         self._monotonic = monotonic
@@ -98,20 +134,56 @@ class DeliveryScheduler:
         self._gauges_at = self._monotonic()
         self._metrics.pending_deliveries.set(await self._store.count("pending"))
         self._metrics.dead_letter_deliveries.set(await self._store.count("failed"))
+        subs = await self._subscriptions.list()
+        health = await self._health.get_many(sub.id for sub in subs)
+        states = Counter(health[sub.id].state(enabled=sub.enabled) for sub in subs)
+        for state in STATES:
+            self._metrics.endpoints.labels(state=state).set(states[state])
 
     async def _process(self, rec: DeliveryRecord) -> None:
-        action = rec.action
+        """One claimed delivery, within the per-endpoint cap (checked and taken before any await)."""
+        sub_id = rec.subscription_id
+        if self._busy[sub_id] >= self._per_endpoint:
+            await self._defer(rec, ENDPOINT_BUSY_DEFER_MS, "endpoint_busy",
+                              f"held back: {self._per_endpoint} deliveries to this endpoint in flight")
+            return
+        self._busy[sub_id] += 1
+        try:
+            await self._process_claimed(rec)
+        finally:
+            self._busy[sub_id] -= 1
+            if not self._busy[sub_id]:
+                del self._busy[sub_id]
+
+    async def _process_claimed(self, rec: DeliveryRecord) -> None:
         sub = await self._subscriptions.get(rec.subscription_id)
         if sub is None:
-            await self._dead_letter(rec, DeliveryResult(
-                rec.subscription_id, "", action["action_id"], rec.id, Outcome.FAILED, rec.attempts,
-                error="the subscription no longer exists"))
+            await self._dead_letter(rec, _unsent(rec, "the subscription no longer exists"))
             return
-        if await self._ledger.seen(action["action_id"], sub.id):  # sent before a crash, ledger marked
+        if not sub.enabled:
+            reason = f"the subscription is disabled ({sub.disabled_reason or 'no reason given'})"
+            await self._dead_letter(rec, _unsent(rec, reason, url=sub.url), sub.format)
+            return
+        if await self._ledger.seen(rec.action["action_id"], sub.id):  # sent before a crash, ledger marked
             await self._store.mark_delivered(rec.id, attempts=rec.attempts, last_status=rec.last_status)
             return
+        if await self._folded(rec, sub):
+            return
+        if rec.action["type"] == ACTION_DIGEST and not is_frozen(rec.action):
+            frozen = await self._freeze_digest(rec, sub)
+            if frozen is None:
+                return
+            rec = frozen
         if sub.rate_limit_per_minute and await self._rate_limited(rec, sub):
             return
+        wait_ms = await self._health.gate(sub.id, self._store.now_ms())
+        if wait_ms:
+            await self._defer(rec, wait_ms, "circuit_open", "held back: the endpoint's circuit is open")
+            return
+        await self._attempt(rec, sub)
+
+    async def _attempt(self, rec: DeliveryRecord, sub: Subscription) -> None:
+        action = rec.action
         got = await self._sender.attempt(sub, action)
         attempts = rec.attempts + (1 if got.sent else 0)
         result = DeliveryResult(sub.id, sub.url, action["action_id"], rec.id, got.outcome, attempts,
@@ -119,11 +191,15 @@ class DeliveryScheduler:
         if got.outcome is Outcome.DELIVERED:
             await self._ledger.mark(action["action_id"], sub.id)
             await self._store.mark_delivered(rec.id, attempts=attempts, last_status=got.status)
-            self._sender.finish(action, result)
+            if await self._health.record_success(sub.id, self._store.now_ms()):
+                log.info("endpoint %s of subscription %s answers again: circuit closed", redact_url(sub.url), sub.id)
+            self._sender.finish(action, result, sub.format)
             return
+        if got.sent:
+            await self._record_failure(sub, got)
         delay_s = next_delay_s(self._schedule_s, attempts, self._jitter(), got.retry_after_s) if got.retriable else None
         if delay_s is None:
-            await self._dead_letter(rec, result)
+            await self._dead_letter(rec, result, sub.format)
             return
         self._metrics.retries.inc()
         next_ms = self._store.now_ms() + int(delay_s * 1000)
@@ -132,6 +208,44 @@ class DeliveryScheduler:
         log.info("webhook %s attempt %d to %s failed (%s); next in %.1fs",
                  rec.id, attempts, redact_url(sub.url), got.error, delay_s)
 
+    async def _record_failure(self, sub: Subscription, got: AttemptOutcome) -> None:
+        verdict = await self._health.record_failure(sub.id, self._store.now_ms(), status=got.status, error=got.error)
+        if verdict.opened:
+            self._metrics.circuit_opened.inc()
+            log.warning("endpoint %s of subscription %s failed %d times in a row (%s): circuit open until %s",
+                        redact_url(sub.url), sub.id, verdict.failures, got.error, verdict.open_until_ms)
+        if verdict.disable and sub.enabled:
+            hours = self._health.config.disable_after_s / 3600
+            reason = f"failing for {hours:g} h without a successful delivery (last: {got.error})"
+            if await self._subscriptions.set_enabled(sub.id, False, reason=reason) is not None:
+                self._metrics.endpoints_disabled.inc()
+                log.error("subscription %s disabled: endpoint %s %s; re-enable it with PATCH "
+                          "/v1/subscriptions/%s {\"enabled\": true}", sub.id, redact_url(sub.url), reason, sub.id)
+
+    async def _folded(self, rec: DeliveryRecord, sub: Subscription) -> bool:
+        """Over the rep's storm limit: the alert goes into its window's digest instead."""
+        action = rec.action
+        if sub.digest is None or action.get("test") or action["type"] not in ACTION_TYPES:
+            return False
+        digest_delivery = await self._digests.fold(sub.id, sub.digest, action, self._store.now_ms(),
+                                                   lambda digest_id: webhook_id(digest_id, sub.id))
+        if digest_delivery is None:
+            return False
+        await self._store.mark_digested(rec.id, digest_id=digest_delivery)
+        self._metrics.digested.labels(format=sub.format).inc()
+        return True
+
+    async def _freeze_digest(self, rec: DeliveryRecord, sub: Subscription) -> DeliveryRecord | None:
+        """Fix a due digest's content in its record (every retry sends the same); None: not to send."""
+        digest = await self._digests.freeze(rec.action)  # type: ignore[arg-type]
+        if not digest["total"]:  # its window's items expired unsent: nothing to say
+            await self._dead_letter(rec, _unsent(rec, "the digest's alerts expired", url=sub.url), sub.format)
+            return None
+        frozen = await self._store.replace_action(rec.id, digest)  # type: ignore[arg-type]
+        if frozen is not None:
+            await self._digests.forget_items(digest["action_id"])
+        return frozen
+
     async def _rate_limited(self, rec: DeliveryRecord, sub: Subscription) -> bool:
         """Over the subscription's per-minute limit: wait for the next minute (not an attempt)."""
         assert sub.rate_limit_per_minute is not None
@@ -139,16 +253,29 @@ class DeliveryScheduler:
         wait_ms = await self._store.take_rate_slot(sub.id, sub.rate_limit_per_minute, now_ms)
         if not wait_ms:
             return False
-        self._metrics.rate_limited.inc()
-        await self._store.reschedule(rec.id, next_ms=now_ms + wait_ms, attempts=rec.attempts,
-                                     last_status=rec.last_status, last_error="held back by rate_limit_per_minute")
+        await self._defer(rec, wait_ms, "rate_limit", "held back by rate_limit_per_minute", now_ms=now_ms)
         return True
 
-    async def _dead_letter(self, rec: DeliveryRecord, result: DeliveryResult) -> None:
+    async def _defer(
+        self, rec: DeliveryRecord, wait_ms: int, reason: str, note: str, now_ms: int | None = None
+    ) -> None:
+        """Due again `wait_ms` after `now_ms` (default: now), without spending an attempt."""
+        self._metrics.deferred.labels(reason=reason).inc()
+        start_ms = self._store.now_ms() if now_ms is None else now_ms
+        await self._store.reschedule(rec.id, next_ms=start_ms + wait_ms, attempts=rec.attempts,
+                                     last_status=rec.last_status, last_error=note)
+
+    async def _dead_letter(self, rec: DeliveryRecord, result: DeliveryResult, format_name: str = "unknown") -> None:
         await self._store.mark_failed(rec.id, attempts=result.attempts, last_status=result.status,
                                       last_error=result.error)
-        self._sender.finish(rec.action, result)
+        self._sender.finish(rec.action, result, format_name)
         _log_undelivered(rec.action, result)
+
+
+def _unsent(rec: DeliveryRecord, error: str, url: str = "") -> DeliveryResult:
+    """The result of a delivery given up without an attempt."""
+    return DeliveryResult(rec.subscription_id, url, rec.action["action_id"], rec.id, Outcome.FAILED,
+                          rec.attempts, status=rec.last_status, error=error)
 
 
 def _reap(inflight: set[asyncio.Task[None]]) -> None:

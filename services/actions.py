@@ -39,6 +39,41 @@ class Action(TypedDict):
     subscription_id: NotRequired[str]  # deliver to this subscription only (test deliveries)
 
 
+class DigestItem(TypedDict):
+    """One alert folded into a digest: enough for the rep to act on it without the full action."""
+
+    action_id: str
+    type: str  # one of names.ACTION_TYPES
+    customer_id: str
+    at: str
+    suggestion: str
+    reasons: list[Reason]
+    pause_until: NotRequired[str]
+
+
+class Digest(TypedDict):
+    """One rep's alerts beyond a subscription's storm limit in one window, sent as one message.
+
+    Made by the notifier (never published on the actions topic); delivered like an action, with
+    `type` = names.ACTION_DIGEST and a stable `action_id` per (subscription, rep, window).
+    """
+
+    v: int
+    action_id: str
+    type: str  # names.ACTION_DIGEST
+    at: str  # RFC 3339, UTC: the end of the window
+    owner_rep_id: str | None
+    window_start: str
+    window_end: str
+    total: int  # alerts folded in
+    by_type: dict[str, int]  # alerts per action type
+    items: list[DigestItem]  # the first DIGEST_ITEMS_MAX, oldest first
+    omitted: int  # total - len(items)
+
+
+DIGEST_ITEMS_MAX = 50
+
+
 def encode_action(action: Action) -> bytes:
     return json.dumps(action, separators=(",", ":"), ensure_ascii=False).encode()
 

@@ -5,7 +5,11 @@ scheduling the same pair twice keeps the first record. Pending deliveries sit in
 next attempt time; a worker *claims* due ones by pushing their time `lease_ms` into the future,
 so a worker that dies mid-attempt loses its claim and the delivery becomes due again
 (at-least-once: receivers de-duplicate by webhook-id). Failed deliveries (permanent error or out
-of attempts) are kept in a dead-letter set until retried; delivered ones expire after a TTL.
+of attempts) are kept in a dead-letter set, and in one per subscription (for listing and replaying a
+subscription's dead letters), until retried or until `dead_letter_ttl_s` after they failed. Delivered
+ones, and *digested* ones (folded into a digest delivery instead of being sent, see
+services/digests.py), expire `delivered_ttl_s` after that. The status sets are trimmed by score when
+they grow and readers drop ids whose record has expired.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from __future__ import annotations
 import builtins
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
@@ -25,8 +29,13 @@ from services.actions import Action
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
 
-Status = Literal["pending", "delivered", "failed"]
-STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed")
+Status = Literal["pending", "delivered", "failed", "digested"]
+STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed", "digested")
+BY_SUBSCRIPTION: tuple[Status, ...] = ("failed",)
+"""The statuses `list` can filter by subscription (an index per subscription exists only for these)."""
+
+_REPLAY_BATCH = 100
+"""Records replayed per Redis transaction (each one WATCHes that many record keys)."""
 
 # KEYS[1] = due set, KEYS[2] = record key; ARGV = record JSON, due ms, id. 1 if scheduled.
 _SCHEDULE = """
@@ -60,13 +69,18 @@ class DeliveryRecord:
     updated_at_ms: int
     last_status: int | None = None
     last_error: str | None = None
+    digest_id: str | None = None
+    """Status digested: the id of the digest delivery the action was folded into."""
 
     @classmethod
     def new(cls, delivery_id: str, action: Action, subscription_id: str, now_ms: int) -> DeliveryRecord:
         return cls(delivery_id, action, subscription_id, "pending", 0, now_ms, now_ms, now_ms)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), separators=(",", ":"), ensure_ascii=False)
+        fields = asdict(self)
+        if fields["digest_id"] is None:  # records without it read the same with older code
+            del fields["digest_id"]
+        return json.dumps(fields, separators=(",", ":"), ensure_ascii=False)
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> DeliveryRecord:
@@ -76,16 +90,18 @@ class DeliveryRecord:
 class DeliveryStore:
     """Deliveries on Redis under `keys`. Every method raises StoreUnavailable when Redis fails.
 
-    `delivered_ttl_s`: how long a delivered record stays readable. `clock`: seconds since the epoch.
+    `delivered_ttl_s`: how long a delivered or digested record stays readable. `dead_letter_ttl_s`:
+    how long a failed record stays (a retry makes it permanent again). `clock`: seconds since the epoch.
     """
 
     def __init__(
         self, redis: Redis, keys: RedisKeys, *, delivered_ttl_s: int = 7 * 24 * 3600,
-        clock: Callable[[], float] = time.time,
+        dead_letter_ttl_s: int = 30 * 24 * 3600, clock: Callable[[], float] = time.time,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = delivered_ttl_s
+        self._dead_letter_ttl_s = dead_letter_ttl_s
         self._clock = clock
         self._schedule = redis.register_script(_SCHEDULE)
         self._claim = redis.register_script(_CLAIM)
@@ -159,25 +175,47 @@ class DeliveryStore:
                    "last_status": last_status, "last_error": None}
 
         def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
-            delivered = self._keys.deliveries_delivered()
-            pipe.zrem(self._keys.deliveries_due(), rec.id)
-            pipe.zadd(delivered, {rec.id: now_ms})
-            pipe.zremrangebyscore(delivered, "-inf", now_ms - self._ttl_s * 1000)
-            pipe.expire(self._keys.delivery(rec.id), self._ttl_s)
+            self._finish(pipe, rec, self._keys.deliveries_delivered(), now_ms)
 
         return await self._transition(delivery_id, changes, move, only_from=("pending",))
+
+    async def mark_digested(self, delivery_id: str, *, digest_id: str) -> DeliveryRecord | None:
+        """Folded into the digest delivery `digest_id` instead of being sent: off the due set, into the
+        digested set; the record expires after the delivered TTL. None unless it was pending."""
+        now_ms = self.now_ms()
+        changes = {"status": "digested", "next_attempt_at_ms": None, "digest_id": digest_id}
+
+        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
+            self._finish(pipe, rec, self._keys.deliveries_digested(), now_ms)
+
+        return await self._transition(delivery_id, changes, move, only_from=("pending",))
+
+    async def replace_action(self, delivery_id: str, action: Mapping[str, Any]) -> DeliveryRecord | None:
+        """A pending delivery's action replaced (status, attempts, due time and claim unchanged).
+
+        None unless it is pending. Used to fix a digest's content before its first attempt.
+        """
+        changes = {"action": cast(Action, dict(action))}
+        return await self._transition(delivery_id, changes, lambda pipe, rec: None, only_from=("pending",))
 
     async def mark_failed(
         self, delivery_id: str, *, attempts: int, last_status: int | None, last_error: str | None
     ) -> DeliveryRecord | None:
-        """Dead-lettered: off the due set, into the failed set until retried."""
+        """Dead-lettered: off the due set, into the failed sets (global and the subscription's) until
+        retried; the record expires after the dead-letter TTL."""
         now_ms = self.now_ms()
         changes = {"status": "failed", "attempts": attempts, "next_attempt_at_ms": None,
                    "last_status": last_status, "last_error": last_error}
 
         def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
+            ttl_s = self._dead_letter_ttl_s
+            by_subscription = self._keys.deliveries_failed_by_subscription(rec.subscription_id)
             pipe.zrem(self._keys.deliveries_due(), rec.id)
-            pipe.zadd(self._keys.deliveries_failed(), {rec.id: now_ms})
+            for key in (self._keys.deliveries_failed(), by_subscription):
+                pipe.zadd(key, {rec.id: now_ms})
+                pipe.zremrangebyscore(key, "-inf", now_ms - ttl_s * 1000)
+            pipe.expire(by_subscription, ttl_s)  # outlives its newest member's record: gone once all are
+            pipe.expire(self._keys.delivery(rec.id), ttl_s)
 
         return await self._transition(delivery_id, changes, move, only_from=("pending",))
 
@@ -190,10 +228,27 @@ class DeliveryStore:
         changes = {"status": "pending", "attempts": 0, "next_attempt_at_ms": now_ms}
 
         def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
-            pipe.zrem(self._keys.deliveries_failed(), rec.id)
-            pipe.zadd(self._keys.deliveries_due(), {rec.id: now_ms})
+            self._back_to_pending(pipe, rec, now_ms)
 
         return await self._transition(delivery_id, changes, move, only_from=("failed",), strict=True)
+
+    async def replay_failed(self, subscription_id: str, since_ms: int | None = None, limit: int = 10_000) -> int:
+        """Every dead letter of one subscription (dead-lettered at or after `since_ms`; the oldest
+        `limit`) back to pending as `retry` does. Returns how many were replayed.
+
+        Each record moves atomically (WATCH, in batches of _REPLAY_BATCH); records no longer failed
+        by then (retried or expired meanwhile) are skipped and not counted.
+        """
+        if limit <= 0:
+            return 0
+        try:
+            ids = await self._failed_ids(subscription_id, since_ms, limit)
+            replayed = 0
+            for start in range(0, len(ids), _REPLAY_BATCH):
+                replayed += await self._replay_batch(subscription_id, ids[start:start + _REPLAY_BATCH])
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot replay webhook deliveries of {subscription_id}: {exc}") from exc
+        return replayed
 
     async def get(self, delivery_id: str) -> DeliveryRecord | None:
         try:
@@ -202,9 +257,19 @@ class DeliveryStore:
             raise StoreUnavailable(f"cannot read webhook delivery: {exc}") from exc
         return DeliveryRecord.from_json(raw) if raw else None
 
-    async def list(self, status: Status, limit: int = 100, offset: int = 0) -> list[DeliveryRecord]:
-        """Pending: soonest next attempt first; failed and delivered: most recent first."""
-        key = self._status_key(status)
+    async def list(
+        self, status: Status, limit: int = 100, offset: int = 0, subscription_id: str | None = None
+    ) -> builtins.list[DeliveryRecord]:
+        """Pending: soonest next attempt first; the others: most recent first.
+
+        `subscription_id`: that subscription's only, for a status in BY_SUBSCRIPTION (ValueError otherwise).
+        """
+        if subscription_id is None:
+            key = self._status_key(status)
+        elif status in BY_SUBSCRIPTION:
+            key = self._keys.deliveries_failed_by_subscription(subscription_id)
+        else:
+            raise ValueError(f"deliveries can be listed by subscription only with status {', '.join(BY_SUBSCRIPTION)}")
         try:
             ids = await self._redis.zrange(key, offset, offset + limit - 1, desc=status != "pending")
             return await self._records([str(i) for i in ids], drop_from=key)
@@ -219,7 +284,52 @@ class DeliveryStore:
 
     def _status_key(self, status: Status) -> str:
         return {"pending": self._keys.deliveries_due(), "failed": self._keys.deliveries_failed(),
-                "delivered": self._keys.deliveries_delivered()}[status]
+                "delivered": self._keys.deliveries_delivered(), "digested": self._keys.deliveries_digested()}[status]
+
+    def _finish(self, pipe: Pipeline, rec: DeliveryRecord, done: str, now_ms: int) -> None:
+        """Off the due set into the `done` set (trimmed by score); the record expires after the TTL."""
+        pipe.zrem(self._keys.deliveries_due(), rec.id)
+        pipe.zadd(done, {rec.id: now_ms})
+        pipe.zremrangebyscore(done, "-inf", now_ms - self._ttl_s * 1000)
+        pipe.expire(self._keys.delivery(rec.id), self._ttl_s)
+
+    def _back_to_pending(self, pipe: Pipeline, rec: DeliveryRecord, now_ms: int) -> None:
+        """A failed record (already rewritten as pending) off the failed sets, due at `now_ms`, kept for good."""
+        pipe.persist(self._keys.delivery(rec.id))
+        pipe.zrem(self._keys.deliveries_failed(), rec.id)
+        pipe.zrem(self._keys.deliveries_failed_by_subscription(rec.subscription_id), rec.id)
+        pipe.zadd(self._keys.deliveries_due(), {rec.id: now_ms})
+
+    async def _failed_ids(self, subscription_id: str, since_ms: int | None, limit: int) -> builtins.list[str]:
+        """Ids in the subscription's dead-letter index failed at or after `since_ms`, oldest first."""
+        index = self._keys.deliveries_failed_by_subscription(subscription_id)
+        low: int | str = "-inf" if since_ms is None else since_ms
+        ids = await self._redis.zrangebyscore(index, low, "+inf", start=0, num=limit)
+        return [str(i) for i in ids]
+
+    async def _replay_batch(self, subscription_id: str, ids: builtins.list[str]) -> int:
+        """`ids` still failed (and of that subscription) back to pending in one transaction; how many."""
+        index = self._keys.deliveries_failed_by_subscription(subscription_id)
+        record_keys = [self._keys.delivery(i) for i in ids]
+        replayed = [0]
+
+        async def update(pipe: Pipeline) -> None:
+            raws = await pipe.mget(record_keys)
+            now_ms = self.now_ms()
+            gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
+            records = [DeliveryRecord.from_json(raw) for raw in raws if raw is not None]
+            todo = [replace(rec, status="pending", attempts=0, next_attempt_at_ms=now_ms, updated_at_ms=now_ms)
+                    for rec in records if rec.status == "failed" and rec.subscription_id == subscription_id]
+            pipe.multi()
+            if gone:
+                pipe.zrem(index, *gone)
+            for new in todo:
+                pipe.set(self._keys.delivery(new.id), new.to_json(), keepttl=True)
+                self._back_to_pending(pipe, new, now_ms)
+            replayed[0] = len(todo)
+
+        await self._redis.transaction(update, *record_keys)
+        return replayed[0]
 
     async def _records(self, ids: builtins.list[str], drop_from: str) -> builtins.list[DeliveryRecord]:
         """The records of `ids` in order; ids whose record is gone (expired) are removed from `drop_from`."""

@@ -87,8 +87,9 @@ class NotifierMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.deliveries = Counter(
             "fatigue_notifier_deliveries_total",
-            "Webhook deliveries by outcome (delivered, failed, refused, duplicate).",
-            ["outcome"],
+            "Webhook deliveries finished, by outcome (delivered, failed, refused, duplicate) and subscription "
+            "format (standard, slack, …; unknown when the subscription is gone).",
+            ["outcome", "format"],
             registry=registry,
         )
         self.attempts = Counter(
@@ -118,9 +119,33 @@ class NotifierMetrics:
             "Deliveries in the dead-letter store (GET /v1/deliveries?status=failed).",
             registry=registry,
         )
-        self.rate_limited = Counter(
-            "fatigue_notifier_rate_limited_total",
-            "Deliveries held back to the next minute by a subscription's rate_limit_per_minute.",
+        self.deferred = Counter(
+            "fatigue_notifier_deferred_total",
+            "Deliveries held back without spending an attempt, by reason (rate_limit: the subscription's "
+            "rate_limit_per_minute; endpoint_busy: per-endpoint concurrency cap; circuit_open).",
+            ["reason"],
+            registry=registry,
+        )
+        self.digested = Counter(
+            "fatigue_notifier_digested_total",
+            "Alerts folded into a per-rep digest instead of being sent on their own, by subscription format.",
+            ["format"],
+            registry=registry,
+        )
+        self.circuit_opened = Counter(
+            "fatigue_notifier_circuit_opened_total",
+            "Times an endpoint's circuit opened after consecutive failed attempts (or a failed probe).",
+            registry=registry,
+        )
+        self.endpoints_disabled = Counter(
+            "fatigue_notifier_endpoints_disabled_total",
+            "Subscriptions disabled by the notifier because their endpoint kept failing.",
+            registry=registry,
+        )
+        self.endpoints = Gauge(
+            "fatigue_notifier_endpoints",
+            "Subscriptions by endpoint state (healthy, failing, circuit_open, disabled).",
+            ["state"],
             registry=registry,
         )
         self.bad_records = Counter(

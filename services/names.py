@@ -20,6 +20,8 @@ ACTION_THROTTLE = "fatigue.throttle"
 ACTION_RE_ENGAGE = "fatigue.re_engage"
 ACTION_RECOVERED = "fatigue.recovered"
 ACTION_TYPES = (ACTION_THROTTLE, ACTION_RE_ENGAGE, ACTION_RECOVERED)
+ACTION_DIGEST = "fatigue.digest"
+"""Made by the notifier, never on the actions topic: one rep's alerts over a storm limit, in one message."""
 
 # ---- Redis keys (prefix from settings: FATIGUE_REDIS_PREFIX, default "fatigue:") ----
 
@@ -77,6 +79,30 @@ class RedisKeys:
     def deliveries_delivered(self) -> str:
         """Sorted set delivery id -> time (ms) it was delivered (trimmed after the record TTL)."""
         return f"{self.prefix}deliveries:delivered"
+
+    def deliveries_failed_by_subscription(self, subscription_id: str) -> str:
+        """Sorted set delivery id -> time (ms) it was dead-lettered, one subscription's only (expires)."""
+        return f"{self.prefix}deliveries:failed:sub:{subscription_id}"
+
+    def deliveries_digested(self) -> str:
+        """Sorted set delivery id -> time (ms) it was folded into a digest (trimmed after the record TTL)."""
+        return f"{self.prefix}deliveries:digested"
+
+    def endpoint_health(self, subscription_id: str) -> str:
+        """Hash: one subscription's endpoint health (consecutive failures, circuit, last error)."""
+        return f"{self.prefix}endpoint:{subscription_id}"
+
+    def digest_admitted(self, subscription_id: str, owner_rep_id: str, window: int) -> str:
+        """Set of action ids sent one by one to a rep in one digest window (expires)."""
+        return f"{self.prefix}digest:admitted:{subscription_id}:{owner_rep_id}:{window}"
+
+    def digest_items(self, digest_id: str) -> str:
+        """Hash action id -> item JSON: the alerts folded into one digest; deleted once it is frozen."""
+        return f"{self.prefix}digest:items:{digest_id}"
+
+    def digest_frozen(self, digest_id: str) -> str:
+        """Marks a digest whose content is fixed (it is being sent): later alerts go out on their own."""
+        return f"{self.prefix}digest:frozen:{digest_id}"
 
     def policy(self) -> str:
         """Hash of the policy stored through the API: version, yaml, sha256, updated_at."""

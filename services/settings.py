@@ -144,12 +144,18 @@ class NotifierSettings(CommonSettings):
     """Wait before each attempt of a delivery (the first usually 0); its length is the attempt count."""
     delivery_concurrency: int = Field(default=32, ge=1, le=1024)
     """Deliveries in flight at once (each to one subscription)."""
+    delivery_concurrency_per_endpoint: int = Field(default=4, ge=1, le=1024)
+    """Deliveries in flight at once to one subscription (per notifier); the rest wait their turn."""
+    circuit_failure_threshold: int = Field(default=5, ge=1)
+    """Consecutive failed attempts to one endpoint that open its circuit."""
+    circuit_open_s: float = Field(default=30.0, gt=0)
+    """How long an opened circuit holds deliveries back before one probe goes through; doubles after
+    each failed probe, up to circuit_open_max_s."""
+    circuit_open_max_s: float = Field(default=600.0, gt=0)
+    endpoint_disable_after_s: float = Field(default=24 * 3600.0, gt=0)
+    """An endpoint failing this long without one successful delivery gets its subscription disabled."""
     scheduler_poll_s: float = Field(default=0.2, gt=0)
     """How often due deliveries are looked for when there were none."""
-    delivery_attempts: int = Field(default=4, ge=1, le=20)
-    """Obsolete (the in-process retry loop of WebhookSender.deliver); the notifier uses retry_schedule_s."""
-    retry_base_s: float = Field(default=1.0, ge=0)
-    """Obsolete, like delivery_attempts."""
 
     @field_validator("retry_schedule_s", mode="before")
     @classmethod
@@ -171,3 +177,5 @@ class NotifierSettings(CommonSettings):
     """Serve /metrics on this port (0: do not serve)."""
     metrics_host: str = "127.0.0.1"
     delivered_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    dead_letter_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
+    """How long a dead-lettered (failed) delivery is kept, from the time it failed; a retry clears it."""

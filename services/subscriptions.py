@@ -30,8 +30,9 @@ FORMATS = ("standard", "slack", "teams", "wecom", "feishu", "dingtalk")
 PROVIDER_SECRET_FORMATS = ("feishu", "dingtalk")
 """Formats whose bot hands out the signing secret: the API stores the one given instead of generating one."""
 
-UPDATABLE = frozenset({"url", "events", "format", "filters", "rate_limit_per_minute", "description"})
-"""Fields `SubscriptionStore.update` may change; id, secret and created_at never change that way."""
+UPDATABLE = frozenset({"url", "events", "format", "filters", "rate_limit_per_minute", "description", "digest"})
+"""Fields `SubscriptionStore.update` may change; id, secret and created_at never change that way,
+and `enabled` changes through `set_enabled` (it carries a reason and a time)."""
 
 MAX_WRITE_TRIES = 20
 
@@ -56,6 +57,29 @@ class Filters:
         return all(not allowed or value in allowed for allowed, value in checks)
 
 
+@dataclass(frozen=True)
+class DigestLimit:
+    """Storm limit per owner rep: within each clock-aligned window of `window_minutes`, the first
+    `after` alerts for one rep go out one by one; the rest are folded into one digest sent when the
+    window ends."""
+
+    after: int = 5
+    window_minutes: int = 10
+
+    @property
+    def window_ms(self) -> int:
+        return self.window_minutes * 60_000
+
+
+CHAT_DEFAULT_DIGEST = DigestLimit()
+"""The storm limit a chat-format subscription gets unless it says otherwise (standard: none)."""
+
+
+def default_digest(format_name: str) -> DigestLimit | None:
+    """People read chat messages, so chat formats get digests by default; machines read `standard`."""
+    return None if format_name == "standard" else CHAT_DEFAULT_DIGEST
+
+
 @dataclass
 class Subscription:
     id: str
@@ -70,6 +94,12 @@ class Subscription:
     previous_secrets: list[dict[str, str]] = field(default_factory=list)
     """[{"secret", "expires_at"}]: secrets rotated out that still sign until they expire."""
     description: str | None = None
+    digest: DigestLimit | None = None
+    """Per-rep storm limit (None: every alert goes out on its own)."""
+    enabled: bool = True
+    """False: deliveries are dead-lettered without an attempt (replay them after re-enabling)."""
+    disabled_reason: str | None = None
+    disabled_at: str | None = None
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events
@@ -91,6 +121,7 @@ class Subscription:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
         values["filters"] = Filters(**data.get("filters") or {})
+        values["digest"] = DigestLimit(**data["digest"]) if data.get("digest") else None
         return cls(**values)
 
 
@@ -110,7 +141,16 @@ def changed(sub: Subscription, changes: Mapping[str, Any]) -> Subscription:
     values = dict(changes)
     if isinstance(values.get("filters"), Mapping):
         values["filters"] = Filters(**values["filters"])
+    if isinstance(values.get("digest"), Mapping):
+        values["digest"] = DigestLimit(**values["digest"])
     return replace(sub, **values)
+
+
+def with_enabled(sub: Subscription, enabled: bool, reason: str | None, now: datetime) -> Subscription:
+    """`sub` enabled (reason and time cleared) or disabled with `reason` at `now`."""
+    if enabled:
+        return replace(sub, enabled=True, disabled_reason=None, disabled_at=None)
+    return replace(sub, enabled=False, disabled_reason=reason, disabled_at=now.isoformat())
 
 
 class SubscriptionStore:
@@ -177,6 +217,13 @@ class SubscriptionStore:
                 except WatchError:
                     continue
         raise StoreUnavailable(f"subscription {sub_id} kept changing under {MAX_WRITE_TRIES} concurrent writes")
+
+    async def set_enabled(
+        self, sub_id: str, enabled: bool, *, reason: str | None = None, now: datetime | None = None
+    ) -> Subscription | None:
+        """Enable, or disable with a reason, atomically; None when there is no such subscription."""
+        at = now or datetime.now(UTC)
+        return await self._modify(sub_id, lambda sub: with_enabled(sub, enabled, reason, at))
 
     async def delete(self, sub_id: str) -> bool:
         return bool(await self._redis.hdel(self._key, sub_id))

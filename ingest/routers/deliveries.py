@@ -1,4 +1,7 @@
-"""Webhook deliveries the notifier scheduled: list by status, read one, retry a dead-lettered one."""
+"""Webhook deliveries the notifier scheduled: list by status (and subscription), read one, retry a dead letter.
+
+Replaying all of a subscription's dead letters is POST /v1/subscriptions/{id}/replay (routers/subscriptions.py).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +13,14 @@ from fastapi import APIRouter, Depends, Query, status
 from ingest.deps import RedisDep, SettingsDep
 from ingest.errors import ApiError
 from ingest.schemas import DeliveryOut, DeliveryStatus, ErrorOut
-from services.deliveries import DeliveryRecord, DeliveryStore
+from services.deliveries import BY_SUBSCRIPTION, DeliveryRecord, DeliveryStore
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such delivery."}}
+_INVALID: dict[int | str, dict[str, Any]] = {
+    422: {"model": ErrorOut, "description": "Unknown status, or subscription_id with a status other than failed."}
+}
 
 
 def get_deliveries(redis: RedisDep, settings: SettingsDep) -> DeliveryStore:
@@ -34,7 +40,7 @@ def _out(rec: DeliveryRecord) -> DeliveryOut:
         action_id=rec.action["action_id"], action_type=rec.action["type"],
         customer_id=rec.action.get("customer_id"), attempts=rec.attempts,
         next_attempt_at=_at(rec.next_attempt_at_ms) if rec.status == "pending" else None,
-        last_status=rec.last_status, last_error=rec.last_error,
+        last_status=rec.last_status, last_error=rec.last_error, digest_id=rec.digest_id,
         created_at=_at(rec.created_at_ms), updated_at=_at(rec.updated_at_ms),  # type: ignore[arg-type]
     )
 
@@ -43,15 +49,27 @@ def _not_found(delivery_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no delivery {delivery_id!r}")
 
 
-@router.get("", response_model=list[DeliveryOut], summary="List deliveries by status (failed: the dead letters)")
+@router.get(
+    "",
+    response_model=list[DeliveryOut],
+    summary="List deliveries by status (failed: the dead letters), optionally of one subscription",
+    responses=_INVALID,
+)
 async def list_deliveries(
     store: DeliveriesDep,
     status_: Annotated[DeliveryStatus, Query(alias="status")] = "failed",
+    subscription_id: Annotated[
+        str | None, Query(min_length=1, description="Only this subscription's (with status=failed only).")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> list[DeliveryOut]:
-    """Failed and delivered: most recent first; pending: next attempt first."""
-    return [_out(rec) for rec in await store.list(status_, limit=limit, offset=offset)]
+    """Pending: next attempt first; failed, delivered and digested: most recent first."""
+    if subscription_id is not None and status_ not in BY_SUBSCRIPTION:
+        raise ApiError(422, "invalid_request", f"subscription_id can only be combined with status="
+                       f"{' or '.join(BY_SUBSCRIPTION)}, not {status_}")
+    records = await store.list(status_, limit=limit, offset=offset, subscription_id=subscription_id)
+    return [_out(rec) for rec in records]
 
 
 @router.get("/{delivery_id}", response_model=DeliveryOut, summary="Read one delivery", responses=_NOT_FOUND)

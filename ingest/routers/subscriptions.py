@@ -9,10 +9,14 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Request, Response, status
 
-from ingest.deps import PublisherDep, SettingsDep, SubscriptionsDep
+from ingest.deps import EndpointHealthDep, PublisherDep, SettingsDep, SubscriptionsDep
 from ingest.errors import ApiError
+from ingest.routers.deliveries import DeliveriesDep
 from ingest.schemas import (
+    EndpointHealthOut,
     ErrorOut,
+    ReplayAccepted,
+    ReplayIn,
     RotateSecretIn,
     SecretRotated,
     SecretRotationOut,
@@ -25,10 +29,11 @@ from ingest.schemas import (
 )
 from services.actions import Action, encode_action
 from services.destinations import check_destination
+from services.endpoint_health import EndpointHealthStore, Health
 from services.errors import DestinationRefused
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
 from services.settings import IngestSettings
-from services.subscriptions import PROVIDER_SECRET_FORMATS, Subscription
+from services.subscriptions import PROVIDER_SECRET_FORMATS, Subscription, default_digest
 
 router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
 
@@ -44,13 +49,33 @@ def _rotation(sub: Subscription, now: datetime) -> SecretRotationOut:
     return SecretRotationOut(previous_secrets=len(valid), valid_until=max(valid, default=None))
 
 
-def _out(sub: Subscription, now: datetime) -> dict[str, Any]:
-    fields = ("id", "url", "events", "format", "rate_limit_per_minute", "description", "created_at")
+def _at(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _health(sub: Subscription, health: Health) -> EndpointHealthOut:
+    return EndpointHealthOut(
+        state=health.state(enabled=sub.enabled), consecutive_failures=health.consecutive_failures,
+        failing_since=_at(health.failing_since_ms), circuit_open_until=_at(health.circuit_open_until_ms),
+        last_status=health.last_status, last_error=health.last_error,
+        last_failure_at=_at(health.last_failure_ms), last_success_at=_at(health.last_success_ms),
+    )
+
+
+def _out(sub: Subscription, now: datetime, health: Health) -> dict[str, Any]:
+    fields = ("id", "url", "events", "format", "rate_limit_per_minute", "description", "created_at", "enabled",
+              "disabled_reason", "disabled_at")
     return {
         **{name: getattr(sub, name) for name in fields},
         "filters": vars(sub.filters),
+        "digest": vars(sub.digest) if sub.digest else None,
+        "health": _health(sub, health),
         "secret_rotation": _rotation(sub, now),
     }
+
+
+async def _full(sub: Subscription, health: EndpointHealthStore) -> SubscriptionOut:
+    return SubscriptionOut(**_out(sub, datetime.now(UTC), await health.get(sub.id)))
 
 
 def _not_found(sub_id: str) -> ApiError:
@@ -77,19 +102,25 @@ async def _check_destination(url: str, settings: IngestSettings) -> None:
     responses=_INVALID,
 )
 async def create_subscription(
-    body: SubscriptionIn, settings: SettingsDep, store: SubscriptionsDep, request: Request, response: Response
+    body: SubscriptionIn, settings: SettingsDep, store: SubscriptionsDep, health: EndpointHealthDep,
+    request: Request, response: Response,
 ) -> SubscriptionCreated:
     await _check_destination(body.url, settings)
-    options = body.model_dump(include={"format", "filters", "rate_limit_per_minute", "description"})
+    options = body.model_dump(include={"format", "filters", "rate_limit_per_minute", "description", "digest"})
+    if "digest" not in body.model_fields_set:
+        options["digest"] = default_digest(body.format)
     sub = await store.create(body.url, list(body.events), secret=body.secret, **options)
+    await health.reset(sub.id)  # an id is never reused, but a hand-made key must not make it look failing
     response.headers["Location"] = f"{request.url.path.rstrip('/')}/{sub.id}"
-    return SubscriptionCreated(**_out(sub, datetime.now(UTC)), secret=sub.secret)
+    return SubscriptionCreated(**_out(sub, datetime.now(UTC), Health()), secret=sub.secret)
 
 
 @router.get("", response_model=list[SubscriptionOut], summary="List subscriptions (without secrets)")
-async def list_subscriptions(store: SubscriptionsDep) -> list[SubscriptionOut]:
+async def list_subscriptions(store: SubscriptionsDep, health: EndpointHealthDep) -> list[SubscriptionOut]:
     now = datetime.now(UTC)
-    return [SubscriptionOut(**_out(sub, now)) for sub in await store.list()]
+    subs = await store.list()
+    healths = await health.get_many(sub.id for sub in subs)
+    return [SubscriptionOut(**_out(sub, now, healths[sub.id])) for sub in subs]
 
 
 @router.get(
@@ -98,11 +129,13 @@ async def list_subscriptions(store: SubscriptionsDep) -> list[SubscriptionOut]:
     summary="One subscription (without its secret)",
     responses=_NOT_FOUND,
 )
-async def get_subscription(subscription_id: str, store: SubscriptionsDep) -> SubscriptionOut:
+async def get_subscription(
+    subscription_id: str, store: SubscriptionsDep, health: EndpointHealthDep
+) -> SubscriptionOut:
     sub = await store.get(subscription_id)
     if sub is None:
         raise _not_found(subscription_id)
-    return SubscriptionOut(**_out(sub, datetime.now(UTC)))
+    return await _full(sub, health)
 
 
 @router.patch(
@@ -112,9 +145,11 @@ async def get_subscription(subscription_id: str, store: SubscriptionsDep) -> Sub
     responses={**_NOT_FOUND, **_INVALID},
 )
 async def update_subscription(
-    subscription_id: str, body: SubscriptionPatch, settings: SettingsDep, store: SubscriptionsDep
+    subscription_id: str, body: SubscriptionPatch, settings: SettingsDep, store: SubscriptionsDep,
+    health: EndpointHealthDep,
 ) -> SubscriptionOut:
     changes = body.changes()
+    enabled = changes.pop("enabled", None)
     if "url" in changes:
         await _check_destination(changes["url"], settings)
     if "format" in changes:
@@ -122,10 +157,14 @@ async def update_subscription(
         if current is None:
             raise _not_found(subscription_id)
         _check_format_switch(current, changes["format"])
-    sub = await store.update(subscription_id, changes)
+    sub = await store.update(subscription_id, changes) if changes else await store.get(subscription_id)
+    if sub is not None and enabled is not None:
+        if enabled:  # a clean slate first, or the old failures would disable it again at once
+            await health.reset(subscription_id)
+        sub = await store.set_enabled(subscription_id, enabled, reason="disabled through the API")
     if sub is None:
         raise _not_found(subscription_id)
-    return SubscriptionOut(**_out(sub, datetime.now(UTC)))
+    return await _full(sub, health)
 
 
 def _check_format_switch(sub: Subscription, new_format: str) -> None:
@@ -165,6 +204,30 @@ async def rotate_secret(
     overlap_until = now + timedelta(seconds=overlap_s) if overlap_s else None
     return SecretRotated(id=rotated.id, secret=rotated.secret, overlap_until=overlap_until,
                          secret_rotation=_rotation(rotated, now))
+
+
+@router.post(
+    "/{subscription_id}/replay",
+    response_model=ReplayAccepted,
+    summary="Send this subscription's dead-lettered deliveries again (after fixing or re-enabling it)",
+    responses={**_NOT_FOUND, **_INVALID, 409: {"model": ErrorOut, "description": "The subscription is disabled."}},
+)
+async def replay(
+    subscription_id: str,
+    store: SubscriptionsDep,
+    deliveries: DeliveriesDep,
+    body: Annotated[ReplayIn | None, Body()] = None,
+) -> ReplayAccepted:
+    body = body or ReplayIn()
+    sub = await store.get(subscription_id)
+    if sub is None:
+        raise _not_found(subscription_id)
+    if not sub.enabled:
+        raise ApiError(409, "subscription_disabled", f"subscription {subscription_id!r} is disabled "
+                       f"({sub.disabled_reason}); enable it first with PATCH {{\"enabled\": true}}")
+    since_ms = int(body.since.timestamp() * 1000) if body.since else None
+    replayed = await deliveries.replay_failed(subscription_id, since_ms=since_ms)
+    return ReplayAccepted(subscription_id=subscription_id, replayed=replayed)
 
 
 @router.post(
@@ -236,7 +299,10 @@ def sample_action(action_type: str, subscription_id: str, now: datetime) -> Acti
     summary="Delete a subscription",
     responses=_NOT_FOUND,
 )
-async def delete_subscription(subscription_id: str, store: SubscriptionsDep) -> Response:
+async def delete_subscription(
+    subscription_id: str, store: SubscriptionsDep, health: EndpointHealthDep
+) -> Response:
     if not await store.delete(subscription_id):
         raise _not_found(subscription_id)
+    await health.reset(subscription_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

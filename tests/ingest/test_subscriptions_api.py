@@ -1,18 +1,22 @@
 """Webhook subscriptions: create with options and destination checks, read without secrets, patch,
-rotate the secret, send a test action, delete."""
+rotate the secret, send a test action, delete; digests, endpoint health, disabling and replay."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
 from services.actions import decode_action
+from services.deliveries import DeliveryRecord, DeliveryStore
+from services.endpoint_health import CircuitConfig, EndpointHealthStore
 from services.names import ACTION_TYPES, SECRET_PREFIX
-from services.settings import CommonSettings
+from services.settings import CommonSettings, IngestSettings
 from services.subscriptions import SubscriptionStore
 from tests.ingest.helpers import consume, ingest_settings_for, running_api
+from tests.notifier.helpers import make_action
 
 pytestmark = pytest.mark.integration
 
@@ -215,3 +219,100 @@ async def test_secrets_of_the_wrong_kind_are_refused(common_settings: CommonSett
         assert generated.status_code == 422 and "own secret" in generated.json()["error"]["message"]
         given = await api.post(f"/v1/subscriptions/{bot['id']}/rotate-secret", json={"secret": "new-bot-secret"})
         assert given.status_code == 200 and given.json()["secret"] == "new-bot-secret"
+
+
+@pytest.fixture
+def settings(common_settings: CommonSettings) -> IngestSettings:
+    """For the tests below through the `api` fixture: loopback receivers allowed."""
+    return ingest_settings_for(common_settings, allow_loopback_destinations=True)
+
+
+async def test_chat_formats_get_a_digest_limit_by_default_and_it_can_be_set_or_cleared(api: httpx.AsyncClient) -> None:
+    async def created(**body: object) -> dict[str, object]:
+        response = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in", **body})
+        assert response.status_code == 201, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    assert (await created())["digest"] is None  # machines read standard: every alert on its own
+    assert (await created(format="slack"))["digest"] == {"after": 5, "window_minutes": 10}
+    assert (await created(format="slack", digest=None))["digest"] is None
+    sub = await created(digest={"after": 3})
+    assert sub["digest"] == {"after": 3, "window_minutes": 10}
+    patched = await api.patch(f"/v1/subscriptions/{sub['id']}", json={"digest": {"after": 1, "window_minutes": 60}})
+    assert patched.status_code == 200 and patched.json()["digest"] == {"after": 1, "window_minutes": 60}
+    cleared = await api.patch(f"/v1/subscriptions/{sub['id']}", json={"digest": None})
+    assert cleared.status_code == 200 and cleared.json()["digest"] is None
+    bad = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in",
+                                                    "digest": {"after": 0, "window_minutes": 10}})
+    assert bad.status_code == 422 and "digest.after: must be greater than or equal to 1" in bad.text
+
+
+async def test_health_shows_what_the_notifier_recorded(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    sub = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in"})).json()
+    assert sub["enabled"] is True and sub["disabled_reason"] is None
+    assert sub["health"] == {"state": "healthy", "consecutive_failures": 0, "failing_since": None,
+                             "circuit_open_until": None, "last_status": None, "last_error": None,
+                             "last_failure_at": None, "last_success_at": None}
+    health = EndpointHealthStore(redis_client, settings.keys, CircuitConfig(failure_threshold=2))
+    t0_ms = 1_700_000_000_000
+    for i in range(2):
+        await health.record_failure(sub["id"], t0_ms + i, status=503, error="destination answered HTTP 503")
+    got = (await api.get(f"/v1/subscriptions/{sub['id']}")).json()["health"]
+    assert (got["state"], got["consecutive_failures"], got["last_status"]) == ("circuit_open", 2, 503)
+    assert got["failing_since"] == "2023-11-14T22:13:20Z" and got["last_error"] == "destination answered HTTP 503"
+    assert got["circuit_open_until"] == "2023-11-14T22:13:50.001000Z"
+    [listed] = (await api.get("/v1/subscriptions")).json()
+    assert listed["health"] == got
+
+
+async def test_disable_and_enable_through_patch(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    sub = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in"})).json()
+    path = f"/v1/subscriptions/{sub['id']}"
+    off = await api.patch(path, json={"enabled": False})
+    assert off.status_code == 200, off.text
+    assert (off.json()["enabled"], off.json()["disabled_reason"]) == (False, "disabled through the API")
+    assert off.json()["health"]["state"] == "disabled" and off.json()["disabled_at"]
+    health = EndpointHealthStore(redis_client, settings.keys)
+    await health.record_failure(sub["id"], 1_700_000_000_000, status=500, error="x")
+    on = await api.patch(path, json={"enabled": True, "description": "fixed the receiver"})
+    assert on.status_code == 200
+    assert (on.json()["enabled"], on.json()["disabled_reason"], on.json()["disabled_at"]) == (True, None, None)
+    assert on.json()["description"] == "fixed the receiver"
+    assert on.json()["health"]["consecutive_failures"] == 0  # a clean slate: old failures would disable it again
+    null = await api.patch(path, json={"enabled": None})
+    assert null.status_code == 422 and "enabled: must not be null" in null.json()["error"]["message"]
+    assert (await api.patch("/v1/subscriptions/sub_nope", json={"enabled": True})).status_code == 404
+
+
+async def test_replay_sends_a_subscriptions_dead_letters_again(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    sub = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in"})).json()
+    other = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/other"})).json()
+    clock = [1_700_000_000.0]
+    store = DeliveryStore(redis_client, settings.keys, clock=lambda: clock[0])
+    for sub_id, n in ((sub["id"], 3), (other["id"], 1)):
+        for i in range(n):
+            rec = DeliveryRecord.new(f"msg_{sub_id}_{i}", make_action(), sub_id, store.now_ms())
+            await store.schedule([rec])
+            clock[0] += 60
+            await store.mark_failed(rec.id, attempts=7, last_status=500, last_error="destination answered HTTP 500")
+    path = f"/v1/subscriptions/{sub['id']}/replay"
+    since = await api.post(path, json={"since": "2023-11-14T22:15:20Z"})  # the last two only
+    assert since.status_code == 200, since.text
+    assert since.json() == {"subscription_id": sub["id"], "replayed": 2}
+    rest = await api.post(path)
+    assert rest.json()["replayed"] == 1
+    assert (await api.post(path)).json()["replayed"] == 0
+    assert {r.id for r in await store.list("pending")} == {f"msg_{sub['id']}_{i}" for i in range(3)}
+    assert [r.id for r in await store.list("failed")] == [f"msg_{other['id']}_0"]  # the other one untouched
+    await api.patch(f"/v1/subscriptions/{other['id']}", json={"enabled": False})
+    disabled = await api.post(f"/v1/subscriptions/{other['id']}/replay")
+    assert disabled.status_code == 409 and disabled.json()["error"]["code"] == "subscription_disabled"
+    naive = await api.post(path, json={"since": "2023-11-14T22:14:20"})
+    assert naive.status_code == 422 and "since" in naive.json()["error"]["message"]
+    assert (await api.post("/v1/subscriptions/sub_nope/replay")).status_code == 404

@@ -94,7 +94,10 @@ async def receiver() -> AsyncIterator[Receiver]:
 async def serving() -> AsyncIterator[Receiver]:
     rec = Receiver()
     app = web.Application()
-    app.router.add_post("/hook", rec.handle)
+    async def handle(request: web.Request) -> web.Response:
+        return await rec.handle(request)  # looked up per request: a test may wrap it
+
+    app.router.add_post("/hook", handle)
     runner = web.AppRunner(app, access_log=None)
     await runner.setup()
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -209,7 +212,7 @@ async def test_delivers_one_correctly_signed_throttle(
     key = settings.keys.delivered(action["action_id"], subscription.id)
     assert 0 < await redis_client.ttl(key) <= settings.delivered_ttl_s
     assert await committed(settings, tp) >= offset + 1
-    assert 'fatigue_notifier_deliveries_total{outcome="delivered"} 2.0' in metrics
+    assert 'fatigue_notifier_deliveries_total{format="standard",outcome="delivered"} 2.0' in metrics
 
 
 async def test_retries_5xx_and_delivers_once(
@@ -319,7 +322,8 @@ async def test_same_action_published_twice_is_delivered_once(
     async with running(notifier_settings, registry) as task:
         await deliver_sentinel(notifier_settings, receiver, task)
     assert len(receiver.for_action(action)) == 1
-    assert registry.get_sample_value("fatigue_notifier_deliveries_total", {"outcome": "duplicate"}) == 1
+    duplicate = {"outcome": "duplicate", "format": "standard"}
+    assert registry.get_sample_value("fatigue_notifier_deliveries_total", duplicate) == 1
 
 
 async def test_loopback_destination_is_refused_unless_allowed(
@@ -328,7 +332,7 @@ async def test_loopback_destination_is_refused_unless_allowed(
     settings = notifier_settings.model_copy(update={"allow_loopback_destinations": False})
     [(tp, offset)] = await publish(settings, make_action())
     registry = CollectorRegistry()
-    refused = {"outcome": "refused"}
+    refused = {"outcome": "refused", "format": "standard"}
     async with running(settings, registry) as task:
         await wait_until(lambda: registry.get_sample_value("fatigue_notifier_deliveries_total", refused) == 1,
                          task, "the refusal")
@@ -395,7 +399,8 @@ async def test_rate_limit_holds_the_rest_for_the_next_minute(
     registry = CollectorRegistry()
     async with running(notifier_settings, registry) as task:
         await wait_until(lambda: len(receiver.received) >= 2, task, "two deliveries")
-        await wait_until(lambda: (registry.get_sample_value("fatigue_notifier_rate_limited_total") or 0) >= 2,
+        held = {"reason": "rate_limit"}
+        await wait_until(lambda: (registry.get_sample_value("fatigue_notifier_deferred_total", held) or 0) >= 2,
                          task, "two deliveries held back")
     assert len(receiver.received) == 2  # the other two wait for the next clock minute
     pending = await store_of(redis_client, notifier_settings).list("pending")

@@ -1,4 +1,8 @@
-"""The HTTP sender against httpx's in-memory transport: headers, retries, refusals, metrics."""
+"""The HTTP sender against httpx's in-memory transport: headers, outcomes, refusals, metrics.
+
+`WebhookSender.attempt` makes one attempt; waiting and retrying is the scheduler's (test_retry.py
+covers the schedule, `next_delay_s`).
+"""
 
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from notifier.delivery import (
     USER_AGENT,
+    AttemptOutcome,
     DeliveryResult,
     Outcome,
     SenderConfig,
@@ -32,36 +37,32 @@ from notifier.delivery import (
     encode_body,
 )
 from notifier.formats import render
-from notifier.retry import RetryPolicy
 from notifier.signing import sign, webhook_id
 from services.destinations import Resolver
+from services.errors import DestinationUnresolved
 from services.metrics import NotifierMetrics
 from services.subscriptions import Subscription, generate_secret
 from tests.notifier.helpers import make_action, make_subscription, public_resolver
 
 Handler = Callable[[httpx.Request], httpx.Response]
+ATTEMPTS = "fatigue_notifier_attempts_total"
 
 
 @dataclass
 class Harness:
-    """A sender on an in-memory transport, a recorded sleep and a fixed clock."""
+    """A sender on an in-memory transport with a settable clock."""
 
     registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     requests: list[httpx.Request] = field(default_factory=list)
-    sleeps: list[float] = field(default_factory=list)
     now_s: float = field(default_factory=time.time)
 
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-
     def sender(
-        self, client: httpx.AsyncClient, *, attempts: int = 4, timeout_s: float = 5.0,
+        self, client: httpx.AsyncClient, *, timeout_s: float = 5.0,
         allow_loopback: bool = False, resolve: Resolver = public_resolver,
     ) -> WebhookSender:
-        config = SenderConfig(RetryPolicy(attempts=attempts, base_s=1.0), timeout_s,
-                              allow_private=False, allow_loopback=allow_loopback)
+        config = SenderConfig(timeout_s, allow_private=False, allow_loopback=allow_loopback)
         return WebhookSender(client, config, NotifierMetrics(self.registry), resolve=resolve,
-                             clock=lambda: self.now_s, sleep=self.sleep, jitter=lambda: 0.5)
+                             clock=lambda: self.now_s)
 
     def client(self, responses: Iterator[httpx.Response | Exception]) -> httpx.AsyncClient:
         def handle(request: httpx.Request) -> httpx.Response:
@@ -76,34 +77,68 @@ class Harness:
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
 
+    def attempts_counted(self) -> float:
+        """Every sample of the attempts counter, whatever its result label."""
+        return sum(sample.value for metric in self.registry.collect() for sample in metric.samples
+                   if sample.name == ATTEMPTS)
+
 
 @pytest.fixture
 def harness() -> Harness:
     return Harness()
 
 
-async def deliver(
-    harness: Harness, responses: Sequence[httpx.Response | Exception], sub: Subscription | None = None, **kwargs: Any
-) -> DeliveryResult:
+async def attempts(
+    harness: Harness, responses: Sequence[httpx.Response | Exception], count: int,
+    sub: Subscription | None = None, **kwargs: Any,
+) -> list[AttemptOutcome]:
+    """`count` attempts of one action to one subscription by one sender, the clock 5 s on each time."""
+    sub, action, outcomes = sub or make_subscription(), make_action(), []
     async with harness.client(iter(responses)) as client:
-        return await harness.sender(client, **kwargs).deliver(sub or make_subscription(), make_action())
+        sender = harness.sender(client, **kwargs)
+        for _ in range(count):
+            outcomes.append(await sender.attempt(sub, action))
+            harness.now_s += 5
+    return outcomes
+
+
+async def attempt(
+    harness: Harness, responses: Sequence[httpx.Response | Exception], sub: Subscription | None = None, **kwargs: Any
+) -> AttemptOutcome:
+    [got] = await attempts(harness, responses, 1, sub, **kwargs)
+    return got
 
 
 async def test_delivered_request_is_signed_and_well_formed(harness: Harness) -> None:
     sub, action = make_subscription(), make_action()
     async with harness.client(iter([httpx.Response(204)])) as client:
-        result = await harness.sender(client).deliver(sub, action)
-    assert result.outcome is Outcome.DELIVERED
-    assert (result.attempts, result.status, result.error) == (1, 204, None)
+        got = await harness.sender(client).attempt(sub, action)
+    assert got == AttemptOutcome(Outcome.DELIVERED, retriable=False, status=204, error=None, sent=True)
     [request] = harness.requests
     assert request.method == "POST"
     assert str(request.url) == sub.url
     assert request.headers["content-type"] == "application/json"
     assert request.headers["user-agent"] == USER_AGENT
-    assert request.headers["webhook-id"] == webhook_id(action["action_id"], sub.id) == result.webhook_id
+    assert request.headers["webhook-id"] == webhook_id(action["action_id"], sub.id)
     assert request.headers["webhook-timestamp"] == str(int(harness.now_s))
     assert request.content == encode_body(action)
     Webhook(sub.secret).verify(request.content, dict(request.headers))
+    assert harness.metric(ATTEMPTS, result="2xx") == 1
+
+
+async def test_finish_counts_by_outcome_and_format_and_times_delivered_ones(harness: Harness) -> None:
+    action = make_action()
+    harness.now_s = datetime.fromisoformat(action["at"]).timestamp() + 1.5
+    async with harness.client(iter([])) as client:
+        sender = harness.sender(client)
+        delivered = DeliveryResult("sub_a", "https://x", action["action_id"], "msg_1", Outcome.DELIVERED, 1, 200)
+        assert sender.finish(action, delivered, "slack") is delivered
+        sender.finish(action, DeliveryResult("sub_a", "https://x", action["action_id"], "msg_1", Outcome.FAILED, 7),
+                      "standard")
+    assert harness.metric("fatigue_notifier_deliveries_total", outcome="delivered", format="slack") == 1
+    assert harness.metric("fatigue_notifier_deliveries_total", outcome="failed", format="standard") == 1
+    assert harness.metric("fatigue_notifier_delivery_seconds_count") == 1  # failures are not timed
+    assert harness.metric("fatigue_notifier_delivery_seconds_sum") == pytest.approx(1.5, abs=0.01)
 
 
 def test_body_is_compact_standard_webhooks_json() -> None:
@@ -113,60 +148,85 @@ def test_body_is_compact_standard_webhooks_json() -> None:
     assert json.loads(body) == {"type": action["type"], "timestamp": action["at"], "data": action}
 
 
-async def test_retries_5xx_then_delivers_with_the_same_webhook_id(harness: Harness) -> None:
-    result = await deliver(harness, [httpx.Response(500), httpx.Response(502), httpx.Response(200)])
-    assert (result.outcome, result.attempts, result.status) == (Outcome.DELIVERED, 3, 200)
-    assert harness.sleeps == [0.75, 1.5]  # base 1s, doubling, jitter 0.5 of the upper half
+async def test_each_attempt_keeps_the_webhook_id_is_signed_afresh_and_is_counted(harness: Harness) -> None:
+    sub = make_subscription()
+    started_s = harness.now_s
+    got = await attempts(harness, [httpx.Response(500), httpx.Response(502), httpx.Response(200)], 3, sub)
+    assert [(g.outcome, g.retriable, g.status) for g in got] == [
+        (Outcome.FAILED, True, 500), (Outcome.FAILED, True, 502), (Outcome.DELIVERED, False, 200),
+    ]
     assert len({r.headers["webhook-id"] for r in harness.requests}) == 1
-    assert harness.metric("fatigue_notifier_attempts_total", result="5xx") == 2
-    assert harness.metric("fatigue_notifier_attempts_total", result="2xx") == 1
-    assert harness.metric("fatigue_notifier_deliveries_total", outcome="delivered") == 1
-    assert harness.metric("fatigue_notifier_delivery_seconds_count") == 1
+    timestamps = [int(r.headers["webhook-timestamp"]) for r in harness.requests]
+    assert timestamps == [int(started_s), int(started_s + 5), int(started_s + 10)]
+    for request in harness.requests:
+        Webhook(sub.secret).verify(request.content, dict(request.headers))
+    assert harness.metric(ATTEMPTS, result="5xx") == 2
+    assert harness.metric(ATTEMPTS, result="2xx") == 1
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 410, 422, 302])
-async def test_permanent_status_is_not_retried(harness: Harness, status: int) -> None:
-    result = await deliver(harness, [httpx.Response(status), httpx.Response(200)])
-    assert (result.outcome, result.attempts, result.status) == (Outcome.FAILED, 1, status)
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [(400, "4xx"), (401, "4xx"), (403, "4xx"), (404, "4xx"), (410, "4xx"), (422, "4xx"),
+     (301, "3xx"), (302, "3xx"), (307, "3xx")],
+)
+async def test_permanent_status_is_not_retriable(harness: Harness, status: int, label: str) -> None:
+    got = await attempt(harness, [httpx.Response(status, headers={"Retry-After": "5"})])
+    assert (got.outcome, got.retriable, got.status, got.sent) == (Outcome.FAILED, False, status, True)
+    assert got.retry_after_s is None  # a permanent failure is not retried, whatever it asks
+    assert str(status) in (got.error or "")
     assert len(harness.requests) == 1
-    assert harness.sleeps == []
-    assert str(status) in (result.error or "")
-    assert harness.metric("fatigue_notifier_deliveries_total", outcome="failed") == 1
+    assert harness.metric(ATTEMPTS, result=label) == 1
 
 
-@pytest.mark.parametrize("status", [408, 409, 429, 503])
-async def test_retriable_status_is_retried(harness: Harness, status: int) -> None:
-    result = await deliver(harness, [httpx.Response(status), httpx.Response(200)])
-    assert (result.outcome, result.attempts) == (Outcome.DELIVERED, 2)
+@pytest.mark.parametrize(
+    ("status", "label"),
+    [(408, "4xx"), (409, "4xx"), (429, "4xx"), (500, "5xx"), (502, "5xx"), (503, "5xx"), (504, "5xx")],
+)
+async def test_retriable_status_is_retriable(harness: Harness, status: int, label: str) -> None:
+    got = await attempt(harness, [httpx.Response(status)])
+    assert (got.outcome, got.retriable, got.status, got.sent) == (Outcome.FAILED, True, status, True)
+    assert got.retry_after_s is None
+    assert str(status) in (got.error or "")
+    assert harness.metric(ATTEMPTS, result=label) == 1
 
 
-async def test_retry_after_seconds_are_honoured_and_capped(harness: Harness) -> None:
-    responses = [
-        httpx.Response(429, headers={"Retry-After": "7"}),
-        httpx.Response(503, headers={"Retry-After": "86400"}),
-        httpx.Response(200),
-    ]
-    result = await deliver(harness, responses)
-    assert result.outcome is Outcome.DELIVERED
-    assert harness.sleeps == [7.0, 60.0]
+@pytest.mark.parametrize(
+    ("status", "header", "seconds"),
+    [
+        (429, "7", 7.0),
+        (503, "86400", 86400.0),  # passed on as asked: next_delay_s caps it at the schedule's longest step
+        (503, " 2.5 ", 2.5),
+        (503, "Wed, 21 Oct 2015 07:28:00 GMT", None),  # HTTP dates are not honoured
+        (429, "soon", None),
+        (503, None, None),
+    ],
+)
+async def test_retry_after_seconds_of_a_retriable_response_are_reported(
+    harness: Harness, status: int, header: str | None, seconds: float | None
+) -> None:
+    headers = {"Retry-After": header} if header is not None else {}
+    got = await attempt(harness, [httpx.Response(status, headers=headers)])
+    assert (got.outcome, got.retriable, got.retry_after_s) == (Outcome.FAILED, True, seconds)
 
 
-async def test_gives_up_after_the_configured_attempts(harness: Harness) -> None:
-    result = await deliver(harness, [httpx.Response(503)] * 5, attempts=3)
-    assert (result.outcome, result.attempts, result.status) == (Outcome.FAILED, 3, 503)
-    assert len(harness.requests) == 3
-    assert len(harness.sleeps) == 2
-    assert harness.metric("fatigue_notifier_delivery_seconds_count") == 0
-
-
-async def test_transport_timeouts_and_connection_errors_are_retried(harness: Harness) -> None:
-    responses: list[httpx.Response | Exception] = [
-        httpx.ReadTimeout("slow"), httpx.ConnectError("refused"), httpx.Response(200),
-    ]
-    result = await deliver(harness, responses)
-    assert (result.outcome, result.attempts) == (Outcome.DELIVERED, 3)
-    assert harness.metric("fatigue_notifier_attempts_total", result="timeout") == 1
-    assert harness.metric("fatigue_notifier_attempts_total", result="error") == 1
+@pytest.mark.parametrize(
+    ("error", "retriable", "label", "message"),
+    [
+        (httpx.ReadTimeout("slow"), True, "timeout", "no response within 5.0s"),
+        (httpx.ConnectTimeout("slow"), True, "timeout", "no response within 5.0s"),
+        (httpx.ConnectError("refused"), True, "error", "connection failed"),
+        (httpx.RemoteProtocolError("garbage"), True, "error", "connection failed"),
+        (httpx.DecodingError("unexpected"), False, "error", "request failed"),
+    ],
+)
+async def test_timeouts_and_connection_errors_are_retriable_other_request_errors_not(
+    harness: Harness, error: Exception, retriable: bool, label: str, message: str
+) -> None:
+    got = await attempt(harness, [error])
+    assert (got.outcome, got.retriable, got.status, got.sent) == (Outcome.FAILED, retriable, None, True)
+    assert message in (got.error or "")
+    assert harness.metric(ATTEMPTS, result=label) == 1
+    assert harness.attempts_counted() == 1
 
 
 async def test_a_response_slower_than_the_timeout_counts_as_timeout(harness: Harness) -> None:
@@ -176,11 +236,12 @@ async def test_a_response_slower_than_the_timeout_counts_as_timeout(harness: Har
         return httpx.Response(200)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(slow)) as client:
-        sender = harness.sender(client, attempts=2, timeout_s=0.05)
-        result = await asyncio.wait_for(sender.deliver(make_subscription(), make_action()), timeout=5)
-    assert (result.outcome, result.attempts, result.status) == (Outcome.FAILED, 2, None)
-    assert "0.05" in (result.error or "")
-    assert harness.metric("fatigue_notifier_attempts_total", result="timeout") == 2
+        sender = harness.sender(client, timeout_s=0.05)
+        got = await asyncio.wait_for(sender.attempt(make_subscription(), make_action()), timeout=5)
+    assert (got.outcome, got.retriable, got.status, got.sent) == (Outcome.FAILED, True, None, True)
+    assert "0.05" in (got.error or "")
+    assert len(harness.requests) == 1
+    assert harness.metric(ATTEMPTS, result="timeout") == 1
 
 
 @pytest.mark.parametrize(
@@ -197,36 +258,50 @@ async def test_refused_destination_gets_no_request(
     harness: Harness, url: str, addresses: list[str], allow_loopback: bool
 ) -> None:
     sub = make_subscription(url=url)
-    result = await deliver(harness, [httpx.Response(200)], sub, allow_loopback=allow_loopback,
-                           resolve=lambda host, port: addresses)
-    assert (result.outcome, result.attempts) == (Outcome.REFUSED, 0)
+    got = await attempt(harness, [httpx.Response(200)], sub, allow_loopback=allow_loopback,
+                        resolve=lambda host, port: addresses)
+    assert (got.outcome, got.retriable, got.status, got.sent) == (Outcome.REFUSED, False, None, False)
+    assert got.error
     assert harness.requests == []
-    assert harness.metric("fatigue_notifier_deliveries_total", outcome="refused") == 1
+    assert harness.attempts_counted() == 0
 
 
 async def test_loopback_is_delivered_when_allowed(harness: Harness) -> None:
     sub = make_subscription(url="http://127.0.0.1:8080/x")
-    result = await deliver(harness, [httpx.Response(200)], sub, allow_loopback=True,
-                           resolve=lambda host, port: ["127.0.0.1"])
-    assert result.outcome is Outcome.DELIVERED
+    got = await attempt(harness, [httpx.Response(200)], sub, allow_loopback=True,
+                        resolve=lambda host, port: ["127.0.0.1"])
+    assert (got.outcome, got.status) == (Outcome.DELIVERED, 200)
 
 
 async def test_destination_is_checked_again_before_each_attempt(harness: Harness) -> None:
     """DNS rebinding: a name that turns private between attempts is refused on the retry."""
     answers = iter([["93.184.216.34"], ["10.0.0.5"]])
-    result = await deliver(harness, [httpx.Response(503), httpx.Response(200)],
-                           resolve=lambda host, port: next(answers))
-    assert (result.outcome, result.attempts, result.status) == (Outcome.REFUSED, 1, None)
+    first, second = await attempts(harness, [httpx.Response(503), httpx.Response(200)], 2,
+                                   resolve=lambda host, port: next(answers))
+    assert (first.outcome, first.retriable, first.status) == (Outcome.FAILED, True, 503)
+    assert (second.outcome, second.sent, second.status) == (Outcome.REFUSED, False, None)
     assert len(harness.requests) == 1
+
+
+async def test_a_temporary_dns_failure_is_retriable_like_a_connection_error(harness: Harness) -> None:
+    def unresolved(host: str, port: int) -> list[str]:
+        raise DestinationUnresolved(f"temporary failure resolving host {host!r}")
+
+    got = await attempt(harness, [httpx.Response(200)], resolve=unresolved)
+    assert (got.outcome, got.retriable, got.status) == (Outcome.FAILED, True, None)
+    assert "temporary failure" in (got.error or "")
+    assert harness.requests == []
+    assert harness.metric(ATTEMPTS, result="error") == 1
 
 
 async def test_a_broken_secret_fails_that_delivery_only(harness: Harness) -> None:
     sub = make_subscription()
     sub.secret = "whsec_***"
-    result = await deliver(harness, [httpx.Response(200)], sub)
-    assert (result.outcome, result.attempts) == (Outcome.FAILED, 0)
-    assert "secret" in (result.error or "")
+    got = await attempt(harness, [httpx.Response(200)], sub)
+    assert (got.outcome, got.retriable, got.sent) == (Outcome.FAILED, False, False)
+    assert "secret" in (got.error or "")
     assert harness.requests == []
+    assert harness.attempts_counted() == 0
 
 
 @pytest.mark.parametrize(
@@ -262,8 +337,8 @@ def rotated_subscription(now_s: float) -> tuple[Subscription, str, str, str]:
 async def test_during_a_rotation_the_old_and_the_new_secret_verify_the_same_delivery(harness: Harness) -> None:
     sub, new, old, expired = rotated_subscription(harness.now_s)
     async with harness.client(iter([httpx.Response(204)])) as client:
-        result = await harness.sender(client).deliver(sub, make_action())
-    assert result.outcome is Outcome.DELIVERED
+        got = await harness.sender(client).attempt(sub, make_action())
+    assert got.outcome is Outcome.DELIVERED
     [request] = harness.requests
     assert len(request.headers["webhook-signature"].split()) == 2
     Webhook(old).verify(request.content, dict(request.headers))
@@ -330,10 +405,11 @@ def test_dingtalk_with_the_bots_secret_signs_in_the_query() -> None:
 
 async def test_unknown_format_fails_that_delivery_without_a_request(harness: Harness) -> None:
     sub = chat_subscription("carrier-pigeon")
-    result = await deliver(harness, [httpx.Response(200)], sub)
-    assert (result.outcome, result.attempts) == (Outcome.FAILED, 0)
-    assert "carrier-pigeon" in (result.error or "")
+    got = await attempt(harness, [httpx.Response(200)], sub)
+    assert (got.outcome, got.retriable, got.sent) == (Outcome.FAILED, False, False)
+    assert "carrier-pigeon" in (got.error or "")
     assert harness.requests == []
+    assert harness.attempts_counted() == 0
 
 
 # --- a real HTTP receiver on loopback ------------------------------------------------------------------
@@ -367,11 +443,11 @@ async def loopback_receiver() -> AsyncIterator[tuple[str, list[Got]]]:
         sock.close()
 
 
-async def deliver_over_http(sub: Subscription, action: Any) -> DeliveryResult:
+async def attempt_over_http(sub: Subscription, action: Any) -> AttemptOutcome:
     harness = Harness()
     async with httpx.AsyncClient() as client:
         sender = harness.sender(client, allow_loopback=True, resolve=lambda host, port: ["127.0.0.1"])
-        return await sender.deliver(sub, action)
+        return await sender.attempt(sub, action)
 
 
 async def test_slack_subscription_receives_a_slack_message_over_http(
@@ -379,8 +455,8 @@ async def test_slack_subscription_receives_a_slack_message_over_http(
 ) -> None:
     url, got = loopback_receiver
     action = make_action()
-    result = await deliver_over_http(chat_subscription("slack", url=url), action)
-    assert result.outcome is Outcome.DELIVERED
+    outcome = await attempt_over_http(chat_subscription("slack", url=url), action)
+    assert outcome.outcome is Outcome.DELIVERED
     [received] = got
     body = json.loads(received.body)
     assert body == render(action, "slack")
@@ -393,9 +469,10 @@ async def test_dingtalk_subscription_gets_a_verifiable_timestamp_and_sign_over_h
 ) -> None:
     url, got = loopback_receiver
     before_ms = int(time.time() * 1000)
-    result = await deliver_over_http(chat_subscription("dingtalk", secret="SECdingtalk", url=f"{url}?access_token=t"),
-                                     make_action())
-    assert result.outcome is Outcome.DELIVERED
+    outcome = await attempt_over_http(
+        chat_subscription("dingtalk", secret="SECdingtalk", url=f"{url}?access_token=t"), make_action()
+    )
+    assert outcome.outcome is Outcome.DELIVERED
     [received] = got
     assert received.query["access_token"] == ["t"]
     [timestamp_ms], [sign] = received.query["timestamp"], received.query["sign"]
@@ -410,7 +487,7 @@ async def test_rotated_standard_subscription_verifies_with_both_secrets_over_htt
     url, got = loopback_receiver
     sub, new, old, _ = rotated_subscription(time.time())
     sub.url = url
-    assert (await deliver_over_http(sub, make_action())).outcome is Outcome.DELIVERED
+    assert (await attempt_over_http(sub, make_action())).outcome is Outcome.DELIVERED
     [received] = got
     Webhook(old).verify(received.body, received.headers)
     Webhook(new).verify(received.body, received.headers)

@@ -89,7 +89,7 @@ async def test_same_action_twice_is_scheduled_once() -> None:
     assert len(await s.dispatcher.dispatch(raw)) == 1
     assert await s.dispatcher.dispatch(raw) == []
     assert len(s.queue.records) == 1
-    assert s.metric("fatigue_notifier_deliveries_total", outcome="duplicate") == 1
+    assert s.metric("fatigue_notifier_deliveries_total", outcome="duplicate", format="standard") == 1
 
 
 async def test_a_pair_in_the_ledger_is_not_scheduled_again() -> None:
@@ -98,7 +98,7 @@ async def test_a_pair_in_the_ledger_is_not_scheduled_again() -> None:
     await s.ledger.mark(action["action_id"], "sub_a")
     await s.dispatcher.dispatch(encode_action(action))
     assert s.queue.pairs == [(action["action_id"], "sub_b")]
-    assert s.metric("fatigue_notifier_deliveries_total", outcome="duplicate") == 1
+    assert s.metric("fatigue_notifier_deliveries_total", outcome="duplicate", format="standard") == 1
 
 
 async def test_a_test_action_reaches_only_its_subscription_whatever_its_filters() -> None:

@@ -6,9 +6,7 @@ from hypothesis import strategies as st
 
 from notifier.retry import (
     DEFAULT_SCHEDULE_S,
-    MAX_BACKOFF_S,
-    MAX_RETRY_AFTER_S,
-    RetryPolicy,
+    JITTER_FRACTION,
     is_retriable_status,
     is_success,
     next_delay_s,
@@ -70,50 +68,24 @@ def test_parse_retry_after(header: str | None, seconds: float | None) -> None:
     assert parse_retry_after_s(header) == seconds
 
 
-def test_backoff_schedule_doubles_with_equal_jitter() -> None:
-    policy = RetryPolicy(attempts=4, base_s=1.0)
-    assert policy.bounds_s() == [(0.5, 1.0), (1.0, 2.0), (2.0, 4.0)]
-
-
-def test_backoff_is_capped() -> None:
-    policy = RetryPolicy(attempts=20, base_s=1.0)
-    assert policy.bounds_s()[-1] == (MAX_BACKOFF_S / 2, MAX_BACKOFF_S)
-
-
-def test_retry_after_replaces_backoff_and_is_capped() -> None:
-    policy = RetryPolicy(attempts=4, base_s=1.0)
-    assert policy.delay_s(1, jitter=0.5, retry_after_s=7) == 7
-    assert policy.delay_s(1, jitter=0.5, retry_after_s=3600) == MAX_RETRY_AFTER_S
-    assert policy.delay_s(1, jitter=0.5, retry_after_s=float("inf")) == MAX_RETRY_AFTER_S
-
-
-def test_zero_base_retries_at_once() -> None:
-    assert RetryPolicy(attempts=3, base_s=0.0).bounds_s() == [(0.0, 0.0), (0.0, 0.0)]
-
-
-@given(
-    attempt=st.integers(min_value=1, max_value=20),
-    base_s=st.floats(min_value=0, max_value=100),
-    jitter=st.floats(min_value=0, max_value=1, exclude_max=True),
-)
-def test_every_delay_is_bounded_and_not_below_half_the_step(attempt: int, base_s: float, jitter: float) -> None:
-    policy = RetryPolicy(attempts=20, base_s=base_s)
-    delay = policy.delay_s(attempt, jitter)
-    step = min(base_s * 2 ** (attempt - 1), MAX_BACKOFF_S)
-    assert step / 2 <= delay <= step <= MAX_BACKOFF_S
-
-
 @pytest.mark.parametrize(
     ("attempts_made", "jitter", "retry_after_s", "expected"),
     [
+        (0, 0.0, None, 0.0),  # the first attempt: at once
+        (0, 0.99, None, 0.0),  # no jitter on a zero step
         (1, 0.0, None, 5.0),  # after the first attempt: the 5 s step
         (2, 0.0, None, 30.0),
         (1, 0.99, None, 5.0 * 1.099),  # at most 10 % jitter
         (1, 0.0, 90.0, 90.0),  # a longer Retry-After is honoured
         (1, 0.0, 2.0, 5.0),  # a shorter one does not cut the step
         (1, 0.0, 10**9, 14400.0),  # capped at the longest step
+        (1, 0.0, float("inf"), 14400.0),
+        (5, 0.5, 7200.0, 7200.0),  # honoured below the cap too
+        (5, 0.5, 10.0, 3600.0 * 1.05),  # the step with its jitter wins over a shorter Retry-After
         (6, 0.0, None, 14400.0),  # the last attempt, after 4 h
-        (7, 0.0, 30.0, None),  # schedule spent: dead letter
+        (7, 0.0, None, None),  # schedule spent: dead letter
+        (7, 0.0, 30.0, None),  # even when the receiver asked to come back later
+        (8, 0.0, None, None),
     ],
 )
 def test_next_delay_follows_the_schedule(
@@ -124,3 +96,35 @@ def test_next_delay_follows_the_schedule(
         assert delay is None
     else:
         assert delay == pytest.approx(expected)
+
+
+def test_every_attempt_of_the_default_schedule_is_scheduled_then_it_is_spent() -> None:
+    delays = [next_delay_s(DEFAULT_SCHEDULE_S, n, 0.0) for n in range(len(DEFAULT_SCHEDULE_S) + 1)]
+    assert delays == [*DEFAULT_SCHEDULE_S, None]
+
+
+@pytest.mark.parametrize(("schedule", "attempts_made"), [((), 0), ((0.0,), 1), ((1.0, 2.0), 2)])
+def test_a_short_or_empty_schedule_is_spent(schedule: tuple[float, ...], attempts_made: int) -> None:
+    assert next_delay_s(schedule, attempts_made, 0.5, retry_after_s=1.0) is None
+
+
+@given(
+    schedule=st.lists(st.floats(min_value=0, max_value=1e6), min_size=1, max_size=20),
+    data=st.data(),
+    jitter=st.floats(min_value=0, max_value=1, exclude_max=True),
+    retry_after_s=st.none() | st.floats(min_value=0, allow_nan=False),
+)
+def test_every_delay_is_its_step_plus_at_most_10_percent_or_a_capped_retry_after(
+    schedule: list[float], data: st.DataObject, jitter: float, retry_after_s: float | None
+) -> None:
+    attempts_made = data.draw(st.integers(min_value=0, max_value=len(schedule) - 1))
+    step = schedule[attempts_made]
+    delay = next_delay_s(schedule, attempts_made, jitter, retry_after_s)
+    assert delay is not None
+    assert step <= delay
+    assert delay <= step * (1 + JITTER_FRACTION) or (
+        retry_after_s is not None and delay == min(retry_after_s, max(schedule))
+    )
+    assert delay <= max(schedule) * (1 + JITTER_FRACTION)
+    if retry_after_s is not None:
+        assert delay >= min(retry_after_s, max(schedule))

@@ -1,11 +1,12 @@
-"""DeliveryStore against a real redis-server: scheduling, claiming with leases, transitions, listing."""
+"""DeliveryStore against a real redis-server: scheduling, claiming with leases, transitions, listing,
+dead-letter expiry, the per-subscription dead-letter index and replay, digested deliveries."""
 
 from __future__ import annotations
 
 import pytest
 from redis.asyncio import Redis
 
-from services.deliveries import DeliveryRecord, DeliveryStore
+from services.deliveries import STATUSES, DeliveryRecord, DeliveryStore
 from services.names import RedisKeys
 from tests.notifier.helpers import make_action
 
@@ -30,7 +31,13 @@ def clock() -> Clock:
 
 @pytest.fixture
 def store(redis_client: Redis, unique: str, clock: Clock) -> DeliveryStore:
-    return DeliveryStore(redis_client, RedisKeys(f"t{unique}:"), delivered_ttl_s=60, clock=clock)
+    return DeliveryStore(redis_client, RedisKeys(f"t{unique}:"), delivered_ttl_s=60, dead_letter_ttl_s=120,
+                         clock=clock)
+
+
+@pytest.fixture
+def keys(unique: str) -> RedisKeys:
+    return RedisKeys(f"t{unique}:")
 
 
 def record(delivery_id: str, due_ms: int = NOW_MS, sub_id: str = "sub_a") -> DeliveryRecord:
@@ -109,3 +116,192 @@ async def test_rate_slots_count_per_clock_minute(redis_client: Redis, unique: st
     assert waits == [0, 0, 60_000 - 2_000]  # the third send waits for the next minute
     assert await store.take_rate_slot("sub_r", 2, minute_ms + 60_000) == 0  # a new minute, a new window
     assert await store.take_rate_slot("sub_other", 2, minute_ms + 5_000) == 0  # per subscription
+
+
+async def fail(store: DeliveryStore, *ids: str) -> None:
+    for delivery_id in ids:
+        assert await store.mark_failed(delivery_id, attempts=3, last_status=500, last_error="HTTP 500") is not None
+
+
+async def test_dead_letters_expire_and_a_retry_keeps_them_for_good(
+    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+) -> None:
+    await store.schedule([record("msg_old"), record("msg_new")])
+    await fail(store, "msg_old")
+    assert 0 < await redis_client.ttl(keys.delivery("msg_old")) <= 120
+    by_sub = keys.deliveries_failed_by_subscription("sub_a")
+    assert 0 < await redis_client.ttl(by_sub) <= 120
+
+    clock.now_s += 121  # past msg_old's dead-letter TTL
+    await fail(store, "msg_new")
+    # the sets are trimmed by score: msg_old failed more than the TTL ago
+    assert await redis_client.zrange(keys.deliveries_failed(), 0, -1) == ["msg_new"]
+    assert await redis_client.zrange(by_sub, 0, -1) == ["msg_new"]
+
+    retried = await store.retry("msg_new")
+    assert retried is not None and retried.status == "pending"
+    assert await redis_client.ttl(keys.delivery("msg_new")) == -1  # pending again: no expiry
+    assert await redis_client.zcard(by_sub) == 0
+
+
+async def test_readers_drop_expired_dead_letters(store: DeliveryStore, redis_client: Redis, keys: RedisKeys) -> None:
+    await store.schedule([record("msg_1"), record("msg_2")])
+    await fail(store, "msg_1", "msg_2")
+    await redis_client.delete(keys.delivery("msg_1"))  # as its TTL would
+    assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_2"]
+    assert await redis_client.zrange(keys.deliveries_failed_by_subscription("sub_a"), 0, -1) == ["msg_2"]
+    assert [r.id for r in await store.list("failed")] == ["msg_2"]
+    assert await store.count("failed") == 1
+
+
+async def test_the_per_subscription_index_follows_failures_and_retries(
+    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+) -> None:
+    await store.schedule([record("msg_a1"), record("msg_a2"), record("msg_b1", sub_id="sub_b")])
+    await fail(store, "msg_a1")
+    clock.now_s += 1
+    await fail(store, "msg_b1", "msg_a2")
+    assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_a2", "msg_a1"]
+    assert [r.id for r in await store.list("failed", subscription_id="sub_b")] == ["msg_b1"]
+    assert [r.id for r in await store.list("failed", subscription_id="sub_a", limit=1, offset=1)] == ["msg_a1"]
+    assert await store.list("failed", subscription_id="sub_none") == []
+    assert await redis_client.zscore(keys.deliveries_failed_by_subscription("sub_a"), "msg_a1") == NOW_MS
+
+    await store.retry("msg_a2")
+    assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_a1"]
+    assert [r.id for r in await store.list("failed")] == ["msg_b1", "msg_a1"]
+    # failing again after the retry puts it back in both, with the new time
+    await fail(store, "msg_a2")
+    assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_a2", "msg_a1"]
+
+    for status in ("pending", "delivered", "digested"):
+        with pytest.raises(ValueError, match="only with status failed"):
+            await store.list(status, subscription_id="sub_a")  # type: ignore[arg-type]
+
+
+async def test_replay_moves_one_subscriptions_dead_letters_back_to_pending(
+    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+) -> None:
+    await store.schedule([record(f"msg_a{i}") for i in range(3)] + [record("msg_b", sub_id="sub_b")])
+    await fail(store, "msg_a0", "msg_b")
+    clock.now_s += 10
+    await fail(store, "msg_a1", "msg_a2")
+    clock.now_s += 5
+
+    # since: only those dead-lettered at or after it
+    assert await store.replay_failed("sub_a", since_ms=NOW_MS + 10_000) == 2
+    for delivery_id in ("msg_a1", "msg_a2"):
+        rec = await store.get(delivery_id)
+        assert rec is not None
+        assert (rec.status, rec.attempts, rec.next_attempt_at_ms) == ("pending", 0, store.now_ms())
+        assert (rec.last_status, rec.last_error) == (500, "HTTP 500")  # kept, as retry does
+        assert await redis_client.ttl(keys.delivery(delivery_id)) == -1
+    assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_a0"]
+    assert sorted(r.id for r in await store.claim_due(store.now_ms(), lease_ms=1000, limit=10)) == ["msg_a1", "msg_a2"]
+
+    assert await store.replay_failed("sub_a") == 1  # the rest, nothing of sub_b
+    assert await store.list("failed", subscription_id="sub_a") == []
+    assert [r.id for r in await store.list("failed")] == ["msg_b"]
+    assert await store.count("failed") == 1
+    assert await store.replay_failed("sub_a") == 0
+    assert await store.replay_failed("sub_none") == 0
+
+
+async def test_replay_honours_the_limit(store: DeliveryStore, clock: Clock) -> None:
+    await store.schedule([record(f"msg_{i}") for i in range(5)])
+    for i in range(5):
+        await fail(store, f"msg_{i}")
+        clock.now_s += 1
+    assert await store.replay_failed("sub_a", limit=2) == 2
+    assert sorted(r.id for r in await store.list("failed", subscription_id="sub_a")) == ["msg_2", "msg_3", "msg_4"]
+    assert await store.replay_failed("sub_a", limit=0) == 0
+    assert await store.replay_failed("sub_a") == 3
+
+
+async def test_replay_skips_records_that_changed_meanwhile(
+    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await store.schedule([record(f"msg_{i}") for i in range(4)])
+    await fail(store, "msg_0", "msg_1", "msg_2", "msg_3")
+    read_ids = store._failed_ids
+
+    async def then_changed(*args: object) -> list[str]:
+        ids = await read_ids(*args)  # type: ignore[arg-type]
+        await store.retry("msg_1")  # retried by hand between reading the index and replaying
+        await redis_client.delete(keys.delivery("msg_2"))  # expired
+        return ids
+
+    monkeypatch.setattr(store, "_failed_ids", then_changed)
+    assert await store.replay_failed("sub_a") == 2
+    assert sorted(r.id for r in await store.claim_due(store.now_ms(), lease_ms=1000, limit=10)) == [
+        "msg_0", "msg_1", "msg_3"]
+    assert await redis_client.zcard(keys.deliveries_failed_by_subscription("sub_a")) == 0
+
+    async def stale(*args: object) -> list[str]:
+        return ["msg_0", "msg_1"]  # both pending again by now: nothing to do
+
+    monkeypatch.setattr(store, "_failed_ids", stale)
+    assert await store.replay_failed("sub_a") == 0
+
+
+async def test_replay_in_several_batches(store: DeliveryStore) -> None:
+    await store.schedule([record(f"msg_{i:03}") for i in range(230)])
+    await fail(store, *(f"msg_{i:03}" for i in range(230)))
+    assert await store.replay_failed("sub_a") == 230
+    assert await store.count("failed") == 0 and await store.count("pending") == 230
+
+
+async def test_digested_leaves_the_queue_and_expires_like_delivered(
+    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+) -> None:
+    await store.schedule([record("msg_1"), record("msg_2"), record("msg_3")])
+    rec = await store.mark_digested("msg_1", digest_id="msg_digest")
+    assert rec is not None and (rec.status, rec.digest_id, rec.next_attempt_at_ms) == ("digested", "msg_digest", None)
+    assert await store.get("msg_1") == rec
+    assert 0 < await redis_client.ttl(keys.delivery("msg_1")) <= 60
+    assert [r.id for r in await store.claim_due(NOW_MS, lease_ms=1, limit=10)] == ["msg_2", "msg_3"]
+    clock.now_s += 1
+    await store.mark_digested("msg_2", digest_id="msg_digest")
+    assert [r.id for r in await store.list("digested")] == ["msg_2", "msg_1"]
+    assert await store.count("digested") == 2 and await store.count("pending") == 1
+    assert await store.count("delivered") == 0
+
+    clock.now_s += 60  # msg_1 and msg_2 are older than the TTL: trimmed from the set
+    await store.mark_digested("msg_3", digest_id="msg_digest")
+    assert await redis_client.zrange(keys.deliveries_digested(), 0, -1) == ["msg_3"]
+
+    # only from pending
+    assert await store.mark_digested("msg_1", digest_id="msg_other") is None
+    assert await store.mark_delivered("msg_1", attempts=1, last_status=200) is None
+    assert await store.mark_digested("msg_unknown", digest_id="msg_digest") is None
+    with pytest.raises(ValueError, match="digested"):
+        await store.retry("msg_1")
+
+
+async def test_records_without_digest_id_still_read(store: DeliveryStore, redis_client: Redis, keys: RedisKeys) -> None:
+    rec = record("msg_1")
+    assert "digest_id" not in rec.to_json()  # omitted while unset: older readers still read new records
+    legacy = rec.to_json()
+    assert DeliveryRecord.from_json(legacy) == rec and rec.digest_id is None
+    await redis_client.set(keys.delivery("msg_old"), legacy.replace('"msg_1"', '"msg_old"'))
+    assert (old := await store.get("msg_old")) is not None and old.digest_id is None
+    assert set(STATUSES) == {"pending", "delivered", "failed", "digested"}
+
+
+async def test_replace_action_only_while_pending(store: DeliveryStore, redis_client: Redis, keys: RedisKeys) -> None:
+    await store.schedule([record("msg_1", due_ms=NOW_MS + 5_000), record("msg_2")])
+    before = await store.get("msg_1")
+    assert before is not None
+    frozen = {**before.action, "type": "fatigue.digest", "total": 3, "items": []}
+    replaced = await store.replace_action("msg_1", frozen)
+    assert replaced is not None and replaced.action == frozen
+    assert replaced == type(before)(**{**before.__dict__, "action": frozen, "updated_at_ms": replaced.updated_at_ms})
+    assert await store.get("msg_1") == replaced
+    assert await redis_client.zscore(keys.deliveries_due(), "msg_1") == NOW_MS + 5_000  # due time unchanged
+    assert await redis_client.ttl(keys.delivery("msg_1")) == -1
+
+    await store.mark_delivered("msg_2", attempts=1, last_status=200)
+    assert await store.replace_action("msg_2", frozen) is None
+    stored = await store.get("msg_2")
+    assert stored is not None and stored.action != frozen
+    assert await store.replace_action("msg_unknown", frozen) is None
