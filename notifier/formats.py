@@ -1,8 +1,19 @@
 """Request bodies per subscription format: Standard Webhooks JSON or a chat tool's bot message.
 
-Pure functions of the action record: no I/O, no clock. Chat messages are short and rep-facing:
-the customer, what to do, why (the numbers from `reasons`), until when (`pause_until`), and the
-best channel/time on a re-engage. Signing lives apart (notifier/signing.py, chat_signing.py).
+Pure functions of the record: no I/O, no clock. The record is an action (services.actions.Action)
+or a digest (services.actions.Digest, type `fatigue.digest`): one rep's alerts beyond a
+subscription's storm limit in one window, folded into one message. Signing lives apart
+(notifier/signing.py, chat_signing.py).
+
+Chat messages are short and rep-facing. An action tells the customer, what to do, why (the numbers
+from `reasons`), until when (`pause_until`), and the best channel/time on a re-engage. A digest
+tells how many more customers need attention and for which rep ("12 more customers need attention
+for rep-9", "1 more unassigned customer needs attention"), a count per kind ("8 to pause,
+4 to re-engage"), then one line per customer (what to do, the top reason, until when) for the
+first CHAT_DIGEST_LINES items and "… and N more" for the rest (including the items the digest
+itself omitted). Both go through one `Summary`, so each provider function renders either kind;
+on Feishu a digest's card header is blue (a mix of kinds, so none of the per-kind colours).
+`standard` sends either record as is, in the Standard Webhooks body.
 
 Provider shapes (checked against the providers' docs):
 - Slack Incoming Webhook: `{"text", "blocks"}`, Block Kit header/section/context
@@ -23,22 +34,36 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from services.actions import Action, webhook_body
+from services.actions import Action, Digest, webhook_body
 from services.errors import ConfigError
-from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
+from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 
 SLACK_HEADER_MAX = 150
 SLACK_SECTION_MAX = 3000
 WECOM_MARKDOWN_MAX_BYTES = 4096
+CHAT_DIGEST_LINES = 10
+"""A digest lists this many customers in a chat message; the rest are "… and N more"."""
+DIGEST_CUSTOMER_MAX = 48
+DIGEST_REASON_MAX = 80
+"""Characters of a digest line's customer id and reason: ten lines stay well within every provider's limit."""
+
+Record = Action | Digest
+"""What the notifier delivers: an action, or a digest of one rep's alerts."""
 
 _TITLES = {
     ACTION_THROTTLE: "Pause outreach",
     ACTION_RE_ENGAGE: "Re-engage",
     ACTION_RECOVERED: "Outreach can resume",
 }
-_FEISHU_TEMPLATES = {ACTION_THROTTLE: "red", ACTION_RE_ENGAGE: "orange", ACTION_RECOVERED: "green"}
+_DIGEST_COUNTS = {
+    ACTION_THROTTLE: "to pause",
+    ACTION_RE_ENGAGE: "to re-engage",
+    ACTION_RECOVERED: "can resume",
+}
+_FEISHU_TEMPLATES = {ACTION_THROTTLE: "red", ACTION_RE_ENGAGE: "orange", ACTION_RECOVERED: "green",
+                     ACTION_DIGEST: "blue"}
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,7 @@ class Summary:
     why: list[str]
     facts: list[tuple[str, str]]
     footer: str
+    why_label: str = "Why"  # a digest lists its customers under "Customers"
 
 
 def number(value: Any) -> str:
@@ -64,7 +90,18 @@ def reason_line(reason: Mapping[str, Any]) -> str:
     return f"{line} — {detail}" if detail else line
 
 
-def summarize(action: Action) -> Summary:
+def summarize(record: Record) -> Summary:
+    """The rep-facing content of an action or of a digest (record type `fatigue.digest`)."""
+    if record.get("type") == ACTION_DIGEST:
+        return _summarize_digest(cast(Digest, record))
+    return _summarize_action(cast(Action, record))
+
+
+def _test_marked(title: str, data: Mapping[str, Any]) -> str:
+    return f"[Test] {title}" if data.get("test") else title  # a sample sent to try a subscription out
+
+
+def _summarize_action(action: Action) -> Summary:
     data: Mapping[str, Any] = action
     facts = [("Customer", str(data.get("customer_id")))]
     optional = [
@@ -75,15 +112,55 @@ def summarize(action: Action) -> Summary:
     ]
     facts += [(label, str(value)) for label, value in optional if value]
     title = f"{_TITLES.get(str(data.get('type')), str(data.get('type')))}: {data.get('customer_id')}"
-    if data.get("test"):  # a sample sent to try a subscription out
-        title = f"[Test] {title}"
     return Summary(
-        title=title,
+        title=_test_marked(title, data),
         todo=str(data.get("suggestion") or ""),
         why=[reason_line(r) for r in data.get("reasons") or []],
         facts=facts,
         footer=f"{data.get('type')} · {data.get('at')} · {data.get('action_id')}",
     )
+
+
+def _summarize_digest(digest: Digest) -> Summary:
+    """Title with the count and the rep, a count per kind, one line per customer up to CHAT_DIGEST_LINES."""
+    data: Mapping[str, Any] = digest
+    total = int(data.get("total") or 0)
+    rep = data.get("owner_rep_id")
+    customers = "customer needs" if total == 1 else "customers need"
+    title = f"{total} more {customers} attention for {rep}" if rep else f"{total} more unassigned {customers} attention"
+    items: list[Mapping[str, Any]] = list(data.get("items") or [])
+    shown = items[:CHAT_DIGEST_LINES]
+    why = [digest_line(item) for item in shown]
+    more = len(items) - len(shown) + int(data.get("omitted") or 0)
+    if more > 0:
+        why.append(f"… and {more} more")
+    window = f"{data.get('window_start')} – {data.get('window_end')}"  # noqa: RUF001 (an en dash: a range)
+    return Summary(
+        title=_test_marked(title, data),
+        todo=digest_counts(data.get("by_type") or {}),
+        why=why,
+        facts=[("Owner rep", str(rep) if rep else "none (unassigned customers)")],
+        footer=f"{data.get('type')} · {window} · {data.get('action_id')}",
+        why_label="Customers",
+    )
+
+
+def digest_counts(by_type: Mapping[str, int]) -> str:
+    """{"fatigue.throttle": 8, "fatigue.re_engage": 4} -> "8 to pause, 4 to re-engage" (known kinds first)."""
+    order = [*_DIGEST_COUNTS, *sorted(set(by_type) - set(_DIGEST_COUNTS))]
+    return ", ".join(f"{by_type[kind]} {_DIGEST_COUNTS.get(kind, kind)}" for kind in order if by_type.get(kind))
+
+
+def digest_line(item: Mapping[str, Any]) -> str:
+    """One folded alert: customer — what to do — top reason — until when (long ids and reasons clipped)."""
+    kind = str(item.get("type"))
+    parts = [_clip(str(item.get("customer_id")), DIGEST_CUSTOMER_MAX), _TITLES.get(kind, kind)]
+    reasons = item.get("reasons") or []
+    if reasons:
+        parts.append(_clip(reason_line(reasons[0]), DIGEST_REASON_MAX))
+    if item.get("pause_until"):
+        parts.append(f"until {item['pause_until']}")
+    return " — ".join(parts)
 
 
 def _best_time(best: Any) -> str | None:
@@ -96,7 +173,7 @@ def markdown_lines(summary: Summary, bold: str = "**") -> list[str]:
     """The message as markdown-ish lines; `bold` is `**` (most tools) or `*` (Slack mrkdwn)."""
     lines = [f"{bold}What to do:{bold} {summary.todo}"]
     if summary.why:
-        lines += [f"{bold}Why:{bold}", *(f"• {line}" for line in summary.why)]
+        lines += [f"{bold}{summary.why_label}:{bold}", *(f"• {line}" for line in summary.why)]
     lines += [f"{bold}{label}:{bold} {value}" for label, value in summary.facts]
     return lines
 
@@ -115,8 +192,8 @@ def _clip_bytes(text: str, limit: int) -> str:
     return text if len(raw) <= limit else raw[: limit - 3].decode(errors="ignore") + "…"
 
 
-def slack(action: Action) -> dict[str, Any]:
-    s = summarize(action)
+def slack(record: Record) -> dict[str, Any]:
+    s = summarize(record)
     text = slack_escape("\n".join(markdown_lines(s, bold="*")))
     return {
         "text": slack_escape(f"{s.title} — {s.todo}"),
@@ -128,8 +205,8 @@ def slack(action: Action) -> dict[str, Any]:
     }
 
 
-def teams(action: Action) -> dict[str, Any]:
-    s = summarize(action)
+def teams(record: Record) -> dict[str, Any]:
+    s = summarize(record)
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": s.title, "size": "Medium", "weight": "Bolder", "wrap": True},
         {"type": "TextBlock", "text": s.todo, "wrap": True},
@@ -145,16 +222,16 @@ def teams(action: Action) -> dict[str, Any]:
     ]}
 
 
-def wecom(action: Action) -> dict[str, Any]:
-    s = summarize(action)
+def wecom(record: Record) -> dict[str, Any]:
+    s = summarize(record)
     content = "\n".join([f"**{s.title}**", *markdown_lines(s), f"> {s.footer}"])
     return {"msgtype": "markdown", "markdown": {"content": _clip_bytes(content, WECOM_MARKDOWN_MAX_BYTES)}}
 
 
-def feishu(action: Action) -> dict[str, Any]:
+def feishu(record: Record) -> dict[str, Any]:
     """An interactive card (message card v1 with a lark_md div); signing fields are added by the sender."""
-    s = summarize(action)
-    template = _FEISHU_TEMPLATES.get(action["type"], "blue")
+    s = summarize(record)
+    template = _FEISHU_TEMPLATES.get(record["type"], "blue")
     return {"msg_type": "interactive", "card": {
         "header": {"title": {"tag": "plain_text", "content": s.title}, "template": template},
         "elements": [
@@ -164,15 +241,20 @@ def feishu(action: Action) -> dict[str, Any]:
     }}
 
 
-def dingtalk(action: Action) -> dict[str, Any]:
+def dingtalk(record: Record) -> dict[str, Any]:
     """DingTalk markdown needs a blank line between paragraphs to break lines."""
-    s = summarize(action)
+    s = summarize(record)
     text = "\n\n".join([f"#### {s.title}", *markdown_lines(s), f"> {s.footer}"])
     return {"msgtype": "markdown", "markdown": {"title": s.title, "text": text}}
 
 
-RENDERERS: dict[str, Callable[[Action], dict[str, Any]]] = {
-    "standard": webhook_body,
+def standard(record: Record) -> dict[str, Any]:
+    """The Standard Webhooks body (type, timestamp, data); a digest has the `type` and `at` it reads."""
+    return webhook_body(cast(Action, record))
+
+
+RENDERERS: dict[str, Callable[[Record], dict[str, Any]]] = {
+    "standard": standard,
     "slack": slack,
     "teams": teams,
     "wecom": wecom,
@@ -181,8 +263,11 @@ RENDERERS: dict[str, Callable[[Action], dict[str, Any]]] = {
 }
 
 
-def render(action: Action, format_name: str) -> dict[str, Any]:
-    """The JSON body for `format_name` (one of services.subscriptions.FORMATS); ConfigError if unknown."""
+def render(action: Record, format_name: str) -> dict[str, Any]:
+    """The JSON body of an action or a digest for `format_name` (one of services.subscriptions.FORMATS).
+
+    ConfigError if the format is unknown.
+    """
     try:
         renderer = RENDERERS[format_name]
     except KeyError:

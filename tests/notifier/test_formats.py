@@ -12,12 +12,12 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from notifier.chat_signing import dingtalk_sign, dingtalk_signed_url, feishu_sign, provider_secret
-from notifier.formats import RENDERERS, render
-from services.actions import Action, webhook_body
+from notifier.formats import CHAT_DIGEST_LINES, RENDERERS, render
+from services.actions import DIGEST_ITEMS_MAX, Action, Digest, webhook_body
 from services.errors import ConfigError
-from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
+from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.subscriptions import FORMATS, generate_secret
-from tests.notifier.helpers import make_action
+from tests.notifier.helpers import make_action, make_digest
 
 FOOTER = "fatigue.throttle · 2026-11-23T20:22:12.949Z · act_golden"
 WHY = "frequency_cap: 13 (threshold 12, 30d)"
@@ -212,6 +212,135 @@ def test_slack_text_is_escaped() -> None:
     action["suggestion"] = "call <@U123> & <!channel>"
     body = render(action, "slack")
     assert "<" not in json.dumps(body) and "&lt;@U123&gt; &amp; &lt;!channel&gt;" in body["text"]
+
+
+# --- digests: one message for one rep's alerts beyond a storm limit ----------------------------------
+
+DIGEST_FOOTER = "fatigue.digest · 2026-11-23T20:00:00Z – 2026-11-23T20:10:00Z · dig_test"  # noqa: RUF001
+UNTIL = "until 2026-11-26T20:00:00Z"
+FREQ = "frequency_cap: 6 (threshold 5, 7d)"
+
+
+def mixed_digest() -> Digest:
+    return make_digest({ACTION_THROTTLE: 8, ACTION_RE_ENGAGE: 4, ACTION_RECOVERED: 1})
+
+
+def all_digests() -> list[Digest]:
+    return [mixed_digest(), make_digest({ACTION_THROTTLE: 1}), make_digest(owner_rep_id=None),
+            make_digest({ACTION_THROTTLE: 70})]
+
+
+def test_slack_digest_golden_body() -> None:
+    lines = [
+        "*What to do:* 8 to pause, 4 to re-engage, 1 can resume",
+        "*Customers:*",
+        *(f"• cust-{n} — Pause outreach — {FREQ} — {UNTIL}" for n in range(1, 9)),
+        f"• cust-9 — Re-engage — {FREQ}",
+        f"• cust-10 — Re-engage — {FREQ}",
+        "• … and 3 more",
+        "*Owner rep:* rep-9",
+    ]
+    assert render(mixed_digest(), "slack") == {
+        "text": "13 more customers need attention for rep-9 — 8 to pause, 4 to re-engage, 1 can resume",
+        "blocks": [
+            {"type": "header", "text": {"type": "plain_text", "text": "13 more customers need attention for rep-9"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": "\n".join(lines)}},
+            {"type": "context", "elements": [{"type": "mrkdwn", "text": DIGEST_FOOTER}]},
+        ],
+    }
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+@pytest.mark.parametrize("digest", all_digests(), ids=lambda d: f"{d['total']}-{d['owner_rep_id']}")
+def test_digest_documented_shape(format_name: str, digest: Digest) -> None:
+    body = render(digest, format_name)
+    CHECKS[format_name](body)
+    json.dumps(body)  # plain JSON types only
+    assert DIGEST_FOOTER in json.dumps(body, ensure_ascii=False)
+
+
+def test_digest_standard_is_the_standard_webhooks_body() -> None:
+    digest = mixed_digest()
+    body = render(digest, "standard")
+    assert body == {"type": ACTION_DIGEST, "timestamp": "2026-11-23T20:10:00Z", "data": digest}
+
+
+def test_digest_feishu_card_is_blue() -> None:
+    assert render(mixed_digest(), "feishu")["card"]["header"]["template"] == "blue"
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+@pytest.mark.parametrize(("digest", "title"), [
+    (make_digest(), "12 more customers need attention for rep-9"),
+    (make_digest({ACTION_THROTTLE: 1}), "1 more customer needs attention for rep-9"),
+    (make_digest(owner_rep_id=None), "12 more unassigned customers need attention"),
+    (make_digest({ACTION_RECOVERED: 1}, owner_rep_id=None), "1 more unassigned customer needs attention"),
+], ids=["plural", "singular", "unassigned", "unassigned-singular"])
+def test_digest_title_counts_and_names_the_rep(format_name: str, digest: Digest, title: str) -> None:
+    text = json.dumps(render(digest, format_name), ensure_ascii=False)
+    assert title in text
+    assert ("unassigned customers" in text) is (digest["owner_rep_id"] is None)
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+def test_digest_counts_by_type_and_lists_what_to_do(format_name: str) -> None:
+    text = json.dumps(render(mixed_digest(), format_name), ensure_ascii=False)
+    assert "8 to pause, 4 to re-engage, 1 can resume" in text
+    assert f"cust-1 — Pause outreach — {FREQ} — {UNTIL}" in text
+    assert f"cust-9 — Re-engage — {FREQ}" in text and f"cust-9 — Re-engage — {FREQ} — until" not in text
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+@pytest.mark.parametrize(("total", "more"), [
+    (CHAT_DIGEST_LINES, None),  # every item fits: no "more" line
+    (CHAT_DIGEST_LINES + 2, 2),  # cut for chat
+    (DIGEST_ITEMS_MAX + 20, DIGEST_ITEMS_MAX + 20 - CHAT_DIGEST_LINES),  # cut for chat + omitted by the digest
+])
+def test_digest_lists_some_customers_and_counts_the_rest(format_name: str, total: int, more: int | None) -> None:
+    digest = make_digest({ACTION_THROTTLE: total})
+    assert digest["omitted"] == max(0, total - DIGEST_ITEMS_MAX)
+    text = json.dumps(render(digest, format_name), ensure_ascii=False)
+    assert f"cust-{CHAT_DIGEST_LINES} —" in text and f"cust-{CHAT_DIGEST_LINES + 1} —" not in text
+    if more is None:
+        assert "… and" not in text
+    else:
+        assert f"… and {more} more" in text
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+def test_a_test_digest_says_so(format_name: str) -> None:
+    digest: dict[str, Any] = {**make_digest(), "test": True}
+    assert "[Test] 12 more customers need attention for rep-9" in json.dumps(render(digest, format_name))  # type: ignore[arg-type]
+    assert "[Test]" not in json.dumps(render(make_digest(), format_name))
+
+
+def long_digest() -> Digest:
+    """Full digest (50 items listed, 30 omitted), long customer ids and reasons, multi-byte text."""
+    digest = make_digest({ACTION_THROTTLE: 80}, owner_rep_id="r" * 200)
+    for n, item in enumerate(digest["items"]):
+        item["customer_id"] = f"{n}-" + "c" * 300
+        item["suggestion"] = "暂停联系" * 500
+        item["reasons"] = [{"rule": "frequency_cap", "window": "30d", "observed": 13.0, "threshold": 12.0,
+                            "detail": "最近三十天联系过多" * 300}] * 3
+    assert len(digest["items"]) == DIGEST_ITEMS_MAX
+    return digest
+
+
+@pytest.mark.parametrize("format_name", sorted(CHECKS))
+def test_long_digest_stays_within_the_provider_limits(format_name: str) -> None:
+    body = render(long_digest(), format_name)
+    CHECKS[format_name](body)
+    text = json.dumps(body, ensure_ascii=False)
+    assert "… and 70 more" in text  # the count of the rest survives the clipping
+    assert "fatigue.digest · " in text
+
+
+def test_slack_digest_text_is_escaped() -> None:
+    digest = make_digest({ACTION_THROTTLE: 1})
+    digest["items"][0]["customer_id"] = "<&>acme <@U123>"
+    body = render(digest, "slack")
+    assert "<" not in json.dumps(body)
+    assert "• &lt;&amp;&gt;acme &lt;@U123&gt; — Pause outreach" in body["blocks"][1]["text"]["text"]
 
 
 # --- chat signatures ---------------------------------------------------------------------------------
