@@ -152,7 +152,6 @@ async def run(
         ledger = RedisLedger(redis, settings.keys, settings.delivered_ttl_s)
         store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s,
                               dead_letter_ttl_s=settings.dead_letter_ttl_s)
-        dispatcher = Dispatcher(subscriptions, ledger, store, metrics)
         scheduler = DeliveryScheduler(
             store, subscriptions, ledger, make_sender(settings, client, metrics, resolve), metrics,
             EndpointHealthStore(redis, settings.keys, circuit_config(settings)), DigestStore(redis, settings.keys),
@@ -160,6 +159,7 @@ async def run(
             concurrency=settings.delivery_concurrency, per_endpoint=settings.delivery_concurrency_per_endpoint,
             poll_s=settings.scheduler_poll_s,
         )
+        dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s
         work = asyncio.gather(ActionConsumer(consumer, dispatcher).run(stop), scheduler.run(stop))

@@ -62,7 +62,9 @@ class Dispatcher:
         queue: DeliveryQueue,
         metrics: NotifierMetrics,
         clock: Callable[[], float] = time.time,
+        on_scheduled: Callable[[], None] = lambda: None,
     ) -> None:
+        self._on_scheduled = on_scheduled
         self._subscriptions = subscriptions
         self._ledger = ledger
         self._queue = queue
@@ -85,6 +87,8 @@ class Dispatcher:
         for sub, rec in zip(subs, records, strict=True):
             if rec.id not in new:
                 self._metrics.deliveries.labels(outcome="duplicate", format=sub.format).inc()
+        if scheduled:
+            self._on_scheduled()  # the scheduler sends them at once instead of at its next poll
         return scheduled
 
     async def _already_delivered(self, action: Action, sub: Subscription) -> bool:

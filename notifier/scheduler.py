@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import contextlib
 import logging
 import random
 import time
@@ -105,6 +104,7 @@ class DeliveryScheduler:
         self._jitter = jitter
         self._monotonic = monotonic
         self._gauges_at = float("-inf")
+        self._woken = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due deliveries until `stop` is set, then let those in flight finish.
@@ -116,17 +116,23 @@ class DeliveryScheduler:
         try:
             while not stop.is_set():
                 _reap(inflight)
+                self._woken.clear()  # before claiming: a wake-up from now on ends the wait below
                 free = self._concurrency - len(inflight)
                 claimed = await self._store.claim_due(self._store.now_ms(), self._lease_ms, free)
                 inflight.update(asyncio.create_task(self._process(rec)) for rec in claimed)
                 await self._update_gauges()
                 if not claimed:
-                    await _wait_any(stop, inflight, self._poll_s)
+                    await _wait_any((stop, self._woken), inflight, self._poll_s)
             await asyncio.gather(*inflight)
         finally:
             for task in inflight:
                 task.cancel()
             await asyncio.gather(*inflight, return_exceptions=True)
+
+    def wake(self) -> None:
+        """New deliveries were scheduled in this process: look for due ones now, not at the next poll.
+        (Deliveries scheduled by other notifiers, retries and deferrals are found by polling.)"""
+        self._woken.set()
 
     async def _update_gauges(self) -> None:
         if self._monotonic() - self._gauges_at < GAUGE_INTERVAL_S:
@@ -287,15 +293,15 @@ def _reap(inflight: set[asyncio.Task[None]]) -> None:
             raise error
 
 
-async def _wait_any(stop: asyncio.Event, inflight: set[asyncio.Task[None]], timeout_s: float) -> None:
-    """Until `stop` is set, a delivery finishes, or `timeout_s` passed."""
-    stopped = asyncio.ensure_future(stop.wait())
+async def _wait_any(events: tuple[asyncio.Event, ...], inflight: set[asyncio.Task[None]], timeout_s: float) -> None:
+    """Until one of `events` is set, a delivery finishes, or `timeout_s` passed."""
+    waiters = {asyncio.ensure_future(event.wait()) for event in events}
     try:
-        await asyncio.wait({stopped, *inflight}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({*waiters, *inflight}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        stopped.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await stopped
+        for waiter in waiters:
+            waiter.cancel()
+        await asyncio.gather(*waiters, return_exceptions=True)
 
 
 def _log_undelivered(action: Action, result: DeliveryResult) -> None:

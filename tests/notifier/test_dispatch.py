@@ -60,6 +60,7 @@ class Setup:
     ledger: MemoryLedger
     registry: CollectorRegistry
     dispatcher: Dispatcher
+    wakes: list[int] = field(default_factory=list)
 
     def metric(self, name: str, **labels: str) -> float:
         return self.registry.get_sample_value(name, labels) or 0.0
@@ -68,8 +69,10 @@ class Setup:
 def setup(*subs: Subscription) -> Setup:
     registry = CollectorRegistry()
     static, ledger, queue = StaticSubscriptions(list(subs)), MemoryLedger(ttl_s=60), RecordingQueue()
-    return Setup(static, queue, ledger, registry,
-                 Dispatcher(static, ledger, queue, NotifierMetrics(registry), clock=lambda: 1000.0))
+    wakes: list[int] = []
+    dispatcher = Dispatcher(static, ledger, queue, NotifierMetrics(registry), clock=lambda: 1000.0,
+                            on_scheduled=lambda: wakes.append(len(queue.records)))
+    return Setup(static, queue, ledger, registry, dispatcher, wakes)
 
 
 async def test_schedules_one_pending_delivery_per_matching_subscription() -> None:
@@ -89,6 +92,7 @@ async def test_same_action_twice_is_scheduled_once() -> None:
     assert len(await s.dispatcher.dispatch(raw)) == 1
     assert await s.dispatcher.dispatch(raw) == []
     assert len(s.queue.records) == 1
+    assert s.wakes == [1]  # the scheduler is woken once the new delivery is stored, not for the duplicate
     assert s.metric("fatigue_notifier_deliveries_total", outcome="duplicate", format="standard") == 1
 
 
