@@ -9,10 +9,11 @@ from fastapi import Path
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
 
 from services.contract import FreeId, Identifier, Stage, Tier
-from services.names import ACTION_THROTTLE, ACTION_TYPES
+from services.names import ACTION_DIGEST, ACTION_THROTTLE, ACTION_TYPES
 from services.subscriptions import FORMATS, PROVIDER_SECRET_FORMATS
 
 ActionType = Literal[ACTION_TYPES]  # type: ignore[valid-type]
+TestType = Literal[(*ACTION_TYPES, ACTION_DIGEST)]  # type: ignore[valid-type]
 """fatigue.throttle | fatigue.re_engage | fatigue.recovered"""
 
 MAX_URL_CHARS = 2048
@@ -333,7 +334,10 @@ class SecretRotated(BaseModel):
 class TestDeliveryIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    type: ActionType = Field(default=ACTION_THROTTLE, description="Which kind of sample action to send.")
+    type: TestType = Field(  # type: ignore[valid-type]
+        default=ACTION_THROTTLE,
+        description="Which kind of sample to send: an action type, or fatigue.digest for a sample per-rep digest.",
+    )
 
 
 class ReplayIn(BaseModel):

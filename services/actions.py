@@ -11,7 +11,7 @@ import json
 from typing import Any, NotRequired, TypedDict
 
 from services.errors import BadRecord
-from services.names import ACTION_TYPES
+from services.names import ACTION_DIGEST, ACTION_TYPES
 
 
 class Reason(TypedDict):
@@ -83,9 +83,14 @@ def decode_action(raw: bytes) -> Action:
         data = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise BadRecord(f"action record is not JSON: {exc}") from exc
-    if not isinstance(data, dict) or data.get("type") not in ACTION_TYPES or "action_id" not in data:
+    if not isinstance(data, dict) or "action_id" not in data or not _known_type(data):
         raise BadRecord(f"action record lacks a known type or an action_id: {str(data)[:200]}")
     return data  # type: ignore[return-value]
+
+
+def _known_type(data: dict[str, Any]) -> bool:
+    """An action type; or a digest, which is on the topic only as a sample (POST …/test, `test: true`)."""
+    return data.get("type") in ACTION_TYPES or (data.get("type") == ACTION_DIGEST and data.get("test") is True)
 
 
 def webhook_body(action: Action) -> dict[str, Any]:

@@ -29,11 +29,12 @@ from ingest.schemas import (
 )
 from services.actions import Action, encode_action
 from services.destinations import check_destination
+from services.digests import Window, digest_item, empty_digest, filled
 from services.endpoint_health import EndpointHealthStore, Health
 from services.errors import DestinationRefused
-from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
+from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.settings import IngestSettings
-from services.subscriptions import PROVIDER_SECRET_FORMATS, Subscription, default_digest
+from services.subscriptions import CHAT_DEFAULT_DIGEST, PROVIDER_SECRET_FORMATS, Subscription, default_digest
 
 router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
 
@@ -247,8 +248,11 @@ async def send_test(
     body = body or TestDeliveryIn()
     if await store.get(subscription_id) is None:
         raise _not_found(subscription_id)
-    action = sample_action(body.type, subscription_id, datetime.now(UTC))
-    await publisher.publish_many(settings.actions_topic, [(action["customer_id"].encode(), encode_action(action))])
+    now = datetime.now(UTC)
+    action = sample_digest(subscription_id, now) if body.type == ACTION_DIGEST else sample_action(
+        body.type, subscription_id, now)
+    key = str(action.get("customer_id") or "sample-rep").encode()
+    await publisher.publish_many(settings.actions_topic, [(key, encode_action(action))])
     return TestDeliveryAccepted(action_id=action["action_id"], subscription_id=subscription_id, type=body.type)
 
 
@@ -291,6 +295,18 @@ def sample_action(action_type: str, subscription_id: str, now: datetime) -> Acti
         "profile": {"tier": "A", "stage": "negotiation", "owner_rep_id": "sample-rep", "do_not_contact": False},
         "test": True, "subscription_id": subscription_id,
     })
+
+
+def sample_digest(subscription_id: str, now: datetime) -> Action:
+    """A sample digest (as the notifier builds them) of three alerts for `sample-rep`, marked `test`."""
+    window = Window.at(int(now.timestamp() * 1000), CHAT_DEFAULT_DIGEST)
+    items = [sample_action(kind, subscription_id, now - timedelta(minutes=n)) for n, kind in
+             enumerate((ACTION_THROTTLE, ACTION_THROTTLE, ACTION_RE_ENGAGE))]
+    for n, item in enumerate(items):
+        item["customer_id"] = f"sample-customer-{n + 1}"
+    digest = filled(empty_digest("dig_test_" + secrets.token_hex(12), "sample-rep", window),
+                    [digest_item(item) for item in reversed(items)])
+    return cast(Action, {**digest, "test": True, "subscription_id": subscription_id})
 
 
 @router.delete(

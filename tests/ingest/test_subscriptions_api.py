@@ -4,6 +4,7 @@ rotate the secret, send a test action, delete; digests, endpoint health, disabli
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import httpx
 import pytest
@@ -202,6 +203,21 @@ async def test_test_endpoint_puts_one_addressed_sample_action_on_the_actions_top
     assert action["action_id"] == sent.json()["action_id"] and action["type"] == "fatigue.re_engage"
     assert action.get("test") is True and action.get("subscription_id") == sub.id
     assert action["customer_id"] == "sample-customer" and action["reasons"][0]["observed"] > 0
+
+
+async def test_test_endpoint_can_send_a_sample_digest(api: httpx.AsyncClient, settings: IngestSettings) -> None:
+    sub = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in", "format": "slack"})).json()
+    sent = await api.post(f"/v1/subscriptions/{sub['id']}/test", json={"type": "fatigue.digest"})
+    assert sent.status_code == 202, sent.text
+    [record] = await consume(settings.kafka_bootstrap_servers, settings.actions_topic, expected=1)
+    digest: dict[str, Any] = dict(decode_action(record.value))
+    assert record.key == b"sample-rep" and digest["action_id"] == sent.json()["action_id"]
+    assert (digest["type"], digest["test"], digest["subscription_id"]) == ("fatigue.digest", True, sub["id"])
+    assert (digest["owner_rep_id"], digest["total"], digest["omitted"]) == ("sample-rep", 3, 0)
+    assert digest["by_type"] == {"fatigue.throttle": 2, "fatigue.re_engage": 1}
+    assert [item["customer_id"] for item in digest["items"]] == [
+        "sample-customer-3", "sample-customer-2", "sample-customer-1"]  # oldest first
+    assert digest["window_start"] < digest["window_end"] == digest["at"]
 
 
 async def test_secrets_of_the_wrong_kind_are_refused(common_settings: CommonSettings) -> None:

@@ -10,12 +10,14 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from ingest.routers.subscriptions import sample_digest
 from notifier.app import circuit_config, make_sender
 from notifier.ledger import RedisLedger
 from notifier.scheduler import DeliveryScheduler
@@ -274,3 +276,17 @@ async def test_test_deliveries_and_subscriptions_without_a_limit_are_never_diges
             await harness.wait_until(lambda: len(limited.received) == 3 and len(unlimited.received) == 3, task,
                                      "every delivery on its own")
     assert harness.metric("fatigue_notifier_digested_total", format="standard") == 0
+
+
+async def test_a_sample_digest_goes_out_as_built_in_the_subscriptions_chat_format(harness: Harness) -> None:
+    async with serving() as receiver:
+        sub = await harness.subscribe(receiver, format="slack", digest=DigestLimit(after=1, window_minutes=10))
+        sample = sample_digest(sub.id, datetime.now(UTC))
+        await harness.schedule(sub, sample)
+        async with harness.running() as task:
+            await harness.wait_until(lambda: receiver.received, task, "the sample digest")
+    [got] = receiver.received
+    assert got.json["blocks"][0]["text"]["text"] == "[Test] 3 more customers need attention for sample-rep"
+    assert "2 to pause, 1 to re-engage" in got.json["text"]
+    rec = await harness.record(webhook_id(sample["action_id"], sub.id))
+    assert rec.status == "delivered" and rec.action == sample  # neither folded nor re-frozen

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from redis.asyncio import Redis
 
-from services.actions import DIGEST_ITEMS_MAX, DigestItem
+from services.actions import DIGEST_ITEMS_MAX, DigestItem, decode_action
 from services.deliveries import DeliveryStore
 from services.digests import (
     DUE_GRACE_MS,
@@ -17,6 +19,7 @@ from services.digests import (
     filled,
     is_frozen,
 )
+from services.errors import BadRecord
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_THROTTLE, RedisKeys
 from services.subscriptions import DigestLimit
 from tests.notifier.helpers import make_action
@@ -156,3 +159,23 @@ async def test_after_freezing_late_alerts_of_the_window_go_out_on_their_own(
     assert (await digests.freeze(record.action))["total"] == frozen["total"] == 1  # type: ignore[arg-type]
     await digests.forget_items(frozen["action_id"])
     assert not await redis_client.exists(keys.digest_items(frozen["action_id"]))
+
+
+@pytest.mark.parametrize(
+    ("record", "ok"),
+    [
+        ({"type": ACTION_THROTTLE, "action_id": "a"}, True),
+        ({"type": ACTION_DIGEST, "action_id": "d", "test": True}, True),  # a sample from POST …/test
+        ({"type": ACTION_DIGEST, "action_id": "d"}, False),  # real digests never travel on the topic
+        ({"type": ACTION_DIGEST, "action_id": "d", "test": "yes"}, False),
+        ({"type": "fatigue.other", "action_id": "x", "test": True}, False),
+        ({"type": ACTION_THROTTLE}, False),
+    ],
+)
+def test_the_actions_topic_carries_actions_and_sample_digests_only(record: dict[str, object], ok: bool) -> None:
+    raw = json.dumps(record).encode()
+    if ok:
+        assert decode_action(raw)["action_id"] == record["action_id"]
+    else:
+        with pytest.raises(BadRecord, match="lacks a known type or an action_id"):
+            decode_action(raw)
