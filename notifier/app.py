@@ -179,7 +179,12 @@ async def _until_stopped(work: Awaitable[Any], stop: asyncio.Event, grace_s: flo
         for pending in (task, stopped):
             pending.cancel()
         await asyncio.gather(task, stopped, return_exceptions=True)
-    if not task.cancelled() and (error := task.exception()) is not None:
+    if task.cancelled():
+        return
+    error = task.exception()
+    # A gather cancelled after the grace period may hold CancelledError as its exception rather than
+    # be marked cancelled (Python 3.11): that is the shutdown we asked for, not a failure.
+    if error is not None and not isinstance(error, asyncio.CancelledError):
         raise error
 
 

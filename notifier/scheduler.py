@@ -65,8 +65,14 @@ class EndpointSubscriptions(SubscriptionSource, Protocol):
         ...
 
 
-ENDPOINT_BUSY_DEFER_MS = 1_000
-"""A delivery to an endpoint already at its concurrency cap looks again this much later."""
+BUSY_DEFER_MIN_MS = 20
+BUSY_DEFER_MAX_MS = 1_000
+"""A delivery to an endpoint at its concurrency cap looks again after about one of that endpoint's
+recent attempt durations, within these bounds: soon for a fast endpoint taking a burst, rarely (few
+Redis round trips) for a slow one."""
+ATTEMPT_EWMA_WEIGHT = 0.2
+NOT_A_BREAKER_FAILURE = frozenset({429})
+"""Statuses that say "slow down", not "broken": Retry-After paces them; they do not open the circuit."""
 
 
 class DeliveryScheduler:
@@ -100,6 +106,7 @@ class DeliveryScheduler:
         self._concurrency = concurrency
         self._per_endpoint = per_endpoint
         self._busy: Counter[str] = Counter()
+        self._attempt_ms: dict[str, float] = {}  # per subscription: moving average of attempt durations
         self._poll_s = poll_s
         self._jitter = jitter
         self._monotonic = monotonic
@@ -150,7 +157,8 @@ class DeliveryScheduler:
         """One claimed delivery, within the per-endpoint cap (checked and taken before any await)."""
         sub_id = rec.subscription_id
         if self._busy[sub_id] >= self._per_endpoint:
-            await self._defer(rec, ENDPOINT_BUSY_DEFER_MS, "endpoint_busy",
+            wait_ms = min(max(self._attempt_ms.get(sub_id, 100.0), BUSY_DEFER_MIN_MS), BUSY_DEFER_MAX_MS)
+            await self._defer(rec, int(wait_ms), "endpoint_busy",
                               f"held back: {self._per_endpoint} deliveries to this endpoint in flight")
             return
         self._busy[sub_id] += 1
@@ -190,7 +198,9 @@ class DeliveryScheduler:
 
     async def _attempt(self, rec: DeliveryRecord, sub: Subscription) -> None:
         action = rec.action
+        started = self._monotonic()
         got = await self._sender.attempt(sub, action)
+        self._note_duration(sub.id, (self._monotonic() - started) * 1000)
         attempts = rec.attempts + (1 if got.sent else 0)
         result = DeliveryResult(sub.id, sub.url, action["action_id"], rec.id, got.outcome, attempts,
                                 status=got.status, error=got.error)
@@ -201,7 +211,7 @@ class DeliveryScheduler:
                 log.info("endpoint %s of subscription %s answers again: circuit closed", redact_url(sub.url), sub.id)
             self._sender.finish(action, result, sub.format)
             return
-        if got.sent:
+        if got.sent and got.status not in NOT_A_BREAKER_FAILURE:
             await self._record_failure(sub, got)
         delay_s = next_delay_s(self._schedule_s, attempts, self._jitter(), got.retry_after_s) if got.retriable else None
         if delay_s is None:
@@ -213,6 +223,10 @@ class DeliveryScheduler:
                                      last_error=got.error)
         log.info("webhook %s attempt %d to %s failed (%s); next in %.1fs",
                  rec.id, attempts, redact_url(sub.url), got.error, delay_s)
+
+    def _note_duration(self, sub_id: str, ms: float) -> None:
+        previous = self._attempt_ms.get(sub_id)
+        self._attempt_ms[sub_id] = ms if previous is None else previous + ATTEMPT_EWMA_WEIGHT * (ms - previous)
 
     async def _record_failure(self, sub: Subscription, got: AttemptOutcome) -> None:
         verdict = await self._health.record_failure(sub.id, self._store.now_ms(), status=got.status, error=got.error)

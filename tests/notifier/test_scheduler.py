@@ -290,3 +290,15 @@ async def test_a_sample_digest_goes_out_as_built_in_the_subscriptions_chat_forma
     assert "2 to pause, 1 to re-engage" in got.json["text"]
     rec = await harness.record(webhook_id(sample["action_id"], sub.id))
     assert rec.status == "delivered" and rec.action == sample  # neither folded nor re-frozen
+
+
+async def test_429_paces_by_retry_after_without_opening_the_circuit(harness: Harness) -> None:
+    async with serving() as receiver:
+        receiver.script = [429] * 4  # then 200; the threshold is 3
+        sub = await harness.subscribe(receiver)
+        [delivery] = await harness.schedule(sub, *throttles(1))
+        async with harness.running() as task:
+            await harness.wait_until(lambda: len(receiver.received) == 5, task, "the delivery after four 429s")
+    assert harness.metric("fatigue_notifier_circuit_opened_total") == 0
+    assert (await harness.health.get(sub.id)).state() == "healthy"
+    assert (await harness.record(delivery)).attempts == 5
