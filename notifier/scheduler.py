@@ -174,6 +174,12 @@ class DeliveryScheduler:
         if sub is None:
             await self._dead_letter(rec, _unsent(rec, "the subscription no longer exists"))
             return
+        if rec.action["type"] == ACTION_DIGEST and not is_frozen(rec.action):
+            # first thing once due, even if it is not sent now: its record then holds the alerts for good
+            frozen = await self._freeze_digest(rec, sub)
+            if frozen is None:
+                return
+            rec = frozen
         if not sub.enabled:
             reason = f"the subscription is disabled ({sub.disabled_reason or 'no reason given'})"
             await self._dead_letter(rec, _unsent(rec, reason, url=sub.url), sub.format)
@@ -183,11 +189,6 @@ class DeliveryScheduler:
             return
         if await self._folded(rec, sub):
             return
-        if rec.action["type"] == ACTION_DIGEST and not is_frozen(rec.action):
-            frozen = await self._freeze_digest(rec, sub)
-            if frozen is None:
-                return
-            rec = frozen
         if sub.rate_limit_per_minute and await self._rate_limited(rec, sub):
             return
         wait_ms = await self._health.gate(sub.id, self._store.now_ms())

@@ -302,3 +302,26 @@ async def test_429_paces_by_retry_after_without_opening_the_circuit(harness: Har
     assert harness.metric("fatigue_notifier_circuit_opened_total") == 0
     assert (await harness.health.get(sub.id)).state() == "healthy"
     assert (await harness.record(delivery)).attempts == 5
+
+
+async def test_a_digest_for_a_disabled_subscription_keeps_its_alerts_and_replays_after_enabling(
+    harness: Harness,
+) -> None:
+    limit = DigestLimit(after=1, window_minutes=10)
+    async with serving() as receiver:
+        sub = await harness.subscribe(receiver, digest=limit)
+        await harness.schedule(sub, *throttles(3))
+        async with harness.running() as task:
+            await harness.wait_until(lambda: harness.metric("fatigue_notifier_digested_total", format="standard") == 2,
+                                     task, "two alerts folded")
+            await harness.subs.set_enabled(sub.id, False, reason="maintenance")
+            window = Window.at(harness.store.now_ms(), limit)
+            harness.clock.offset_s += (window.end_ms - harness.store.now_ms()) / 1000 + 3
+            await harness.wait_until(lambda: harness.store.count("failed"), task, "the digest dead-lettered")
+            [dead] = await harness.store.list("failed")
+            assert dead.action["type"] == ACTION_DIGEST and dead.action["total"] == 2  # type: ignore[typeddict-item]
+            assert dead.last_error == "the subscription is disabled (maintenance)"
+            await harness.subs.set_enabled(sub.id, True)
+            assert await harness.store.replay_failed(sub.id) == 1
+            await harness.wait_until(lambda: len(receiver.received) == 2, task, "the replayed digest")
+    assert receiver.received[-1].json["data"]["total"] == 2
