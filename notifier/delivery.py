@@ -186,15 +186,23 @@ class WebhookSender:
             raise AttemptFailed(str(exc), retriable=True, result="error") from exc
 
     async def _attempt(self, request: OutgoingRequest) -> int:
-        """POST once; return the 2xx status or raise AttemptFailed. The response body is not read."""
+        """POST once; return the 2xx status or raise AttemptFailed.
+
+        Once the status is in, the outcome is decided; up to MAX_DRAIN_BYTES of the body are then
+        read (within DRAIN_S) only so the connection can be reused for the next webhook (keep-alive:
+        no new TCP and TLS handshake per delivery). A body that is larger, slower or broken just
+        closes the connection.
+        """
         timeout_s = self._config.timeout_s
         try:
             async with (
-                asyncio.timeout(timeout_s),
+                asyncio.timeout(timeout_s) as deadline,
                 self._client.stream("POST", request.url, content=request.body, headers=request.headers,
                                     timeout=timeout_s) as response,
             ):
                 status, retry_after = response.status_code, response.headers.get("retry-after")
+                deadline.reschedule(None)
+                await _drain(response)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise AttemptFailed(f"no response within {timeout_s}s", retriable=True, result="timeout") from exc
         except httpx.TransportError as exc:
@@ -211,6 +219,23 @@ class WebhookSender:
             if age_s is not None:
                 self._metrics.delivery_seconds.observe(age_s)
         return result
+
+
+MAX_DRAIN_BYTES = 64 * 1024
+DRAIN_S = 1.0
+
+
+async def _drain(response: httpx.Response) -> None:
+    """Read a small response body to its end so httpx can pool the connection; give up quietly."""
+    read = 0
+    try:
+        async with asyncio.timeout(DRAIN_S):
+            async for chunk in response.aiter_raw():
+                read += len(chunk)
+                if read > MAX_DRAIN_BYTES:
+                    return
+    except (TimeoutError, httpx.HTTPError, httpx.StreamError):  # StreamError: already read (in-memory transports)
+        return
 
 
 def check_status(status: int, retry_after: str | None = None) -> int:

@@ -11,8 +11,9 @@ the retry schedule (a longer `Retry-After` honoured), or dead-lettered (permanen
 destination, schedule spent). Every HTTP attempt is recorded in the endpoint's health; an endpoint
 failing without a success for `disable_after_s` gets its subscription disabled.
 
-Deliveries run as separate tasks, at most `concurrency` at once and `per_endpoint` per subscription,
-so a slow endpoint never holds back another one. A claim lasts `lease_s`: if this process dies
+Deliveries run as separate tasks, at most `concurrency` at once; attempts to one subscription at
+most `per_endpoint` at once (as many more wait for a slot, the rest are deferred), so a slow
+endpoint never holds back another one. A claim lasts `lease_s`: if this process dies
 mid-attempt, the delivery becomes due again after that (at-least-once).
 """
 
@@ -70,6 +71,8 @@ BUSY_DEFER_MAX_MS = 1_000
 """A delivery to an endpoint at its concurrency cap looks again after about one of that endpoint's
 recent attempt durations, within these bounds: soon for a fast endpoint taking a burst, rarely (few
 Redis round trips) for a slow one."""
+WAIT_FOR_SLOT_MAX_MS = 250.0
+"""Deliveries wait in-process for a slot only at endpoints whose recent attempts took at most this long."""
 ATTEMPT_EWMA_WEIGHT = 0.2
 NOT_A_BREAKER_FAILURE = frozenset({429})
 """Statuses that say "slow down", not "broken": Retry-After paces them; they do not open the circuit."""
@@ -105,7 +108,8 @@ class DeliveryScheduler:
         self._lease_ms = int(lease_s * 1000)
         self._concurrency = concurrency
         self._per_endpoint = per_endpoint
-        self._busy: Counter[str] = Counter()
+        self._slots: dict[str, asyncio.Semaphore] = {}  # per subscription: attempts in flight
+        self._waiting: Counter[str] = Counter()  # per subscription: deliveries waiting for a slot
         self._attempt_ms: dict[str, float] = {}  # per subscription: moving average of attempt durations
         self._poll_s = poll_s
         self._jitter = jitter
@@ -154,22 +158,7 @@ class DeliveryScheduler:
             self._metrics.endpoints.labels(state=state).set(states[state])
 
     async def _process(self, rec: DeliveryRecord) -> None:
-        """One claimed delivery, within the per-endpoint cap (checked and taken before any await)."""
-        sub_id = rec.subscription_id
-        if self._busy[sub_id] >= self._per_endpoint:
-            wait_ms = min(max(self._attempt_ms.get(sub_id, 100.0), BUSY_DEFER_MIN_MS), BUSY_DEFER_MAX_MS)
-            await self._defer(rec, int(wait_ms), "endpoint_busy",
-                              f"held back: {self._per_endpoint} deliveries to this endpoint in flight")
-            return
-        self._busy[sub_id] += 1
-        try:
-            await self._process_claimed(rec)
-        finally:
-            self._busy[sub_id] -= 1
-            if not self._busy[sub_id]:
-                del self._busy[sub_id]
-
-    async def _process_claimed(self, rec: DeliveryRecord) -> None:
+        """One claimed delivery: the checks that send nothing, then an attempt within the endpoint's cap."""
         sub = await self._subscriptions.get(rec.subscription_id)
         if sub is None:
             await self._dead_letter(rec, _unsent(rec, "the subscription no longer exists"))
@@ -189,13 +178,38 @@ class DeliveryScheduler:
             return
         if await self._folded(rec, sub):
             return
-        if sub.rate_limit_per_minute and await self._rate_limited(rec, sub):
+        await self._send_within_cap(rec, sub)
+
+    async def _send_within_cap(self, rec: DeliveryRecord, sub: Subscription) -> None:
+        """At most `per_endpoint` attempts to one subscription at once. If the endpoint answers fast,
+        as many more deliveries may wait here for a slot (a few fast attempts: well within their
+        claim); otherwise, or beyond that, a delivery is deferred — so a slow endpoint holds at most
+        `per_endpoint` of this notifier's `concurrency`."""
+        slots = self._slots.get(sub.id)
+        if slots is None:
+            slots = self._slots[sub.id] = asyncio.Semaphore(self._per_endpoint)
+        recent_ms = self._attempt_ms.get(sub.id, 0.0)
+        may_wait = self._waiting[sub.id] < self._per_endpoint and recent_ms <= WAIT_FOR_SLOT_MAX_MS
+        if slots.locked() and not may_wait:  # no await between this check and taking a place below
+            wait_ms = min(max(recent_ms or 100.0, BUSY_DEFER_MIN_MS), BUSY_DEFER_MAX_MS)
+            await self._defer(rec, int(wait_ms), "endpoint_busy",
+                              f"held back: {self._per_endpoint} deliveries to this endpoint in flight")
             return
-        wait_ms = await self._health.gate(sub.id, self._store.now_ms())
-        if wait_ms:
-            await self._defer(rec, wait_ms, "circuit_open", "held back: the endpoint's circuit is open")
-            return
-        await self._attempt(rec, sub)
+        self._waiting[sub.id] += 1
+        try:
+            await slots.acquire()
+        finally:
+            self._waiting[sub.id] -= 1
+        try:
+            if sub.rate_limit_per_minute and await self._rate_limited(rec, sub):
+                return
+            wait_ms = await self._health.gate(sub.id, self._store.now_ms())
+            if wait_ms:
+                await self._defer(rec, wait_ms, "circuit_open", "held back: the endpoint's circuit is open")
+                return
+            await self._attempt(rec, sub)
+        finally:
+            slots.release()
 
     async def _attempt(self, rec: DeliveryRecord, sub: Subscription) -> None:
         action = rec.action

@@ -491,3 +491,33 @@ async def test_rotated_standard_subscription_verifies_with_both_secrets_over_htt
     [received] = got
     Webhook(old).verify(received.body, received.headers)
     Webhook(new).verify(received.body, received.headers)
+
+
+@pytest.mark.parametrize(("body_bytes", "reused"), [(0, True), (2_000, True), (200_000, False)])
+async def test_the_connection_is_kept_for_the_next_webhook_unless_the_answer_is_large(
+    body_bytes: int, reused: bool
+) -> None:
+    peers: list[object] = []
+
+    async def handle(request: web.Request) -> web.Response:
+        await request.read()
+        peers.append(request.transport.get_extra_info("peername") if request.transport else None)
+        return web.Response(status=200, body=b"x" * body_bytes)
+
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        await web.SockSite(runner, sock).start()
+        sub = make_subscription(url=f"http://127.0.0.1:{sock.getsockname()[1]}/hook")
+        async with httpx.AsyncClient() as client:
+            sender = Harness().sender(client, allow_loopback=True, resolve=lambda host, port: ["127.0.0.1"])
+            outcomes = [await sender.attempt(sub, make_action()) for _ in range(3)]
+    finally:
+        await runner.cleanup()
+        sock.close()
+    assert [o.outcome for o in outcomes] == [Outcome.DELIVERED] * 3  # a large answer is no failure
+    assert (len(set(peers)) == 1) is reused  # one TCP connection (and TLS handshake) for all three
