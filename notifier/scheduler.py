@@ -1,7 +1,8 @@
 """The sending side of the notifier: claim due deliveries from Redis, make one attempt each, record it.
 
-Before an attempt a claimed delivery passes, in order: the subscription still exists and is enabled
-(else dead-lettered without an attempt); the ledger (already sent before a crash: marked delivered);
+Before an attempt a claimed delivery passes, in order: the subscription still exists (a digest
+coming due is frozen then: its record takes the window's alerts) and is enabled (else
+dead-lettered without an attempt); the ledger (already sent before a crash: marked delivered);
 the per-rep storm limit (folded into a digest, services/digests.py); the per-endpoint concurrency
 cap, the subscription's rate limit and the endpoint's circuit breaker (services/endpoint_health.py)
 — these three only *defer* it, without spending an attempt.
