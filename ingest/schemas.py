@@ -6,7 +6,17 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints, ValidationInfo, field_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationInfo,
+    field_validator,
+)
 
 from services.contract import FreeId, Identifier, Stage, Tier
 from services.names import ACTION_DIGEST, ACTION_THROTTLE, ACTION_TYPES
@@ -155,6 +165,48 @@ def _unique_values(value: list[Any]) -> list[Any]:
     return list(dict.fromkeys(value))
 
 
+MAX_MENTIONS = 500
+MAX_CHAT_USER_ID_CHARS = 200
+MAX_OWNER_REP_ID_CHARS = 200  # services.contract.FreeId
+_SLACK_CONTROL = set("<>|&")
+
+
+def _chat_user_id(value: str) -> str:
+    """Put into chat markup as is (Slack `<@…>`, Feishu `<at id=…>`, WeCom `<@…>`): nothing that could end it."""
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise ValueError("must not contain spaces, line breaks or control characters")
+    if _SLACK_CONTROL & set(value):
+        raise ValueError("must not contain < > | or &")
+    return value
+
+
+def _mention_keys(value: Any) -> Any:
+    """Keys follow the owner rep id rule (filters.owner_rep_ids); said here, as a key's path would be unreadable."""
+    if isinstance(value, dict):
+        for key in value:
+            if not isinstance(key, str) or not 1 <= len(key) <= MAX_OWNER_REP_ID_CHARS:
+                shown = key if len(str(key)) <= 40 else str(key)[:39] + "…"
+                raise ValueError(f"key {shown!r} is not an owner rep id (1-{MAX_OWNER_REP_ID_CHARS} characters)")
+    return value
+
+
+ChatUserId = Annotated[
+    str, StringConstraints(min_length=1, max_length=MAX_CHAT_USER_ID_CHARS), AfterValidator(_chat_user_id)
+]
+"""A user id in the chat tool: Slack U…, Teams Entra object id or UPN, WeCom userid, Feishu open_id, DingTalk userId."""
+
+Mentions = Annotated[
+    dict[FreeId, ChatUserId],
+    Field(
+        max_length=MAX_MENTIONS,
+        description="Owner rep id -> the chat tool's user id: chat messages @-mention the owner rep "
+        f"(at most {MAX_MENTIONS}; no effect on format standard).",
+        examples=[{"alice": "U024BE7LH"}],
+    ),
+    BeforeValidator(_mention_keys),  # after Field, or the limit shows as maxLength in the OpenAPI schema
+]
+
+
 def _no_whitespace(value: str | None) -> str | None:
     if value is not None and any(ch.isspace() for ch in value):
         raise ValueError("must not contain spaces or line breaks; paste the secret exactly as the bot shows it")
@@ -204,6 +256,7 @@ class SubscriptionIn(BaseModel):
         default=None,
         description="Only for feishu/dingtalk: the signing secret the bot shows. Otherwise one is generated.",
     )
+    mentions: Mentions = Field(default_factory=dict)
 
     _dedupe = field_validator("events")(_unique_values)
 
@@ -219,7 +272,8 @@ class SubscriptionIn(BaseModel):
 
 
 class SubscriptionPatch(BaseModel):
-    """Fields left out stay as they are; `null` clears `rate_limit_per_minute`, `description` and `digest`.
+    """Fields left out stay as they are; `null` clears `rate_limit_per_minute`, `description`, `digest`
+    and `mentions` (which is replaced as a whole when given).
 
     `enabled: true` re-enables a subscription (disabled by the notifier or by hand) and forgets its
     endpoint's failures; `enabled: false` disables it: its deliveries are dead-lettered unsent until
@@ -235,6 +289,7 @@ class SubscriptionPatch(BaseModel):
     rate_limit_per_minute: int | None = Field(default=None, ge=1)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_CHARS)
     digest: DigestIn | None = None
+    mentions: Mentions | None = None
     enabled: bool | None = None
 
     _dedupe = field_validator("events")(_unique_values)
@@ -295,6 +350,7 @@ class SubscriptionOut(BaseModel):
     filters: FiltersOut
     rate_limit_per_minute: int | None
     digest: DigestOut | None = Field(description="Per-rep storm limit; null: every alert on its own.")
+    mentions: dict[str, str] = Field(description="Owner rep id -> chat user id @-mentioned in chat messages.")
     description: str | None
     created_at: datetime
     enabled: bool

@@ -104,7 +104,8 @@ def build_request(sub: Subscription, action: Action, msg_id: str, now_s: float) 
 
     `standard`: Standard Webhooks headers, signed with every secret of `sub.signing_secrets`
     (current plus rotated-out ones in their overlap). Chat formats: the provider's body; Feishu and
-    DingTalk are signed the provider's way when `sub.secret` is the bot's own secret (not `whsec_…`).
+    DingTalk are signed the provider's way when `sub.secret` is the bot's own secret (not `whsec_…`),
+    and @-mention the owner rep's chat user id from `sub.mentions`.
     """
     timestamp_s = int(now_s)
     headers = {"content-type": "application/json", "user-agent": USER_AGENT, HEADER_WEBHOOK_ID: msg_id}
@@ -114,7 +115,7 @@ def build_request(sub: Subscription, action: Action, msg_id: str, now_s: float) 
         headers[HEADER_WEBHOOK_TIMESTAMP] = str(timestamp_s)
         headers[HEADER_WEBHOOK_SIGNATURE] = signing.sign_all(secrets, msg_id, timestamp_s, body)
         return OutgoingRequest(sub.url, headers, body)
-    payload, url = formats.render(action, sub.format), sub.url
+    payload, url = formats.render(action, sub.format, sub.mentions), sub.url
     secret = chat_signing.provider_secret(sub.secret)
     if secret and sub.format == "feishu":
         payload |= {"timestamp": str(timestamp_s), "sign": chat_signing.feishu_sign(secret, timestamp_s)}

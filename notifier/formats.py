@@ -15,25 +15,44 @@ itself omitted). Both go through one `Summary`, so each provider function render
 on Feishu a digest's card header is blue (a mix of kinds, so none of the per-kind colours).
 `standard` sends either record as is, in the Standard Webhooks body.
 
+Mentions: a subscription may map owner rep ids (the CRM's) to the chat tool's user ids. When the
+record's `owner_rep_id` has an entry, `Summary.mention` holds that user id and each chat format
+@-mentions the user in its own documented way (a line of its own under the title, where the tool
+notifies); without an entry (or without an owner) nothing is added. `standard` ignores mentions:
+machines read `owner_rep_id` itself. Ids are validated by the API (no spaces, control characters or
+`< > | &`), so they are put in as they are.
+
 Provider shapes (checked against the providers' docs):
 - Slack Incoming Webhook: `{"text", "blocks"}`, Block Kit header/section/context
   (https://api.slack.com/reference/block-kit/blocks): header text is plain_text, max 150 chars;
-  section text max 3000 chars; `text` is the notification fallback.
+  section text max 3000 chars; `text` is the notification fallback. Mention: `<@U024BE7LH>` in
+  mrkdwn (https://api.slack.com/reference/surfaces/formatting#mentioning-users), in the section and
+  the `text` fallback (a plain_text header does not parse it).
 - Teams Incoming Webhook with an Adaptive Card: `{"type": "message", "attachments": [{"contentType":
   "application/vnd.microsoft.card.adaptive", "content": {AdaptiveCard}}]}`
   (https://learn.microsoft.com/microsoftteams/platform/webhooks-and-connectors/how-to/add-incoming-webhook).
+  Mention: `<at>name</at>` in a TextBlock plus `msteams.entities: [{"type": "mention", "text":
+  "<at>name</at>", "mentioned": {"id", "name"}}]` in the card; an Incoming Webhook takes the user's
+  Microsoft Entra (AAD) object id or UPN as `id` (https://learn.microsoft.com/microsoftteams/platform/
+  task-modules-and-cards/cards/cards-format#user-mention-in-incoming-webhook-with-adaptive-cards).
+  `name` is the owner rep id.
 - WeCom group robot: `{"msgtype": "markdown", "markdown": {"content"}}`, content ≤ 4096 bytes UTF-8
-  (https://developer.work.weixin.qq.com/document/path/91770).
+  (https://developer.work.weixin.qq.com/document/path/91770). Mention: `<@userid>` in the markdown
+  content (same page; `mentioned_list` belongs to the `text` msgtype only).
 - Feishu/Lark custom bot: `{"msg_type": "interactive", "card": {"header", "elements"}}`
-  (https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot).
+  (https://open.feishu.cn/document/client-docs/bot-v3/add-custom-bot). Mention in a card's lark_md:
+  `<at id=ou_xxx></at>` with the user's open_id (a text message would use `<at user_id="…">`
+  instead; https://open.feishu.cn/document/ukTMukTMukTM/uADOwUjLwgDM14CM4ATN).
 - DingTalk custom robot: `{"msgtype": "markdown", "markdown": {"title", "text"}}`
-  (https://open.dingtalk.com/document/robots/custom-robot-access).
+  (https://open.dingtalk.com/document/robots/custom-robot-access). Mention: `"at": {"atUserIds":
+  [userId], "isAtAll": false}` and `@userId` in the markdown text
+  (https://open.dingtalk.com/document/development/robot-message-type).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from services.actions import Action, Digest, webhook_body
@@ -76,6 +95,10 @@ class Summary:
     facts: list[tuple[str, str]]
     footer: str
     why_label: str = "Why"  # a digest lists its customers under "Customers"
+    owner: str | None = None
+    """The owner rep id (the CRM's); Teams shows it as the mention's name."""
+    mention: str | None = None
+    """The owner rep's user id in the chat tool, to @-mention (None: nobody)."""
 
 
 def number(value: Any) -> str:
@@ -90,11 +113,21 @@ def reason_line(reason: Mapping[str, Any]) -> str:
     return f"{line} — {detail}" if detail else line
 
 
-def summarize(record: Record) -> Summary:
-    """The rep-facing content of an action or of a digest (record type `fatigue.digest`)."""
-    if record.get("type") == ACTION_DIGEST:
-        return _summarize_digest(cast(Digest, record))
-    return _summarize_action(cast(Action, record))
+def summarize(record: Record, mentions: Mapping[str, str] | None = None) -> Summary:
+    """The rep-facing content of an action or of a digest (record type `fatigue.digest`).
+
+    `mentions`: owner rep id -> chat user id; the owner's entry, if any, becomes `Summary.mention`.
+    """
+    summary = (_summarize_digest(cast(Digest, record)) if record.get("type") == ACTION_DIGEST
+               else _summarize_action(cast(Action, record)))
+    owner = record.get("owner_rep_id")
+    owner = str(owner) if owner else None
+    return replace(summary, owner=owner, mention=mention_for(owner, mentions))
+
+
+def mention_for(owner: str | None, mentions: Mapping[str, str] | None) -> str | None:
+    """The chat user id to @-mention for `owner` (None without an owner or an entry for it)."""
+    return (mentions or {}).get(owner) if owner else None
 
 
 def _test_marked(title: str, data: Mapping[str, Any]) -> str:
@@ -192,11 +225,12 @@ def _clip_bytes(text: str, limit: int) -> str:
     return text if len(raw) <= limit else raw[: limit - 3].decode(errors="ignore") + "…"
 
 
-def slack(record: Record) -> dict[str, Any]:
-    s = summarize(record)
-    text = slack_escape("\n".join(markdown_lines(s, bold="*")))
+def slack(record: Record, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    s = summarize(record, mentions)
+    at = [f"<@{s.mention}>"] if s.mention else []  # ids are checked for < > | & by the API
+    text = "\n".join([*at, slack_escape("\n".join(markdown_lines(s, bold="*")))])
     return {
-        "text": slack_escape(f"{s.title} — {s.todo}"),
+        "text": " ".join([*at, slack_escape(f"{s.title} — {s.todo}")]),
         "blocks": [
             {"type": "header", "text": {"type": "plain_text", "text": _clip(s.title, SLACK_HEADER_MAX)}},
             {"type": "section", "text": {"type": "mrkdwn", "text": _clip(text, SLACK_SECTION_MAX)}},
@@ -205,55 +239,78 @@ def slack(record: Record) -> dict[str, Any]:
     }
 
 
-def teams(record: Record) -> dict[str, Any]:
-    s = summarize(record)
+def teams(record: Record, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    s = summarize(record, mentions)
     body: list[dict[str, Any]] = [
         {"type": "TextBlock", "text": s.title, "size": "Medium", "weight": "Bolder", "wrap": True},
-        {"type": "TextBlock", "text": s.todo, "wrap": True},
     ]
+    entities: list[dict[str, Any]] = []
+    if s.mention:
+        name = _teams_mention_name(s.owner or s.mention)
+        body.append({"type": "TextBlock", "text": f"<at>{name}</at>", "wrap": True})
+        entities.append({"type": "mention", "text": f"<at>{name}</at>", "mentioned": {"id": s.mention, "name": name}})
+    body.append({"type": "TextBlock", "text": s.todo, "wrap": True})
     if s.why:
         body.append({"type": "TextBlock", "text": "\n".join(f"- {line}" for line in s.why), "wrap": True})
     body.append({"type": "FactSet", "facts": [{"title": k, "value": v} for k, v in s.facts]})
     body.append({"type": "TextBlock", "text": s.footer, "isSubtle": True, "size": "Small", "wrap": True})
-    card = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
-            "version": "1.4", "body": body}
+    card: dict[str, Any] = {"$schema": "http://adaptivecards.io/schemas/adaptive-card.json", "type": "AdaptiveCard",
+                            "version": "1.4", "body": body}
+    if entities:
+        card["msteams"] = {"entities": entities}
     return {"type": "message", "attachments": [
         {"contentType": "application/vnd.microsoft.card.adaptive", "contentUrl": None, "content": card},
     ]}
 
 
-def wecom(record: Record) -> dict[str, Any]:
-    s = summarize(record)
-    content = "\n".join([f"**{s.title}**", *markdown_lines(s), f"> {s.footer}"])
+def _teams_mention_name(owner: str) -> str:
+    """The text inside `<at>…</at>`: the owner rep id without characters that would end the tag."""
+    return owner.replace("<", "").replace(">", "").strip() or "owner"
+
+
+def wecom(record: Record, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    s = summarize(record, mentions)
+    at = [f"<@{s.mention}>"] if s.mention else []
+    content = "\n".join([f"**{s.title}**", *at, *markdown_lines(s), f"> {s.footer}"])
     return {"msgtype": "markdown", "markdown": {"content": _clip_bytes(content, WECOM_MARKDOWN_MAX_BYTES)}}
 
 
-def feishu(record: Record) -> dict[str, Any]:
+def feishu(record: Record, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """An interactive card (message card v1 with a lark_md div); signing fields are added by the sender."""
-    s = summarize(record)
+    s = summarize(record, mentions)
     template = _FEISHU_TEMPLATES.get(record["type"], "blue")
+    at = [f"<at id={s.mention}></at>"] if s.mention else []
     return {"msg_type": "interactive", "card": {
         "header": {"title": {"tag": "plain_text", "content": s.title}, "template": template},
         "elements": [
-            {"tag": "div", "text": {"tag": "lark_md", "content": "\n".join(markdown_lines(s))}},
+            {"tag": "div", "text": {"tag": "lark_md", "content": "\n".join([*at, *markdown_lines(s)])}},
             {"tag": "note", "elements": [{"tag": "plain_text", "content": s.footer}]},
         ],
     }}
 
 
-def dingtalk(record: Record) -> dict[str, Any]:
-    """DingTalk markdown needs a blank line between paragraphs to break lines."""
-    s = summarize(record)
-    text = "\n\n".join([f"#### {s.title}", *markdown_lines(s), f"> {s.footer}"])
-    return {"msgtype": "markdown", "markdown": {"title": s.title, "text": text}}
+def dingtalk(record: Record, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """DingTalk markdown needs a blank line between paragraphs to break lines; a mention needs both
+    `@userId` in the text and the id in `at.atUserIds`."""
+    s = summarize(record, mentions)
+    at = [f"@{s.mention}"] if s.mention else []
+    text = "\n\n".join([f"#### {s.title}", *at, *markdown_lines(s), f"> {s.footer}"])
+    body: dict[str, Any] = {"msgtype": "markdown", "markdown": {"title": s.title, "text": text}}
+    if s.mention:
+        body["at"] = {"atUserIds": [s.mention], "isAtAll": False}
+    return body
 
 
-def standard(record: Record) -> dict[str, Any]:
-    """The Standard Webhooks body (type, timestamp, data); a digest has the `type` and `at` it reads."""
+def standard(record: Record, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The Standard Webhooks body (type, timestamp, data); a digest has the `type` and `at` it reads.
+    Mentions are for people: machines read `owner_rep_id`."""
     return webhook_body(cast(Action, record))
 
 
-RENDERERS: dict[str, Callable[[Record], dict[str, Any]]] = {
+Renderer = Callable[[Record, Mapping[str, str] | None], dict[str, Any]]
+"""(record, mentions: owner rep id -> chat user id, or None) -> the JSON body."""
+
+RENDERERS: dict[str, Renderer] = {
     "standard": standard,
     "slack": slack,
     "teams": teams,
@@ -263,13 +320,14 @@ RENDERERS: dict[str, Callable[[Record], dict[str, Any]]] = {
 }
 
 
-def render(action: Record, format_name: str) -> dict[str, Any]:
+def render(action: Record, format_name: str, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The JSON body of an action or a digest for `format_name` (one of services.subscriptions.FORMATS).
 
-    ConfigError if the format is unknown.
+    `mentions` (owner rep id -> chat user id, a subscription's `mentions`): chat formats @-mention
+    the record owner's entry. ConfigError if the format is unknown.
     """
     try:
         renderer = RENDERERS[format_name]
     except KeyError:
         raise ConfigError(f"unknown subscription format {format_name!r}") from None
-    return renderer(action)
+    return renderer(action, mentions)

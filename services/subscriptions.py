@@ -30,7 +30,8 @@ FORMATS = ("standard", "slack", "teams", "wecom", "feishu", "dingtalk")
 PROVIDER_SECRET_FORMATS = ("feishu", "dingtalk")
 """Formats whose bot hands out the signing secret: the API stores the one given instead of generating one."""
 
-UPDATABLE = frozenset({"url", "events", "format", "filters", "rate_limit_per_minute", "description", "digest"})
+UPDATABLE = frozenset({"url", "events", "format", "filters", "rate_limit_per_minute", "description", "digest",
+                       "mentions"})
 """Fields `SubscriptionStore.update` may change; id, secret and created_at never change that way,
 and `enabled` changes through `set_enabled` (it carries a reason and a time)."""
 
@@ -100,6 +101,9 @@ class Subscription:
     """False: deliveries are dead-lettered without an attempt (replay them after re-enabling)."""
     disabled_reason: str | None = None
     disabled_at: str | None = None
+    mentions: dict[str, str] = field(default_factory=dict)
+    """Owner rep id (the CRM's) -> the chat tool's user id: chat messages @-mention the owner's entry.
+    Checked by the API; `standard` ignores it."""
 
     def wants(self, event_type: str) -> bool:
         return event_type in self.events
@@ -122,6 +126,7 @@ class Subscription:
         values = {k: v for k, v in data.items() if k in known}
         values["filters"] = Filters(**data.get("filters") or {})
         values["digest"] = DigestLimit(**data["digest"]) if data.get("digest") else None
+        values["mentions"] = dict(data.get("mentions") or {})  # records written before mentions: none
         return cls(**values)
 
 
@@ -134,7 +139,8 @@ def rotated(sub: Subscription, new_secret: str, overlap_s: int, now: datetime) -
 
 
 def changed(sub: Subscription, changes: Mapping[str, Any]) -> Subscription:
-    """`sub` with `changes` applied (a subset of UPDATABLE; `filters` as Filters or a dict)."""
+    """`sub` with `changes` applied (a subset of UPDATABLE; `filters` as Filters or a dict; `mentions`
+    replaced as a whole, None clears it)."""
     unknown = set(changes) - UPDATABLE
     if unknown:
         raise ValueError(f"cannot update {', '.join(sorted(unknown))}")
@@ -143,6 +149,8 @@ def changed(sub: Subscription, changes: Mapping[str, Any]) -> Subscription:
         values["filters"] = Filters(**values["filters"])
     if isinstance(values.get("digest"), Mapping):
         values["digest"] = DigestLimit(**values["digest"])
+    if "mentions" in values:
+        values["mentions"] = dict(values["mentions"] or {})
     return replace(sub, **values)
 
 

@@ -70,6 +70,7 @@ def _out(sub: Subscription, now: datetime, health: Health) -> dict[str, Any]:
         **{name: getattr(sub, name) for name in fields},
         "filters": vars(sub.filters),
         "digest": vars(sub.digest) if sub.digest else None,
+        "mentions": dict(sub.mentions),
         "health": _health(sub, health),
         "secret_rotation": _rotation(sub, now),
     }
@@ -107,7 +108,8 @@ async def create_subscription(
     request: Request, response: Response,
 ) -> SubscriptionCreated:
     await _check_destination(body.url, settings)
-    options = body.model_dump(include={"format", "filters", "rate_limit_per_minute", "description", "digest"})
+    options = body.model_dump(
+        include={"format", "filters", "rate_limit_per_minute", "description", "digest", "mentions"})
     if "digest" not in body.model_fields_set:
         options["digest"] = default_digest(body.format)
     sub = await store.create(body.url, list(body.events), secret=body.secret, **options)

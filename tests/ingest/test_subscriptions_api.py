@@ -332,3 +332,69 @@ async def test_replay_sends_a_subscriptions_dead_letters_again(
     naive = await api.post(path, json={"since": "2023-11-14T22:14:20"})
     assert naive.status_code == 422 and "since" in naive.json()["error"]["message"]
     assert (await api.post("/v1/subscriptions/sub_nope/replay")).status_code == 404
+
+
+async def test_mentions_are_created_read_replaced_and_cleared(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    mentions = {"alice": "U024BE7LH", "bob@crm": "U0BOB"}
+    created = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in", "format": "slack",
+                                                        "mentions": mentions})
+    assert created.status_code == 201, created.text
+    sub = created.json()
+    assert sub["mentions"] == mentions
+    path = f"/v1/subscriptions/{sub['id']}"
+    assert (await api.get(path)).json()["mentions"] == mentions
+    assert [s["mentions"] for s in (await api.get("/v1/subscriptions")).json()] == [mentions]
+    store = SubscriptionStore(redis_client, settings.keys)
+    stored = await store.get(sub["id"])
+    assert stored is not None and stored.mentions == mentions  # what the notifier renders with
+
+    kept = await api.patch(path, json={"description": "sales team"})
+    assert kept.status_code == 200 and kept.json()["mentions"] == mentions
+    replaced = await api.patch(path, json={"mentions": {"carol": "U0CAROL"}})
+    assert replaced.status_code == 200, replaced.text
+    assert replaced.json()["mentions"] == {"carol": "U0CAROL"}  # replaced as a whole, not merged
+    cleared = await api.patch(path, json={"mentions": None})
+    assert cleared.status_code == 200 and cleared.json()["mentions"] == {}
+    stored = await store.get(sub["id"])
+    assert stored is not None and stored.mentions == {}
+
+    plain = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in"})).json()
+    assert plain["mentions"] == {}
+    standard = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in", "mentions": mentions})
+    assert standard.status_code == 201 and standard.json()["mentions"] == mentions  # kept, has no effect there
+
+
+@pytest.mark.parametrize(
+    ("mentions", "fragment"),
+    [
+        ({f"rep-{n}": "U1" for n in range(501)}, "mentions: must have at most 500 items"),
+        ({"": "U1"}, "mentions: key '' is not an owner rep id (1-200 characters)"),
+        ({"r" * 201: "U1"}, "is not an owner rep id (1-200 characters)"),
+        ({"alice": ""}, "mentions.alice: must have at least 1 character"),
+        ({"alice": "x" * 201}, "mentions.alice: must have at most 200 characters"),
+        ({"alice": "U024 BE7LH"}, "mentions.alice: must not contain spaces, line breaks or control characters"),
+        ({"alice": "U024BE7LH\n"}, "mentions.alice: must not contain spaces, line breaks or control characters"),
+        ({"alice": "U024\u0007"}, "mentions.alice: must not contain spaces, line breaks or control characters"),
+        ({"alice": "<@U024BE7LH>"}, "mentions.alice: must not contain < > | or &"),
+        ({"alice": "U1|alice"}, "mentions.alice: must not contain < > | or &"),
+        ({"alice": 42}, "mentions.alice: must be a valid string"),
+        (["alice"], "mentions: must be a JSON object, not array"),
+    ],
+    ids=["too-many", "empty-key", "long-key", "empty-id", "long-id", "space", "newline", "control", "slack-markup",
+         "pipe", "number", "array"],
+)
+async def test_invalid_mentions_name_the_field(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis, mentions: object, fragment: str
+) -> None:
+    sub = (await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in", "format": "teams",
+                                                     "mentions": {"alice": "alice@contoso.com"}})).json()
+    created = await api.post("/v1/subscriptions", json={"url": "http://127.0.0.1:9/in", "mentions": mentions})
+    patched = await api.patch(f"/v1/subscriptions/{sub['id']}", json={"mentions": mentions})
+    for response in (created, patched):
+        assert response.status_code == 422, response.text
+        assert response.json()["error"]["code"] == "invalid_request"
+        assert fragment in response.json()["error"]["message"]
+    [stored] = await SubscriptionStore(redis_client, settings.keys).list()
+    assert stored.mentions == {"alice": "alice@contoso.com"}  # nothing created, nothing changed

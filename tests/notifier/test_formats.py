@@ -6,18 +6,20 @@ import base64
 import hashlib
 import hmac
 import json
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
 
 from notifier.chat_signing import dingtalk_sign, dingtalk_signed_url, feishu_sign, provider_secret
-from notifier.formats import CHAT_DIGEST_LINES, RENDERERS, render
+from notifier.delivery import build_request
+from notifier.formats import CHAT_DIGEST_LINES, RENDERERS, Record, render
 from services.actions import DIGEST_ITEMS_MAX, Action, Digest, webhook_body
 from services.errors import ConfigError
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.subscriptions import FORMATS, generate_secret
-from tests.notifier.helpers import make_action, make_digest
+from tests.notifier.helpers import make_action, make_digest, make_subscription
 
 FOOTER = "fatigue.throttle · 2026-11-23T20:22:12.949Z · act_golden"
 WHY = "frequency_cap: 13 (threshold 12, 30d)"
@@ -341,6 +343,127 @@ def test_slack_digest_text_is_escaped() -> None:
     body = render(digest, "slack")
     assert "<" not in json.dumps(body)
     assert "• &lt;&amp;&gt;acme &lt;@U123&gt; — Pause outreach" in body["blocks"][1]["text"]["text"]
+
+
+# --- mentions: the owner rep's chat user id, @-mentioned the provider's way ---------------------------
+
+MENTIONS = {"alice": "U024BE7LH", "rep-9": "ou_7d8a6e6df7621556ce0d21922b676706ccs"}
+
+
+def mention_records() -> list[tuple[Record, str, str]]:
+    """(record, owner rep id, chat user id): an action of alice's and a digest of rep-9's."""
+    return [(throttle(), "alice", MENTIONS["alice"]), (mixed_digest(), "rep-9", MENTIONS["rep-9"])]
+
+
+def slack_mentions(body: dict[str, Any], owner: str, user_id: str) -> None:
+    header, section, _ = body["blocks"]
+    assert section["text"]["text"].startswith(f"<@{user_id}>\n*What to do:*")
+    assert body["text"].startswith(f"<@{user_id}> ")  # the notification fallback names the rep too
+    assert "<@" not in header["text"]["text"]  # plain_text: Slack would not parse it there
+
+
+def teams_mentions(body: dict[str, Any], owner: str, user_id: str) -> None:
+    card = body["attachments"][0]["content"]
+    assert card["body"][1] == {"type": "TextBlock", "text": f"<at>{owner}</at>", "wrap": True}
+    assert card["msteams"] == {"entities": [
+        {"type": "mention", "text": f"<at>{owner}</at>", "mentioned": {"id": user_id, "name": owner}},
+    ]}
+
+
+def wecom_mentions(body: dict[str, Any], owner: str, user_id: str) -> None:
+    assert body["markdown"]["content"].split("\n")[1] == f"<@{user_id}>"
+    assert set(body) == {"msgtype", "markdown"}  # mentioned_list is for the text msgtype only
+
+
+def feishu_mentions(body: dict[str, Any], owner: str, user_id: str) -> None:
+    lark_md = body["card"]["elements"][0]["text"]["content"]
+    assert lark_md.split("\n")[0] == f"<at id={user_id}></at>"
+
+
+def dingtalk_mentions(body: dict[str, Any], owner: str, user_id: str) -> None:
+    assert body["markdown"]["text"].split("\n\n")[1] == f"@{user_id}"
+    assert body["at"] == {"atUserIds": [user_id], "isAtAll": False}
+
+
+MENTION_CHECKS = {"slack": slack_mentions, "teams": teams_mentions, "wecom": wecom_mentions,
+                  "feishu": feishu_mentions, "dingtalk": dingtalk_mentions}
+
+
+def test_every_chat_format_has_a_mention_check() -> None:
+    assert set(MENTION_CHECKS) == set(FORMATS) - {"standard"}
+
+
+@pytest.mark.parametrize("format_name", sorted(MENTION_CHECKS))
+@pytest.mark.parametrize(("record", "owner", "user_id"), mention_records(), ids=["action", "digest"])
+def test_the_owner_rep_is_mentioned(format_name: str, record: Record, owner: str, user_id: str) -> None:
+    body = render(record, format_name, MENTIONS)
+    MENTION_CHECKS[format_name](body, owner, user_id)
+    CHECKS[format_name](body)  # still the documented shape
+    twice = ("slack", "dingtalk")  # Slack: section + fallback text; DingTalk: text + at.atUserIds
+    assert json.dumps(body, ensure_ascii=False).count(user_id) == (2 if format_name in twice else 1)
+
+
+def test_slack_golden_body_with_a_mention() -> None:
+    golden = GOLDEN["slack"]
+    section = golden["blocks"][1]["text"]["text"]
+    assert render(throttle(), "slack", MENTIONS) == {
+        "text": "<@U024BE7LH> " + golden["text"],
+        "blocks": [golden["blocks"][0],
+                   {"type": "section", "text": {"type": "mrkdwn", "text": "<@U024BE7LH>\n" + section}},
+                   golden["blocks"][2]],
+    }
+
+
+def recovered_without_owner() -> Action:
+    return all_actions()[2]
+
+
+@pytest.mark.parametrize("format_name", sorted(FORMATS))
+@pytest.mark.parametrize(("record", "mentions"), [
+    (throttle(), {"bob": "U0BOB"}),  # the owner has no entry
+    (throttle(), {}),
+    (throttle(), None),
+    (recovered_without_owner(), MENTIONS),  # no owner
+    (make_digest(owner_rep_id=None), MENTIONS),  # unassigned customers
+], ids=["no-entry", "empty", "none", "no-owner", "unassigned-digest"])
+def test_nobody_is_mentioned_without_an_entry_for_the_owner(
+    format_name: str, record: Record, mentions: dict[str, str] | None
+) -> None:
+    body = render(record, format_name, mentions)
+    assert body == render(record, format_name)
+    text = json.dumps(body)
+    assert "<@" not in text and "<at" not in text and "msteams" not in text and "atUserIds" not in text
+
+
+def test_standard_ignores_mentions() -> None:
+    """Machines read owner_rep_id; the Standard Webhooks body stays the record."""
+    assert render(throttle(), "standard", MENTIONS) == webhook_body(throttle())
+    assert render(mixed_digest(), "standard", MENTIONS) == render(mixed_digest(), "standard")
+
+
+def test_teams_mention_name_cannot_end_the_at_tag() -> None:
+    action = throttle()
+    action["owner_rep_id"] = "<b>ob</b>"
+    card = render(action, "teams", {"<b>ob</b>": "bob@contoso.com"})["attachments"][0]["content"]
+    assert card["body"][1]["text"] == "<at>bob/b</at>"
+    assert card["msteams"]["entities"][0]["mentioned"] == {"id": "bob@contoso.com", "name": "bob/b"}
+
+
+@pytest.mark.parametrize("format_name", sorted(MENTION_CHECKS))
+def test_long_messages_keep_the_mention(format_name: str) -> None:
+    digest = long_digest()
+    user_id = "U" + "9" * 199
+    body = render(digest, format_name, {str(digest["owner_rep_id"]): user_id})
+    CHECKS[format_name](body)
+    assert user_id in json.dumps(body, ensure_ascii=False)
+
+
+def test_the_notifier_renders_with_the_subscriptions_mentions() -> None:
+    sub = replace(make_subscription(), format="dingtalk", mentions={"alice": "manager7675"})
+    request = build_request(sub, throttle(), "msg_1", 1_714_557_600.0)
+    body = json.loads(request.body)
+    assert body == render(throttle(), "dingtalk", {"alice": "manager7675"})
+    assert body["at"] == {"atUserIds": ["manager7675"], "isAtAll": False}
 
 
 # --- chat signatures ---------------------------------------------------------------------------------
