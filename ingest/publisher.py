@@ -15,7 +15,7 @@ from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
 from services.errors import BrokerUnavailable
-from services.kafka import make_producer
+from services.kafka import kafka_security_kwargs, make_producer
 from services.settings import CommonSettings
 
 log = logging.getLogger(__name__)
@@ -26,6 +26,7 @@ Record = tuple[bytes, bytes]
 
 class EventPublisher:
     def __init__(self, settings: CommonSettings, client_id: str = "fatigue-ingest") -> None:
+        kafka_security_kwargs(settings)  # unloadable TLS files stop the API at start-up (ConfigError), not at a write
         self._settings = settings
         self._client_id = client_id
         self._timeout_s = settings.kafka_request_timeout_s

@@ -28,6 +28,7 @@ from services.destinations import Resolver, system_resolver
 from services.digests import DigestStore
 from services.endpoint_health import CircuitConfig, EndpointHealthStore
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
+from services.kafka import kafka_security_kwargs
 from services.metrics import NotifierMetrics
 from services.redisio import make_redis
 from services.settings import NotifierSettings
@@ -59,6 +60,7 @@ def make_consumer(
         heartbeat_interval_ms=heartbeat_interval_ms,
         rebalance_timeout_ms=rebalance_timeout_ms,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        **kafka_security_kwargs(settings),
     )
 
 

@@ -16,14 +16,16 @@ from pathlib import Path
 import faust
 from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from scorer.clock import SystemClock
 from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
 from scorer.store import StateStore
-from scorer.transport import TunedApp
+from scorer.transport import TunedApp, faust_credentials
 from services.errors import ConfigError, FatigueError
+from services.kafka import kafka_security_kwargs
 from services.logs import quiet_chatty_loggers, setup_logging
 from services.metrics import ScorerMetrics
 from services.policy import DEFAULT_POLICY_FILE, Policy, load_policy
@@ -166,6 +168,7 @@ class Scorer:
         app = TunedApp(
             s.scorer_app_id,
             broker=[f"kafka://{server.strip()}" for server in s.kafka_bootstrap_servers.split(",")],
+            broker_credentials=faust_credentials(kafka_security_kwargs(s)),
             value_serializer="raw",
             key_serializer="raw",
             topic_partitions=s.partitions,
@@ -272,7 +275,10 @@ class QuietWorker(Worker):
 
 
 def main() -> None:
-    settings = ScorerSettings()
+    try:
+        settings = ScorerSettings()
+    except ValidationError as exc:
+        raise ConfigError(f"invalid scorer settings: {exc}") from exc
     setup_logging(settings.log_level)
     scorer = Scorer(settings)
     QuietWorker(scorer.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

@@ -1,4 +1,4 @@
-"""Faust's aiokafka transport with a configurable consumer fetch wait.
+"""Faust's aiokafka transport with a configurable consumer fetch wait, and Faust's Kafka credentials.
 
 Faust hard-codes `fetch_max_wait_ms=1500` for its worker consumer. On Apache Kafka a fetch
 returns as soon as data arrives, so the value only bounds idle polling; on a broker that holds
@@ -8,10 +8,33 @@ latency. `FATIGUE_FETCH_MAX_WAIT_MS` sets it for both the scorer and the notifie
 
 from __future__ import annotations
 
+from typing import Any
+
 import aiokafka
 import faust
 from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread, Consumer, Transport
 from faust.types import TransportT
+from faust.types.auth import CredentialsT
+
+
+def faust_credentials(security: dict[str, Any]) -> CredentialsT | None:
+    """`broker_credentials` for the Faust app from `services.kafka.kafka_security_kwargs`.
+
+    Faust turns them back into the same aiokafka arguments for its consumer, producer and topic
+    admin (`credentials_to_aiokafka_auth`): SSLCredentials gives SSL; SASLCredentials gives
+    SASL_PLAINTEXT, or SASL_SSL when it carries an ssl_context.
+    """
+    protocol = security["security_protocol"]
+    if protocol == "SSL":
+        return faust.SSLCredentials(security["ssl_context"])
+    if protocol in ("SASL_PLAINTEXT", "SASL_SSL"):
+        return faust.SASLCredentials(
+            username=security["sasl_plain_username"],
+            password=security["sasl_plain_password"],
+            mechanism=security["sasl_mechanism"],
+            ssl_context=security.get("ssl_context"),
+        )
+    return None
 
 
 def transport_with_fetch_wait(fetch_max_wait_ms: int) -> type[Transport]:

@@ -1,17 +1,76 @@
-"""Kafka plumbing shared by the services: producers with acks=all, topic creation."""
+"""Kafka plumbing shared by the services: how clients connect (TLS, SASL), producers with
+acks=all, topic creation."""
 
 from __future__ import annotations
 
 import logging
+import ssl
+from pathlib import Path
+from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
-from services.errors import BrokerUnavailable
-from services.settings import CommonSettings
+from services.errors import BrokerUnavailable, ConfigError
+from services.settings import KAFKA_SASL_PROTOCOLS, KAFKA_TLS_PROTOCOLS, CommonSettings
 
 log = logging.getLogger(__name__)
+
+
+def kafka_security_kwargs(settings: CommonSettings) -> dict[str, Any]:
+    """aiokafka keyword arguments for FATIGUE_KAFKA_SECURITY_PROTOCOL and its companions.
+
+    Every Kafka client of the services is built with these (producers, consumers, the admin
+    client; the scorer's Faust app through `scorer.transport.faust_credentials`). PLAINTEXT gives
+    only `security_protocol`; SSL and SASL_SSL add `ssl_context` (`kafka_ssl_context`); SASL_*
+    add `sasl_mechanism`, `sasl_plain_username` and `sasl_plain_password` (aiokafka uses the
+    latter two for SCRAM as well). The result holds the password in clear: never log it.
+    Raises ConfigError when the CA, certificate or key files cannot be loaded.
+    """
+    protocol = settings.kafka_security_protocol
+    kwargs: dict[str, Any] = {"security_protocol": protocol}
+    if protocol in KAFKA_TLS_PROTOCOLS:
+        kwargs["ssl_context"] = kafka_ssl_context(settings)
+    if protocol in KAFKA_SASL_PROTOCOLS:
+        assert settings.kafka_sasl_password is not None  # CommonSettings refuses SASL without one
+        kwargs["sasl_mechanism"] = settings.kafka_sasl_mechanism
+        kwargs["sasl_plain_username"] = settings.kafka_sasl_username
+        kwargs["sasl_plain_password"] = settings.kafka_sasl_password.get_secret_value()
+    return kwargs
+
+
+def kafka_ssl_context(settings: CommonSettings) -> ssl.SSLContext:
+    """TLS as aiokafka's `create_ssl_context` builds it: the broker's certificate and host name are
+    always verified (against FATIGUE_KAFKA_SSL_CAFILE, else the system's CAs); a client certificate
+    is presented when FATIGUE_KAFKA_SSL_CERTFILE / _KEYFILE are set (mutual TLS)."""
+    try:
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.kafka_ssl_cafile)
+    except OSError as exc:  # ssl.SSLError included
+        raise ConfigError(f"FATIGUE_KAFKA_SSL_CAFILE={settings.kafka_ssl_cafile}: no usable PEM CA ({exc})") from exc
+    if settings.kafka_ssl_certfile is not None:
+        _load_client_certificate(context, settings.kafka_ssl_certfile, settings)
+    return context
+
+
+def _load_client_certificate(context: ssl.SSLContext, certfile: Path, settings: CommonSettings) -> None:
+    keyfile, password = settings.kafka_ssl_keyfile, settings.kafka_ssl_key_password
+    try:
+        # A callable, so an encrypted key without a password fails here instead of prompting on a TTY.
+        context.load_cert_chain(
+            certfile, keyfile, password=password.get_secret_value if password is not None else _no_key_password
+        )
+    except OSError as exc:  # ssl.SSLError included; the message never holds the password
+        raise ConfigError(
+            f"FATIGUE_KAFKA_SSL_CERTFILE={certfile} / FATIGUE_KAFKA_SSL_KEYFILE={keyfile}: cannot load the "
+            f"client certificate and key: not a matching PEM pair, or a wrong FATIGUE_KAFKA_SSL_KEY_PASSWORD ({exc})"
+        ) from exc
+
+
+def _no_key_password() -> NoReturn:
+    raise ConfigError(
+        "FATIGUE_KAFKA_SSL_KEYFILE is encrypted: set FATIGUE_KAFKA_SSL_KEY_PASSWORD (or use an unencrypted key)"
+    )
 
 
 def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
@@ -23,6 +82,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
         enable_idempotence=settings.kafka_idempotence,
         request_timeout_ms=int(settings.kafka_request_timeout_s * 1000),
         linger_ms=2,
+        **kafka_security_kwargs(settings),
     )
 
 
@@ -43,6 +103,7 @@ async def ensure_topics(settings: CommonSettings) -> list[str]:
     admin = AIOKafkaAdminClient(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         request_timeout_ms=int(settings.kafka_request_timeout_s * 1000),
+        **kafka_security_kwargs(settings),
     )
     try:
         await admin.start()

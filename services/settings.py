@@ -7,21 +7,32 @@ conventional unprefixed names (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL); everything e
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services import names
 from services.names import RedisKeys, topic
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+KAFKA_TLS_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+KAFKA_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+_KAFKA_SASL_FIELDS = ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password")
+_KAFKA_SSL_FILE_FIELDS = ("kafka_ssl_cafile", "kafka_ssl_certfile", "kafka_ssl_keyfile")
+
 
 class CommonSettings(BaseSettings):
     """What every service needs: where Kafka and Redis are and how topics are named."""
 
-    model_config = SettingsConfigDict(env_prefix="FATIGUE_", extra="ignore", populate_by_name=True)
+    # hide_input_in_errors: a validation error must not echo the environment it was given (passwords).
+    model_config = SettingsConfigDict(
+        env_prefix="FATIGUE_", extra="ignore", populate_by_name=True, hide_input_in_errors=True
+    )
 
     kafka_bootstrap_servers: str = Field(
         default="127.0.0.1:9092",
@@ -44,6 +55,42 @@ class CommonSettings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     """Longest a consumer fetch waits for data (scorer and notifier); `fatigue up` on embedded: 50."""
     log_level: str = "INFO"
+    kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
+    """How every Kafka client connects: TLS (SSL, SASL_SSL) and/or SASL authentication (SASL_*)."""
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    """PEM CA certificates that sign the brokers' certificates (unset: the system's CAs)."""
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    """Client certificate and its private key (PEM) for mutual TLS; set both or neither."""
+    kafka_ssl_key_password: SecretStr | None = None
+
+    @field_validator("kafka_security_protocol", mode="before")
+    @classmethod
+    def _protocol_upper_case(cls, value: object) -> object:
+        return (value.strip().upper() or "PLAINTEXT") if isinstance(value, str) else value
+
+    @field_validator("kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _mechanism_upper_case(cls, value: object) -> object:
+        return (value.strip().upper() or None) if isinstance(value, str) else value
+
+    @field_validator(
+        "kafka_sasl_username", "kafka_sasl_password", *_KAFKA_SSL_FILE_FIELDS, "kafka_ssl_key_password", mode="before"
+    )
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        """An empty variable (e.g. an empty key of a Kubernetes Secret) counts as not set."""
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _kafka_security_is_complete(self) -> Self:
+        problems = _kafka_sasl_problems(self) + _kafka_ssl_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -72,6 +119,47 @@ class CommonSettings(BaseSettings):
     @property
     def keys(self) -> RedisKeys:
         return RedisKeys(self.redis_prefix)
+
+
+def _env_name(field: str) -> str:
+    return f"FATIGUE_{field.upper()}"
+
+
+def _kafka_sasl_problems(s: CommonSettings) -> list[str]:
+    protocol = f"FATIGUE_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol}"
+    given = [_env_name(name) for name in _KAFKA_SASL_FIELDS if getattr(s, name) is not None]
+    if s.kafka_security_protocol not in KAFKA_SASL_PROTOCOLS:
+        if given:
+            return [f"{', '.join(given)} set, but {protocol} does not use SASL (use SASL_SSL, or unset them)"]
+        return []
+    missing = [_env_name(name) for name in _KAFKA_SASL_FIELDS if getattr(s, name) is None]
+    if missing:
+        return [f"{protocol} needs {', '.join(missing)} (mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512)"]
+    return []
+
+
+def _kafka_ssl_problems(s: CommonSettings) -> list[str]:
+    protocol = f"FATIGUE_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol}"
+    given = [name for name in (*_KAFKA_SSL_FILE_FIELDS, "kafka_ssl_key_password") if getattr(s, name) is not None]
+    if s.kafka_security_protocol not in KAFKA_TLS_PROTOCOLS:
+        if given:
+            names = ", ".join(_env_name(name) for name in given)
+            return [f"{names} set, but {protocol} does not use TLS (use SSL or SASL_SSL, or unset them)"]
+        return []
+    problems = [_file_problem(name, getattr(s, name)) for name in _KAFKA_SSL_FILE_FIELDS if getattr(s, name)]
+    if (s.kafka_ssl_certfile is None) != (s.kafka_ssl_keyfile is None):
+        problems.append("FATIGUE_KAFKA_SSL_CERTFILE and FATIGUE_KAFKA_SSL_KEYFILE go together (mutual TLS): set both")
+    if s.kafka_ssl_key_password is not None and s.kafka_ssl_keyfile is None:
+        problems.append("FATIGUE_KAFKA_SSL_KEY_PASSWORD set without FATIGUE_KAFKA_SSL_KEYFILE")
+    return [problem for problem in problems if problem]
+
+
+def _file_problem(field: str, path: Path) -> str:
+    if not path.is_file():
+        return f"{_env_name(field)}={path}: no such file (or not a regular file)"
+    if not os.access(path, os.R_OK):
+        return f"{_env_name(field)}={path}: not readable by this process"
+    return ""
 
 
 class ApiKey:
