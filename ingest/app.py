@@ -14,7 +14,7 @@ from typing import Any
 import uvicorn
 from fastapi import Depends, FastAPI
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from ingest.auth import require_api_keys
@@ -25,7 +25,6 @@ from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
 from services.contract import EventIn
-from services.errors import ConfigError
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
 from services.policy import PolicyDoc
@@ -109,10 +108,7 @@ def _use_error_shape_for_422(schema: dict[str, Any]) -> None:
 
 def load_settings() -> IngestSettings:
     """IngestSettings from the environment; ConfigError (naming what to fix) when invalid."""
-    try:
-        settings = IngestSettings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid API settings: {exc}") from exc
+    settings = IngestSettings.load("API")
     require_api_keys(settings)
     return settings
 

@@ -211,7 +211,7 @@ async def _serve(settings: NotifierSettings) -> None:
 
 def main() -> None:
     """Entry point of `fatigue notifier`: settings from the environment, run until SIGINT/SIGTERM."""
-    settings = NotifierSettings()
+    settings = NotifierSettings.load("notifier")
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -16,7 +16,6 @@ from pathlib import Path
 import faust
 from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from pydantic import ValidationError
 from redis.asyncio import Redis
 
 from scorer.clock import SystemClock
@@ -275,10 +274,7 @@ class QuietWorker(Worker):
 
 
 def main() -> None:
-    try:
-        settings = ScorerSettings()
-    except ValidationError as exc:
-        raise ConfigError(f"invalid scorer settings: {exc}") from exc
+    settings = ScorerSettings.load("scorer")
     setup_logging(settings.log_level)
     scorer = Scorer(settings)
     QuietWorker(scorer.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()

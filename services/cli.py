@@ -103,7 +103,7 @@ def _dispatch(args: argparse.Namespace) -> None:
         from services.kafka import ensure_topics
         from services.settings import CommonSettings
 
-        created = asyncio.run(ensure_topics(CommonSettings()))
+        created = asyncio.run(ensure_topics(CommonSettings.load("topics")))
         sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
     elif args.command == "backtest":
         _backtest(args)

@@ -12,10 +12,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal, Self
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services import names
+from services.errors import ConfigError
 from services.names import RedisKeys, topic
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -91,6 +92,15 @@ class CommonSettings(BaseSettings):
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    @classmethod
+    def load(cls, what: str) -> Self:
+        """From the environment, for an entry point: ConfigError naming the variables when invalid
+        (the CLI prints it and exits 2) instead of a pydantic traceback. `what`: e.g. "notifier"."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            raise ConfigError(f"invalid {what} settings: {exc}") from exc
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
