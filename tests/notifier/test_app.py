@@ -196,8 +196,13 @@ async def test_delivers_one_correctly_signed_throttle(
     async with running(settings) as task:
         await wait_until(lambda: bool(receiver.received), task, "the webhook")
         await deliver_sentinel(settings, receiver, task)
+        delivered = 'fatigue_notifier_deliveries_total{format="standard",outcome="delivered"} 2.0'
         async with httpx.AsyncClient() as client:
-            metrics = (await client.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")).text
+            # the receiver has the sentinel before the notifier has counted it: poll, bounded
+            deadline = time.monotonic() + WAIT_S
+            while delivered not in (metrics := (await client.get(
+                    f"http://127.0.0.1:{settings.metrics_port}/metrics")).text) and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
 
     [got] = receiver.of_type(ACTION_THROTTLE)
     assert got.verified
@@ -208,7 +213,7 @@ async def test_delivers_one_correctly_signed_throttle(
     key = settings.keys.delivered(action["action_id"], subscription.id)
     assert 0 < await redis_client.ttl(key) <= settings.delivered_ttl_s
     assert await committed(settings, tp) >= offset + 1
-    assert 'fatigue_notifier_deliveries_total{format="standard",outcome="delivered"} 2.0' in metrics
+    assert delivered in metrics
 
 
 async def test_retries_5xx_and_delivers_once(
