@@ -2,16 +2,16 @@
 
 One cheap GET of the version per use; the document is read and parsed only when it moved. A
 stored policy that does not parse (written by hand into Redis) is logged and the last good one
-(or the default) stays in force — as in the scorer.
+(or the default) stays in force — as in the scorer: both are `services.policy_source.PolicyResolver`,
+which also says why the API's fallback is the packaged default, not a scorer's FATIGUE_POLICY_FILE.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
-from services.errors import PolicyError
 from services.policy import Policy, default_policy
+from services.policy_source import PolicyEvent, PolicyRefused, PolicyResolver
 from services.policy_store import PolicySource
 
 log = logging.getLogger(__name__)
@@ -19,25 +19,16 @@ log = logging.getLogger(__name__)
 
 class PolicyCache:
     def __init__(self, source: PolicySource, fallback: Policy | None = None) -> None:
-        self._source = source
-        self._fallback = fallback or default_policy()
-        self._stamp: str | None = None
-        self._version: int | None = None
-        self._policy = self._fallback
-        self._lock = asyncio.Lock()
+        # poll_s=0: the stored version is checked on every use, so a PUT is in force for the next decision.
+        self._policies = PolicyResolver(source, fallback=fallback or default_policy(), poll_s=0.0,
+                                        on_event=self._report)
 
     async def current(self) -> tuple[int | None, Policy]:
         """(stored version or None, policy in force). Raises StoreUnavailable when Redis fails."""
-        stamp = await self._source.version_stamp()
-        if stamp != self._stamp:
-            async with self._lock:
-                if stamp != self._stamp:
-                    await self._reload(stamp)
-        return self._version, self._policy
+        in_force = await self._policies.refresh()
+        return in_force.version, in_force.policy
 
-    async def _reload(self, stamp: str | None) -> None:
-        try:
-            self._version, self._policy = await self._source.current(self._fallback)
-        except PolicyError as exc:
-            log.error("stored policy is invalid, keeping version %s: %s", self._version, exc)
-        self._stamp = stamp
+    @staticmethod
+    def _report(event: PolicyEvent) -> None:
+        if isinstance(event, PolicyRefused):
+            log.error("stored policy is invalid, keeping version %s: %s", event.kept.version, event.error)

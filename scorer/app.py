@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import faust
@@ -23,31 +21,17 @@ from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
 from scorer.store import StateStore
 from scorer.transport import TunedApp, faust_credentials
-from services.errors import ConfigError, FatigueError
+from services.errors import FatigueError
 from services.kafka import kafka_security_kwargs
 from services.logs import quiet_chatty_loggers, setup_logging
 from services.metrics import ScorerMetrics
-from services.policy import DEFAULT_POLICY_FILE, Policy, load_policy
+from services.policy import DEFAULT_POLICY_FILE, Policy
+from services.policy_source import PolicyEvent, PolicyRefused, PolicyResolver, PolicySwapped
 from services.policy_store import PolicySource
 from services.redisio import make_redis
 from services.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class _FileStamp:
-    inode: int
-    size: int
-    mtime_ns: int
-
-
-def _stamp(path: Path) -> _FileStamp | None:
-    try:
-        st = os.stat(path)  # follows symlinks: a ConfigMap's atomic symlink swap shows as a new inode
-    except OSError:
-        return None
-    return _FileStamp(st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class PolicyReloader:
@@ -59,74 +43,55 @@ class PolicyReloader:
     document is swapped in (one attribute assignment: the next batch or timer uses it). An invalid
     one is logged, counted in `fatigue_scorer_policy_reload_failures_total` and ignored, so the
     previous policy stays in force. An invalid file at start-up still stops the scorer (ConfigError).
+
+    The resolving and caching are `services.policy_source.PolicyResolver` (shared with the API);
+    this class adds the scorer's log lines and metrics.
     """
 
     def __init__(self, source: PolicySource, path: Path, metrics: ScorerMetrics) -> None:
-        self._source = source
         self._path = path
         self._metrics = metrics
-        self._file_stamp = _stamp(path)
-        self.file_policy = load_policy(path)
-        self.policy: Policy = self.file_policy
-        self.version: int | None = None
-        """Version of the stored policy in force; None while the file's policy is."""
-        self._loaded = False
-        self._seen_stamp: str | None = None
-        self._lock = asyncio.Lock()
+        self._policies = PolicyResolver(source, file=path, on_event=self._report)
         metrics.policy_version.set(0)
+
+    @property
+    def policy(self) -> Policy:
+        return self._policies.in_force.policy
+
+    @property
+    def version(self) -> int | None:
+        """Version of the stored policy in force; None while the file's policy is."""
+        return self._policies.in_force.version
+
+    @property
+    def file_policy(self) -> Policy:
+        """The latest valid policy of the file (in force only while none is stored)."""
+        return self._policies.fallback
 
     async def ensure_loaded(self) -> None:
         """Before the first batch: the stored policy must be in force if there is one."""
-        if not self._loaded:
-            await self.poll()
+        await self._policies.ensure_loaded()
 
     async def poll(self) -> None:
         """Swap in a changed, valid policy. StoreUnavailable when Redis does not answer (retry later)."""
-        async with self._lock:
-            await self._check_file()
-            await self._check_store()
+        await self._policies.poll()
 
-    async def _check_file(self) -> None:
-        stamp = _stamp(self._path)
-        if stamp == self._file_stamp:
-            return
-        self._file_stamp = stamp
-        try:
-            policy = await asyncio.to_thread(load_policy, self._path)
-        except ConfigError as exc:
-            self._refuse("file", exc)
-            return
-        self.file_policy = policy
-        if self.version is None:
-            self._swap(None, policy)
+    def _report(self, event: PolicyEvent) -> None:
+        if isinstance(event, PolicySwapped):
+            version = event.current.version
+            self._metrics.policy_version.set(version or 0)
+            if version is None:
+                log.info("policy from %s in force (no policy stored through the API)", self._path)
+            else:
+                log.info("policy v%d in force", version)
+        elif isinstance(event, PolicyRefused):
+            self._metrics.policy_reload_failures.labels(source=event.source).inc()
+            kept = event.kept.version
+            in_force = f"v{kept}" if kept is not None else f"from {self._path}"
+            log.error("new policy refused, policy %s stays in force: %s", in_force, event.error)
         else:
-            log.info("policy file %s changed; stored policy v%d stays in force (API wins)", self._path, self.version)
-
-    async def _check_store(self) -> None:
-        seen = await self._source.version_stamp()
-        if self._loaded and seen == self._seen_stamp:
-            return
-        try:
-            version, policy = await self._source.current(self.file_policy)
-        except ConfigError as exc:
-            self._refuse("store", exc)
-        else:
-            if not self._loaded or version != self.version or policy != self.policy:
-                self._swap(version, policy)
-        self._seen_stamp, self._loaded = seen, True
-
-    def _swap(self, version: int | None, policy: Policy) -> None:
-        self.policy, self.version = policy, version
-        self._metrics.policy_version.set(version or 0)
-        if version is None:
-            log.info("policy from %s in force (no policy stored through the API)", self._path)
-        else:
-            log.info("policy v%d in force", version)
-
-    def _refuse(self, source: str, exc: ConfigError) -> None:
-        self._metrics.policy_reload_failures.labels(source=source).inc()
-        in_force = f"v{self.version}" if self.version is not None else f"from {self._path}"
-        log.error("new policy refused, policy %s stays in force: %s", in_force, exc)
+            log.info("policy file %s changed; stored policy v%d stays in force (API wins)", self._path,
+                     event.in_force.version)
 
 
 class Scorer:
