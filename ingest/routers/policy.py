@@ -169,7 +169,7 @@ async def _stored(store: PolicyStore) -> StoredPolicy | None:
 @router.get(
     "/policy",
     response_model=PolicyOut,
-    summary="The fatigue policy in force",
+    summary="The stored fatigue policy (or the packaged default when none is stored)",
     description="The policy stored through PUT /v1/policy, or the packaged default when none is stored. "
     "`Accept: application/yaml` answers the YAML document alone. The ETag is the version (\"0\": none stored).",
     responses={
