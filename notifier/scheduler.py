@@ -62,8 +62,8 @@ class EndpointSubscriptions(SubscriptionSource, Protocol):
         """Every subscription (for the endpoint-state gauge)."""
         ...
 
-    async def set_enabled(self, sub_id: str, enabled: bool, *, reason: str | None = None) -> Subscription | None:
-        """Disable (or enable) one subscription; None when it is gone."""
+    async def disable(self, sub_id: str, *, reason: str) -> bool:
+        """Disable one subscription; True only for the call that disabled it."""
         ...
 
 
@@ -204,9 +204,12 @@ class DeliveryScheduler:
         try:
             if sub.rate_limit_per_minute and await self._rate_limited(rec, sub):
                 return
-            wait_ms = await self._health.gate(sub.id, self._store.now_ms())
-            if wait_ms:
-                await self._defer(rec, wait_ms, "circuit_open", "held back: the endpoint's circuit is open")
+            now_ms = self._store.now_ms()
+            wait_ms = await self._health.gate(sub.id, now_ms)
+            if wait_ms:  # until the circuit lets a probe through; released at once when it closes
+                self._metrics.deferred.labels(reason="circuit_open").inc()
+                await self._store.hold(rec.id, sub.id, until_ms=now_ms + wait_ms,
+                                       last_error="held back: the endpoint's circuit is open")
                 return
             await self._attempt(rec, sub)
         finally:
@@ -224,7 +227,9 @@ class DeliveryScheduler:
             await self._ledger.mark(action["action_id"], sub.id)
             await self._store.mark_delivered(rec.id, attempts=attempts, last_status=got.status)
             if await self._health.record_success(sub.id, self._store.now_ms()):
-                log.info("endpoint %s of subscription %s answers again: circuit closed", redact_url(sub.url), sub.id)
+                released = await self._store.release_held(sub.id, self._store.now_ms())
+                log.info("endpoint %s of subscription %s answers again: circuit closed, %d held deliveries released",
+                         redact_url(sub.url), sub.id, released)
             self._sender.finish(action, result, sub.format)
             return
         if got.sent and got.status not in NOT_A_BREAKER_FAILURE:
@@ -253,7 +258,7 @@ class DeliveryScheduler:
         if verdict.disable and sub.enabled:
             hours = self._health.config.disable_after_s / 3600
             reason = f"failing for {hours:g} h without a successful delivery (last: {got.error})"
-            if await self._subscriptions.set_enabled(sub.id, False, reason=reason) is not None:
+            if await self._subscriptions.disable(sub.id, reason=reason):
                 self._metrics.endpoints_disabled.inc()
                 log.error("subscription %s disabled: endpoint %s %s; re-enable it with PATCH "
                           "/v1/subscriptions/%s {\"enabled\": true}", sub.id, redact_url(sub.url), reason, sub.id)

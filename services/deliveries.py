@@ -57,6 +57,24 @@ return ids
 """
 
 
+# KEYS[1] = a subscription's held set, KEYS[2] = due set; ARGV[1] = now ms. How many were made due.
+_RELEASE = """
+local held = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
+local released = 0
+for i = 1, #held, 2 do
+  local due = redis.call('ZSCORE', KEYS[2], held[i])
+  if due and tonumber(due) == tonumber(held[i + 1]) and tonumber(due) > tonumber(ARGV[1]) then
+    redis.call('ZADD', KEYS[2], ARGV[1], held[i])
+    released = released + 1
+  end
+end
+redis.call('DEL', KEYS[1])
+return released
+"""
+HELD_KEEP_S = 24 * 3600
+"""A held set outlives any circuit's open period; it is deleted when released."""
+
+
 @dataclass(frozen=True)
 class DeliveryRecord:
     id: str
@@ -107,6 +125,7 @@ class DeliveryStore:
         self._clock = clock
         self._schedule = redis.register_script(_SCHEDULE)
         self._claim = redis.register_script(_CLAIM)
+        self._release = redis.register_script(_RELEASE)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -167,6 +186,32 @@ class DeliveryStore:
             pipe.zadd(self._keys.deliveries_due(), {rec.id: next_ms})
 
         return await self._transition(delivery_id, changes, move, only_from=("pending",))
+
+    async def hold(
+        self, delivery_id: str, subscription_id: str, *, until_ms: int, last_error: str | None
+    ) -> DeliveryRecord | None:
+        """Held back by the endpoint's open circuit until `until_ms` (no attempt spent), and noted in
+        the subscription's held set so that `release_held` can make it due at once when the circuit
+        closes."""
+        changes = {"next_attempt_at_ms": until_ms, "last_error": last_error}
+        held = self._keys.deliveries_held(subscription_id)
+
+        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
+            pipe.zadd(self._keys.deliveries_due(), {rec.id: until_ms})
+            pipe.zadd(held, {rec.id: until_ms})
+            pipe.expire(held, HELD_KEEP_S)
+
+        return await self._transition(delivery_id, changes, move, only_from=("pending",))
+
+    async def release_held(self, subscription_id: str, now_ms: int) -> int:
+        """Make the subscription's held deliveries due at `now_ms`; returns how many. A delivery whose
+        due time is no longer the one it was held until (claimed, retried, finished since) is left alone."""
+        try:
+            released = await self._release(
+                keys=[self._keys.deliveries_held(subscription_id), self._keys.deliveries_due()], args=[now_ms])
+        except RedisError as exc:
+            raise StoreUnavailable(f"cannot release held webhook deliveries: {exc}") from exc
+        return int(released)
 
     async def mark_delivered(
         self, delivery_id: str, *, attempts: int, last_status: int | None

@@ -4,7 +4,8 @@ Every attempt's outcome is recorded in one Redis hash per subscription, shared b
 After `failure_threshold` consecutive failed attempts the circuit *opens*: deliveries to that
 endpoint wait, without spending attempts, until `open_until`. Then one delivery goes through as a
 probe (*half-open*; the others look again every `recheck_s`, for `probe_s` at most): success closes
-the circuit, failure opens it again for twice as long (capped at `max_open_s`). An endpoint that has failed without a
+the circuit (and the notifier releases the deliveries it held back), failure opens it again for
+twice as long (capped at `max_open_s`). An endpoint that has failed without a
 single success for `disable_after_s` is to be disabled (`Verdict.disable`); the caller disables the
 subscription, and an operator re-enables it through the API (which calls `reset`).
 
@@ -84,8 +85,9 @@ class CircuitConfig:
     max_open_s: float = 600.0
     probe_s: float = 60.0
     """How long a half-open probe holds the others back at most (at least the attempt timeout)."""
-    recheck_s: float = 1.0
-    """While a probe is in flight, how often the others look again (a success lets them all go)."""
+    recheck_s: float = 5.0
+    """While a probe is in flight, how often the others look again (a success releases them at once:
+    DeliveryStore.release_held; this is the safety net)."""
     disable_after_s: float = 24 * 3600.0
 
 

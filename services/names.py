@@ -84,6 +84,11 @@ class RedisKeys:
         """Sorted set delivery id -> time (ms) it was dead-lettered, one subscription's only (expires)."""
         return f"{self.prefix}deliveries:failed:sub:{subscription_id}"
 
+    def deliveries_held(self, subscription_id: str) -> str:
+        """Sorted set delivery id -> the due time (ms) it got when held back by the endpoint's open
+        circuit; released (due now) when the circuit closes (expires)."""
+        return f"{self.prefix}deliveries:held:{subscription_id}"
+
     def deliveries_digested(self) -> str:
         """Sorted set delivery id -> time (ms) it was folded into a digest (trimmed after the record TTL)."""
         return f"{self.prefix}deliveries:digested"

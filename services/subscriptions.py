@@ -233,6 +233,18 @@ class SubscriptionStore:
         at = now or datetime.now(UTC)
         return await self._modify(sub_id, lambda sub: with_enabled(sub, enabled, reason, at))
 
+    async def disable(self, sub_id: str, *, reason: str, now: datetime | None = None) -> bool:
+        """Disable with `reason` unless already disabled; True only for the call that disabled it
+        (several notifiers, or several failing deliveries, may decide it at the same moment)."""
+        at = now or datetime.now(UTC)
+        disabled_now = [False]
+
+        def change(sub: Subscription) -> Subscription:
+            disabled_now[0] = sub.enabled
+            return with_enabled(sub, False, reason, at) if sub.enabled else sub
+
+        return await self._modify(sub_id, change) is not None and disabled_now[0]
+
     async def delete(self, sub_id: str) -> bool:
         return bool(await self._redis.hdel(self._key, sub_id))
 

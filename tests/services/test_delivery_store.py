@@ -305,3 +305,24 @@ async def test_replace_action_only_while_pending(store: DeliveryStore, redis_cli
     stored = await store.get("msg_2")
     assert stored is not None and stored.action != frozen
     assert await store.replace_action("msg_unknown", frozen) is None
+
+
+async def test_held_deliveries_are_released_at_once_unless_they_moved_since(
+    store: DeliveryStore, redis_client: Redis, unique: str
+) -> None:
+    await store.schedule([record("msg_held"), record("msg_claimed"), record("msg_done"), record("msg_other")])
+    for delivery_id in ("msg_held", "msg_claimed", "msg_done"):
+        await store.hold(delivery_id, "sub_a", until_ms=NOW_MS + 30_000, last_error="held back: circuit open")
+    await store.hold("msg_other", "sub_b", until_ms=NOW_MS + 30_000, last_error="held back: circuit open")
+    held = await store.get("msg_held")
+    assert held is not None and (held.attempts, held.next_attempt_at_ms) == (0, NOW_MS + 30_000)
+    assert held.last_error == "held back: circuit open"
+    await store.reschedule("msg_claimed", next_ms=NOW_MS + 45_000, attempts=0, last_status=None, last_error=None)
+    await store.mark_delivered("msg_done", attempts=1, last_status=200)
+
+    assert await store.release_held("sub_a", NOW_MS + 1_000) == 1  # only the one still waiting as held
+    assert [r.id for r in await store.claim_due(NOW_MS + 1_000, lease_ms=5_000, limit=10)] == ["msg_held"]
+    assert await store.release_held("sub_a", NOW_MS + 2_000) == 0  # the set is gone once released
+    keys = RedisKeys(f"t{unique}:")
+    assert not await redis_client.exists(keys.deliveries_held("sub_a"))
+    assert await redis_client.zscore(keys.deliveries_due(), "msg_other") == NOW_MS + 30_000  # other endpoint

@@ -84,3 +84,16 @@ class TestSubscriptionStore:
         sub = await store.create("https://x.test/h", ["fatigue.throttle"])
         await asyncio.gather(*(store.update(sub.id, {"description": str(i)}) for i in range(5)), store.delete(sub.id))
         assert await store.get(sub.id) is None
+
+
+async def test_disable_reports_only_the_call_that_disabled_it(store: SubscriptionStore) -> None:
+    sub = await store.create("https://x.test/h", ["fatigue.throttle"])
+    results = await asyncio.gather(*(store.disable(sub.id, reason=f"failing ({n})", now=NOW) for n in range(5)))
+    assert sorted(results) == [False] * 4 + [True]  # five failing deliveries decided it at once: one counts
+    disabled = await store.get(sub.id)
+    assert disabled is not None and not disabled.enabled and disabled.disabled_at == NOW.isoformat()
+    assert await store.disable(sub.id, reason="again") is False
+    assert (await store.get(sub.id)).disabled_reason == disabled.disabled_reason  # type: ignore[union-attr]
+    assert await store.disable("sub_nope", reason="x") is False
+    await store.set_enabled(sub.id, True)
+    assert await store.disable(sub.id, reason="failing again") is True
