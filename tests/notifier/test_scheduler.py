@@ -149,7 +149,11 @@ async def test_consecutive_failures_open_the_circuit_and_a_probe_closes_it(harne
             assert [r.status for r in receiver.received] == [500, 500, 500]
             health = await harness.health.get(sub.id)
             assert (health.state(), health.consecutive_failures, health.last_status) == ("circuit_open", 3, 500)
-            await harness.wait_until(lambda: len(receiver.received) == 9, task, "the probe and the rest")
+            await harness.wait_until(lambda: len(receiver.received) >= 4, task, "the successful probe")
+            probed = time.monotonic()
+            await harness.wait_until(lambda: len(receiver.received) == 9, task, "the rest")
+            # released when the probe succeeded, not at their next re-check (5 s while a probe runs)
+            assert time.monotonic() - probed < 3.0
             await harness.wait_until(
                 lambda: harness.store.count("delivered"), task, "the delivered records")  # type: ignore[arg-type]
             while await harness.store.count("pending"):
@@ -325,3 +329,23 @@ async def test_a_digest_for_a_disabled_subscription_keeps_its_alerts_and_replays
             assert await harness.store.replay_failed(sub.id) == 1
             await harness.wait_until(lambda: len(receiver.received) == 2, task, "the replayed digest")
     assert receiver.received[-1].json["data"]["total"] == 2
+
+
+async def test_deliveries_held_during_a_probe_go_out_as_soon_as_it_succeeds(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    harness = make_harness(common_settings, redis_client, delivery_concurrency_per_endpoint=4)
+    async with serving() as receiver:
+        receiver.delay_s = 0.5  # the probe is still in flight when the others reach the circuit
+        sub = await harness.subscribe(receiver)
+        long_ago = harness.store.now_ms() - 60_000
+        for _ in range(3):  # the circuit opened a minute ago: its open period is over, a probe may go
+            await harness.health.record_failure(sub.id, long_ago, status=503, error="destination answered HTTP 503")
+        await harness.schedule(sub, *throttles(4))
+        started = time.monotonic()
+        async with harness.running() as task:
+            await harness.wait_until(lambda: len(receiver.received) == 4, task, "all four")
+            elapsed = time.monotonic() - started
+    assert harness.metric("fatigue_notifier_deferred_total", reason="circuit_open") == 3  # held during the probe
+    assert elapsed < 3.0  # released by the probe's success, not at their re-check 5 s later
+    assert (await harness.health.get(sub.id)).state() == "healthy"
