@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-core bench-decision bench-latency bench-delivery
+.PHONY: help install dev up demo test lint bench bench-core bench-decision bench-latency bench-delivery bench-backtest
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/mypy services ingest scorer notifier
 
-bench: bench-core bench-decision bench-latency bench-delivery  ## all benchmarks (figures in docs/performance.md)
+bench: bench-core bench-decision bench-latency bench-delivery bench-backtest  ## all benchmarks (figures in docs/performance.md)
 
 bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
@@ -38,3 +38,6 @@ bench-latency: dev  ## POST /v1/events -> signed webhook received, through the w
 
 bench-delivery: dev  ## notifier sending side: fan-out deliveries/s and a per-rep storm folded into one digest
 	$(PY) -m bench.delivery_throughput --deliveries 5000 --subscriptions 8 --storm 2000 --runs 3
+
+bench-backtest: dev  ## fatigue backtest replay: events/s and timers fired over ~105k events, vs firing every timer
+	$(PY) -m bench.backtest --customers 12000 --runs 3 --every-timer

@@ -6,6 +6,11 @@ order, exactly like the live scorer's due-time index would fire it (`engine.on_d
 time, then the customer's next due time is scheduled again). After the last event the timers keep
 firing up to `until`. No Faust, Kafka or Redis: the same input gives the same output, byte for byte.
 
+Only the live timers that can change an outcome are fired (`rules_due_ms`): the live due time also
+follows every window bucket leaving every window (for the snapshot), and most of those firings
+change nothing — no action, no rule's state. `simulate(..., every_timer=True)` fires every live
+timer instead; both emit the same actions at the same moments (tests/scorer/test_backtest_timers.py).
+
 Outputs: a report per ISO week x tier x stage (`render_report`), one customer's timeline
 (`render_timeline`), one JSON object per action (`json_lines`) and a weekly chart (`write_plot`).
 Documented in docs/backtest.md.
@@ -22,11 +27,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
-from scorer.core import engine
-from scorer.core.state import ContactEvent, CustomerState
+from scorer.core import engine, signals
+from scorer.core.state import THROTTLED, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
+from scorer.core.windows import FINE_HORIZON_MS
 from scorer.history import Loaded, ProfileRow, contact_event, load_events, load_profiles
 from services.actions import Action, Reason
+from services.durations import HOUR_MS
 from services.errors import FatigueError
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.policy import DEFAULT_POLICY_FILE, Policy, load_policy
@@ -98,13 +105,86 @@ class _Item:
     payload: ContactEvent | ProfileChange = field(compare=False)
 
 
+def rules_due_ms(state: CustomerState, policy: Policy, evaluated_ms: int) -> int | None:
+    """A lower bound of the first moment after `evaluated_ms` (the customer's last evaluation) at
+    which `engine.on_due` could decide otherwise than then, if no event or profile comes in between;
+    None: never. Until then an `on_due` emits nothing and leaves the rules' state as it is.
+
+    What on_due reads that changes with time alone, the state being otherwise fixed:
+      - re_engage: the cadence / silence deadline (not filtered, like the live due time);
+      - recovery: the end of the minimum throttle;
+      - frequency_cap: while active, the moment the counted touches in its window fall to
+        `recover_at_or_below` (counts only fall with time: buckets leave the windows, see
+        `_counts_only_fall`); while inactive it cannot become active without a touch;
+      - complaint: the end of the cool-off after the latest complaint;
+      - reply_latency_slowdown: a baseline sample leaving the baseline window;
+      - response_rate_drop / engagement_drop: read `min(now, watermark)`, fixed once now >= the
+        watermark (always, replaying in event-time order).
+    unanswered_streak does not depend on time.
+    """
+    policy = policy.for_profile(state.profile)
+    if not _hysteresis_settles(policy):
+        return evaluated_ms  # a rule may flip at every evaluation: due at once, every live timer counts
+    times = [engine.re_engage_due_ms(state, policy)]
+    if state.status == THROTTLED:
+        times.append(engine._throttle_held_until(state, policy))
+    times.append(signals.complaint_ends_ms(state, policy))
+    if "frequency_cap" in state.active_rules:  # at once if it fell already (after a duplicate event)
+        times.append(max(engine.pause_until_ms(state, state.clock_ms, policy), evaluated_ms + 1))
+    if policy.signals.latency_enabled:
+        baseline_ms = policy.signals.latency_baseline.ms
+        times += [ts + baseline_ms for ts, _ in state.latency_samples]
+    times.append(state.watermark_ms)
+    later = [t for t in times if t is not None and t > evaluated_ms]
+    if (re_engage := times[0]) is not None and re_engage <= evaluated_ms:
+        later.append(re_engage)  # overdue already (do-not-contact or not normal: None)
+    return min(later) if later else None
+
+
+def _hysteresis_settles(policy: Policy) -> bool:
+    """A rule with hysteresis gives the same answer when evaluated twice at the same moment only if
+    its recovery threshold is below its trigger (the policy schema insists on it)."""
+    s = policy.signals
+    return policy.recover_at_or_below < policy.throttle_above and s.latency_recover_factor < s.latency_slowdown_factor
+
+
+def _counts_only_fall(policy: Policy) -> bool:
+    """True when a window count can only fall between two events and every future moment it falls
+    at is already a live due time (`leaves_window_at`). A window between 47 h and 48 h is the
+    exception: a minute bucket folded into its hour may come back into it (the fold at the 48 h
+    horizon extends the bucket to the end of its hour)."""
+    return all(not (FINE_HORIZON_MS - HOUR_MS <= w.ms < FINE_HORIZON_MS) for w in policy.windows)
+
+
+def first_live_due_at_or_after(state: CustomerState, policy: Policy, at_ms: int) -> int | None:
+    """The first due time >= at_ms the live scorer's timers would reach, skipping no-op firings:
+    with nothing changing in between, its successive due times are the candidates of
+    `engine.next_due_ms` in order (window expiries, the end of the minimum throttle, the cadence
+    deadline, the end of a complaint's cool-off)."""
+    policy = policy.for_profile(state.profile)
+    complaint_ends = signals.complaint_ends_ms(state, policy)
+    candidates = [
+        engine._throttle_held_until(state, policy) if state.status == THROTTLED else None,
+        state.counts.next_expiry_ms([w.ms for w in policy.windows], at_ms - 1),
+        engine.re_engage_due_ms(state, policy),
+        complaint_ends,
+    ]
+    times = [t for t in candidates if t is not None and t >= at_ms]
+    return min(times) if times else None
+
+
 class _Replay:
-    def __init__(self, policy: Policy, follow: str | None) -> None:
+    def __init__(self, policy: Policy, follow: str | None, every_timer: bool) -> None:
         self.policy = policy
         self.follow = follow
+        self.every_timer = every_timer or not _counts_only_fall(policy)
         self.states: dict[str, CustomerState] = {}
-        self.heap: list[tuple[int, str]] = []
-        self.due: dict[str, int] = {}
+        self.heap: list[tuple[int, str, bool]] = []
+        self.due: dict[str, tuple[int, bool]] = {}
+        """customer -> (due time, exact): not exact, the first live due time at or after it is
+        looked up when it comes (`first_live_due_at_or_after`; often an event comes first)."""
+        self.evaluated: dict[str, int] = {}
+        """customer -> the clock of its last rule evaluation (events, profiles, timers)."""
         self.result = Simulation()
 
     def state(self, customer_id: str) -> CustomerState:
@@ -114,31 +194,52 @@ class _Replay:
         return self.states[customer_id]
 
     def schedule(self, state: CustomerState, not_before_ms: int) -> None:
-        """Index the customer's next due time (one entry per customer, like the live sorted set)."""
-        due = engine.next_due_ms(state, self.policy)
-        if due is None:
-            self.due.pop(state.customer_id, None)
+        """Index the customer's next due time (one entry per customer, like the live sorted set).
+
+        The live due time, or, unless `every_timer`, the first live due time at which a rule's
+        outcome can change (`rules_due_ms`): the live timers before it would change nothing. When
+        that is after the clock, the live timers from the clock on are the candidates of
+        `next_due_ms` in order, all after the clock; when it is not, it is the live due time itself."""
+        if self.every_timer:
+            self._enqueue(state.customer_id, self._live_due(state, not_before_ms), exact=True)
             return
-        due = max(due, not_before_ms)
-        if self.due.get(state.customer_id) != due:
-            self.due[state.customer_id] = due
-            heapq.heappush(self.heap, (due, state.customer_id))
+        rules_due = rules_due_ms(state, self.policy, self.evaluated.get(state.customer_id, -1))
+        if rules_due is not None and rules_due <= state.clock_ms:
+            self._enqueue(state.customer_id, self._live_due(state, not_before_ms), exact=True)
+        else:
+            self._enqueue(state.customer_id, rules_due, exact=False)
+
+    def _live_due(self, state: CustomerState, not_before_ms: int) -> int | None:
+        due = engine.next_due_ms(state, self.policy)
+        return None if due is None else max(due, not_before_ms)
+
+    def _enqueue(self, customer_id: str, due: int | None, *, exact: bool) -> None:
+        if due is None:
+            self.due.pop(customer_id, None)
+        elif self.due.get(customer_id) != (due, exact):
+            self.due[customer_id] = (due, exact)
+            heapq.heappush(self.heap, (due, customer_id, exact))
 
     def fire_until(self, now_ms: int) -> None:
         while self.heap and self.heap[0][0] <= now_ms:
-            due_ms, customer_id = heapq.heappop(self.heap)
-            if self.due.get(customer_id) != due_ms:
+            due_ms, customer_id, exact = heapq.heappop(self.heap)
+            if self.due.get(customer_id) != (due_ms, exact):
                 continue  # superseded by a later schedule
             del self.due[customer_id]
             state = self.states[customer_id]
+            if not exact:  # the state has not changed since it was scheduled
+                self._enqueue(customer_id, first_live_due_at_or_after(state, self.policy, due_ms), exact=True)
+                continue
             self.result.timers_fired += 1
             self.emit(state, engine.on_due(state, due_ms, self.policy))
+            self.evaluated[customer_id] = state.clock_ms
             self.schedule(state, due_ms + 1)  # time moves on even if a rule asked for now again
 
     def apply_profile(self, change: ProfileChange, now_ms: int) -> None:
         self.fire_until(now_ms)
         state = self.state(change.customer_id)
         actions = engine.apply_profile(state, change.profile, now_ms, self.policy)
+        self.evaluated[change.customer_id] = state.clock_ms
         if change.customer_id == self.follow:
             self.result.timeline.append(Step(state.clock_ms, "profile", _profile_text(change.profile)))
         self.emit(state, actions)
@@ -149,6 +250,8 @@ class _Replay:
         self.fire_until(now_ms)
         state = self.state(event.customer_id)
         outcome = engine.apply_event(state, event, now_ms, self.policy)
+        if outcome.result == engine.COUNTED:  # duplicates and late events are not evaluated
+            self.evaluated[event.customer_id] = state.clock_ms
         self.result.outcomes[outcome.result] += 1
         if event.customer_id == self.follow:
             self.result.timeline.append(_event_step(state, event, outcome, self.policy))
@@ -168,13 +271,15 @@ def simulate(
     *,
     until_ms: int | None = None,
     follow: str | None = None,
+    every_timer: bool = False,
 ) -> Simulation:
     """Replay events and profiles with a simulated clock; `follow` records one customer's timeline.
 
     The clock runs to `until_ms` (default: the last event or timed profile); events and profiles
-    after it are left out (`after_until` counts the events).
+    after it are left out (`after_until` counts the events). `every_timer`: fire every live timer,
+    also those that cannot change an outcome (the reference the tests compare with; slower).
     """
-    replay = _Replay(policy, follow)
+    replay = _Replay(policy, follow, every_timer)
     events, profiles = list(events), list(profiles)
     times = [e.occurred_at_ms for e in events] + [p.at_ms for p in profiles if p.at_ms is not None]
     end_ms = until_ms if until_ms is not None else max(times, default=None)
