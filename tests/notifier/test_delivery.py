@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import socket
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -429,6 +430,15 @@ async def loopback_receiver() -> AsyncIterator[tuple[str, list[Got]]]:
         got.append(Got(parse_qs(request.query_string), dict(request.headers), await request.read()))
         return web.Response(status=200)
 
+    async with serving_on_loopback(handle) as url:
+        yield url, got
+
+
+@contextlib.asynccontextmanager
+async def serving_on_loopback(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on a free loopback port answering POST /hook with `handle`; yields the URL."""
     app = web.Application()
     app.router.add_post("/hook", handle)
     runner = web.AppRunner(app, access_log=None)
@@ -437,7 +447,7 @@ async def loopback_receiver() -> AsyncIterator[tuple[str, list[Got]]]:
     sock.bind(("127.0.0.1", 0))
     try:
         await web.SockSite(runner, sock).start()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook", got
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
     finally:
         await runner.cleanup()
         sock.close()
@@ -504,20 +514,9 @@ async def test_the_connection_is_kept_for_the_next_webhook_unless_the_answer_is_
         peers.append(request.transport.get_extra_info("peername") if request.transport else None)
         return web.Response(status=200, body=b"x" * body_bytes)
 
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        await web.SockSite(runner, sock).start()
-        sub = make_subscription(url=f"http://127.0.0.1:{sock.getsockname()[1]}/hook")
-        async with httpx.AsyncClient() as client:
-            sender = Harness().sender(client, allow_loopback=True, resolve=lambda host, port: ["127.0.0.1"])
-            outcomes = [await sender.attempt(sub, make_action()) for _ in range(3)]
-    finally:
-        await runner.cleanup()
-        sock.close()
+    async with serving_on_loopback(handle) as url, httpx.AsyncClient() as client:
+        sub = make_subscription(url=url)
+        sender = Harness().sender(client, allow_loopback=True, resolve=lambda host, port: ["127.0.0.1"])
+        outcomes = [await sender.attempt(sub, make_action()) for _ in range(3)]
     assert [o.outcome for o in outcomes] == [Outcome.DELIVERED] * 3  # a large answer is no failure
     assert (len(set(peers)) == 1) is reused  # one TCP connection (and TLS handshake) for all three
