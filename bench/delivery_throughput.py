@@ -46,15 +46,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio.connection import Connection
 
-from notifier.app import LEASE_MARGIN_S, circuit_config, make_http_client, make_sender
-from notifier.ledger import RedisLedger
-from notifier.scheduler import DeliveryScheduler
+from notifier.app import make_http_client, make_scheduler
 from notifier.signing import webhook_id
 from services.actions import DIGEST_ITEMS_MAX, Action
 from services.deliveries import DeliveryRecord, DeliveryStore, Status
-from services.digests import DigestStore, Window, digest_action_id
+from services.digests import Window, digest_action_id
 from services.embedded import LOOPBACK, free_port, start_redis, wait_for_port
-from services.endpoint_health import EndpointHealthStore
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_THROTTLE
 from services.redisio import make_redis
@@ -246,14 +243,7 @@ class Env:
         """The scheduler running, as `notifier.app.run` builds it (the resolver answers 127.0.0.1)."""
         s = self.settings
         async with make_http_client() as client:
-            scheduler = DeliveryScheduler(
-                store, SubscriptionStore(self.redis, s.keys), RedisLedger(self.redis, s.keys, s.delivered_ttl_s),
-                make_sender(s, client, metrics, lambda host, port: [LOOPBACK]), metrics,
-                EndpointHealthStore(self.redis, s.keys, circuit_config(s)), DigestStore(self.redis, s.keys),
-                schedule_s=s.retry_schedule_s, lease_s=s.delivery_timeout_s + LEASE_MARGIN_S,
-                concurrency=s.delivery_concurrency, per_endpoint=s.delivery_concurrency_per_endpoint,
-                poll_s=s.scheduler_poll_s,
-            )
+            scheduler = make_scheduler(s, self.redis, store, client, metrics, lambda host, port: [LOOPBACK])
             stop = asyncio.Event()
             task = asyncio.create_task(scheduler.run(stop))
             try:

@@ -17,6 +17,7 @@ import httpx
 from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
+from redis.asyncio import Redis
 
 from notifier.consumer import ActionConsumer
 from notifier.delivery import SenderConfig, WebhookSender
@@ -78,6 +79,21 @@ def make_sender(
         allow_loopback=settings.allow_loopback_destinations,
     )
     return WebhookSender(client, config, metrics, resolve=resolve)
+
+
+def make_scheduler(
+    settings: NotifierSettings, redis: Redis, store: DeliveryStore, client: httpx.AsyncClient,
+    metrics: NotifierMetrics, resolve: Resolver = system_resolver,
+) -> DeliveryScheduler:
+    """The sending side as `fatigue notifier` runs it (the bench and the tests build it here too)."""
+    return DeliveryScheduler(
+        store, SubscriptionStore(redis, settings.keys), RedisLedger(redis, settings.keys, settings.delivered_ttl_s),
+        make_sender(settings, client, metrics, resolve), metrics,
+        EndpointHealthStore(redis, settings.keys, circuit_config(settings)), DigestStore(redis, settings.keys),
+        schedule_s=settings.retry_schedule_s, lease_s=settings.delivery_timeout_s + LEASE_MARGIN_S,
+        concurrency=settings.delivery_concurrency, per_endpoint=settings.delivery_concurrency_per_endpoint,
+        poll_s=settings.scheduler_poll_s,
+    )
 
 
 def circuit_config(settings: NotifierSettings) -> CircuitConfig:
@@ -154,13 +170,7 @@ async def run(
         ledger = RedisLedger(redis, settings.keys, settings.delivered_ttl_s)
         store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s,
                               dead_letter_ttl_s=settings.dead_letter_ttl_s)
-        scheduler = DeliveryScheduler(
-            store, subscriptions, ledger, make_sender(settings, client, metrics, resolve), metrics,
-            EndpointHealthStore(redis, settings.keys, circuit_config(settings)), DigestStore(redis, settings.keys),
-            schedule_s=settings.retry_schedule_s, lease_s=settings.delivery_timeout_s + LEASE_MARGIN_S,
-            concurrency=settings.delivery_concurrency, per_endpoint=settings.delivery_concurrency_per_endpoint,
-            poll_s=settings.scheduler_poll_s,
-        )
+        scheduler = make_scheduler(settings, redis, store, client, metrics, resolve)
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s

@@ -18,13 +18,11 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from ingest.routers.subscriptions import sample_digest
-from notifier.app import circuit_config, make_sender
-from notifier.ledger import RedisLedger
-from notifier.scheduler import DeliveryScheduler
+from notifier.app import circuit_config, make_scheduler
 from notifier.signing import webhook_id
 from services.actions import Action
 from services.deliveries import DeliveryRecord, DeliveryStore
-from services.digests import DigestStore, Window
+from services.digests import Window
 from services.endpoint_health import EndpointHealthStore
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_THROTTLE
@@ -80,13 +78,8 @@ class Harness:
     async def running(self) -> AsyncIterator[asyncio.Task[None]]:
         metrics = NotifierMetrics(self.registry)
         async with httpx.AsyncClient(follow_redirects=False, trust_env=False) as client:
-            scheduler = DeliveryScheduler(
-                self.store, self.subs, RedisLedger(self.redis, self.settings.keys, 3600),
-                make_sender(self.settings, client, metrics, lambda host, port: ["127.0.0.1"]), metrics,
-                self.health, DigestStore(self.redis, self.settings.keys),
-                schedule_s=self.settings.retry_schedule_s, lease_s=30.0,
-                per_endpoint=self.settings.delivery_concurrency_per_endpoint, poll_s=0.05,
-            )
+            scheduler = make_scheduler(self.settings, self.redis, self.store, client, metrics,
+                                       lambda host, port: ["127.0.0.1"])
             stop = asyncio.Event()
             task = asyncio.create_task(scheduler.run(stop))
             try:
@@ -114,7 +107,7 @@ def make_harness(common_settings: CommonSettings, redis_client: Redis, **overrid
     settings = NotifierSettings(**{
         **common_settings.model_dump(), "allow_loopback_destinations": True, "delivery_timeout_s": 2.0,
         "retry_schedule_s": [0, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1], "circuit_failure_threshold": 3,
-        "circuit_open_s": 0.5, "circuit_open_max_s": 1.0, **overrides,
+        "circuit_open_s": 0.5, "circuit_open_max_s": 1.0, "scheduler_poll_s": 0.05, **overrides,
     })
     clock = Clock()
     store = DeliveryStore(redis_client, settings.keys, clock=clock)
