@@ -223,7 +223,7 @@ class Env:
     async def counts(self, *statuses: Status) -> dict[Status, int]:
         async with self.probe.pipeline(transaction=False) as pipe:
             for status in statuses:
-                pipe.zcard(_status_key(self.settings, status))
+                pipe.zcard(self.settings.keys.deliveries_in(status))
             values = await pipe.execute()
         self.own_calls["zcard"] += len(statuses)
         return {status: int(v) for status, v in zip(statuses, values, strict=True)}
@@ -251,12 +251,6 @@ class Env:
             finally:
                 stop.set()
                 await asyncio.wait_for(task, timeout=WAIT_S)
-
-
-def _status_key(settings: NotifierSettings, status: Status) -> str:
-    keys = settings.keys
-    return {"pending": keys.deliveries_due(), "failed": keys.deliveries_failed(),
-            "delivered": keys.deliveries_delivered(), "digested": keys.deliveries_digested()}[status]
 
 
 class Failed(Exception):

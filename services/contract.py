@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -104,6 +104,11 @@ def parse_rfc3339(value: Any) -> datetime:
 
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
+
+
+def from_ms(ms: int | None) -> datetime | None:
+    """The UTC moment of epoch milliseconds (None stays None): the inverse of `to_ms`."""
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
 class EventIn(BaseModel):

@@ -312,7 +312,7 @@ class DeliveryStore:
         `subscription_id`: that subscription's only, for a status in BY_SUBSCRIPTION (ValueError otherwise).
         """
         if subscription_id is None:
-            key = self._status_key(status)
+            key = self._keys.deliveries_in(status)
         elif status in BY_SUBSCRIPTION:
             key = self._keys.deliveries_failed_by_subscription(subscription_id)
         else:
@@ -325,13 +325,9 @@ class DeliveryStore:
 
     async def count(self, status: Status) -> int:
         try:
-            return int(await self._redis.zcard(self._status_key(status)))
+            return int(await self._redis.zcard(self._keys.deliveries_in(status)))
         except RedisError as exc:
             raise StoreUnavailable(f"cannot count webhook deliveries: {exc}") from exc
-
-    def _status_key(self, status: Status) -> str:
-        return {"pending": self._keys.deliveries_due(), "failed": self._keys.deliveries_failed(),
-                "delivered": self._keys.deliveries_delivered(), "digested": self._keys.deliveries_digested()}[status]
 
     def _finish(self, pipe: Pipeline, rec: DeliveryRecord, done: str, now_ms: int) -> None:
         """Off the due set into the `done` set (trimmed by score); the record expires after the TTL."""

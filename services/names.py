@@ -84,6 +84,11 @@ class RedisKeys:
         """Sorted set delivery id -> time (ms) it was dead-lettered, one subscription's only (expires)."""
         return f"{self.prefix}deliveries:failed:sub:{subscription_id}"
 
+    def deliveries_in(self, status: str) -> str:
+        """The sorted set holding the deliveries of one status (pending, failed, delivered, digested)."""
+        return {"pending": self.deliveries_due(), "failed": self.deliveries_failed(),
+                "delivered": self.deliveries_delivered(), "digested": self.deliveries_digested()}[status]
+
     def deliveries_held(self, subscription_id: str) -> str:
         """Sorted set delivery id -> the due time (ms) it got when held back by the endpoint's open
         circuit; released (due now) when the circuit closes (expires)."""

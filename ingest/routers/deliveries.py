@@ -5,7 +5,6 @@ Replaying all of a subscription's dead letters is POST /v1/subscriptions/{id}/re
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
@@ -13,6 +12,7 @@ from fastapi import APIRouter, Depends, Query, status
 from ingest.deps import RedisDep, SettingsDep
 from ingest.errors import ApiError
 from ingest.schemas import DeliveryOut, DeliveryStatus, ErrorOut
+from services.contract import from_ms
 from services.deliveries import BY_SUBSCRIPTION, DeliveryRecord, DeliveryStore
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
@@ -30,18 +30,14 @@ def get_deliveries(redis: RedisDep, settings: SettingsDep) -> DeliveryStore:
 DeliveriesDep = Annotated[DeliveryStore, Depends(get_deliveries)]
 
 
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def _out(rec: DeliveryRecord) -> DeliveryOut:
     return DeliveryOut(
         id=rec.id, status=rec.status, subscription_id=rec.subscription_id,
         action_id=rec.action["action_id"], action_type=rec.action["type"],
         customer_id=rec.action.get("customer_id"), attempts=rec.attempts,
-        next_attempt_at=_at(rec.next_attempt_at_ms) if rec.status == "pending" else None,
+        next_attempt_at=from_ms(rec.next_attempt_at_ms) if rec.status == "pending" else None,
         last_status=rec.last_status, last_error=rec.last_error, digest_id=rec.digest_id,
-        created_at=_at(rec.created_at_ms), updated_at=_at(rec.updated_at_ms),  # type: ignore[arg-type]
+        created_at=from_ms(rec.created_at_ms), updated_at=from_ms(rec.updated_at_ms),  # type: ignore[arg-type]
     )
 
 

@@ -28,6 +28,7 @@ from ingest.schemas import (
     TestDeliveryIn,
 )
 from services.actions import Action, encode_action
+from services.contract import from_ms, to_ms
 from services.destinations import check_destination
 from services.digests import Window, digest_item, empty_digest, filled
 from services.endpoint_health import EndpointHealthStore, Health
@@ -50,16 +51,12 @@ def _rotation(sub: Subscription, now: datetime) -> SecretRotationOut:
     return SecretRotationOut(previous_secrets=len(valid), valid_until=max(valid, default=None))
 
 
-def _at(ms: int | None) -> datetime | None:
-    return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
-
-
 def _health(sub: Subscription, health: Health) -> EndpointHealthOut:
     return EndpointHealthOut(
         state=health.state(enabled=sub.enabled), consecutive_failures=health.consecutive_failures,
-        failing_since=_at(health.failing_since_ms), circuit_open_until=_at(health.circuit_open_until_ms),
+        failing_since=from_ms(health.failing_since_ms), circuit_open_until=from_ms(health.circuit_open_until_ms),
         last_status=health.last_status, last_error=health.last_error,
-        last_failure_at=_at(health.last_failure_ms), last_success_at=_at(health.last_success_ms),
+        last_failure_at=from_ms(health.last_failure_ms), last_success_at=from_ms(health.last_success_ms),
     )
 
 
@@ -228,7 +225,7 @@ async def replay(
     if not sub.enabled:
         raise ApiError(409, "subscription_disabled", f"subscription {subscription_id!r} is disabled "
                        f"({sub.disabled_reason}); enable it first with PATCH {{\"enabled\": true}}")
-    since_ms = int(body.since.timestamp() * 1000) if body.since else None
+    since_ms = to_ms(body.since) if body.since else None
     replayed = await deliveries.replay_failed(subscription_id, since_ms=since_ms)
     return ReplayAccepted(subscription_id=subscription_id, replayed=replayed)
 
@@ -301,7 +298,7 @@ def sample_action(action_type: str, subscription_id: str, now: datetime) -> Acti
 
 def sample_digest(subscription_id: str, now: datetime) -> Action:
     """A sample digest (as the notifier builds them) of three alerts for `sample-rep`, marked `test`."""
-    window = Window.at(int(now.timestamp() * 1000), CHAT_DEFAULT_DIGEST)
+    window = Window.at(to_ms(now), CHAT_DEFAULT_DIGEST)
     items = [sample_action(kind, subscription_id, now - timedelta(minutes=n)) for n, kind in
              enumerate((ACTION_THROTTLE, ACTION_THROTTLE, ACTION_RE_ENGAGE))]
     for n, item in enumerate(items):
