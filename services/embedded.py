@@ -109,8 +109,11 @@ class EmbeddedStack:
 def _spawn(name: str, args: list[str], port: int, workdir: Path, timeout_s: float) -> EmbeddedProcess:
     log_path = workdir / f"{name}.log"
     with log_path.open("wb") as log_file:
+        # A session of its own: a terminal's Ctrl-C reaches the services, not the broker and Redis they
+        # are still talking to while they stop; `stop()` ends these after them.
         proc = subprocess.Popen(  # noqa: S603 - fixed binaries, arguments built here
-            args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir
+            args, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir,
+            start_new_session=True,
         )
     try:
         wait_for_port(port, timeout_s, proc)

@@ -135,7 +135,7 @@ def test_up_on_the_embedded_default_starts_and_stops_cleanly(tmp_path: Path) -> 
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "w")],
-            env=env, stdout=log, stderr=subprocess.STDOUT,
+            env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # a terminal's job
         )
     try:
         deadline = time.monotonic() + 60
@@ -147,10 +147,11 @@ def test_up_on_the_embedded_default_starts_and_stops_cleanly(tmp_path: Path) -> 
                 time.sleep(0.3)
         assert status == 200, log_path.read_text()[-3000:]
     finally:
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the terminal signals the whole foreground group
         code = proc.wait(timeout=60)
     output = log_path.read_text()
     assert code == 0, output[-3000:]
+    assert "Traceback" not in output, output[-3000:]  # services stopped before the broker they talk to
     assert "API key        fk_" in output  # generated and shown when none is configured
     assert "(embedded)" in output and "embedded broker and Redis stopped" in output
     kafka_port = int(re.search(r"Kafka\s+127\.0\.0\.1:(\d+)", output).group(1))
