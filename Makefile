@@ -23,7 +23,7 @@ test: dev  ## the whole test suite (real broker and Redis started by fixtures)
 
 lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
-	.venv/bin/mypy services ingest scorer notifier
+	.venv/bin/mypy fatigue services ingest scorer notifier
 
 bench: bench-core bench-decision bench-latency bench-delivery bench-backtest  ## all benchmarks (figures in docs/performance.md)
 

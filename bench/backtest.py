@@ -2,7 +2,7 @@
 
     python -m bench.backtest [--customers 12000] [--runs 3] [--profile]
 
-Replays the synthetic history of `fatigue demo` (services/demo_data.py: four personas, ~8 events
+Replays the synthetic history of `fatigue demo` (fatigue/demo_data.py: four personas, ~8 events
 per customer over 60 days, untimed profiles) through `scorer.backtest.simulate` with the packaged
 default policy, up to 30 days after the last event (so the re_engage timers fire too). Reports each
 run and the median, for the optimised replay (timers due only when a rule's outcome can change)
@@ -21,13 +21,13 @@ import statistics
 import time
 from datetime import UTC, datetime
 
+from fatigue.demo_data import generate
 from scorer.backtest import ProfileChange, Simulation, simulate
 from scorer.core.state import ContactEvent
 from scorer.history import contact_event
 from services.contract import EventIn
-from services.demo_data import generate
 from services.durations import DAY_MS
-from services.policy import Policy, default_policy
+from services.policy.model import Policy, default_policy
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 

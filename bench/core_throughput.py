@@ -18,7 +18,7 @@ import time
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from services.durations import DAY_MS
-from services.policy import default_policy
+from services.policy.model import default_policy
 
 CHANNELS = ("email", "sms", "phone", "wecom", "meeting")
 T0 = 1_790_000_000_000

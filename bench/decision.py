@@ -1,5 +1,5 @@
 """Benchmark of the pre-send decision as the API computes it: parse the snapshot JSON read from
-Redis, then `services.decision.decide` under the default policy.
+Redis, then `services.policy.decision.decide` under the default policy.
 
     python -m bench.decision [--customers 2000] [--runs 5]
 
@@ -18,9 +18,9 @@ import time
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
-from services.decision import decide
 from services.durations import DAY_MS, HOUR_MS
-from services.policy import default_policy
+from services.policy.decision import decide
+from services.policy.model import default_policy
 
 NOW = 1_790_000_000_000
 CHANNELS = ("email", "sms", "phone", "wecom")

@@ -2,7 +2,7 @@
 
     python -m bench.delivery_throughput [--deliveries 5000] [--subscriptions 8] [--storm 2000] [--runs 3]
 
-Starts a redis-server on loopback (services/embedded.py) and aiohttp receivers in child processes
+Starts a redis-server on loopback (fatigue/embedded.py) and aiohttp receivers in child processes
 that answer 204 at once, then runs the scheduler wired as `notifier.app.run` wires it (concurrency
 and per-endpoint cap from NotifierSettings, loopback destinations allowed, a resolver answering
 127.0.0.1), without Kafka: deliveries are written straight into the DeliveryStore before the clock
@@ -46,17 +46,17 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 from redis.asyncio.connection import Connection
 
+from fatigue.embedded import LOOPBACK, free_port, start_redis, wait_for_port
 from notifier.app import make_http_client, make_scheduler
 from notifier.signing import webhook_id
 from services.actions import DIGEST_ITEMS_MAX, Action
-from services.deliveries import DeliveryRecord, DeliveryStore, Status
-from services.digests import Window, digest_action_id
-from services.embedded import LOOPBACK, free_port, start_redis, wait_for_port
+from services.delivery.digests import Window, digest_action_id
+from services.delivery.store import DeliveryRecord, DeliveryStore, Status
+from services.delivery.subscriptions import DigestLimit, Subscription, SubscriptionStore
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_THROTTLE
 from services.redisio import make_redis
 from services.settings import NotifierSettings
-from services.subscriptions import DigestLimit, Subscription, SubscriptionStore
 
 STORM_LIMIT = DigestLimit(after=5, window_minutes=1)
 STORM_REP = "rep-storm"

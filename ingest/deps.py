@@ -13,12 +13,12 @@ from ingest.dedup import DedupStore
 from ingest.errors import ApiError
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
-from services.endpoint_health import EndpointHealthStore
+from services.delivery.health import EndpointHealthStore
+from services.delivery.subscriptions import SubscriptionStore
 from services.metrics import IngestMetrics
-from services.policy_store import PolicyStore
+from services.policy.store import PolicyStore
 from services.settings import ApiKey, IngestSettings
 from services.snapshots import SnapshotReader
-from services.subscriptions import SubscriptionStore
 
 bearer = HTTPBearer(
     auto_error=False, description="One of the keys configured in FATIGUE_API_KEYS (the part after `name:`)."

@@ -2,7 +2,7 @@
 
 One cheap GET of the version per use; the document is read and parsed only when it moved. A
 stored policy that does not parse (written by hand into Redis) is logged and the last good one
-(or the default) stays in force — as in the scorer: both are `services.policy_source.PolicyResolver`,
+(or the default) stays in force — as in the scorer: both are `services.policy.resolver.PolicyResolver`,
 which also says why the API's fallback is the packaged default, not a scorer's FATIGUE_POLICY_FILE.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from services.policy import Policy, default_policy
-from services.policy_source import PolicyEvent, PolicyRefused, PolicyResolver
-from services.policy_store import PolicySource
+from services.policy.model import Policy, default_policy
+from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver
+from services.policy.store import PolicySource
 
 log = logging.getLogger(__name__)
 

@@ -19,8 +19,8 @@ from pydantic import (
 )
 
 from services.contract import FreeId, Identifier, Stage, Tier
+from services.delivery.subscriptions import FORMATS, PROVIDER_SECRET_FORMATS
 from services.names import ACTION_DIGEST, ACTION_THROTTLE, ACTION_TYPES
-from services.subscriptions import FORMATS, PROVIDER_SECRET_FORMATS
 
 ActionType = Literal[ACTION_TYPES]  # type: ignore[valid-type]
 TestType = Literal[(*ACTION_TYPES, ACTION_DIGEST)]  # type: ignore[valid-type]

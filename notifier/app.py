@@ -24,16 +24,16 @@ from notifier.delivery import SenderConfig, WebhookSender
 from notifier.dispatch import Dispatcher
 from notifier.ledger import RedisLedger
 from notifier.scheduler import DeliveryScheduler
-from services.deliveries import DeliveryStore
-from services.destinations import Resolver, system_resolver
-from services.digests import DigestStore
-from services.endpoint_health import CircuitConfig, EndpointHealthStore
+from services.delivery.destinations import Resolver, system_resolver
+from services.delivery.digests import DigestStore
+from services.delivery.health import CircuitConfig, EndpointHealthStore
+from services.delivery.store import DeliveryStore
+from services.delivery.subscriptions import SubscriptionStore
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
 from services.kafka import kafka_security_kwargs
 from services.metrics import NotifierMetrics
 from services.redisio import make_redis
 from services.settings import NotifierSettings
-from services.subscriptions import SubscriptionStore
 
 log = logging.getLogger(__name__)
 

@@ -22,11 +22,11 @@ import httpx
 
 from notifier import chat_signing, formats, retry, signing
 from services.actions import Action, webhook_body
-from services.destinations import Resolver, check_destination, system_resolver
+from services.delivery.destinations import Resolver, check_destination, system_resolver
+from services.delivery.subscriptions import Subscription
 from services.errors import ConfigError, DeliveryFailed, DestinationRefused, DestinationUnresolved
 from services.metrics import NotifierMetrics
 from services.names import HEADER_WEBHOOK_ID, HEADER_WEBHOOK_SIGNATURE, HEADER_WEBHOOK_TIMESTAMP
-from services.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 

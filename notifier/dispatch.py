@@ -3,7 +3,7 @@
 An action carrying `subscription_id` (a test delivery from POST /v1/subscriptions/{id}/test) goes
 to that subscription only; with `test: true` its events and filters are not applied.
 
-`dispatch` returns once the deliveries are stored (services/deliveries.py): only then may the
+`dispatch` returns once the deliveries are stored (services/delivery/store.py): only then may the
 record's offset be committed. The scheduler (notifier/scheduler.py) sends them. A pair already in
 the delivery ledger, or already scheduled, is skipped as a duplicate. A record that cannot be
 decoded is counted and skipped. Store errors propagate (StoreUnavailable): the record is then not
@@ -23,10 +23,10 @@ from redis.exceptions import RedisError
 from notifier.ledger import DeliveryLedger
 from notifier.signing import webhook_id
 from services.actions import Action, decode_action
-from services.deliveries import DeliveryRecord
+from services.delivery.store import DeliveryRecord
+from services.delivery.subscriptions import Subscription
 from services.errors import BadRecord, StoreUnavailable
 from services.metrics import NotifierMetrics
-from services.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 

@@ -321,7 +321,7 @@ RENDERERS: dict[str, Renderer] = {
 
 
 def render(action: Record, format_name: str, mentions: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The JSON body of an action or a digest for `format_name` (one of services.subscriptions.FORMATS).
+    """The JSON body of an action or a digest for `format_name` (one of services.delivery.subscriptions.FORMATS).
 
     `mentions` (owner rep id -> chat user id, a subscription's `mentions`): chat formats @-mention
     the record owner's entry. ConfigError if the format is unknown.

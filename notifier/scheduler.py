@@ -3,8 +3,8 @@
 Before an attempt a claimed delivery passes, in order: the subscription still exists (a digest
 coming due is frozen then: its record takes the window's alerts) and is enabled (else
 dead-lettered without an attempt); the ledger (already sent before a crash: marked delivered);
-the per-rep storm limit (folded into a digest, services/digests.py); the per-endpoint concurrency
-cap, the subscription's rate limit and the endpoint's circuit breaker (services/endpoint_health.py)
+the per-rep storm limit (folded into a digest, services/delivery/digests.py); the per-endpoint concurrency
+cap, the subscription's rate limit and the endpoint's circuit breaker (services/delivery/health.py)
 — these three only *defer* it, without spending an attempt.
 
 After an attempt a delivery is either delivered (ledger marked), rescheduled at the next step of
@@ -35,12 +35,12 @@ from notifier.ledger import DeliveryLedger
 from notifier.retry import next_delay_s
 from notifier.signing import webhook_id
 from services.actions import Action
-from services.deliveries import DeliveryRecord, DeliveryStore
-from services.digests import DigestStore, is_frozen
-from services.endpoint_health import STATES, EndpointHealthStore
+from services.delivery.digests import DigestStore, is_frozen
+from services.delivery.health import STATES, EndpointHealthStore
+from services.delivery.store import DeliveryRecord, DeliveryStore
+from services.delivery.subscriptions import Subscription
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_TYPES
-from services.subscriptions import Subscription
 
 log = logging.getLogger(__name__)
 

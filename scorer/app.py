@@ -25,9 +25,9 @@ from services.errors import FatigueError
 from services.kafka import kafka_security_kwargs
 from services.logs import quiet_chatty_loggers, setup_logging
 from services.metrics import ScorerMetrics
-from services.policy import DEFAULT_POLICY_FILE, Policy
-from services.policy_source import PolicyEvent, PolicyRefused, PolicyResolver, PolicySwapped
-from services.policy_store import PolicySource
+from services.policy.model import DEFAULT_POLICY_FILE, Policy
+from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver, PolicySwapped
+from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import ScorerSettings
 
@@ -44,7 +44,7 @@ class PolicyReloader:
     one is logged, counted in `fatigue_scorer_policy_reload_failures_total` and ignored, so the
     previous policy stays in force. An invalid file at start-up still stops the scorer (ConfigError).
 
-    The resolving and caching are `services.policy_source.PolicyResolver` (shared with the API);
+    The resolving and caching are `services.policy.resolver.PolicyResolver` (shared with the API);
     this class adds the scorer's log lines and metrics.
     """
 

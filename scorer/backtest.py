@@ -36,7 +36,7 @@ from services.actions import Action, Reason
 from services.durations import HOUR_MS
 from services.errors import FatigueError
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
-from services.policy import DEFAULT_POLICY_FILE, Policy, load_policy
+from services.policy.model import DEFAULT_POLICY_FILE, Policy, load_policy
 
 ACTION_COLUMNS = ((ACTION_THROTTLE, "throttled"), (ACTION_RE_ENGAGE, "re-engaged"), (ACTION_RECOVERED, "recovered"))
 TOP_RULES = 3

@@ -27,7 +27,7 @@ from scorer.store import Changes, CommitConflict, StateStore, Transaction, tp_fi
 from services.actions import Action
 from services.contract import EventEnvelope, ProfileEnvelope, to_ms
 from services.metrics import ScorerMetrics
-from services.policy import Policy
+from services.policy.model import Policy
 
 log = logging.getLogger(__name__)
 

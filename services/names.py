@@ -61,7 +61,7 @@ class RedisKeys:
         return f"{self.prefix}delivered:{subscription_id}:{action_id}"
 
     def delivery(self, delivery_id: str) -> str:
-        """One webhook delivery (JSON, see services/deliveries.py); id = its webhook-id."""
+        """One webhook delivery (JSON, see services/delivery/store.py); id = its webhook-id."""
         return f"{self.prefix}delivery:{delivery_id}"
 
     def rate_window(self, subscription_id: str, minute: int) -> str:

@@ -218,7 +218,7 @@ class ScorerSettings(CommonSettings):
 
     scorer_app_id: str = "fatigue-scorer"
     policy_file: Path | None = None
-    """A policy YAML; the packaged default (services/policy.yaml) when unset."""
+    """A policy YAML; the packaged default (services/policy/policy.yaml) when unset."""
     policy_poll_s: float = Field(default=2.0, gt=0)
     """How often the stored policy version (PUT /v1/policy) and the policy file's mtime are checked."""
     tick_interval_s: float = Field(default=1.0, gt=0)

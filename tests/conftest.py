@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from redis.asyncio import Redis
 
-from services.embedded import EmbeddedStack, start_stack
+from fatigue.embedded import EmbeddedStack, start_stack
 from services.kafka import ensure_topics
 from services.settings import CommonSettings
 

@@ -48,7 +48,7 @@ def service_process(name: str, env: dict[str, str], log_dir: Path) -> Iterator[s
     log_path = log_dir / f"{name}-{time.monotonic_ns()}.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", name],
+            [sys.executable, "-m", "fatigue.cli", name],
             env={**os.environ, **env},
             stdout=log_file,
             stderr=subprocess.STDOUT,

@@ -14,7 +14,7 @@ from ingest.errors import ApiError
 from ingest.schemas import CustomerId, CustomerStateOut, DecisionOut, ErrorOut
 from ingest.validation import describe_errors
 from services.contract import Channel, TouchKind
-from services.decision import decide
+from services.policy.decision import decide
 
 log = logging.getLogger(__name__)
 

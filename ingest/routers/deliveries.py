@@ -13,7 +13,7 @@ from ingest.deps import RedisDep, SettingsDep
 from ingest.errors import ApiError
 from ingest.schemas import DeliveryOut, DeliveryStatus, ErrorOut
 from services.contract import from_ms
-from services.deliveries import BY_SUBSCRIPTION, DeliveryRecord, DeliveryStore
+from services.delivery.store import BY_SUBSCRIPTION, DeliveryRecord, DeliveryStore
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 

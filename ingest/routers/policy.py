@@ -18,8 +18,8 @@ from ingest.errors import ApiError
 from ingest.schemas import ErrorOut, PolicyOut
 from ingest.validation import BodyRefused, json_type, parse_json
 from services.errors import PolicyError
-from services.policy import DEFAULT_POLICY_FILE, parse_policy
-from services.policy_store import (
+from services.policy.model import DEFAULT_POLICY_FILE, parse_policy
+from services.policy.store import (
     PolicyStore,
     PolicyVersionMismatch,
     StoredPolicy,

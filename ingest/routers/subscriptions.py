@@ -29,13 +29,13 @@ from ingest.schemas import (
 )
 from services.actions import Action, encode_action
 from services.contract import from_ms, to_ms
-from services.destinations import check_destination
-from services.digests import Window, digest_item, empty_digest, filled
-from services.endpoint_health import EndpointHealthStore, Health
+from services.delivery.destinations import check_destination
+from services.delivery.digests import Window, digest_item, empty_digest, filled
+from services.delivery.health import EndpointHealthStore, Health
+from services.delivery.subscriptions import CHAT_DEFAULT_DIGEST, PROVIDER_SECRET_FORMATS, Subscription, default_digest
 from services.errors import DestinationRefused
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.settings import IngestSettings
-from services.subscriptions import CHAT_DEFAULT_DIGEST, PROVIDER_SECRET_FORMATS, Subscription, default_digest
 
 router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
 

@@ -35,7 +35,7 @@ from scorer.core.windows import SeriesKey, in_window, leaves_window_at
 from services.actions import Action, Reason
 from services.durations import DAY_MS
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
-from services.policy import Policy
+from services.policy.model import Policy
 
 NEGATIVE_KINDS = frozenset({"unsubscribe", "complaint", "bounce"})
 """Responses that do not mean the customer is back."""

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from scorer.core.state import CustomerState, TouchRecord
 from services.actions import Reason
 from services.contract import ResponseKind
-from services.policy import Policy, RateDrop
+from services.policy.model import Policy, RateDrop
 
 RESPONSE_BITS = {kind.value: 1 << i for i, kind in enumerate(ResponseKind)}
 UNKNOWN_KIND_BIT = 1 << len(RESPONSE_BITS)

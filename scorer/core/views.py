@@ -9,7 +9,7 @@ from scorer.core.engine import counted_touches, leave_times, next_due_ms, reply_
 from scorer.core.state import CustomerState
 from scorer.core.timefmt import format_ms, format_optional
 from services.durations import DAY_MS
-from services.policy import Policy
+from services.policy.model import Policy
 
 
 def _seconds(ms: float | None) -> float | None:

@@ -26,9 +26,9 @@ from prometheus_client import CollectorRegistry
 from pydantic import AliasChoices, SecretStr
 from starlette.routing import Match
 
+from fatigue import cli
+from fatigue.embedded import free_port
 from ingest.app import create_app
-from services import cli
-from services.embedded import free_port
 from services.metrics import NotifierMetrics
 from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings, parse_api_keys
 from tests.ingest.helpers import ingest_settings_for, running_api
@@ -48,7 +48,7 @@ SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
     "notifier": NotifierSettings,
     "topics": CommonSettings,
 }
-"""The settings class each deployable subcommand reads (services/cli.py dispatches to them)."""
+"""The settings class each deployable subcommand reads (fatigue/cli.py dispatches to them)."""
 
 DEV_ONLY_COMMANDS = {"up", "demo", "backtest"}
 """Never deployed: all-in-one commands with an embedded broker and Redis, and the offline backtest."""

@@ -21,7 +21,7 @@ import pytest
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook
 
-from services.embedded import free_port
+from fatigue.embedded import free_port
 from tests.helpers import FAST_GROUP_ENV, over_contacted, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -75,7 +75,7 @@ def stack_up(infra_env: dict[str, str], tmp_path: Path, unique: str) -> Iterator
     }
     log = (tmp_path / "up.log").open("wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "up")],
+        [sys.executable, "-m", "fatigue.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "up")],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
@@ -134,7 +134,7 @@ def test_up_on_the_embedded_default_starts_and_stops_cleanly(tmp_path: Path) -> 
     log_path = tmp_path / "up.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "w")],
+            [sys.executable, "-m", "fatigue.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "w")],
             env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,  # a terminal's job
         )
     try:

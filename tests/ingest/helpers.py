@@ -14,8 +14,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 
+from fatigue.embedded import free_port
 from ingest.app import create_app
-from services.embedded import free_port
 from services.settings import CommonSettings, IngestSettings
 
 API_KEY_NAME = "crm"

@@ -205,7 +205,7 @@ def test_settings_from_an_environment_without_keys_are_refused(monkeypatch: pyte
 def test_fatigue_api_without_keys_exits_with_a_clear_message() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FATIGUE_")}
     done = subprocess.run(
-        [sys.executable, "-m", "services.cli", "api"],
+        [sys.executable, "-m", "fatigue.cli", "api"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode != 0

@@ -14,7 +14,7 @@ from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from services.durations import HOUR_MS
-from services.policy import default_policy
+from services.policy.model import default_policy
 from services.settings import CommonSettings, IngestSettings
 from tests.ingest.helpers import ingest_settings_for, running_api
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from services.deliveries import DeliveryRecord, DeliveryStore
+from services.delivery.store import DeliveryRecord, DeliveryStore
 from services.settings import CommonSettings
 from tests.ingest.helpers import ingest_settings_for, running_api
 from tests.notifier.helpers import make_action

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.embedded import free_port
+from fatigue.embedded import free_port
 from services.settings import CommonSettings
 from tests.ingest.helpers import API_SECRET, AUTH, consume, event
 
@@ -45,7 +45,7 @@ async def test_main_serves_the_api_from_environment_settings(
     log_path = tmp_path / "api.log"
     with log_path.open("wb") as log_file:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "services.cli", "api"],
+            [sys.executable, "-m", "fatigue.cli", "api"],
             env=env, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
         )
     try:

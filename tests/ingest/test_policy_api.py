@@ -11,7 +11,7 @@ from redis.asyncio import Redis
 
 from ingest.errors import ApiError
 from ingest.routers.policy import parse_if_match, policy_document, prefers_yaml
-from services.policy import DEFAULT_POLICY_FILE
+from services.policy.model import DEFAULT_POLICY_FILE
 from services.settings import IngestSettings
 from tests.ingest.helpers import AUTH, ingest_settings_for, running_api
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from fatigue.embedded import free_port, start_kafka
 from ingest.publisher import EventPublisher
-from services.embedded import free_port, start_kafka
 from services.errors import BrokerUnavailable
 from services.kafka import ensure_topics
 from services.settings import CommonSettings

@@ -11,11 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from services.actions import decode_action
-from services.deliveries import DeliveryRecord, DeliveryStore
-from services.endpoint_health import CircuitConfig, EndpointHealthStore
+from services.delivery.health import CircuitConfig, EndpointHealthStore
+from services.delivery.store import DeliveryRecord, DeliveryStore
+from services.delivery.subscriptions import SubscriptionStore
 from services.names import ACTION_TYPES, SECRET_PREFIX
 from services.settings import CommonSettings, IngestSettings
-from services.subscriptions import SubscriptionStore
 from tests.ingest.helpers import consume, ingest_settings_for, running_api
 from tests.notifier.helpers import make_action
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 
 from services.actions import DIGEST_ITEMS_MAX, Action, Digest, DigestItem
+from services.delivery.subscriptions import Subscription, generate_secret
 from services.names import ACTION_DIGEST, ACTION_THROTTLE
-from services.subscriptions import Subscription, generate_secret
 
 PUBLIC_ADDRESS = "93.184.216.34"
 

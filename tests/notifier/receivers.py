@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
-from services.embedded import free_port
+from fatigue.embedded import free_port
 
 
 @dataclass(frozen=True)

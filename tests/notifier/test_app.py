@@ -22,15 +22,15 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from fatigue.embedded import free_port
 from notifier.app import run
 from notifier.signing import webhook_id
 from services.actions import Action, encode_action
-from services.deliveries import DeliveryRecord, DeliveryStore
-from services.embedded import free_port
+from services.delivery.store import DeliveryRecord, DeliveryStore
+from services.delivery.subscriptions import Subscription, SubscriptionStore
 from services.kafka import make_producer
 from services.names import ACTION_RECOVERED, ACTION_THROTTLE
 from services.settings import CommonSettings, NotifierSettings
-from services.subscriptions import Subscription, SubscriptionStore
 from tests.notifier.helpers import make_action
 from tests.notifier.receivers import signature_verifies
 

@@ -39,10 +39,10 @@ from notifier.delivery import (
 )
 from notifier.formats import render
 from notifier.signing import sign, webhook_id
-from services.destinations import Resolver
+from services.delivery.destinations import Resolver
+from services.delivery.subscriptions import Subscription, generate_secret
 from services.errors import DestinationUnresolved
 from services.metrics import NotifierMetrics
-from services.subscriptions import Subscription, generate_secret
 from tests.notifier.helpers import make_action, make_subscription, public_resolver
 
 Handler = Callable[[httpx.Request], httpx.Response]

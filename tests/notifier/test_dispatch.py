@@ -13,11 +13,11 @@ from notifier.dispatch import Dispatcher, redact_url
 from notifier.ledger import MemoryLedger
 from notifier.signing import webhook_id
 from services.actions import encode_action
-from services.deliveries import DeliveryRecord
+from services.delivery.store import DeliveryRecord
+from services.delivery.subscriptions import Filters, Subscription
 from services.errors import StoreUnavailable
 from services.metrics import NotifierMetrics
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
-from services.subscriptions import Filters, Subscription
 from tests.notifier.helpers import make_action, make_subscription
 
 

@@ -16,9 +16,9 @@ from notifier.chat_signing import dingtalk_sign, dingtalk_signed_url, feishu_sig
 from notifier.delivery import build_request
 from notifier.formats import CHAT_DIGEST_LINES, RENDERERS, Record, render
 from services.actions import DIGEST_ITEMS_MAX, Action, Digest, webhook_body
+from services.delivery.subscriptions import FORMATS, generate_secret
 from services.errors import ConfigError
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
-from services.subscriptions import FORMATS, generate_secret
 from tests.notifier.helpers import make_action, make_digest, make_subscription
 
 FOOTER = "fatigue.throttle · 2026-11-23T20:22:12.949Z · act_golden"

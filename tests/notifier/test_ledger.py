@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
+from fatigue.embedded import free_port
 from notifier.ledger import DeliveryLedger, MemoryLedger, RedisLedger
-from services.embedded import free_port
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
 

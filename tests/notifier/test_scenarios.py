@@ -24,11 +24,11 @@ from redis.asyncio import Redis
 from notifier.app import run
 from notifier.signing import webhook_id
 from services.actions import Action
-from services.deliveries import DeliveryRecord, DeliveryStore
-from services.endpoint_health import EndpointHealthStore
+from services.delivery.health import EndpointHealthStore
+from services.delivery.store import DeliveryRecord, DeliveryStore
+from services.delivery.subscriptions import SubscriptionStore
 from services.names import ACTION_TYPES
 from services.settings import CommonSettings, NotifierSettings
-from services.subscriptions import SubscriptionStore
 from tests.notifier.helpers import make_action
 from tests.notifier.receivers import Receiver, Reply, Respond, always, receiving
 from tests.notifier.test_app import committed, publish

@@ -21,13 +21,13 @@ from ingest.routers.subscriptions import sample_digest
 from notifier.app import circuit_config, make_scheduler
 from notifier.signing import webhook_id
 from services.actions import Action
-from services.deliveries import DeliveryRecord, DeliveryStore
-from services.digests import Window
-from services.endpoint_health import EndpointHealthStore
+from services.delivery.digests import Window
+from services.delivery.health import EndpointHealthStore
+from services.delivery.store import DeliveryRecord, DeliveryStore
+from services.delivery.subscriptions import DigestLimit, Subscription, SubscriptionStore
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_THROTTLE
 from services.settings import CommonSettings, NotifierSettings
-from services.subscriptions import DigestLimit, Subscription, SubscriptionStore
 from tests.notifier.helpers import make_action
 from tests.notifier.test_app import Receiver, serving
 

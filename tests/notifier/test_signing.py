@@ -7,8 +7,8 @@ import pytest
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from notifier.signing import sign, sign_all, verify, webhook_id
+from services.delivery.subscriptions import generate_secret
 from services.errors import ConfigError
-from services.subscriptions import generate_secret
 
 BODY = b'{"type":"fatigue.throttle","timestamp":"2024-05-01T10:00:00+00:00","data":{"x":"\xc3\xa9"}}'
 

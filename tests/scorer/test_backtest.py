@@ -27,9 +27,9 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
+from fatigue.cli import main
 from scorer.backtest import segments
 from scorer.history import ProfileRow, load_events
-from services.cli import main
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.kafka import make_producer
 from services.settings import CommonSettings

@@ -10,13 +10,13 @@ from datetime import UTC, datetime
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fatigue.demo_data import generate
 from scorer.backtest import ProfileChange, Simulation, simulate
 from scorer.core.state import ContactEvent
 from scorer.history import contact_event
 from services.contract import EventIn
-from services.demo_data import generate
 from services.durations import DAY_MS, HOUR_MS, MINUTE_MS
-from services.policy import Policy, default_policy, parse_policy
+from services.policy.model import Policy, default_policy, parse_policy
 
 T0 = 1_790_000_000_000
 

@@ -15,12 +15,12 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
+from fatigue.embedded import free_port
 from scorer.app import PolicyReloader
-from services.embedded import free_port
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
-from services.policy import parse_policy
-from services.policy_store import PolicySource, PolicyStore
+from services.policy.model import parse_policy
+from services.policy.store import PolicySource, PolicyStore
 from services.settings import CommonSettings
 from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, wait_until
 from tests.ingest.helpers import ingest_settings_for, running_api

@@ -21,7 +21,7 @@ from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn
 from services.durations import DAY_MS
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
-from services.policy import default_policy
+from services.policy.model import default_policy
 
 pytestmark = pytest.mark.integration
 

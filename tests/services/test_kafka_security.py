@@ -28,10 +28,10 @@ from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 from pydantic import ValidationError
 from redis.asyncio import Redis
 
+from fatigue.embedded import LOOPBACK, EmbeddedStack, free_port, tansu_binary, wait_for_port
 from notifier.app import make_consumer
 from scorer.app import Scorer
 from scorer.transport import faust_credentials
-from services.embedded import LOOPBACK, EmbeddedStack, free_port, tansu_binary, wait_for_port
 from services.errors import BrokerUnavailable, ConfigError
 from services.kafka import ensure_topics, kafka_security_kwargs, make_producer
 from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings

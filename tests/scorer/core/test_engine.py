@@ -10,7 +10,7 @@ from scorer.core import engine
 from scorer.core.state import DORMANT, NORMAL, THROTTLED, ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from services.durations import DAY_MS, HOUR_MS
-from services.policy import parse_policy
+from services.policy.model import parse_policy
 
 # The frequency and cadence rules alone; the response-aware signals have their own tests.
 POLICY = parse_policy(

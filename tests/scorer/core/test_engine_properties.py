@@ -11,7 +11,7 @@ from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from scorer.core.windows import bucket_of, in_window
 from services.durations import DAY_MS, HOUR_MS
-from services.policy import default_policy
+from services.policy.model import default_policy
 
 POLICY = default_policy()
 NOW = 1_790_000_000_000

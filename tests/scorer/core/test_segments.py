@@ -7,10 +7,10 @@ import pytest
 from scorer.core import engine
 from scorer.core.state import THROTTLED, ContactEvent, CustomerState
 from scorer.core.views import snapshot
-from services.decision import decide
 from services.durations import DAY_MS
 from services.errors import PolicyError
-from services.policy import parse_policy
+from services.policy.decision import decide
+from services.policy.model import parse_policy
 
 POLICY = parse_policy(
     """

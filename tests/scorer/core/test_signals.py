@@ -9,7 +9,7 @@ from scorer.core.state import NORMAL, THROTTLED, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
 from scorer.core.views import snapshot
 from services.durations import DAY_MS, HOUR_MS
-from services.policy import Policy, default_policy, parse_policy
+from services.policy.model import Policy, default_policy, parse_policy
 
 DEFAULT = default_policy()
 NOW = 1_790_000_000_000

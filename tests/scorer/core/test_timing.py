@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from services.durations import DAY_MS
-from services.policy import default_policy
+from services.policy.model import default_policy
 
 POLICY = default_policy()
 

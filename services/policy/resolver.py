@@ -5,7 +5,7 @@ Precedence (docs/policy.md#changing-the-policy-without-restart): a valid policy 
 by process, and this is the one place that says so:
 
 - scorer (`scorer.app.PolicyReloader`): the fallback is `FATIGUE_POLICY_FILE`, else the packaged
-  `services/policy.yaml`; it watches the stored version and that file.
+  `services/policy/policy.yaml`; it watches the stored version and that file.
 - API (`ingest.policy_cache.PolicyCache`, pre-send decisions): the fallback is the packaged default;
   the API has no `FATIGUE_POLICY_FILE` setting and never reads a scorer's file; it watches the
   stored version only.
@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from services.errors import ConfigError
-from services.policy import Policy, default_policy, load_policy
+from services.policy.model import Policy, default_policy, load_policy
 
 __all__ = [
     "FilePolicyShadowed",
@@ -56,7 +56,7 @@ __all__ = [
 
 
 class StoredPolicyReader(Protocol):
-    """What is read from the policy store (`services.policy_store.PolicySource` on Redis)."""
+    """What is read from the policy store (`services.policy.store.PolicySource` on Redis)."""
 
     async def version_stamp(self) -> str | None:
         """A value that changes whenever the stored policy is replaced or removed (None: never stored)."""

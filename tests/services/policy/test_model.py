@@ -6,9 +6,9 @@ import pytest
 
 from services.durations import DAY_MS, HOUR_MS, parse_duration_ms
 from services.errors import PolicyError
-from services.policy import default_policy, parse_policy
+from services.policy.model import default_policy, parse_policy
 
-PACKAGED = Path(__file__).parents[2] / "services" / "policy.yaml"
+PACKAGED = Path(__file__).parents[3] / "services" / "policy" / "policy.yaml"
 
 
 def test_packaged_policy_is_the_domain_default() -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from services.deliveries import STATUSES, DeliveryRecord, DeliveryStore
+from services.delivery.store import STATUSES, DeliveryRecord, DeliveryStore
 from services.names import RedisKeys
 from tests.notifier.helpers import make_action
 

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from services.subscriptions import Filters, Subscription, changed
+from services.delivery.subscriptions import Filters, Subscription, changed
 
 ACTION = {"type": "fatigue.throttle", "customer_id": "c9", "owner_rep_id": "alice",
           "profile": {"tier": "A", "stage": "negotiation"}}

@@ -8,8 +8,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.actions import DIGEST_ITEMS_MAX, DigestItem, decode_action
-from services.deliveries import DeliveryStore
-from services.digests import (
+from services.delivery.digests import (
     DUE_GRACE_MS,
     DigestStore,
     Window,
@@ -19,9 +18,10 @@ from services.digests import (
     filled,
     is_frozen,
 )
+from services.delivery.store import DeliveryStore
+from services.delivery.subscriptions import DigestLimit
 from services.errors import BadRecord
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_THROTTLE, RedisKeys
-from services.subscriptions import DigestLimit
 from tests.notifier.helpers import make_action
 
 LIMIT = DigestLimit(after=2, window_minutes=10)

@@ -13,8 +13,8 @@ from redis.asyncio import Redis
 
 from services.errors import PolicyError
 from services.names import RedisKeys
-from services.policy import DEFAULT_POLICY_FILE, default_policy, parse_policy
-from services.policy_store import (
+from services.policy.model import DEFAULT_POLICY_FILE, default_policy, parse_policy
+from services.policy.store import (
     PolicySource,
     PolicyStore,
     PolicyVersionMismatch,

@@ -1,7 +1,7 @@
 """PolicyResolver: the policy in force for the API and the scorer — stored, else file, else default;
 polled by version stamp and file stamp; the last good policy kept when a new document is invalid.
 
-Unit tests use an in-memory store with the same contract as services.policy_store.PolicySource and
+Unit tests use an in-memory store with the same contract as services.policy.store.PolicySource and
 a fake clock; the last tests run the resolver on the real PolicySource and a real redis-server.
 """
 
@@ -16,8 +16,8 @@ from redis.asyncio import Redis
 
 from services.errors import ConfigError, PolicyError, StoreUnavailable
 from services.names import RedisKeys
-from services.policy import Policy, default_policy, parse_policy
-from services.policy_source import (
+from services.policy.model import Policy, default_policy, parse_policy
+from services.policy.resolver import (
     FilePolicyShadowed,
     PolicyEvent,
     PolicyInForce,
@@ -25,7 +25,7 @@ from services.policy_source import (
     PolicyResolver,
     PolicySwapped,
 )
-from services.policy_store import PolicySource, PolicyStore
+from services.policy.store import PolicySource, PolicyStore
 
 
 def band(throttle_above: int, recover_at_or_below: int) -> str:
@@ -41,7 +41,7 @@ INVALID = "frequency:\n  throttle_above: 5\n  recover_at_or_below: 9\n"  # line 
 
 
 class MemoryStore:
-    """The store contract of services.policy_store.PolicySource, in memory: a version counter that
+    """The store contract of services.policy.store.PolicySource, in memory: a version counter that
     moves on every write and removal, and a document parsed on `current()`."""
 
     def __init__(self) -> None:

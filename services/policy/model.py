@@ -1,8 +1,8 @@
 """The fatigue policy the core computes with: windows, frequency band, cadence, signals, sending
-rules, cooldowns and segments — parsed from YAML, validated (services/policy_schema.py) and turned
+rules, cooldowns and segments — parsed from YAML, validated (services/policy/schema.py) and turned
 into plain values in the units the core uses.
 
-Defaults come from DOMAIN.md (services/policy.yaml). An invalid document raises PolicyError naming
+Defaults come from DOMAIN.md (services/policy/policy.yaml). An invalid document raises PolicyError naming
 the field and, where the YAML parser knows it, the line.
 """
 
@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from services.durations import parse_duration_ms
 from services.errors import ConfigError, PolicyError
-from services.policy_schema import (
+from services.policy.schema import (
     DEFAULT_WARN_ABOVE,
     PolicyDoc,
     RateDropDoc,

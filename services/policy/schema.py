@@ -1,5 +1,5 @@
 """The policy document as written in YAML: pydantic models that validate it, with the defaults
-practitioners quote (DOMAIN.md). `services/policy.py` turns a validated document into the
+practitioners quote (DOMAIN.md). `services/policy/model.py` turns a validated document into the
 `Policy` the core computes with.
 """
 

@@ -123,7 +123,7 @@ def _backtest(args: argparse.Namespace) -> None:
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:
-    from services.supervisor import describe, make_plan, say
+    from fatigue.supervisor import describe, make_plan, say
 
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fatigue-up-"))
     workdir.mkdir(parents=True, exist_ok=True)
@@ -138,7 +138,7 @@ def _up(args: argparse.Namespace, *, demo: bool) -> None:
 
 
 async def _run_up(plan: object, demo: bool, args: argparse.Namespace) -> None:
-    from services.supervisor import Plan, supervise
+    from fatigue.supervisor import Plan, supervise
 
     assert isinstance(plan, Plan)
     stopping = asyncio.Event()
@@ -147,7 +147,7 @@ async def _run_up(plan: object, demo: bool, args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stopping.set)
     extra: list[asyncio.Task[None]] = []
     if demo:
-        from services.demo import run_demo
+        from fatigue.demo import run_demo
 
         extra.append(asyncio.create_task(run_demo(plan, customers=args.customers, seed=args.seed)))
     with contextlib.suppress(asyncio.CancelledError):

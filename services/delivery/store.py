@@ -8,7 +8,7 @@ so a worker that dies mid-attempt loses its claim and the delivery becomes due a
 of attempts) are kept in a dead-letter set, and in one per subscription (for listing and replaying a
 subscription's dead letters), until retried or until `dead_letter_ttl_s` after they failed. Delivered
 ones, and *digested* ones (folded into a digest delivery instead of being sent, see
-services/digests.py), expire `delivered_ttl_s` after that. The status sets are trimmed by score when
+services/delivery/digests.py), expire `delivered_ttl_s` after that. The status sets are trimmed by score when
 they grow and readers drop ids whose record has expired.
 """
 

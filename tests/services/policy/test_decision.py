@@ -8,9 +8,9 @@ from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
 from scorer.core.views import snapshot
-from services.decision import ALLOW, DEFER, DENY, decide
 from services.durations import DAY_MS, HOUR_MS
-from services.policy import default_policy
+from services.policy.decision import ALLOW, DEFER, DENY, decide
+from services.policy.model import default_policy
 
 POLICY = default_policy()
 NOW = 1_790_000_000_000

@@ -15,9 +15,9 @@ from typing import Any
 import httpx
 import uvicorn
 
-from services.demo_data import generate
-from services.embedded import free_port
-from services.supervisor import Plan, say
+from fatigue.demo_data import generate
+from fatigue.embedded import free_port
+from fatigue.supervisor import Plan, say
 
 BATCH = 500
 

@@ -25,10 +25,10 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.actions import DIGEST_ITEMS_MAX, Action, Digest, DigestItem
-from services.deliveries import DeliveryRecord
+from services.delivery.store import DeliveryRecord
+from services.delivery.subscriptions import DigestLimit
 from services.errors import StoreUnavailable
 from services.names import ACTION_DIGEST, RedisKeys
-from services.subscriptions import DigestLimit
 
 UNASSIGNED = "-"
 """The rep key of customers without an owner rep: they share one digest per window."""

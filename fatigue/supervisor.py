@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from services.embedded import EmbeddedStack, free_port, start_stack
+from fatigue.embedded import EmbeddedStack, free_port, start_stack
 from services.kafka import ensure_topics
 from services.settings import CommonSettings
 
@@ -110,7 +110,7 @@ class Child:
         while not stopping.is_set():
             started = time.monotonic()
             self.proc = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "services.cli", self.name,
+                sys.executable, "-m", "fatigue.cli", self.name,
                 env=self.env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
             )
             await self._relay_output()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from redis.asyncio import Redis
 
-from services.endpoint_health import CircuitConfig, EndpointHealthStore, Health
+from services.delivery.health import CircuitConfig, EndpointHealthStore, Health
 from services.names import RedisKeys
 
 pytestmark = pytest.mark.integration

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contract import parse_rfc3339, to_ms
-from services.policy import Policy
+from services.policy.model import Policy
 
 ALLOW, DEFER, DENY = "allow", "defer", "deny"
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.cli import main
+from fatigue.cli import main
 
 INVALID = {
     "notifier": ("FATIGUE_DELIVERY_TIMEOUT_S", "-1", "invalid notifier settings"),

@@ -25,7 +25,7 @@ from redis.exceptions import RedisError
 
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.names import RedisKeys
-from services.policy import Policy, PolicyDoc, parse_policy
+from services.policy.model import Policy, PolicyDoc, parse_policy
 
 # KEYS: policy hash, version counter. ARGV: yaml, sha256, updated_at, expected version ('' = any).
 # Returns {1, new_version} when stored, {0, current_version} when the expected version did not match.

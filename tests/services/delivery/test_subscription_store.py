@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from redis.asyncio import Redis
 
+from services.delivery.subscriptions import Filters, SubscriptionStore
 from services.names import SECRET_PREFIX, RedisKeys
-from services.subscriptions import Filters, SubscriptionStore
 
 pytestmark = pytest.mark.integration
 
