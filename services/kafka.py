@@ -87,7 +87,7 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
 
 
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
-    """The three topics, all with the same partition count so a customer's records co-locate."""
+    """The topics, all with the same partition count so a customer's records co-locate."""
     common = {"num_partitions": settings.partitions, "replication_factor": settings.replication_factor}
     # acks=all only means "more than one copy" when at least two replicas must be in sync.
     durable = {"min.insync.replicas": "2"} if settings.replication_factor >= 2 else {}
@@ -95,6 +95,7 @@ def topic_specs(settings: CommonSettings) -> list[NewTopic]:
         NewTopic(settings.events_topic, topic_configs=dict(durable), **common),
         NewTopic(settings.profiles_topic, topic_configs={"cleanup.policy": "compact", **durable}, **common),
         NewTopic(settings.actions_topic, topic_configs=dict(durable), **common),
+        NewTopic(settings.dead_letter_topic, topic_configs=dict(durable), **common),
     ]
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 EVENTS_TOPIC = "events.v1"  # touches and responses, keyed by customer_id
 PROFILES_TOPIC = "profiles.v1"  # customer profiles, keyed by customer_id, compacted
 ACTIONS_TOPIC = "actions.v1"  # throttle / re_engage / recovered, keyed by customer_id
+DEAD_LETTER_TOPIC = "deadletter.v1"  # records a stage could not process, with why (services/deadletter.py)
 
 
 def topic(prefix: str, name: str) -> str:

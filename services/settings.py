@@ -127,6 +127,10 @@ class CommonSettings(BaseSettings):
         return topic(self.topic_prefix, names.ACTIONS_TOPIC)
 
     @property
+    def dead_letter_topic(self) -> str:
+        return topic(self.topic_prefix, names.DEAD_LETTER_TOPIC)
+
+    @property
     def keys(self) -> RedisKeys:
         return RedisKeys(self.redis_prefix)
 
