@@ -13,6 +13,7 @@ from typing import Any
 
 import uvicorn
 from fastapi import Depends, FastAPI
+from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -24,6 +25,7 @@ from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
+from ingest.telemetry import install_telemetry
 from services.contract import EventIn
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
@@ -57,7 +59,8 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: IngestSettings) -> FastAPI:
     """The API for `settings`; ConfigError when no valid API key is configured."""
-    app = FastAPI(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    # Swagger UI (/docs) and ReDoc (/redoc) from assets the fastapi-offline package ships: no CDN.
+    app = FastAPIOffline(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.api_keys = require_api_keys(settings)
     app.state.registry = CollectorRegistry()
@@ -74,6 +77,7 @@ def create_app(settings: IngestSettings) -> FastAPI:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
     app.include_router(health.router)
+    install_telemetry(app, metrics.http)
     _document_models(app, [EventIn, PolicyDoc])
     return app
 
@@ -119,7 +123,8 @@ def main() -> None:
     Raises ConfigError (the CLI prints it and exits 2) when no valid API key is configured.
     """
     settings = load_settings()
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, service="api", fmt=settings.log_format,
+                  known_secrets=[key.secret.get_secret_value() for key in settings.parsed_api_keys()])
     app = create_app(settings)
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

@@ -58,6 +58,7 @@ def require_api_key(
         metrics.requests_refused.labels(reason="auth").inc()
         message = "API key not recognised" if credentials else "missing header Authorization: Bearer <api key>"
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    request.state.api_key_name = key.name  # the access log names the key, never shows it (ingest/telemetry.py)
     return key
 
 

@@ -11,17 +11,18 @@ import logging
 import signal
 from collections.abc import Awaitable
 from typing import Any
-from wsgiref.simple_server import WSGIServer
 
 import httpx
-from aiokafka import AIOKafkaConsumer
+from aiohttp import web
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from notifier.consumer import ActionConsumer
 from notifier.delivery import SenderConfig, WebhookSender
 from notifier.dispatch import Dispatcher
+from notifier.health import NotifierHealth, start_web
 from notifier.ledger import RedisLedger
 from notifier.scheduler import DeliveryScheduler
 from services.delivery.destinations import Resolver, system_resolver
@@ -31,6 +32,8 @@ from services.delivery.store import DeliveryStore
 from services.delivery.subscriptions import SubscriptionStore
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
 from services.kafka import kafka_security_kwargs
+from services.lag import LagReporter
+from services.logs import setup_logging
 from services.metrics import NotifierMetrics
 from services.redisio import make_redis
 from services.settings import NotifierSettings
@@ -48,10 +51,11 @@ def make_consumer(
     session_timeout_ms: int = 10_000,
     heartbeat_interval_ms: int = 3_000,
     rebalance_timeout_ms: int | None = None,
+    listener: ConsumerRebalanceListener | None = None,
 ) -> AIOKafkaConsumer:
-    """A consumer of the actions topic that only commits what was handled."""
-    return AIOKafkaConsumer(
-        settings.actions_topic,
+    """A consumer of the actions topic that only commits what was handled; `listener` hears its
+    group's assignments (the notifier's readiness)."""
+    consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         group_id=settings.notifier_group_id,
         client_id=CLIENT_ID,
@@ -63,6 +67,8 @@ def make_consumer(
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         **kafka_security_kwargs(settings),
     )
+    consumer.subscribe([settings.actions_topic], listener=listener)
+    return consumer
 
 
 def make_http_client() -> httpx.AsyncClient:
@@ -115,21 +121,17 @@ async def _start_consumer(consumer: AIOKafkaConsumer, settings: NotifierSettings
         raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
 
 
-def _serve_metrics(settings: NotifierSettings, registry: CollectorRegistry) -> WSGIServer:
+async def serve_web(settings: NotifierSettings, registry: CollectorRegistry, health: NotifierHealth) -> web.AppRunner:
+    """/metrics, /healthz and /readyz on FATIGUE_METRICS_HOST:FATIGUE_METRICS_PORT (notifier/health.py)."""
     try:
-        server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+        runner = await start_web(health, registry, settings.metrics_host, settings.metrics_port)
     except OSError as exc:
         raise ConfigError(
             f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port}: {exc}; "
             "set FATIGUE_METRICS_PORT to a free port (0 turns the metrics server off)"
         ) from exc
-    log.info("serving metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-    return server
-
-
-async def _close_metrics(server: WSGIServer) -> None:
-    await asyncio.to_thread(server.shutdown)
-    server.server_close()
+    log.info("serving /metrics, /healthz and /readyz on http://%s:%d", settings.metrics_host, settings.metrics_port)
+    return runner
 
 
 async def run(
@@ -155,15 +157,16 @@ async def run(
     stop = stop or asyncio.Event()
     registry = registry or CollectorRegistry()
     metrics = NotifierMetrics(registry)
+    health = NotifierHealth()
     async with contextlib.AsyncExitStack() as resources:
         if settings.metrics_port:
-            resources.push_async_callback(_close_metrics, _serve_metrics(settings, registry))
+            resources.push_async_callback((await serve_web(settings, registry, health)).cleanup)
         redis = make_redis(settings)
         resources.push_async_callback(redis.aclose)
         client = await resources.enter_async_context(make_http_client())
         consumer = make_consumer(settings, session_timeout_ms=session_timeout_ms,
                                  heartbeat_interval_ms=heartbeat_interval_ms,
-                                 rebalance_timeout_ms=rebalance_timeout_ms)
+                                 rebalance_timeout_ms=rebalance_timeout_ms, listener=health)
         await _start_consumer(consumer, settings)
         resources.push_async_callback(consumer.stop)
         subscriptions = SubscriptionStore(redis, settings.keys)
@@ -171,10 +174,15 @@ async def run(
         store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s,
                               dead_letter_ttl_s=settings.dead_letter_ttl_s)
         scheduler = make_scheduler(settings, redis, store, client, metrics, resolve)
+        scheduler.on_round = lambda: health.beat("scheduler")
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s
-        work = asyncio.gather(ActionConsumer(consumer, dispatcher).run(stop), scheduler.run(stop))
+        lag = LagReporter(metrics.consumer, settings.notifier_group_id, lambda: consumer)
+        work = asyncio.gather(
+            ActionConsumer(consumer, dispatcher, on_round=lambda: health.beat("consumer")).run(stop),
+            scheduler.run(stop), lag.run(stop),
+        )
         await _until_stopped(work, stop, grace_s)
     log.info("notifier stopped")
 
@@ -222,9 +230,7 @@ async def _serve(settings: NotifierSettings) -> None:
 def main() -> None:
     """Entry point of `fatigue notifier`: settings from the environment, run until SIGINT/SIGTERM."""
     settings = NotifierSettings.load("notifier")
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(settings.log_level, service="notifier", fmt=settings.log_format)
     try:
         asyncio.run(_serve(settings))
     except FatigueError as exc:

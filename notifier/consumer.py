@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
@@ -28,13 +29,18 @@ class RecordDispatcher(Protocol):
 
 
 class ActionConsumer:
-    def __init__(self, consumer: AIOKafkaConsumer, dispatcher: RecordDispatcher) -> None:
+    def __init__(
+        self, consumer: AIOKafkaConsumer, dispatcher: RecordDispatcher, on_round: Callable[[], None] = lambda: None
+    ) -> None:
         self._consumer = consumer
         self._dispatcher = dispatcher
+        self._on_round = on_round
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll and dispatch until `stop` is set. Errors from the dispatcher propagate."""
+        """Poll and dispatch until `stop` is set. Errors from the dispatcher propagate.
+        `on_round` is called once per poll (the liveness heartbeat)."""
         while not stop.is_set():
+            self._on_round()
             batch = await self._consumer.getmany(timeout_ms=POLL_TIMEOUT_MS, max_records=MAX_RECORDS_PER_POLL)
             if batch:
                 await self._handle_batch(batch, stop)

@@ -117,6 +117,8 @@ class DeliveryScheduler:
         self._monotonic = monotonic
         self._gauges_at = float("-inf")
         self._woken = asyncio.Event()
+        self.on_round: Callable[[], None] = lambda: None
+        """Called once per round of the loop below (the notifier's liveness heartbeat)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Send due deliveries until `stop` is set, then let those in flight finish.
@@ -127,6 +129,7 @@ class DeliveryScheduler:
         inflight: set[asyncio.Task[None]] = set()
         try:
             while not stop.is_set():
+                self.on_round()
                 _reap(inflight)
                 self._woken.clear()  # before claiming: a wake-up from now on ends the wait below
                 free = self._concurrency - len(inflight)

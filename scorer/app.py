@@ -23,7 +23,8 @@ from scorer.store import StateStore
 from scorer.transport import TunedApp, faust_credentials
 from services.errors import FatigueError
 from services.kafka import kafka_security_kwargs
-from services.logs import quiet_chatty_loggers, setup_logging
+from services.lag import LAG_INTERVAL_S, LagReporter
+from services.logs import setup_logging
 from services.metrics import ScorerMetrics
 from services.policy.model import DEFAULT_POLICY_FILE, Policy
 from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver, PolicySwapped
@@ -150,6 +151,11 @@ class Scorer:
             web_enabled=s.web_port != 0,
             datadir=str(s.data_dir),
             store="memory://",
+            # Faust's own pages (/router/, /table/, /graph/, statistics) stay off: only ours below.
+            web_router_enabled=False,
+            web_tables_enabled=False,
+            web_stats_enabled=False,
+            web_graph_enabled=False,
         )
         app.fetch_max_wait_ms = s.fetch_max_wait_ms
         source = app.topic(s.events_topic, s.profiles_topic, key_type=bytes, value_type=bytes)
@@ -188,8 +194,32 @@ class Scorer:
         async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
             return view.json({"status": "ok"})
 
+        self._add_operations(app)
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
         return app
+
+    def _add_operations(self, app: faust.App) -> None:
+        """`/readyz` (joined to the consumer group, no rebalance in progress) and the consumer-lag timer."""
+        # The one Faust page the settings cannot turn off, a constant {"status": "OK"} at "/": no
+        # blueprint is applied, only the pages added with app.page.
+        app.web.blueprints.applied = True
+        joined = {"ok": False}
+        lag = LagReporter(self.metrics.consumer, self.settings.scorer_app_id, lambda: app.consumer)
+
+        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
+        async def _assigned(app: faust.App, assigned: object, **_: object) -> None:
+            joined["ok"] = True
+
+        @app.page("/readyz")
+        async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
+            ready = joined["ok"] and not app.rebalancing
+            checks = {"consumer_group": "ok" if ready else "error: not joined to the consumer group yet"}
+            body = {"status": "ok" if ready else "unavailable", "checks": checks}
+            return view.json(body, status=200 if ready else 503)
+
+        @app.timer(interval=LAG_INTERVAL_S, name="consumer_lag")
+        async def consumer_lag() -> None:
+            await lag.update()
 
     async def _process(self, records: list[Record]) -> None:
         """Process one batch to completion before Faust may acknowledge (and commit) its events.
@@ -230,16 +260,10 @@ class Scorer:
         await self.redis.aclose()
 
 
-class QuietWorker(Worker):
-    """A Faust worker whose library loggers follow our log policy (services/logs.py)."""
-
-    def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
-        super().on_setup_root_logger(logger, level)
-        quiet_chatty_loggers(logging.getLevelName(level))
-
-
 def main() -> None:
     settings = ScorerSettings.load("scorer")
-    setup_logging(settings.log_level)
+    setup_logging(settings.log_level, service="scorer", fmt=settings.log_format)
     scorer = Scorer(settings)
-    QuietWorker(scorer.app, loglevel=settings.log_level.lower(), quiet=True).execute_from_commandline()
+    # override_logging=False: Faust's and mode's records go through our one handler (JSON, redacted).
+    worker = Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)
+    worker.execute_from_commandline()

@@ -6,7 +6,19 @@ several apps in one process never collide on the global registry.
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import platform
+from collections.abc import Iterable, Sequence
+from importlib import metadata
+
+from prometheus_client import GC_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
+
+from services.delivery.health import STATES as ENDPOINT_STATES
+from services.delivery.subscriptions import FORMATS as SUBSCRIPTION_FORMATS
+from services.names import ACTION_TYPES
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -34,6 +46,10 @@ class IngestMetrics:
         self.profiles = Counter(
             "fatigue_ingest_profiles_total", "Profiles accepted.", registry=registry
         )
+        self.http = HttpMetrics(registry)
+        install_defaults(registry, "api")
+        zero(self.events, INGEST_OUTCOMES)
+        zero(self.requests_refused, REFUSAL_REASONS)
 
 
 class ScorerMetrics:
@@ -81,6 +97,19 @@ class ScorerMetrics:
             ["source"],
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "fatigue_scorer_dead_letters_total",
+            "Records the scorer sent to the dead-letter topic instead of processing them, by stage "
+            "(scorer.decode, scorer.process).",
+            ["stage"],
+            registry=registry,
+        )
+        self.consumer = ConsumerMetrics(registry)
+        install_defaults(registry, "scorer")
+        zero(self.events, SCORER_OUTCOMES)
+        zero(self.actions, ACTION_TYPES)
+        zero(self.policy_reload_failures, POLICY_SOURCES)
+        zero(self.dead_letters, DEAD_LETTER_STAGES)
 
 
 class NotifierMetrics:
@@ -150,4 +179,114 @@ class NotifierMetrics:
         )
         self.bad_records = Counter(
             "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
+        )
+        self.consumer = ConsumerMetrics(registry)
+        install_defaults(registry, "notifier")
+        zero(self.deliveries, DELIVERY_OUTCOMES, [*SUBSCRIPTION_FORMATS, "unknown"])
+        zero(self.attempts, ATTEMPT_RESULTS)
+        zero(self.deferred, DEFER_REASONS)
+        zero(self.digested, SUBSCRIPTION_FORMATS)
+        zero(self.endpoints, ENDPOINT_STATES)
+
+
+# ---- Operations (issue 13): defaults on every registry, HTTP RED, consumer lag, zero series ----
+
+# The known values of each label, created at zero so that `rate()` and `increase()` see the first
+# occurrence (a series that appears with the value 1 has no increase to show).
+INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
+REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable")
+SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
+POLICY_SOURCES = ("store", "file")
+DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process")
+DELIVERY_OUTCOMES = ("delivered", "failed", "refused", "duplicate")
+ATTEMPT_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
+DEFER_REASONS = ("rate_limit", "endpoint_busy", "circuit_open")
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+HTTP_UNMATCHED_ROUTE = "unmatched"
+"""The `route` label of a request that matched no route (a 404): paths never become labels."""
+
+BUILD_INFO = "fatigue_build_info"
+DISTRIBUTION = "contact-fatigue"
+
+
+def zero(metric: MetricWrapperBase, *label_values: Sequence[str]) -> None:
+    """Create the series of every combination of `label_values` (one sequence per label) at 0."""
+    combos: list[tuple[str, ...]] = [()]
+    for values in label_values:
+        combos = [(*combo, value) for combo in combos for value in values]
+    for combo in combos:
+        metric.labels(*combo)
+
+
+def version() -> str:
+    """The installed version of this project ("unknown" when run from a tree that is not installed)."""
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def install_defaults(registry: CollectorRegistry, service: str) -> None:
+    """Process, platform (Python) and GC collectors and `fatigue_build_info`, once per registry."""
+    if getattr(registry, "_fatigue_defaults", None):
+        return
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    if GC_COLLECTOR is not None:
+        GCCollector(registry=registry)
+    info = Gauge(BUILD_INFO, "Always 1: the version of contact-fatigue and of Python this process runs, and which "
+                 "service it is.", ["version", "python_version", "service"], registry=registry)
+    info.labels(version(), platform.python_version(), service).set(1)
+    registry._fatigue_defaults = service  # type: ignore[attr-defined]
+
+
+class HttpMetrics:
+    """Rate, errors and duration of the API's requests, per route template (never the raw path)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.requests = Counter(
+            "fatigue_http_requests_total",
+            "HTTP requests answered by the API, by method, route template and status code.",
+            ["method", "route", "status"],
+            registry=registry,
+        )
+        self.duration = Histogram(
+            "fatigue_http_request_duration_seconds",
+            "Time from the request to the end of the response, by method and route template.",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+
+    def known_routes(self, routes: Iterable[tuple[str, str]]) -> None:
+        """Create each (method, route)'s duration series and its `500` count at zero, so an error ratio
+        and its alert see the first 5xx."""
+        for method, route in routes:
+            self.duration.labels(method, route)
+            self.requests.labels(method, route, "500")
+
+
+class ConsumerMetrics:
+    """Per topic-partition lag and position of a Kafka consumer group (scorer, notifier)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.lag = Gauge(
+            "fatigue_consumer_lag_records",
+            "Records not yet consumed: the partition's high watermark minus the consumer's position, per "
+            "consumer group and assigned topic-partition.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.position = Gauge(
+            "fatigue_consumer_position",
+            "The consumer's position (next offset to read) per assigned topic-partition; stands still "
+            "when the consumer does not progress.",
+            ["group", "topic", "partition"],
+            registry=registry,
+        )
+        self.assigned_partitions = Gauge(
+            "fatigue_consumer_assigned_partitions",
+            "Topic-partitions assigned to this process by its consumer group.",
+            ["group"],
+            registry=registry,
         )

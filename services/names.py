@@ -130,5 +130,9 @@ HEADER_WEBHOOK_TIMESTAMP = "webhook-timestamp"
 HEADER_WEBHOOK_SIGNATURE = "webhook-signature"
 SECRET_PREFIX = "whsec_"  # noqa: S105 - a prefix, not a secret
 
+# ---- HTTP headers (operations) ----
+HEADER_REQUEST_ID = "X-Request-ID"
+"""Taken from the request when sane, else generated; echoed in the response and in every log line."""
+
 # ---- Kafka record headers / envelope ----
 ENVELOPE_VERSION = 1

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services import names
 from services.errors import ConfigError
+from services.logs import LogFormat
 from services.names import RedisKeys, topic
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -56,6 +57,8 @@ class CommonSettings(BaseSettings):
     fetch_max_wait_ms: int = Field(default=500, ge=1, le=30_000)
     """Longest a consumer fetch waits for data (scorer and notifier); `fatigue up` on embedded: 50."""
     log_level: str = "INFO"
+    log_format: LogFormat = "json"
+    """`json` (one object per line) or `text`; `fatigue up` in a terminal sets `text` (services/logs.py)."""
     kafka_security_protocol: KafkaSecurityProtocol = "PLAINTEXT"
     """How every Kafka client connects: TLS (SSL, SASL_SSL) and/or SASL authentication (SASL_*)."""
     kafka_sasl_mechanism: KafkaSaslMechanism | None = None
@@ -72,6 +75,11 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _protocol_upper_case(cls, value: object) -> object:
         return (value.strip().upper() or "PLAINTEXT") if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _log_format_lower_case(cls, value: object) -> object:
+        return (value.strip().lower() or "json") if isinstance(value, str) else value
 
     @field_validator("kafka_sasl_mechanism", mode="before")
     @classmethod

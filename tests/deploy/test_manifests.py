@@ -393,6 +393,9 @@ def test_liveness_and_readiness_of_api_and_scorer() -> None:
     assert api["livenessProbe"]["httpGet"]["path"] == "/healthz"
     _, scorer = the_container("scorer")
     assert scorer["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    _, notifier = the_container("notifier")
+    assert notifier["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert notifier["livenessProbe"]["httpGet"]["path"] == "/healthz"
 
 
 def test_api_paths_are_routes() -> None:
@@ -420,27 +423,34 @@ def test_scorer_paths_are_faust_pages() -> None:
     workload, container = the_container("scorer")
     # Builds the Faust app, the Redis client and the publisher; none of them connects yet.
     scorer = Scorer(ScorerSettings(kafka_bootstrap_servers="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0"))
+    scorer.app.web.init_server()  # applies Faust's own blueprints, if any were left on
     pages = set(scorer.app.web.views)
-    assert {"/healthz", "/metrics"} <= pages
+    assert pages == {"/healthz", "/readyz", "/metrics"}, "Faust's framework pages (/router/, /table/, /) are off"
     assert http_paths(workload, container) <= pages
 
 
 async def test_notifier_paths_are_served() -> None:
-    from notifier.app import _close_metrics, _serve_metrics
+    from notifier.app import serve_web
+    from notifier.health import NotifierHealth
 
     workload, container = the_container("notifier")
     settings = NotifierSettings(metrics_host="127.0.0.1", metrics_port=free_port())
     registry = CollectorRegistry()
     NotifierMetrics(registry)
-    server = _serve_metrics(settings, registry)
+    health = NotifierHealth()
+    runner = await serve_web(settings, registry, health)
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{settings.metrics_port}") as client:
-            for path in http_paths(workload, container):
-                response = await client.get(path)
-                assert response.status_code == 200, path
-                assert "fatigue_notifier_deliveries_total" in response.text, path
+            paths = http_paths(workload, container)
+            assert {"/healthz", "/readyz", "/metrics"} <= paths
+            assert "fatigue_notifier_deliveries_total" in (await client.get("/metrics")).text
+            assert (await client.get("/healthz")).status_code == 200
+            assert (await client.get("/readyz")).status_code == 503  # not joined to its group yet
+            await health.on_partitions_assigned(set())
+            for path in paths:
+                assert (await client.get(path)).status_code == 200, path
     finally:
-        await _close_metrics(server)
+        await runner.cleanup()
 
 
 def test_every_fatigue_container_has_its_paths_checked() -> None:
