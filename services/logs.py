@@ -33,6 +33,7 @@ TEXT_FORMAT = "%(asctime)s %(levelname)s %(service)s %(name)s: %(message)s"
 
 # The attributes every LogRecord has: anything else on a record came from `extra` or the context.
 _RECORD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_PLAIN_RECORD_FACTORY = logging.getLogRecordFactory()
 _NO_CONTEXT: Mapping[str, str] = MappingProxyType({})
 _context: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar("fatigue_log_context", default=_NO_CONTEXT)
 
@@ -76,7 +77,7 @@ class RedactionFilter(logging.Filter):
         self.known_secrets = tuple(secret for secret in known_secrets if secret)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_redacted", False):
+        if getattr(record, "_redacted", False) and not self._has_unredacted_extra(record):
             return True
         record.msg = self._redact_message(record)
         record.args = None
@@ -95,6 +96,11 @@ class RedactionFilter(logging.Filter):
 
     def redact(self, text: str) -> str:
         return redact(text, self.known_secrets)
+
+    @staticmethod
+    def _has_unredacted_extra(record: logging.LogRecord) -> bool:
+        """`extra` fields are set on a record after it is made: the filter pass masks those."""
+        return any(name not in _RECORD_ATTRS and name != "_redacted" for name in record.__dict__)
 
     def _redact_message(self, record: logging.LogRecord) -> Any:
         if isinstance(record.msg, dict) and not record.args:
@@ -165,11 +171,19 @@ def setup_logging(
 
 def install_filters(root: logging.Logger, service: str, redaction: RedactionFilter) -> None:
     """The context and redaction filters on the root logger and on each of its handlers (a record
-    propagated from another logger meets only the handlers' filters)."""
+    propagated from another logger meets only the handlers' filters); and the redaction applied as
+    each record is made, so a handler somebody adds later never sees a credential either."""
     context = ContextFilter(service)
     for target in (root, *root.handlers):
         target.addFilter(context)
         target.addFilter(redaction)
+
+    def make_record(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = _PLAIN_RECORD_FACTORY(*args, **kwargs)
+        redaction.filter(record)
+        return record
+
+    logging.setLogRecordFactory(make_record)
 
 
 def quiet_chatty_loggers(level: str) -> None:

@@ -4,10 +4,10 @@ used by the one logging filter of services/logs.py).
 What counts as a credential:
 - in a URL: the userinfo (`user:password@`), query and fragment values whose key names a secret
   (`key`, `token`, `access_token`, `sign`, `sig`, `signature`, `secret`, `password`, …), the path
-  tokens of chat webhooks (Slack `hooks.slack.com/services/T…/B…/…`, Teams
-  `*.webhook.office.com/webhookb2/…`, Feishu / Lark `/open-apis/bot/v2/hook/…`, Discord
-  `/api/webhooks/…`), and any other path segment that looks generated (20+ characters of letters
-  and digits, both present);
+  tokens of chat webhooks (Slack `hooks.slack.com/services/T…/B…/…`, Teams `/webhookb2/…`,
+  Feishu / Lark `/open-apis/bot/v2/hook/…`, Discord `/api/webhooks/…`; on any host, as a relay
+  keeps the provider's path), and any other path segment that looks generated (20+ characters of
+  letters and digits, both present);
 - in text: `Authorization: Bearer …` / `Basic …`, header or field assignments of secrets
   (`webhook-signature: …`, `X-Twilio-Signature: …`, `x-api-key=…`, `"password": "…"`), and
   tokens recognisable by their shape (`fk_…` API keys, `whsec_…` webhook secrets, Standard
@@ -36,18 +36,14 @@ SECRET_KEYS = frozenset({
 })
 SECRET_KEY_PARTS = ("token", "secret", "password", "signature", "apikey", "api_key", "access_key")
 
-# host (exact or a subdomain) -> path prefix after which every segment is a secret.
-PATH_TOKEN_HOSTS: tuple[tuple[str, str], ...] = (
-    ("hooks.slack.com", "/"),
-    ("webhook.office.com", "/webhookb2/"),
-    ("outlook.office.com", "/webhook/"),
-    ("open.feishu.cn", "/open-apis/bot/v2/hook/"),
-    ("open.larksuite.com", "/open-apis/bot/v2/hook/"),
-    ("discord.com", "/api/webhooks/"),
-    ("discordapp.com", "/api/webhooks/"),
-)
+# Path prefixes after which every segment is a secret, on any host (a relay or proxy in front of a
+# provider keeps the provider's path): Teams, Feishu / Lark, Discord, Slack's `/services/T…/B…/…`.
+PATH_TOKEN_PREFIXES = ("/webhookb2/", "/webhook/", "/open-apis/bot/v2/hook/", "/api/webhooks/")
+_SLACK_SERVICES_PATH = re.compile(r"^/services/T[A-Z0-9]+/B[A-Z0-9]+/")
+SLACK_HOST = "hooks.slack.com"
+"""Every Slack hook path (services, workflows, triggers) carries secrets after its first segment."""
 
-_GENERATED_SEGMENT = re.compile(r"^(?=[^/]*\d)(?=[^/]*[A-Za-z])[A-Za-z0-9_\-.~+=%]{20,}$")
+_GENERATED_SEGMENT = re.compile(r"^(?=[^/]*\d)(?=[^/]*[A-Za-z])[A-Za-z0-9_\-.~+=%@]{20,}$")
 _URL = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
 _AUTH_SCHEME = re.compile(r"(?i)\b(Bearer|Basic|Token|Digest)(\s+)([A-Za-z0-9\-._~+/]+=*)")
 _SECRET_FIELD = re.compile(
@@ -117,14 +113,10 @@ def _mask_path(host: str, path: str) -> str:
 
 
 def _secret_path_prefix(host: str, path: str) -> str | None:
-    for suffix, prefix in PATH_TOKEN_HOSTS:
-        if (host == suffix or host.endswith("." + suffix)) and path.startswith(prefix):
-            # Slack: the first segment names the kind of hook (services, workflows, triggers).
-            if prefix == "/":
-                first = path.split("/")[1] if path.count("/") >= 1 else ""
-                return "/" + first + "/" if first else "/"
-            return prefix
-    return None
+    if host == SLACK_HOST or host.endswith("." + SLACK_HOST) or _SLACK_SERVICES_PATH.match(path):
+        first = path.split("/")[1] if path.count("/") >= 2 else ""
+        return f"/{first}/" if first else None
+    return next((prefix for prefix in PATH_TOKEN_PREFIXES if path.startswith(prefix)), None)
 
 
 def _mask_query(query: str) -> str:
