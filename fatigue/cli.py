@@ -1,5 +1,6 @@
 """The `fatigue` command: run the whole stack or any one service.
 
+    fatigue --version                            the installed version
     fatigue up [--host H] [--port P] [--demo]   everything, embedded broker + Redis by default
     fatigue demo                                 `up` plus a synthetic stream and a webhook sink
     fatigue api | scorer | notifier              one service, configured from the environment
@@ -22,7 +23,10 @@ from services.errors import FatigueError
 
 
 def _parser() -> argparse.ArgumentParser:
+    from services.metrics import version
+
     parser = argparse.ArgumentParser(prog="fatigue", description="Real-time contact-fatigue engine.")
+    parser.add_argument("--version", action="version", version=f"contact-fatigue {version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("up", "run everything in the foreground"), ("demo", "up + a synthetic demo stream")):
         cmd = sub.add_parser(name, help=help_text)
@@ -123,13 +127,16 @@ def _backtest(args: argparse.Namespace) -> None:
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:
-    from fatigue.supervisor import describe, make_plan, say
+    from fatigue.supervisor import announce, configure_output, log_format_for, make_plan, preflight_plan, say
 
+    log_format = log_format_for(dict(os.environ), sys.stdout.isatty())
+    configure_output(log_format, os.environ.get("FATIGUE_LOG_LEVEL", "INFO"))
+    preflight_plan(args.host, args.port, dict(os.environ))  # before anything starts
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fatigue-up-"))
     workdir.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(args.host, args.port, workdir)
+    plan = make_plan(args.host, args.port, workdir, log_format)
     try:
-        say(describe(plan))
+        announce(plan)
         asyncio.run(_run_up(plan, demo, args))
     finally:
         if plan.embedded is not None:

@@ -1,34 +1,97 @@
 """`fatigue up`: the whole stack in the foreground, on the embedded broker and Redis by default.
 
+Checks first that the API port is free (one line and exit 2 if not, before anything starts).
 Starts (unless KAFKA_BOOTSTRAP_SERVERS / REDIS_URL are set) a Tansu broker and a redis-server on
 loopback, creates the topics, then runs the API, the scorer and the notifier as child processes —
-the same processes production runs — with their output prefixed. A child that dies is restarted
-with backoff. Ctrl-C (or SIGTERM) stops the children, then the embedded servers.
+the same processes production runs — and says "ready" once all three answer their /readyz (the
+scorer and the notifier have joined their consumer groups). A child that dies is restarted with
+backoff. Ctrl-C (or SIGTERM) stops the children, then the embedded servers.
+
+Output follows FATIGUE_LOG_FORMAT (default: `text` on a terminal, else `json`): in text, each
+child's lines are prefixed with its name; in JSON, the children's JSON lines pass through as they
+are, anything else a child prints is wrapped into a JSON record naming it, and the supervisor's own
+messages are JSON records of the service `supervisor` (where the generated API key is masked: it
+is in the file `api-key` of the work directory).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 import os
 import secrets
 import signal
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
+
 from fatigue.embedded import EmbeddedStack, free_port, start_stack
+from services.errors import PortInUse
 from services.kafka import ensure_topics
+from services.logs import setup_logging
 from services.settings import CommonSettings
 
 SERVICES = ("api", "scorer", "notifier")
 MAX_BACKOFF_S = 30.0
+READY_POLL_S = 0.5
+API_KEY_FILE = "api-key"
+
+log = logging.getLogger("fatigue.supervisor")
+_output = {"json": False}
+"""How this process prints: set once by `configure_output` (text by default)."""
 
 
-def say(message: str) -> None:
+def configure_output(fmt: str, level: str = "INFO") -> None:
+    """JSON: the supervisor's messages become log records on stdout (one handler, redacted)."""
+    _output["json"] = fmt == "json"
+    if _output["json"]:
+        setup_logging(level, service="supervisor", fmt="json", stream=sys.stdout)
+
+
+def say(message: str, **fields: object) -> None:
+    """A message for the person running `up`: a text line, or a JSON record with `fields`."""
+    if _output["json"]:
+        log.info("%s", message, extra=fields)
+        return
     sys.stdout.write(message + "\n")
     sys.stdout.flush()
+
+
+def relay(service: str, line: str) -> None:
+    """One line a child printed: prefixed (text), passed through (a JSON record) or wrapped (JSON)."""
+    if not _output["json"]:
+        say(f"{service:>8} | {line}")
+        return
+    start = line.find("{")  # a terminal control sequence may precede a record: dropped
+    with contextlib.suppress(ValueError):
+        if start >= 0 and isinstance(json.loads(line[start:]), dict):
+            sys.stdout.write(line[start:] + "\n")
+            sys.stdout.flush()
+            return
+    log.warning("%s", line, extra={"service": service, "wrapped": True})
+
+
+def log_format_for(env: dict[str, str], terminal: bool) -> str:
+    """FATIGUE_LOG_FORMAT when set, else text on a terminal and JSON otherwise."""
+    chosen = env.get("FATIGUE_LOG_FORMAT", "").strip().lower()
+    return chosen or ("text" if terminal else "json")
+
+
+def preflight(host: str, port: int, how: str = "--port") -> None:
+    """PortInUse (one line naming the port and `how` to choose another) when host:port cannot be listened on."""
+    try:
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds it
+            sock.bind((host, port))
+    except OSError as exc:
+        reason = "is already in use" if exc.errno == 98 else f"cannot be listened on ({exc.strerror or exc})"
+        raise PortInUse(f"port {port} on {host} {reason}; choose another with {how}") from None
 
 
 @dataclass
@@ -42,10 +105,31 @@ class Plan:
     notifier_metrics_url: str
     embedded: EmbeddedStack | None = None
     notes: list[str] = field(default_factory=list)
+    api_key_file: Path | None = None
+
+    @property
+    def readiness_urls(self) -> dict[str, str]:
+        """Each service's /readyz: 200 once it can do its work (the consumers joined their groups)."""
+        return {
+            "api": f"{self.api_url}/readyz",
+            "scorer": self.scorer_metrics_url.removesuffix("/metrics") + "/readyz",
+            "notifier": self.notifier_metrics_url.removesuffix("/metrics") + "/readyz",
+        }
 
 
-def make_plan(host: str, port: int, workdir: Path) -> Plan:
+def preflight_plan(host: str, port: int, env: dict[str, str]) -> None:
+    """Every port `up` will listen on that is already decided: the API's, and the scorer's and the
+    notifier's when set in the environment (the others are picked free)."""
+    preflight(host, port)
+    fixed = (("FATIGUE_WEB_PORT", "FATIGUE_WEB_HOST"), ("FATIGUE_METRICS_PORT", "FATIGUE_METRICS_HOST"))
+    for variable, host_variable in fixed:
+        if env.get(variable, "").strip() not in ("", "0"):
+            preflight(env.get(host_variable) or "127.0.0.1", int(env[variable]), f"{variable}=<port>")
+
+
+def make_plan(host: str, port: int, workdir: Path, log_format: str = "text") -> Plan:
     env = dict(os.environ)
+    env["FATIGUE_LOG_FORMAT"] = log_format
     embedded = None
     if not (env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("REDIS_URL")):
         embedded = start_stack(workdir)
@@ -59,10 +143,14 @@ def make_plan(host: str, port: int, workdir: Path) -> Plan:
         env.setdefault("FATIGUE_FETCH_MAX_WAIT_MS", "50")  # the embedded broker holds fetches for the full wait
     notes = []
     api_key = None
+    key_file = None
     if not env.get("FATIGUE_API_KEYS"):
         api_key = "fk_" + secrets.token_urlsafe(24)
         env["FATIGUE_API_KEYS"] = f"local:{api_key}"
-        notes.append("FATIGUE_API_KEYS was not set: generated a key for this run (shown above).")
+        key_file = workdir / API_KEY_FILE
+        key_file.touch(mode=0o600)
+        key_file.write_text(api_key + "\n")
+        notes.append(f"FATIGUE_API_KEYS was not set: generated a key for this run (shown above; also in {key_file}).")
     env.setdefault("FATIGUE_ALLOW_LOOPBACK_DESTINATIONS", "true")
     env["FATIGUE_HOST"], env["FATIGUE_PORT"] = host, str(port)
     env.setdefault("FATIGUE_WEB_PORT", str(free_port()))
@@ -76,7 +164,17 @@ def make_plan(host: str, port: int, workdir: Path) -> Plan:
         notifier_metrics_url=f"http://127.0.0.1:{env['FATIGUE_METRICS_PORT']}/metrics",
         embedded=embedded,
         notes=notes,
+        api_key_file=key_file,
     )
+
+
+def announce(plan: Plan) -> None:
+    """The banner: text lines on a terminal, one JSON record otherwise (the key masked there)."""
+    env = plan.env
+    say(describe(plan), api_url=plan.api_url, docs_url=f"{plan.api_url}/docs", api_key=plan.api_key or "",
+        api_key_file=str(plan.api_key_file or ""), kafka=env["KAFKA_BOOTSTRAP_SERVERS"], redis=env["REDIS_URL"],
+        metrics=[f"{plan.api_url}/metrics", plan.scorer_metrics_url, plan.notifier_metrics_url],
+        embedded=plan.embedded is not None)
 
 
 def describe(plan: Plan) -> str:
@@ -125,7 +223,7 @@ class Child:
     async def _relay_output(self) -> None:
         assert self.proc is not None and self.proc.stdout is not None
         async for line in self.proc.stdout:
-            say(f"{self.name:>8} | {line.decode(errors='replace').rstrip()}")
+            relay(self.name, line.decode(errors="replace").rstrip())
 
     async def stop(self, timeout_s: float = 15.0) -> None:
         if self.proc is None or self.proc.returncode is not None:
@@ -144,9 +242,30 @@ async def supervise(plan: Plan, stopping: asyncio.Event, after_start: list[async
         say(f"created topics: {', '.join(created)}")
     children = [Child(name, plan.env) for name in SERVICES]
     runners = [asyncio.create_task(child.run(stopping)) for child in children]
+    readiness = asyncio.create_task(announce_ready(plan, stopping))
     await stopping.wait()
     say("stopping…")
+    readiness.cancel()
     for task in after_start:
         task.cancel()
     await asyncio.gather(*(child.stop() for child in children))
-    await asyncio.gather(*runners, *after_start, return_exceptions=True)
+    await asyncio.gather(*runners, readiness, *after_start, return_exceptions=True)
+
+
+async def announce_ready(plan: Plan, stopping: asyncio.Event) -> None:
+    """Say "ready" once every service's /readyz answers 200 (the scorer and notifier joined their groups)."""
+    started = time.monotonic()
+    waiting = dict(plan.readiness_urls)
+    async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        while waiting and not stopping.is_set():
+            for name, url in list(waiting.items()):
+                with contextlib.suppress(httpx.HTTPError):
+                    if (await client.get(url)).status_code == 200:
+                        del waiting[name]
+            if waiting:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stopping.wait(), READY_POLL_S)
+    if not stopping.is_set():
+        elapsed_s = time.monotonic() - started
+        say(f"contact-fatigue is ready ({elapsed_s:.1f}s): {plan.api_url}  (docs: {plan.api_url}/docs)",
+            ready=True, api_url=plan.api_url, seconds=round(elapsed_s, 1))

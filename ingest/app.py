@@ -77,8 +77,8 @@ def create_app(settings: IngestSettings) -> FastAPI:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
     app.include_router(health.router)
-    install_telemetry(app, metrics.http)
     _document_models(app, [EventIn, PolicyDoc])
+    install_telemetry(app, metrics.http)
     return app
 
 

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterable
 
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
+from starlette.routing import Mount, Route, compile_path
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.logs import log_context
@@ -48,29 +48,43 @@ def request_id_from(headers: Iterable[tuple[bytes, bytes]]) -> str:
     return uuid.uuid4().hex
 
 
-def route_template(scope: Scope, root_path: str) -> str:
-    """The matched route's path template; a mount's path (static assets); else `unmatched`."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    if isinstance(path, str):
-        return path
-    mounted = scope.get("root_path", "")
-    if mounted and mounted != root_path:
-        return mounted[len(root_path):] or HTTP_UNMATCHED_ROUTE
-    return HTTP_UNMATCHED_ROUTE
+class RouteTemplates:
+    """The route template a path matches: the OpenAPI schema's paths (static segments win over
+    parameters), the app's own non-schema routes (/docs, /openapi.json …) and its mounts (the
+    static docs assets, by their prefix); else `unmatched`. Built from the app on first use."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self._app = app
+        self._templates: list[tuple[re.Pattern[str], str]] | None = None
+        self._mounts: list[str] = []
+
+    def of(self, path: str) -> str:
+        if self._templates is None:
+            self._templates, self._mounts = self._build()
+        for pattern, template in self._templates:
+            if pattern.match(path):
+                return template
+        return next((mount for mount in self._mounts if path.startswith(mount + "/")), HTTP_UNMATCHED_ROUTE)
+
+    def _build(self) -> tuple[list[tuple[re.Pattern[str], str]], list[str]]:
+        templates = list(self._app.openapi().get("paths", {}))
+        templates += [route.path for route in self._app.routes if isinstance(route, Route)]
+        templates.sort(key=lambda template: (template.count("{"), template))
+        mounts = [route.path for route in self._app.routes if isinstance(route, Mount)]
+        return [(compile_path(template)[0], template) for template in dict.fromkeys(templates)], mounts
 
 
 class RequestTelemetry:
-    def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, routes: RouteTemplates) -> None:
         self.app = app
         self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         request_id = request_id_from(scope.get("headers", []))
-        root_path = scope.get("root_path", "")
         status = 500
         started = time.perf_counter()
 
@@ -86,11 +100,11 @@ class RequestTelemetry:
             try:
                 await self.app(scope, receive, send_with_id)
             finally:
-                self._record(scope, root_path, status, time.perf_counter() - started)
+                self._record(scope, status, time.perf_counter() - started, request_id)
 
-    def _record(self, scope: Scope, root_path: str, status: int, duration_s: float) -> None:
+    def _record(self, scope: Scope, status: int, duration_s: float, request_id: str) -> None:
         method = scope["method"] if scope["method"] in HTTP_METHODS else "other"
-        route = route_template(scope, root_path)
+        route = self.routes.of(scope.get("path", ""))
         self.metrics.requests.labels(method, route, str(status)).inc()
         self.metrics.duration.labels(method, route).observe(duration_s)
         quiet = scope.get("path") in QUIET_PATHS and status < 400
@@ -99,24 +113,23 @@ class RequestTelemetry:
             logging.DEBUG if quiet else logging.INFO,
             "%s %s %d %.1fms key=%s", method, route, status, duration_s * 1000, key_name,
             extra={"method": method, "route": route, "status": status,
-                   "duration_ms": round(duration_s * 1000, 3), "key_name": key_name},
+                   "duration_ms": round(duration_s * 1000, 3), "key_name": key_name, "request_id": request_id},
         )
 
 
 def install_telemetry(app: FastAPI, metrics: HttpMetrics) -> None:
     """Wrap `app`'s whole middleware stack in RequestTelemetry and create its routes' series at zero."""
     build = app.build_middleware_stack
+    routes = RouteTemplates(app)
 
     def build_with_telemetry() -> ASGIApp:
-        return RequestTelemetry(build(), metrics)
+        return RequestTelemetry(build(), metrics, routes)
 
     app.build_middleware_stack = build_with_telemetry  # type: ignore[method-assign]
     metrics.known_routes(_api_routes(app))
 
 
 def _api_routes(app: FastAPI) -> list[tuple[str, str]]:
-    found: list[tuple[str, str]] = []
-    for route in app.routes:
-        if isinstance(route, APIRoute):
-            found += [(method, route.path) for method in sorted(route.methods or ()) if method in HTTP_METHODS]
-    return found
+    """(method, route template) of every operation in the OpenAPI schema."""
+    return [(method.upper(), path) for path, operations in app.openapi().get("paths", {}).items()
+            for method in operations if method.upper() in HTTP_METHODS]

@@ -262,8 +262,10 @@ class Scorer:
 
 def main() -> None:
     settings = ScorerSettings.load("scorer")
-    setup_logging(settings.log_level, service="scorer", fmt=settings.log_format)
+    # scorer.transport: Faust's services subclassed there log their start and stop at INFO.
+    setup_logging(settings.log_level, service="scorer", fmt=settings.log_format, chatty=["scorer.transport"])
     scorer = Scorer(settings)
     # override_logging=False: Faust's and mode's records go through our one handler (JSON, redacted).
     worker = Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)
+    worker.spinner = None  # no terminal spinner (its control sequences would land in the log)
     worker.execute_from_commandline()

@@ -20,6 +20,12 @@ class ConfigError(FatigueError):
     operator_action = "Fix the setting or file named in the message and restart (or re-upload)."
 
 
+class PortInUse(ConfigError):
+    """A port the command should listen on is taken; the message says which and how to pick another."""
+
+    operator_action = ""
+
+
 class PolicyError(ConfigError):
     """A fatigue policy document is invalid; the message names the line and the reason."""
 

@@ -61,7 +61,8 @@ class ContextFilter(logging.Filter):
         self.service = service
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.service = self.service
+        if not hasattr(record, "service"):  # `extra={"service": …}`: a record relayed for another one
+            record.service = self.service
         for name, value in _context.get().items():
             if not hasattr(record, name):
                 setattr(record, name, value)
@@ -123,7 +124,7 @@ class TextFormatter(logging.Formatter):
             record.service = "-"
         text = super().format(record)
         extra = [f"{name}={value}" for name, value in record.__dict__.items()
-                 if name not in _RECORD_ATTRS and name not in ("service", "_redacted")]
+                 if name not in _RECORD_ATTRS and name not in ("service", "_redacted", "color_message")]
         if not extra:
             return text
         first, newline, rest = text.partition("\n")
@@ -136,7 +137,7 @@ def json_formatter(service: str) -> logging.Formatter:
         rename_fields={"levelname": "level", "name": "logger"},
         timestamp="time",
         defaults={"service": service},
-        reserved_attrs=[*_RECORD_ATTRS, "_redacted"],
+        reserved_attrs=[*_RECORD_ATTRS, "_redacted", "color_message"],  # uvicorn's ANSI-coloured copy
         json_ensure_ascii=False,
     )
 
@@ -148,11 +149,13 @@ def setup_logging(
     fmt: LogFormat = "json",
     stream: IO[str] | None = None,
     known_secrets: Iterable[str] = (),
+    chatty: Iterable[str] = (),
 ) -> logging.Handler:
     """One handler on the root logger (replacing any), at `level`; chatty libraries at WARNING.
 
     `known_secrets` (e.g. the API keys) are masked wherever they appear, on top of what
-    services/redaction.py recognises. Returns the handler (tests read what it wrote).
+    services/redaction.py recognises; `chatty` names more loggers to keep at WARNING. Returns the
+    handler (tests read what it wrote).
     """
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -165,7 +168,7 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     install_filters(root, service, RedactionFilter(known_secrets))
-    quiet_chatty_loggers(level)
+    quiet_chatty_loggers(level, (*CHATTY_LOGGERS, *chatty))
     return handler
 
 
@@ -186,7 +189,7 @@ def install_filters(root: logging.Logger, service: str, redaction: RedactionFilt
     logging.setLogRecordFactory(make_record)
 
 
-def quiet_chatty_loggers(level: str) -> None:
+def quiet_chatty_loggers(level: str, names: Iterable[str] = CHATTY_LOGGERS) -> None:
     if str(level).upper() != "DEBUG":
-        for name in CHATTY_LOGGERS:
+        for name in names:
             logging.getLogger(name).setLevel(logging.WARNING)
