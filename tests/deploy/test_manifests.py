@@ -519,13 +519,37 @@ def test_selectors_select_their_pods() -> None:
                 assert port["targetPort"] in ports, f"Service {doc['metadata']['name']}: {port['targetPort']}"
 
 
+def autoscalers_of(deployment: dict[str, Any]) -> list[dict[str, Any]]:
+    return [hpa for hpa in of_kind("HorizontalPodAutoscaler")
+            if hpa["spec"]["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment",
+                                                 "name": deployment["metadata"]["name"]}]
+
+
+def min_replicas(deployment: dict[str, Any]) -> int:
+    """The fewest pods it runs: its autoscaler's minimum when it has one, else `replicas` (default 1)."""
+    autoscalers = autoscalers_of(deployment)
+    if autoscalers:
+        return int(autoscalers[0]["spec"]["minReplicas"])
+    return int(deployment["spec"].get("replicas", 1))
+
+
+def test_the_api_scales_with_an_autoscaler_that_owns_its_replica_count() -> None:
+    api, container = the_container("api")
+    (hpa,) = autoscalers_of(api)
+    assert "replicas" not in api["spec"], "a fixed replicas would reset the autoscaler on every apply"
+    assert 2 <= hpa["spec"]["minReplicas"] < hpa["spec"]["maxReplicas"]
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["resource"]["name"] == "cpu" and "cpu" in container["resources"]["requests"]
+    assert hpa["metadata"]["namespace"] == NAMESPACE
+
+
 def test_every_deployment_has_a_disruption_budget() -> None:
     budgets = of_kind("PodDisruptionBudget")
     for deployment in of_kind("Deployment"):
         covering = [b for b in budgets if matches(b["spec"]["selector"]["matchLabels"], pod_labels(deployment))]
         name = deployment["metadata"]["name"]
         assert len(covering) == 1, name
-        assert deployment["spec"]["replicas"] >= 2, f"{name}: with one pod, maxUnavailable 1 is no budget at all"
+        assert min_replicas(deployment) >= 2, f"{name}: with one pod, maxUnavailable 1 is no budget at all"
 
 
 def test_consumers_do_not_outnumber_partitions() -> None:

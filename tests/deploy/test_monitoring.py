@@ -1,0 +1,215 @@
+"""The shipped monitoring (deploy/prometheus, deploy/grafana, k8s/monitoring) checked with the real
+tools: promtool (Debian's `prometheus` package) and a real Prometheus scraping a running stack.
+
+Skipped with a message only where promtool is not installed (deploy/bootstrap.sh --dev installs it).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from fatigue.embedded import free_port, wait_for_port
+from tests.helpers import FAST_GROUP_ENV, stop_process
+
+REPO = Path(__file__).resolve().parents[2]
+PROMETHEUS_DIR = REPO / "deploy" / "prometheus"
+ALERTS = PROMETHEUS_DIR / "alerts.yml"
+DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "contact-fatigue.json"
+OPERATIONS = REPO / "docs" / "operations.md"
+METRICS_DOC = REPO / "docs" / "metrics.md"
+K8S_MONITORING = REPO / "k8s" / "monitoring"
+JOBS = ("fatigue-api", "fatigue-scorer", "fatigue-notifier")
+API_KEY = "monitoring-test-key-0123"
+
+PROMQL_KEYWORDS = {"sum", "by", "max", "min", "rate", "increase", "delta", "changes", "and", "or", "on", "offset",
+                   "histogram_quantile", "absent", "le", "without", "count", "avg", "ignoring", "unless", "bool"}
+PROMETHEUS_OWN = {"up"}
+
+
+def tool(name: str) -> str:
+    found = shutil.which(name)
+    if found is None:
+        pytest.skip(f"{name} not installed (Debian: apt-get install -y prometheus; deploy/bootstrap.sh --dev does it)")
+    return found
+
+
+def promtool(*args: str, stdin: str | None = None, cwd: Path = PROMETHEUS_DIR) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([tool("promtool"), *args], input=stdin, capture_output=True, text=True, cwd=cwd,
+                          timeout=60, check=False)
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for group in yaml.safe_load(ALERTS.read_text())["groups"] for rule in group["rules"]]
+
+
+def dashboard_exprs() -> list[str]:
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    return [target["expr"] for panel in panels for target in panel.get("targets", [])]
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names an expression selects (label names, functions and `{__name__=~…}` excluded)."""
+    without_labels = re.sub(r"\{[^}]*\}", "", re.sub(r"\[[^\]]*\]", "", expr))
+    without_strings = re.sub(r'"[^"]*"', "", without_labels)
+    words = set(re.findall(r"\b[a-z_][a-z0-9_]*\b", without_strings))
+    grouped = {label for group in re.findall(r"(?:by|on|without)\s*\(([^)]*)\)", expr) for label in group.split(",")}
+    return {w for w in words - PROMQL_KEYWORDS - {g.strip() for g in grouped} if "_" in w or w in PROMETHEUS_OWN}
+
+
+# ---------------------------------------------------------------- static checks with promtool
+
+
+def test_promtool_check_config() -> None:
+    done = promtool("check", "config", "prometheus.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_promtool_check_rules() -> None:
+    done = promtool("check", "rules", "alerts.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(alert_rules())} rules found" in done.stdout
+
+
+def test_promtool_test_rules() -> None:
+    """Unit tests of the main alerts (deploy/prometheus/alerts.test.yml): fires when it should, not before."""
+    done = promtool("test", "rules", "alerts.test.yml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (PROMETHEUS_DIR / "alerts.test.yml").read_text()))
+    main_alerts = {"FatigueScorerDown", "FatigueNotifierDown", "FatigueConsumerLagGrowing",
+                   "FatigueConsumerNotProgressing", "FatigueEventLagOverSLO", "FatigueDeadLetterTopicReceiving",
+                   "FatigueDeliveryFailureRatio", "FatigueEndpointDisabled", "FatigueNoEventsIngested",
+                   "FatigueApi5xxRatio"}
+    assert main_alerts <= tested
+
+
+def test_k8s_prometheus_rule_holds_the_same_alerts() -> None:
+    (rule,) = [doc for doc in yaml.safe_load_all((K8S_MONITORING / "prometheusrule.yaml").read_text())]
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"], "k8s/monitoring is out of date"
+
+
+def test_every_alert_has_a_runbook_section() -> None:
+    headings = {line.removeprefix("### ").strip() for line in OPERATIONS.read_text().splitlines()
+                if line.startswith("### ")}
+    for rule in alert_rules():
+        name = rule["alert"]
+        assert name in headings, f"docs/operations.md has no '### {name}' runbook section"
+        assert rule["annotations"]["runbook_url"] == f"docs/operations.md#{name.lower()}"
+        assert rule["labels"]["severity"] in ("critical", "warning", "info")
+
+
+def test_alerts_and_dashboard_use_documented_metrics() -> None:
+    documented = set(re.findall(r"`((?:fatigue|process|python)_[a-z0-9_]+)`", METRICS_DOC.read_text()))
+    used = set().union(*map(metric_names, [r["expr"] for r in alert_rules()] + dashboard_exprs()))
+    base = {re.sub(r"_(bucket|count|sum)$", "", name) for name in used} - PROMETHEUS_OWN
+    assert used, "no metric found: the expression parser is broken"
+    assert not base - documented, f"not in docs/metrics.md: {sorted(base - documented)}"
+
+
+# ---------------------------------------------------------------- a live stack and a real Prometheus
+
+
+@pytest.fixture
+def live_stack(infra_env: dict[str, str], tmp_path: Path, unique: str) -> Iterator[dict[str, str]]:
+    """`fatigue up` on the session's broker and Redis; yields job -> host:port of its /metrics, once ready."""
+    tool("promtool")
+    port = free_port()
+    env = {**os.environ, **infra_env, **FAST_GROUP_ENV, "FATIGUE_API_KEYS": f"mon:{API_KEY}",
+           "FATIGUE_SCORER_APP_ID": f"scorer-{unique}", "FATIGUE_NOTIFIER_GROUP_ID": f"notifier-{unique}",
+           "FATIGUE_LOG_FORMAT": "json", "FATIGUE_WEB_PORT": str(free_port()), "FATIGUE_METRICS_PORT": str(free_port())}
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fatigue.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "up")],
+            env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        while '"ready": true' not in log_path.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+            time.sleep(0.3)
+        yield {"fatigue-api": f"127.0.0.1:{port}", "fatigue-scorer": f"127.0.0.1:{env['FATIGUE_WEB_PORT']}",
+               "fatigue-notifier": f"127.0.0.1:{env['FATIGUE_METRICS_PORT']}"}
+    finally:
+        stop_process(proc, signal.SIGINT, timeout_s=40)
+
+
+@pytest.fixture
+def prometheus(live_stack: dict[str, str], tmp_path: Path) -> Iterator[str]:
+    """A real Prometheus on loopback scraping the stack every second, with the shipped alert rules."""
+    binary = tool("prometheus")
+    shutil.copy(ALERTS, tmp_path / "alerts.yml")
+    config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
+    config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    for job in config["scrape_configs"]:
+        job["static_configs"] = [{"targets": [live_stack[job["job_name"]]]}]
+    (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))
+    port = free_port()
+    proc = subprocess.Popen(
+        [binary, f"--config.file={tmp_path / 'prometheus.yml'}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=(tmp_path / "prometheus.log").open("wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, 30, proc)  # type: ignore[arg-type]
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop_process(proc, signal.SIGTERM, timeout_s=20)
+
+
+def query(base: str, expr: str) -> list[dict[str, Any]]:
+    answer = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10).json()
+    assert answer["status"] == "success", (expr, answer)
+    return answer["data"]["result"]  # type: ignore[no-any-return]
+
+
+@pytest.mark.integration
+def test_a_real_prometheus_scrapes_every_service_and_the_dashboard_and_alerts_match_the_scrapes(
+    live_stack: dict[str, str], prometheus: str
+) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        lag = query(prometheus, "fatigue_consumer_lag_records")
+        if {r["metric"]["job"] for r in query(prometheus, "up == 1")} == set(JOBS) and \
+                {r["metric"]["group"].split("-")[0] for r in lag} == {"scorer", "notifier"}:
+            break
+        time.sleep(1)
+    scraped: dict[str, str] = {job: httpx.get(f"http://{target}/metrics", timeout=10).text
+                               for job, target in live_stack.items()}
+    for job, text in scraped.items():  # the same check Prometheus' own tooling makes of an exposition
+        done = promtool("check", "metrics", stdin=text)
+        assert done.returncode == 0, f"{job}: {done.stdout}{done.stderr}"
+
+    assert {r["metric"]["job"] for r in query(prometheus, "up == 1")} == set(JOBS)
+    builds = {r["metric"]["job"]: r["metric"]["service"] for r in query(prometheus, "fatigue_build_info")}
+    assert builds == {"fatigue-api": "api", "fatigue-scorer": "scorer", "fatigue-notifier": "notifier"}
+    assert {r["metric"]["job"] for r in query(prometheus, "process_resident_memory_bytes")} == set(JOBS)
+    lag_groups = {r["metric"]["group"].split("-")[0] for r in query(prometheus, "fatigue_consumer_lag_records")}
+    assert lag_groups == {"scorer", "notifier"}, "consumer lag per partition from both consumers"
+    assert query(prometheus, 'fatigue_scorer_dead_letters_total{stage="scorer.decode"}'), "created at zero"
+
+    live = {sample.name for text in scraped.values() for family in text_string_to_metric_families(text)
+            for sample in family.samples} | PROMETHEUS_OWN
+    for expr in dashboard_exprs():
+        assert metric_names(expr) <= live, f"dashboard: {sorted(metric_names(expr) - live)} not scraped"
+        query(prometheus, expr)  # valid PromQL on a real server
+    for rule in alert_rules():
+        assert metric_names(rule["expr"]) <= live, f"{rule['alert']}: {sorted(metric_names(rule['expr']) - live)}"
+    rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
+    assert {r["name"] for g in rules for r in g["rules"]} == {r["alert"] for r in alert_rules()}
+    assert all(r["health"] in ("ok", "unknown") for g in rules for r in g["rules"]), rules
