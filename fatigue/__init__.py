@@ -6,4 +6,5 @@ The composition root: the only package that imports `ingest`, `scorer` and `noti
 - `embedded`    the embedded Kafka-protocol broker (Tansu) and redis-server on loopback
 - `demo`        `fatigue demo`: a synthetic stream posted through the API, a verifying webhook sink
 - `demo_data`   the synthetic customers and their touches and responses (seeded, deterministic)
+- `healthcheck` the container HEALTHCHECK: `/healthz` of whichever service the container runs
 """
