@@ -27,7 +27,7 @@ from ingest.routers import customers, deliveries, events, health, policy, profil
 from services.contract import EventIn
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
-from services.policy.model import PolicyDoc
+from services.policy.model import PolicyCheck, PolicyDoc
 from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import IngestSettings
@@ -55,10 +55,14 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.redis.aclose()
 
 
-def create_app(settings: IngestSettings) -> FastAPI:
-    """The API for `settings`; ConfigError when no valid API key is configured."""
+def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = None) -> FastAPI:
+    """The API for `settings`; ConfigError when no valid API key is configured.
+
+    `policy_check` is what a policy must pass before `PUT /v1/policy` stores it, beyond parsing:
+    the `fatigue` command passes the scorer's dry run through its core (scorer/dryrun.py)."""
     app = FastAPI(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
+    app.state.policy_check = policy_check
     app.state.api_keys = require_api_keys(settings)
     app.state.registry = CollectorRegistry()
     app.state.metrics = metrics = IngestMetrics(app.state.registry)
@@ -113,13 +117,13 @@ def load_settings() -> IngestSettings:
     return settings
 
 
-def main() -> None:
+def main(policy_check: PolicyCheck | None = None) -> None:
     """Run the API on FATIGUE_HOST:FATIGUE_PORT until interrupted (`fatigue api`).
 
     Raises ConfigError (the CLI prints it and exits 2) when no valid API key is configured.
     """
     settings = load_settings()
     setup_logging(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, policy_check=policy_check)
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

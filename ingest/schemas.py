@@ -437,8 +437,9 @@ class PolicyOut(BaseModel):
     )
     problem: str | None = Field(
         default=None,
-        description="Why the stored document is invalid (it was written to Redis by hand, not through the API); "
-        "the scorer keeps its previous policy until a valid one is PUT.",
+        description="Why the stored policy is not in force: the document is invalid (written to Redis by hand, "
+        "not through the API), or a scorer refused it at run time (the core failed with it on live data). The "
+        "scorer keeps its previous policy until a valid one is PUT.",
     )
 
 

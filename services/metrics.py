@@ -76,11 +76,27 @@ class ScorerMetrics:
         )
         self.policy_reload_failures = Counter(
             "fatigue_scorer_policy_reload_failures_total",
-            "Policy reloads refused because the new document is invalid, by source (store, file); "
-            "the previous policy stays in force.",
+            "Policies refused, by source: store or file (the new document is invalid or fails the dry run), "
+            "runtime (the core failed with it on live data); the previous policy stays in force.",
             ["source"],
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "fatigue_scorer_dead_letters_total",
+            "Records sent to the dead-letter topic instead of stopping the stream, by stage "
+            "(scorer.decode: not a valid record; scorer.process: the core failed on it).",
+            ["stage"],
+            registry=registry,
+        )
+        self.timer_failures = Counter(
+            "fatigue_scorer_timer_failures_total",
+            "Due timers of one customer the core failed on; the timer is postponed by an hour.",
+            registry=registry,
+        )
+        for stage in ("scorer.decode", "scorer.process"):
+            self.dead_letters.labels(stage)
+        for source in ("store", "file", "runtime"):
+            self.policy_reload_failures.labels(source)
 
 
 class NotifierMetrics:

@@ -233,6 +233,8 @@ class ScorerSettings(CommonSettings):
     """Faust web server port for /metrics and /healthz (0: no web server)."""
     web_host: str = "127.0.0.1"
     data_dir: Path = Path(".fatigue/scorer")
+    stall_s: float = Field(default=300.0, gt=0)
+    """/healthz fails when a batch (outage retries included) or the timer loop is stuck this long."""
 
 
 class NotifierSettings(CommonSettings):

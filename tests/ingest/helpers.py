@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from fatigue.embedded import free_port
 from ingest.app import create_app
+from scorer.dryrun import check_policy
 from services.settings import CommonSettings, IngestSettings
 
 API_KEY_NAME = "crm"
@@ -47,7 +48,7 @@ def ingest_settings_for(common: CommonSettings | None = None, **overrides: Any) 
 @asynccontextmanager
 async def running_api(settings: IngestSettings, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan entered, and an authenticated client talking to it in-process."""
-    app = create_app(settings)
+    app = create_app(settings, policy_check=check_policy)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
