@@ -25,6 +25,7 @@ from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
 from services.contract import EventIn
+from services.delivery.destinations import Resolver, system_resolver
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
 from services.policy.model import PolicyCheck, PolicyDoc
@@ -55,14 +56,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.redis.aclose()
 
 
-def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = None) -> FastAPI:
+def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = None,
+               resolver: Resolver = system_resolver) -> FastAPI:
     """The API for `settings`; ConfigError when no valid API key is configured.
 
     `policy_check` is what a policy must pass before `PUT /v1/policy` stores it, beyond parsing:
-    the `fatigue` command passes the scorer's dry run through its core (scorer/dryrun.py)."""
+    the `fatigue` command passes the scorer's dry run through its core (scorer/dryrun.py).
+    `resolver` resolves webhook hosts for the destination check (tests inject one)."""
     app = FastAPI(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan)
     app.state.settings = settings
     app.state.policy_check = policy_check
+    app.state.resolver = resolver
     app.state.api_keys = require_api_keys(settings)
     app.state.registry = CollectorRegistry()
     app.state.metrics = metrics = IngestMetrics(app.state.registry)

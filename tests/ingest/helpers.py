@@ -46,9 +46,11 @@ def ingest_settings_for(common: CommonSettings | None = None, **overrides: Any) 
 
 
 @asynccontextmanager
-async def running_api(settings: IngestSettings, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def running_api(
+    settings: IngestSettings, app_options: dict[str, Any] | None = None, **client_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan entered, and an authenticated client talking to it in-process."""
-    app = create_app(settings, policy_check=check_policy)
+    app = create_app(settings, **{"policy_check": check_policy, **(app_options or {})})
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(
