@@ -61,7 +61,7 @@ def make_plan(host: str, port: int, workdir: Path) -> Plan:
     api_key = None
     if not env.get("FATIGUE_API_KEYS"):
         api_key = "fk_" + secrets.token_urlsafe(24)
-        env["FATIGUE_API_KEYS"] = f"local:{api_key}"
+        env["FATIGUE_API_KEYS"] = f"local:{api_key}:all"
         notes.append("FATIGUE_API_KEYS was not set: generated a key for this run (shown above).")
     env.setdefault("FATIGUE_ALLOW_LOOPBACK_DESTINATIONS", "true")
     env["FATIGUE_HOST"], env["FATIGUE_PORT"] = host, str(port)

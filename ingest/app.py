@@ -12,13 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from ingest.auth import require_api_keys
-from ingest.deps import require_api_key
+from ingest.auth import RateLimiter, require_api_keys
+from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
@@ -68,6 +68,7 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
     app.state.policy_check = policy_check
     app.state.resolver = resolver
     app.state.api_keys = require_api_keys(settings)
+    app.state.rate_limiter = RateLimiter()
     app.state.registry = CollectorRegistry()
     app.state.metrics = metrics = IngestMetrics(app.state.registry)
     install_error_handlers(app)
@@ -76,11 +77,14 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
         limit_bytes=settings.max_body_bytes,
         on_refused=lambda: metrics.requests_refused.labels(reason="size").inc(),
     )
-    authenticated = [Depends(require_api_key)]
-    routers = (events.router, profiles.router, customers.router, subscriptions.router, deliveries.router,
-               policy.router)
-    for router in routers:
-        app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
+    authenticated = Depends(require_api_key)
+    # A router whose routes all need one scope gets it here; the others declare it per route.
+    scoped: tuple[tuple[APIRouter, list[Any]], ...] = (
+        (events.router, [NEEDS_INGEST]), (profiles.router, [NEEDS_INGEST]), (customers.router, []),
+        (subscriptions.router, [NEEDS_ADMIN]), (deliveries.router, [NEEDS_ADMIN]), (policy.router, []),
+    )
+    for router, scopes in scoped:
+        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, *scopes])
     app.include_router(health.router)
     _document_models(app, [EventIn, PolicyDoc])
     return app

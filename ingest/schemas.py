@@ -418,6 +418,15 @@ class TestDeliveryAccepted(BaseModel):
 # ---- policy ----
 
 
+class CustomerErased(BaseModel):
+    """What DELETE /v1/customers/{id} erased, and what it cannot erase."""
+
+    customer_id: str
+    erased: dict[str, bool] = Field(description="By kind of data: whether it existed and was erased now "
+                                    "(`profile`: the tombstone written on the profiles topic).")
+    remains: list[str] = Field(description="Where copies remain until retention or expiry.")
+
+
 class PolicyOut(BaseModel):
     """The fatigue policy: the one stored through the API, or the packaged default when none is."""
 

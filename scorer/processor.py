@@ -66,6 +66,8 @@ class Decoded:
     event: ContactEvent | None = None
     profile: dict[str, object] | None = None
     received_at_ms: int | None = None
+    erase: bool = False
+    """A tombstone on the profiles topic: the customer was erased (DELETE /v1/customers/{id})."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +86,13 @@ class CoreFailure(Exception):
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
+
+
+def _customer_of_key(key: bytes) -> str:
+    """The customer id a record is keyed by; ValueError when it is not one (the record is dead-lettered)."""
+    customer_id = key.decode("utf-8")
+    ProfileEnvelope.model_validate({"customer_id": customer_id, "updated_at": "2000-01-01T00:00:00Z", "profile": {}})
+    return customer_id
 
 
 def event_from_envelope(envelope: EventEnvelope) -> ContactEvent:
@@ -142,6 +151,8 @@ class Processor:
     def decode(self, record: Record) -> Item:
         """Decode one record; an undecodable one carries its error (it goes to the dead-letter topic)."""
         try:
+            if record.value is None and record.topic == self._profiles_topic and record.key:
+                return Item(record, Decoded(_customer_of_key(record.key), erase=True))
             if record.value is None:
                 raise ValueError("record has no value")
             if record.topic == self._events_topic:
@@ -153,7 +164,7 @@ class Processor:
                 profile = penv.profile.model_dump(exclude_none=True, mode="json")
                 return Item(record, Decoded(penv.customer_id, profile=profile))
             raise ValueError(f"unexpected topic {record.topic!r}")
-        except (ValidationError, ValueError, RecursionError, OverflowError) as exc:
+        except (ValidationError, ValueError, RecursionError, OverflowError) as exc:  # UnicodeError is a ValueError
             return Item(record, error=exc, stage=DECODE_STAGE)
 
     # ---- batches ----
@@ -234,6 +245,10 @@ class Processor:
                 letters.append(self._letter(item, now_ms))
                 continue
             assert item.decoded is not None
+            if item.decoded.erase:
+                self._erase(item.decoded.customer_id, record.partition, states, changes)
+                continue
+            changes.erased.discard(item.decoded.customer_id)
             state = states.setdefault(item.decoded.customer_id, CustomerState(item.decoded.customer_id))
             actions += self._apply_one(state, item.decoded, now_ms, policy)
             changes.states[item.decoded.customer_id] = state
@@ -243,6 +258,14 @@ class Processor:
             due = engine.next_due_ms(state, policy)
             changes.due.setdefault(partition_of[customer_id], {})[customer_id] = due
         return changes, actions, letters
+
+    def _erase(self, customer_id: str, partition: int, states: dict[str, CustomerState], changes: Changes) -> None:
+        states.pop(customer_id, None)
+        changes.states.pop(customer_id, None)
+        changes.erased.add(customer_id)
+        changes.due.setdefault(partition, {})[customer_id] = None
+        self._metrics.events.labels("erased").inc()
+        log.info("customer %s erased (tombstone on the profiles topic)", customer_id)
 
     def _letter(self, item: Item, now_ms: int) -> DeadLetter:
         assert item.error is not None

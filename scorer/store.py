@@ -25,6 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from scorer.core.state import CustomerState
+from services.erasure import customer_keys
 from services.errors import FatigueError, StoreUnavailable
 from services.names import RedisKeys
 
@@ -52,6 +53,8 @@ class Changes:
     """partition -> customer_id -> next due ms (None: remove)."""
     offsets: dict[str, int] = field(default_factory=dict)
     """`topic/partition` -> highest processed offset."""
+    erased: set[str] = field(default_factory=set)
+    """Customers erased by this batch: every per-customer key deleted (services/erasure.py)."""
 
 
 def tp_field(topic: str, partition: int) -> str:
@@ -131,6 +134,8 @@ class Transaction:
         pipe = self._pipe
         try:
             pipe.multi()
+            for customer_id in changes.erased:
+                pipe.delete(*customer_keys(self._keys, customer_id).values())
             for customer_id, state in changes.states.items():
                 pipe.set(self._keys.state(customer_id), json.dumps(state.to_json(), separators=(",", ":")))
             for customer_id, snap in changes.snapshots.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from ingest.deps import PublisherDep, RedisDep
 from ingest.publisher import EventPublisher
 from services.errors import BrokerUnavailable
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 READY_TIMEOUT_S = 2.0
@@ -49,7 +51,8 @@ async def _check_kafka(publisher: EventPublisher) -> str:
     try:
         await publisher.ping(READY_TIMEOUT_S)
     except BrokerUnavailable as exc:
-        return f"error: {exc}"
+        log.warning("readiness: the event log (Kafka) does not answer: %s", exc)
+        return "error: the event log (Kafka) does not answer"
     return "ok"
 
 
@@ -58,7 +61,8 @@ async def _check_redis(redis: Redis) -> str:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await redis.ping()
     except TimeoutError:
-        return f"error: no answer from Redis within {READY_TIMEOUT_S:g}s"
+        return f"error: the state store (Redis) did not answer within {READY_TIMEOUT_S:g}s"
     except (RedisError, OSError) as exc:
-        return f"error: {exc}"
+        log.warning("readiness: the state store (Redis) does not answer: %s", exc)
+        return "error: the state store (Redis) does not answer"
     return "ok"

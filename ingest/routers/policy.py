@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from ingest.deps import ApiKeyDep, PolicyStoreDep
+from ingest.deps import NEEDS_READ, AdminKey, PolicyStoreDep
 from ingest.errors import ApiError
 from ingest.schemas import ErrorOut, PolicyOut
 from ingest.validation import BodyRefused, json_type, parse_json
@@ -170,6 +170,7 @@ async def _stored(store: PolicyStore) -> StoredPolicy | PolicyOut | None:
 @router.get(
     "/policy",
     response_model=PolicyOut,
+    dependencies=[NEEDS_READ],
     summary="The stored fatigue policy (or the packaged default when none is stored)",
     description="The policy stored through PUT /v1/policy, or the packaged default when none is stored. "
     "`Accept: application/yaml` answers the YAML document alone. The ETag is the version (\"0\": none stored).",
@@ -207,7 +208,7 @@ async def get_policy(request: Request, store: PolicyStoreDep) -> Response:
 )
 async def put_policy(
     request: Request,
-    api_key: ApiKeyDep,
+    api_key: AdminKey,
     store: PolicyStoreDep,
     if_match: Annotated[
         str | None, Header(alias="If-Match", description='Replace only if this version is stored, e.g. "3".')
@@ -239,7 +240,7 @@ async def put_policy(
     },
 )
 async def delete_policy(
-    api_key: ApiKeyDep,
+    api_key: AdminKey,
     store: PolicyStoreDep,
     if_match: Annotated[
         str | None, Header(alias="If-Match", description='Remove only if this version is stored, e.g. "3".')

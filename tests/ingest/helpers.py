@@ -38,7 +38,7 @@ def ingest_settings_for(common: CommonSettings | None = None, **overrides: Any) 
         else {"kafka_bootstrap_servers": closed_port_address(), "redis_url": f"redis://{closed_port_address()}/0"}
     )
     base.update(
-        api_keys=SecretStr(f"{API_KEY_NAME}:{API_SECRET},erp:{OTHER_SECRET}"),
+        api_keys=SecretStr(f"{API_KEY_NAME}:{API_SECRET}:all,erp:{OTHER_SECRET}"),
         kafka_request_timeout_s=5.0,
     )
     base.update(overrides)

@@ -181,3 +181,25 @@ async def test_a_policy_the_core_fails_on_is_reverted_and_no_record_is_lost(
     assert [str(c) for c in h.refused] == ["year 10240 is out of range"]
     assert h.policy() is good
     assert any(a["type"] == "fatigue.throttle" for a in h.actions.published)  # the complaint throttles
+
+
+async def test_a_profile_tombstone_erases_the_customer(redis_client: Redis, unique: str) -> None:
+    h = Harness(redis_client, unique)
+    await h.processor.process([touch(o, "gone") for o in range(3)] + [touch(3, "kept")])
+    assert await h.counted("gone") == 3
+    assert await redis_client.zscore(h.keys.due("g", 0), "gone") is not None
+    tombstone = Record(PROFILES, 0, 0, None, key=b"gone")
+    await h.processor.process([tombstone, touch(4, "kept")])
+    assert await redis_client.get(h.keys.state("gone")) is None
+    assert await redis_client.get(h.keys.snapshot("gone")) is None
+    assert await redis_client.zscore(h.keys.due("g", 0), "gone") is None
+    assert await h.counted("kept") == 2
+    await h.processor.process([touch(5, "gone")])  # a later event starts afresh
+    assert await h.counted("gone") == 1
+    assert h.letters.letters == []
+
+
+async def test_a_tombstone_without_a_usable_key_is_dead_lettered(redis_client: Redis, unique: str) -> None:
+    h = Harness(redis_client, unique)
+    await h.processor.process([Record(PROFILES, 0, 0, None, key=b"not a valid id!"), touch(1, "c1")])
+    assert [letter.offset for letter in h.letters.letters] == [0] and await h.counted("c1") == 1
