@@ -14,11 +14,10 @@ from typing import Any
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
+from ingest import openapi
 from ingest.auth import RateLimiter, require_api_keys
-from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, require_api_key
+from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, refuse_unknown_query, require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
@@ -63,7 +62,8 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
     `policy_check` is what a policy must pass before `PUT /v1/policy` stores it, beyond parsing:
     the `fatigue` command passes the scorer's dry run through its core (scorer/dryrun.py).
     `resolver` resolves webhook hosts for the destination check (tests inject one)."""
-    app = FastAPI(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    app = FastAPI(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan,
+                  generate_unique_id_function=openapi.operation_id)
     app.state.settings = settings
     app.state.policy_check = policy_check
     app.state.resolver = resolver
@@ -78,44 +78,17 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
         on_refused=lambda: metrics.requests_refused.labels(reason="size").inc(),
     )
     authenticated = Depends(require_api_key)
+    known_query = Depends(refuse_unknown_query)
     # A router whose routes all need one scope gets it here; the others declare it per route.
     scoped: tuple[tuple[APIRouter, list[Any]], ...] = (
         (events.router, [NEEDS_INGEST]), (profiles.router, [NEEDS_INGEST]), (customers.router, []),
         (subscriptions.router, [NEEDS_ADMIN]), (deliveries.router, [NEEDS_ADMIN]), (policy.router, []),
     )
     for router, scopes in scoped:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, *scopes])
+        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, known_query, *scopes])
     app.include_router(health.router)
-    _document_models(app, [EventIn, PolicyDoc])
+    openapi.install(app, [EventIn, PolicyDoc])
     return app
-
-
-def _document_models(app: FastAPI, models: list[type[BaseModel]]) -> None:
-    """Add models that routes read by hand (not as a parameter) to the OpenAPI components."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = FastAPI.openapi(app)
-            _, defs = models_json_schema(
-                [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-            _use_error_shape_for_422(schema)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _use_error_shape_for_422(schema: dict[str, Any]) -> None:
-    """FastAPI documents its own validation-error body; this API answers with ErrorOut instead."""
-    default = {"$ref": "#/components/schemas/HTTPValidationError"}
-    for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
-        content = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
-        if content.get("schema") == default:
-            content["schema"] = {"$ref": "#/components/schemas/ErrorOut"}
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema["components"]["schemas"].pop(name, None)
 
 
 def load_settings() -> IngestSettings:

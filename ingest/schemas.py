@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
@@ -31,13 +32,47 @@ MAX_URL_CHARS = 2048
 CustomerId = Annotated[Identifier, Path(description="Letters, digits and . _ : @ + - (1-200 characters).")]
 
 
+class ErrorCode(StrEnum):
+    """Every `error.code` the API answers with (stable: clients may branch on it)."""
+
+    ALL_EVENTS_REJECTED = "all_events_rejected"
+    BAD_REQUEST = "bad_request"
+    BAD_SNAPSHOT = "bad_snapshot"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    CONFLICT = "conflict"
+    DESTINATION_REFUSED = "destination_refused"
+    DESTINATION_UNRESOLVABLE = "destination_unresolvable"
+    ERROR = "error"
+    EVENTS_IN_FLIGHT = "events_in_flight"
+    FORBIDDEN = "forbidden"
+    INTERNAL_ERROR = "internal_error"
+    INVALID_BODY = "invalid_body"
+    INVALID_JSON = "invalid_json"
+    INVALID_POLICY = "invalid_policy"
+    INVALID_REQUEST = "invalid_request"
+    JSON_TOO_DEEP = "json_too_deep"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PRECONDITION_FAILED = "precondition_failed"
+    RATE_LIMITED = "rate_limited"
+    STORE_UNAVAILABLE = "store_unavailable"
+    SUBSCRIPTION_DISABLED = "subscription_disabled"
+    TOO_MANY_EVENTS = "too_many_events"
+    UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+
+
 class ErrorDetail(BaseModel):
-    code: str = Field(examples=["broker_unavailable"])
+    code: ErrorCode = Field(examples=["broker_unavailable"])
     message: str = Field(examples=["the event log did not acknowledge the write, nothing was stored: ..."])
 
 
 class ErrorOut(BaseModel):
-    """The body of every error answer."""
+    """The body of every error answer (403 adds `required_scope`)."""
+
+    model_config = ConfigDict(extra="allow")
 
     error: ErrorDetail
 

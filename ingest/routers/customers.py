@@ -71,7 +71,7 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
     responses={503: {"model": ErrorOut, "description": "Kafka or Redis did not answer; nothing or only part was "
                      "erased: retry (erasing is idempotent)."}},
 )
-async def erase_customer_data(
+async def delete_customer(
     customer_id: CustomerId, redis: RedisDep, settings: SettingsDep, publisher: PublisherDep, key: AdminKey,
 ) -> CustomerErased:
     try:

@@ -13,7 +13,7 @@ from fastapi.responses import JSONResponse
 from ingest.deps import ApiKeyDep, DedupDep, MetricsDep, PublisherDep, SettingsDep
 from ingest.errors import ApiError, broker_unavailable, service_unavailable
 from ingest.publisher import EventPublisher, Record
-from ingest.schemas import ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
+from ingest.schemas import ErrorCode, ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
 from ingest.validation import BodyRefused, check_events, first_occurrences, parse_json, split_batch
 from services.contract import EventEnvelope, EventIn, encode
 from services.errors import BrokerUnavailable
@@ -120,7 +120,7 @@ async def _publish(
 def _all_rejected(rejected: list[RejectedItem]) -> JSONResponse:
     message = f"all {len(rejected)} events were rejected; see `rejected`"
     body = EventsRejected(
-        error=ErrorDetail(code="all_events_rejected", message=message),
+        error=ErrorDetail(code=ErrorCode.ALL_EVENTS_REJECTED, message=message),
         accepted=0,
         duplicates=0,
         rejected=rejected,

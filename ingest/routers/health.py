@@ -25,7 +25,7 @@ READY_TIMEOUT_S = 2.0
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-async def healthz() -> dict[str, str]:
+async def get_health() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -34,7 +34,7 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: Kafka and Redis answer",
     responses={503: {"description": "At least one dependency failed; `checks` says which."}},
 )
-async def readyz(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
+async def get_readiness(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
     kafka, store = await asyncio.gather(_check_kafka(publisher), _check_redis(redis))
     checks = {"kafka": kafka, "redis": store}
     ready = all(result == "ok" for result in checks.values())
@@ -43,7 +43,7 @@ async def readyz(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def get_metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -189,7 +189,7 @@ def _check_format_switch(sub: Subscription, new_format: str) -> None:
     summary="Make a new signing secret current; the old one keeps signing during the overlap",
     responses={**_NOT_FOUND, **_INVALID},
 )
-async def rotate_secret(
+async def rotate_subscription_secret(
     subscription_id: str,
     store: SubscriptionsDep,
     body: Annotated[RotateSecretIn | None, Body()] = None,
@@ -220,7 +220,7 @@ async def rotate_secret(
     summary="Send this subscription's dead-lettered deliveries again (after fixing or re-enabling it)",
     responses={**_NOT_FOUND, **_INVALID, 409: {"model": ErrorOut, "description": "The subscription is disabled."}},
 )
-async def replay(
+async def replay_subscription(
     subscription_id: str,
     store: SubscriptionsDep,
     deliveries: DeliveriesDep,
@@ -245,7 +245,7 @@ async def replay(
     summary="Send a sample action (test: true) to this subscription only, through the notifier",
     responses={**_NOT_FOUND, **_INVALID, 503: {"model": ErrorOut, "description": "Kafka did not acknowledge."}},
 )
-async def send_test(
+async def test_subscription(
     subscription_id: str,
     settings: SettingsDep,
     store: SubscriptionsDep,

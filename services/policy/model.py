@@ -277,13 +277,16 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
     """Parse and validate a policy YAML document; PolicyError says where and why."""
     check_yaml_shape(text, source)
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None and yaml.compose(text) is None:  # an empty document (or only comments): all defaults
+        data = {}
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: the policy must be a mapping of settings, not {type(data).__name__}")
+        what = "null" if data is None else type(data).__name__
+        raise PolicyError(f"{source}: the policy must be a mapping of settings, not {what}")
     try:
         return Policy.from_doc(PolicyDoc.model_validate(data))
     except ValidationError as exc:
