@@ -93,8 +93,9 @@ def _dispatch(args: argparse.Namespace) -> None:
         _up(args, demo=args.command == "demo" or args.demo)
     elif args.command == "api":
         from ingest.app import main as api_main
+        from scorer.dryrun import check_policy
 
-        api_main()
+        api_main(policy_check=check_policy)
     elif args.command == "scorer":
         from scorer.app import main as scorer_main
 

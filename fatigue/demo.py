@@ -70,8 +70,15 @@ async def _wait_ready(client: httpx.AsyncClient, timeout_s: float = 120) -> None
     raise RuntimeError(f"the API did not become ready within {timeout_s:.0f}s")
 
 
+def _first_secret(configured: str) -> str:
+    """The secret of the first FATIGUE_API_KEYS entry (name:secret[:scopes[:rate]], or a bare secret);
+    the demo needs the ingest and admin scopes on it."""
+    parts = configured.split(",")[0].strip().split(":")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
 async def run_demo(plan: Plan, customers: int, seed: int) -> None:
-    key = plan.env["FATIGUE_API_KEYS"].split(",")[0].partition(":")[2] or plan.env["FATIGUE_API_KEYS"]
+    key = plan.api_key or _first_secret(plan.env["FATIGUE_API_KEYS"])
     sink = Sink()
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(sink, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))

@@ -146,7 +146,7 @@ def make_plan(host: str, port: int, workdir: Path, log_format: str = "text") -> 
     key_file = None
     if not env.get("FATIGUE_API_KEYS"):
         api_key = "fk_" + secrets.token_urlsafe(24)
-        env["FATIGUE_API_KEYS"] = f"local:{api_key}"
+        env["FATIGUE_API_KEYS"] = f"local:{api_key}:all"
         key_file = workdir / API_KEY_FILE
         key_file.touch(mode=0o600)
         key_file.write_text(api_key + "\n")

@@ -12,14 +12,13 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 import uvicorn
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
-from ingest.auth import require_api_keys
-from ingest.deps import require_api_key
+from ingest import openapi
+from ingest.auth import RateLimiter, require_api_keys
+from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, refuse_unknown_query, require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
@@ -27,9 +26,10 @@ from ingest.publisher import EventPublisher
 from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
 from ingest.telemetry import install_telemetry
 from services.contract import EventIn
+from services.delivery.destinations import Resolver, system_resolver
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
-from services.policy.model import PolicyDoc
+from services.policy.model import PolicyCheck, PolicyDoc
 from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import IngestSettings
@@ -57,12 +57,21 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         await app.state.redis.aclose()
 
 
-def create_app(settings: IngestSettings) -> FastAPI:
-    """The API for `settings`; ConfigError when no valid API key is configured."""
+def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = None,
+               resolver: Resolver = system_resolver) -> FastAPI:
+    """The API for `settings`; ConfigError when no valid API key is configured.
+
+    `policy_check` is what a policy must pass before `PUT /v1/policy` stores it, beyond parsing:
+    the `fatigue` command passes the scorer's dry run through its core (scorer/dryrun.py).
+    `resolver` resolves webhook hosts for the destination check (tests inject one)."""
     # Swagger UI (/docs) and ReDoc (/redoc) from assets the fastapi-offline package ships: no CDN.
-    app = FastAPIOffline(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan)
+    app = FastAPIOffline(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan,
+                         generate_unique_id_function=openapi.operation_id)
     app.state.settings = settings
+    app.state.policy_check = policy_check
+    app.state.resolver = resolver
     app.state.api_keys = require_api_keys(settings)
+    app.state.rate_limiter = RateLimiter()
     app.state.registry = CollectorRegistry()
     app.state.metrics = metrics = IngestMetrics(app.state.registry)
     install_error_handlers(app)
@@ -71,43 +80,19 @@ def create_app(settings: IngestSettings) -> FastAPI:
         limit_bytes=settings.max_body_bytes,
         on_refused=lambda: metrics.requests_refused.labels(reason="size").inc(),
     )
-    authenticated = [Depends(require_api_key)]
-    routers = (events.router, profiles.router, customers.router, subscriptions.router, deliveries.router,
-               policy.router)
-    for router in routers:
-        app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
+    authenticated = Depends(require_api_key)
+    known_query = Depends(refuse_unknown_query)
+    # A router whose routes all need one scope gets it here; the others declare it per route.
+    scoped: tuple[tuple[APIRouter, list[Any]], ...] = (
+        (events.router, [NEEDS_INGEST]), (profiles.router, [NEEDS_INGEST]), (customers.router, []),
+        (subscriptions.router, [NEEDS_ADMIN]), (deliveries.router, [NEEDS_ADMIN]), (policy.router, []),
+    )
+    for router, scopes in scoped:
+        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, known_query, *scopes])
     app.include_router(health.router)
-    _document_models(app, [EventIn, PolicyDoc])
+    openapi.install(app, [EventIn, PolicyDoc])
     install_telemetry(app, metrics.http)
     return app
-
-
-def _document_models(app: FastAPI, models: list[type[BaseModel]]) -> None:
-    """Add models that routes read by hand (not as a parameter) to the OpenAPI components."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = FastAPI.openapi(app)
-            _, defs = models_json_schema(
-                [(model, "validation") for model in models], ref_template="#/components/schemas/{model}"
-            )
-            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
-            _use_error_shape_for_422(schema)
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
-
-
-def _use_error_shape_for_422(schema: dict[str, Any]) -> None:
-    """FastAPI documents its own validation-error body; this API answers with ErrorOut instead."""
-    default = {"$ref": "#/components/schemas/HTTPValidationError"}
-    for operation in (op for path in schema.get("paths", {}).values() for op in path.values()):
-        content = operation.get("responses", {}).get("422", {}).get("content", {}).get("application/json", {})
-        if content.get("schema") == default:
-            content["schema"] = {"$ref": "#/components/schemas/ErrorOut"}
-    for name in ("HTTPValidationError", "ValidationError"):
-        schema["components"]["schemas"].pop(name, None)
 
 
 def load_settings() -> IngestSettings:
@@ -117,14 +102,20 @@ def load_settings() -> IngestSettings:
     return settings
 
 
-def main() -> None:
+def _key_secrets(settings: IngestSettings) -> list[str]:
+    """The API key secrets as configured (`name:secret[:…]` or a bare secret), for the log redaction."""
+    entries = [entry.strip() for entry in settings.api_keys.get_secret_value().split(",") if entry.strip()]
+    secrets = [entry.split(":")[1] if ":" in entry else entry for entry in entries]
+    return [secret for secret in secrets if not secret.startswith("sha256=")]
+
+
+def main(policy_check: PolicyCheck | None = None) -> None:
     """Run the API on FATIGUE_HOST:FATIGUE_PORT until interrupted (`fatigue api`).
 
     Raises ConfigError (the CLI prints it and exits 2) when no valid API key is configured.
     """
     settings = load_settings()
-    setup_logging(settings.log_level, service="api", fmt=settings.log_format,
-                  known_secrets=[key.secret.get_secret_value() for key in settings.parsed_api_keys()])
-    app = create_app(settings)
+    setup_logging(settings.log_level, service="api", fmt=settings.log_format, known_secrets=_key_secrets(settings))
+    app = create_app(settings, policy_check=policy_check)
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)

@@ -1,12 +1,22 @@
-"""API-key authentication: `Authorization: Bearer <key>` against the keys in FATIGUE_API_KEYS."""
+"""API-key authentication, scopes and per-key rate limits (keys in FATIGUE_API_KEYS, services/apikeys.py).
+
+`Authorization: Bearer <key>`: the presented key is hashed (SHA-256) and compared in constant time
+with the digest of every configured key; the key itself is never kept. Each route needs one scope
+(ingest, read or admin): a recognised key without it is a 403 naming the scope. A key with a rate
+is limited per API process by a token bucket: over it, 429 with Retry-After.
+"""
 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Sequence
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from services.apikeys import ApiKey, Rate, digest_of
 from services.errors import ConfigError
-from services.settings import ApiKey, IngestSettings
+from services.settings import IngestSettings
 
 API_KEYS_ENV = "FATIGUE_API_KEYS"
 
@@ -19,19 +29,50 @@ def require_api_keys(settings: IngestSettings) -> list[ApiKey]:
         raise ConfigError(f"{API_KEYS_ENV} is invalid: {exc}") from exc
     if not keys:
         raise ConfigError(
-            f"no API key configured: set {API_KEYS_ENV} to comma-separated name:secret pairs "
-            "(secrets of at least 16 characters), e.g. FATIGUE_API_KEYS=crm:$(openssl rand -hex 24)"
+            f"no API key configured: set {API_KEYS_ENV} to comma-separated name:secret[:scopes] entries "
+            "(secrets of at least 16 characters, scopes ingest+read+admin), "
+            "e.g. FATIGUE_API_KEYS=crm:$(openssl rand -hex 24):ingest+read"
         )
     return keys
 
 
 def match_api_key(token: str | None, keys: Sequence[ApiKey]) -> ApiKey | None:
-    """The key whose secret equals `token`, compared in constant time against every key."""
+    """The key whose secret is `token`: digests compared in constant time against every key."""
     if token is None:
         return None
-    presented = token.encode()
+    presented = digest_of(token)
     found = None
     for key in keys:
-        if hmac.compare_digest(presented, key.secret.get_secret_value().encode()):
+        if hmac.compare_digest(presented, key.digest):
             found = key
     return found
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    updated_s: float
+
+
+class RateLimiter:
+    """Token buckets per key name, in this process. `take` answers how long to wait (0: go ahead)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._buckets: dict[str, _Bucket] = {}
+
+    def take(self, key: str, rate: Rate) -> float:
+        now = self._clock()
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            bucket = self._buckets[key] = _Bucket(rate.burst, now)
+        bucket.tokens = min(rate.burst, bucket.tokens + (now - bucket.updated_s) * rate.per_s)
+        bucket.updated_s = now
+        if bucket.tokens >= 1:
+            bucket.tokens -= 1
+            return 0.0
+        return (1 - bucket.tokens) / rate.per_s
+
+
+def retry_after_header(wait_s: float) -> str:
+    return str(max(1, math.ceil(wait_s)))

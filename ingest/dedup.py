@@ -1,7 +1,15 @@
-"""Best-effort de-duplication of event ids the API already had acknowledged (per producer).
+"""De-duplication of event ids per producer, claimed atomically before publishing.
+
+Each fresh event id is claimed with `SET key pending NX EX ttl` before the event is published, so
+of concurrent requests carrying the same id exactly one publishes it and counts it as accepted; the
+claim becomes `done` once Kafka acknowledged, and is released (deleted) when the publish failed,
+so a retry can claim it again. A request that finds an id `pending` (another request is publishing
+it right now) waits until that one ends: `done` makes it a duplicate, a released claim is claimed
+again. So `accepted` counts are true under concurrency and a duplicate is never reported for an
+event that was not stored.
 
 Redis is an optimisation here, not a dependency: when it does not answer, events go through
-un-checked and the scorer's own de-duplication by event_id keeps counts right.
+unclaimed and the scorer's own de-duplication by event_id keeps the counts right.
 """
 
 from __future__ import annotations
@@ -9,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -19,37 +28,94 @@ log = logging.getLogger(__name__)
 
 DEDUP_TIMEOUT_S = 2.0
 """How long a de-duplication read or write may take before it is skipped."""
+PENDING_TTL_S = 60
+"""A claim whose request died before confirming or releasing it lapses after this long."""
+PENDING = "pending"
+DONE = "done"
+WAIT_STEP_S = 0.02
+
+
+@dataclass
+class Claim:
+    """What one request may publish: `claimed` ids are its own; `duplicates` were stored before."""
+
+    claimed: list[str] = field(default_factory=list)
+    duplicates: set[str] = field(default_factory=set)
+    in_flight: list[str] = field(default_factory=list)
+    """Ids another request is still publishing after the wait: the caller answers 503 for them."""
+    checked: bool = True
+    """False when Redis did not answer: nothing was claimed, `claimed` holds every id unchecked."""
 
 
 class DedupStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: int, timeout_s: float = DEDUP_TIMEOUT_S) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: int, timeout_s: float = DEDUP_TIMEOUT_S,
+                 pending_ttl_s: int = PENDING_TTL_S) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
+        self._pending_ttl_s = pending_ttl_s
 
-    async def seen(self, producer: str, event_ids: Sequence[str]) -> set[str]:
-        """The ids among `event_ids` already acknowledged; empty when Redis does not answer."""
+    async def claim(self, producer: str, event_ids: Sequence[str], *, wait_s: float) -> Claim:
+        """Claim the ids not yet stored; wait up to `wait_s` for ids another request is publishing."""
         if not event_ids:
-            return set()
-        keys = [self._keys.dedup(producer, event_id) for event_id in event_ids]
+            return Claim()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                values = await self._redis.mget(keys)
+            return await self._claim(producer, list(event_ids), wait_s)
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("de-duplication skipped, Redis did not answer: %r", exc)
-            return set()
-        return {event_id for event_id, value in zip(event_ids, values, strict=True) if value is not None}
+            return Claim(claimed=list(event_ids), checked=False)
 
-    async def mark(self, producer: str, event_ids: Sequence[str]) -> None:
-        """Remember `event_ids` as acknowledged for `dedup_ttl_s`; a Redis failure is logged only."""
+    async def _claim(self, producer: str, event_ids: list[str], wait_s: float) -> Claim:
+        claim = Claim()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + wait_s
+        todo = event_ids
+        while todo:
+            won, duplicates, pending = await self._try_claim(producer, todo)
+            claim.claimed += won
+            claim.duplicates |= duplicates
+            if not pending or loop.time() >= deadline:
+                claim.in_flight = pending
+                break
+            await asyncio.sleep(WAIT_STEP_S)
+            todo = pending
+        return claim
+
+    async def _try_claim(self, producer: str, event_ids: list[str]) -> tuple[list[str], set[str], list[str]]:
+        keys = [self._keys.dedup(producer, event_id) for event_id in event_ids]
+        async with asyncio.timeout(self._timeout_s):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key in keys:
+                    pipe.set(key, PENDING, nx=True, ex=self._pending_ttl_s, get=True)
+                previous = await pipe.execute()
+        states = [old.decode() if isinstance(old, bytes) else old for old in previous]
+        won = [eid for eid, old in zip(event_ids, states, strict=True) if old is None]
+        duplicates = {eid for eid, old in zip(event_ids, states, strict=True) if old is not None and old != PENDING}
+        pending = [eid for eid, old in zip(event_ids, states, strict=True) if old == PENDING]
+        return won, duplicates, pending
+
+    async def confirm(self, producer: str, event_ids: Sequence[str]) -> None:
+        """The claimed ids are stored in Kafka: later requests see them as duplicates for `ttl_s`."""
+        await self._set_all(producer, event_ids, release=False)
+
+    async def release(self, producer: str, event_ids: Sequence[str]) -> None:
+        """The publish failed: drop the claims so a retry of the same events is not a duplicate."""
+        await self._set_all(producer, event_ids, release=True)
+
+    async def _set_all(self, producer: str, event_ids: Sequence[str], *, release: bool) -> None:
         if not event_ids:
             return
         try:
             async with asyncio.timeout(self._timeout_s):
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for event_id in event_ids:
-                        pipe.set(self._keys.dedup(producer, event_id), "1", ex=self._ttl_s)
+                        key = self._keys.dedup(producer, event_id)
+                        if release:
+                            pipe.delete(key)
+                        else:
+                            pipe.set(key, DONE, ex=self._ttl_s)
                     await pipe.execute()
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning("could not record %d event ids for de-duplication: %r", len(event_ids), exc)
+            what = "release" if release else "confirm"
+            log.warning("could not %s %d de-duplication claims: %r", what, len(event_ids), exc)

@@ -2,23 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
-from ingest.auth import match_api_key
+from ingest.auth import RateLimiter, match_api_key, retry_after_header
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
+from services.apikeys import SCOPE_ADMIN, SCOPE_INGEST, SCOPE_READ, ApiKey
 from services.delivery.health import EndpointHealthStore
 from services.delivery.subscriptions import SubscriptionStore
 from services.metrics import IngestMetrics
 from services.policy.store import PolicyStore
-from services.settings import ApiKey, IngestSettings
+from services.settings import IngestSettings
 from services.snapshots import SnapshotReader
+
+log = logging.getLogger(__name__)
 
 bearer = HTTPBearer(
     auto_error=False, description="One of the keys configured in FATIGUE_API_KEYS (the part after `name:`)."
@@ -52,17 +58,83 @@ def require_api_key(
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     metrics: MetricsDep,
 ) -> ApiKey:
-    """The caller's API key; 401 with `WWW-Authenticate: Bearer` when absent or unknown."""
+    """The caller's API key; 401 with `WWW-Authenticate: Bearer` when absent or unknown, 429 with
+    Retry-After when the key is over its rate."""
     key = match_api_key(credentials.credentials if credentials else None, request.app.state.api_keys)
     if key is None:
         metrics.requests_refused.labels(reason="auth").inc()
         message = "API key not recognised" if credentials else "missing header Authorization: Bearer <api key>"
+        log.info("401 %s %s from %s: %s", request.method, request.url.path,
+                 request.client.host if request.client else "?", message)
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+    if key.rate is not None:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        wait_s = limiter.take(key.name, key.rate)
+        if wait_s:
+            metrics.requests_refused.labels(reason="rate_limited").inc()
+            raise ApiError(429, "rate_limited", f"API key {key.name!r} is over its rate of {key.rate}; retry after "
+                           "Retry-After seconds", headers={"Retry-After": retry_after_header(wait_s)})
     request.state.api_key_name = key.name  # the access log names the key, never shows it (ingest/telemetry.py)
     return key
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+def require_scope(scope: str) -> Callable[..., ApiKey]:
+    """A dependency: the caller's key, which must hold `scope`; 403 naming the scope otherwise."""
+
+    def check(request: Request, key: ApiKeyDep, metrics: MetricsDep) -> ApiKey:
+        if not key.may(scope):
+            metrics.requests_refused.labels(reason="forbidden").inc()
+            raise ApiError(
+                403, "forbidden",
+                f"API key {key.name!r} lacks the {scope!r} scope, which {request.method} {request.url.path} needs "
+                f"(its scopes: {', '.join(sorted(key.scopes))}); grant it in FATIGUE_API_KEYS as name:secret:{scope}",
+                extra={"required_scope": scope},
+            )
+        return key
+
+    check.__name__ = f"require_{scope}_scope"
+    return check
+
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(route: APIRoute) -> frozenset[str]:
+    """The query parameters a route declares, its dependencies' included (computed once per route)."""
+    known = _QUERY_NAMES.get(id(route))
+    if known is not None:
+        return known
+    names: set[str] = set()
+    pending = [route.dependant]
+    while pending:
+        dependant = pending.pop()
+        names.update(param.alias for param in dependant.query_params)
+        pending.extend(dependant.dependencies)
+    _QUERY_NAMES[id(route)] = frozenset(names)
+    return _QUERY_NAMES[id(route)]
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the operation does not know is a 422 naming it (a typo must not be ignored)."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    unknown = sorted(set(request.query_params) - _query_names(route))
+    if unknown:
+        known = ", ".join(sorted(_query_names(route))) or "none"
+        raise ApiError(422, "invalid_request",
+                       f"unknown query parameter {unknown[0]!r} (this operation takes: {known})")
+
+
+IngestKey = Annotated[ApiKey, Depends(require_scope(SCOPE_INGEST))]
+ReadKey = Annotated[ApiKey, Depends(require_scope(SCOPE_READ))]
+AdminKey = Annotated[ApiKey, Depends(require_scope(SCOPE_ADMIN))]
+NEEDS_ADMIN = Depends(require_scope(SCOPE_ADMIN))
+NEEDS_READ = Depends(require_scope(SCOPE_READ))
+NEEDS_INGEST = Depends(require_scope(SCOPE_INGEST))
 
 
 def get_dedup(redis: RedisDep, settings: SettingsDep) -> DedupStore:

@@ -73,8 +73,11 @@ def service_unavailable(code: str, message: str) -> ApiError:
 
 
 def broker_unavailable(exc: BrokerUnavailable) -> ApiError:
+    """What the client is told; the details (which broker, which error) go to the server log only."""
+    log.warning("event log unavailable: %s", exc)
     return service_unavailable(
-        "broker_unavailable", f"the event log did not acknowledge the write, nothing was stored: {exc}"
+        "broker_unavailable", "the event log is unavailable: it did not acknowledge the write, nothing was stored; "
+        "retry after Retry-After"
     )
 
 
@@ -106,13 +109,13 @@ def json_error_message(errors: list[Any]) -> str:
 
 async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, BrokerUnavailable)
-    log.warning("broker unavailable: %s", exc)
     return error_response(broker_unavailable(exc))
 
 
 async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
-    log.warning("redis unavailable: %s", exc)
-    return error_response(service_unavailable("store_unavailable", f"the state store did not answer: {exc}"))
+    log.warning("state store (Redis) unavailable: %s", exc)
+    return error_response(service_unavailable(
+        "store_unavailable", "the state store is unavailable: it did not answer; retry after Retry-After"))
 
 
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

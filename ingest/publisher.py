@@ -20,8 +20,8 @@ from services.settings import CommonSettings
 
 log = logging.getLogger(__name__)
 
-Record = tuple[bytes, bytes]
-"""(key, value) of one Kafka record."""
+Record = tuple[bytes, bytes | None]
+"""(key, value) of one Kafka record; a None value is a tombstone (on a compacted topic: delete the key)."""
 
 
 class EventPublisher:

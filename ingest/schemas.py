@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from fastapi import Path
@@ -31,13 +32,47 @@ MAX_URL_CHARS = 2048
 CustomerId = Annotated[Identifier, Path(description="Letters, digits and . _ : @ + - (1-200 characters).")]
 
 
+class ErrorCode(StrEnum):
+    """Every `error.code` the API answers with (stable: clients may branch on it)."""
+
+    ALL_EVENTS_REJECTED = "all_events_rejected"
+    BAD_REQUEST = "bad_request"
+    BAD_SNAPSHOT = "bad_snapshot"
+    BROKER_UNAVAILABLE = "broker_unavailable"
+    CONFLICT = "conflict"
+    DESTINATION_REFUSED = "destination_refused"
+    DESTINATION_UNRESOLVABLE = "destination_unresolvable"
+    ERROR = "error"
+    EVENTS_IN_FLIGHT = "events_in_flight"
+    FORBIDDEN = "forbidden"
+    INTERNAL_ERROR = "internal_error"
+    INVALID_BODY = "invalid_body"
+    INVALID_JSON = "invalid_json"
+    INVALID_POLICY = "invalid_policy"
+    INVALID_REQUEST = "invalid_request"
+    JSON_TOO_DEEP = "json_too_deep"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    NOT_FOUND = "not_found"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    PRECONDITION_FAILED = "precondition_failed"
+    RATE_LIMITED = "rate_limited"
+    STORE_UNAVAILABLE = "store_unavailable"
+    SUBSCRIPTION_DISABLED = "subscription_disabled"
+    TOO_MANY_EVENTS = "too_many_events"
+    UNAUTHORIZED = "unauthorized"
+    UNAVAILABLE = "unavailable"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+
+
 class ErrorDetail(BaseModel):
-    code: str = Field(examples=["broker_unavailable"])
+    code: ErrorCode = Field(examples=["broker_unavailable"])
     message: str = Field(examples=["the event log did not acknowledge the write, nothing was stored: ..."])
 
 
 class ErrorOut(BaseModel):
-    """The body of every error answer."""
+    """The body of every error answer (403 adds `required_scope`)."""
+
+    model_config = ConfigDict(extra="allow")
 
     error: ErrorDetail
 
@@ -418,6 +453,15 @@ class TestDeliveryAccepted(BaseModel):
 # ---- policy ----
 
 
+class CustomerErased(BaseModel):
+    """What DELETE /v1/customers/{id} erased, and what it cannot erase."""
+
+    customer_id: str
+    erased: dict[str, bool] = Field(description="By kind of data: whether it existed and was erased now "
+                                    "(`profile`: the tombstone written on the profiles topic).")
+    remains: list[str] = Field(description="Where copies remain until retention or expiry.")
+
+
 class PolicyOut(BaseModel):
     """The fatigue policy: the one stored through the API, or the packaged default when none is."""
 
@@ -437,8 +481,9 @@ class PolicyOut(BaseModel):
     )
     problem: str | None = Field(
         default=None,
-        description="Why the stored document is invalid (it was written to Redis by hand, not through the API); "
-        "the scorer keeps its previous policy until a valid one is PUT.",
+        description="Why the stored policy is not in force: the document is invalid (written to Redis by hand, "
+        "not through the API), or a scorer refused it at run time (the core failed with it on live data). The "
+        "scorer keeps its previous policy until a valid one is PUT.",
     )
 
 

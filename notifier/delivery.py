@@ -170,6 +170,13 @@ class WebhookSender:
             self._metrics.attempts.labels(result=exc.result).inc()
             return AttemptOutcome(Outcome.FAILED, retriable=exc.retriable, status=exc.status, error=str(exc),
                                   retry_after_s=exc.retry_after_s)
+        except (httpx.InvalidURL, UnicodeError, ValueError) as exc:  # the URL or a header cannot be sent as is
+            self._metrics.attempts.labels(result="error").inc()
+            return AttemptOutcome(Outcome.FAILED, sent=False, error=f"the request cannot be built: {exc!r}")
+        except Exception as exc:  # whatever else one attempt raises fails that attempt, never the notifier
+            log.exception("attempt to subscription %s failed unexpectedly", sub.id)
+            self._metrics.attempts.labels(result="error").inc()
+            return AttemptOutcome(Outcome.FAILED, retriable=True, error=f"unexpected error: {exc!r}")
         self._metrics.attempts.labels(result=retry.status_class(status)).inc()
         return AttemptOutcome(Outcome.DELIVERED, status=status)
 

@@ -29,6 +29,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
+from redis.exceptions import RedisError
+
 from notifier.delivery import AttemptOutcome, DeliveryResult, Outcome
 from notifier.dispatch import SubscriptionSource, redact_url
 from notifier.ledger import DeliveryLedger
@@ -39,6 +41,7 @@ from services.delivery.digests import DigestStore, is_frozen
 from services.delivery.health import STATES, EndpointHealthStore
 from services.delivery.store import DeliveryRecord, DeliveryStore
 from services.delivery.subscriptions import Subscription
+from services.errors import StoreUnavailable
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_TYPES
 
@@ -162,7 +165,30 @@ class DeliveryScheduler:
             self._metrics.endpoints.labels(state=state).set(states[state])
 
     async def _process(self, rec: DeliveryRecord) -> None:
-        """One claimed delivery: the checks that send nothing, then an attempt within the endpoint's cap."""
+        """One claimed delivery. Store outages propagate (the claim lapses and it is sent later); any
+        other error fails this delivery's attempt (retried on the schedule, then dead-lettered),
+        never the notifier."""
+        try:
+            await self._process_claimed(rec)
+        except (StoreUnavailable, RedisError):
+            raise
+        except Exception as exc:
+            log.exception("webhook %s failed unexpectedly; counted as a failed attempt", rec.id)
+            await self._fail_attempt(rec, f"unexpected error: {exc!r}")
+
+    async def _fail_attempt(self, rec: DeliveryRecord, error: str) -> None:
+        attempts = rec.attempts + 1
+        delay_s = next_delay_s(self._schedule_s, attempts, self._jitter(), None)
+        if delay_s is None:
+            result = DeliveryResult(rec.subscription_id, "", rec.action["action_id"], rec.id, Outcome.FAILED,
+                                    attempts, status=rec.last_status, error=error)
+            await self._dead_letter(rec, result)
+            return
+        await self._store.reschedule(rec.id, next_ms=self._store.now_ms() + int(delay_s * 1000), attempts=attempts,
+                                     last_status=rec.last_status, last_error=error)
+
+    async def _process_claimed(self, rec: DeliveryRecord) -> None:
+        """The checks that send nothing, then an attempt within the endpoint's cap."""
         sub = await self._subscriptions.get(rec.subscription_id)
         if sub is None:
             await self._dead_letter(rec, _unsent(rec, "the subscription no longer exists"))

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import signal
 from pathlib import Path
 
 import faust
@@ -17,11 +19,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from redis.asyncio import Redis
 
 from scorer.clock import SystemClock
+from scorer.dryrun import check_policy
+from scorer.health import Liveness
 from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
 from scorer.store import StateStore
 from scorer.transport import TunedApp, faust_credentials
-from services.errors import FatigueError
+from services.deadletter import KafkaDeadLetterSink
+from services.errors import FatigueError, StoreUnavailable
 from services.kafka import kafka_security_kwargs
 from services.lag import LAG_INTERVAL_S, LagReporter
 from services.logs import setup_logging
@@ -33,6 +38,9 @@ from services.redisio import make_redis
 from services.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
+
+EXIT_AGENT_DIED = 70
+"""Exit status when the agent died of an unexpected error (so fatigue up / Compose / k8s restart it)."""
 
 
 class PolicyReloader:
@@ -52,7 +60,8 @@ class PolicyReloader:
     def __init__(self, source: PolicySource, path: Path, metrics: ScorerMetrics) -> None:
         self._path = path
         self._metrics = metrics
-        self._policies = PolicyResolver(source, file=path, on_event=self._report)
+        self._source = source
+        self._policies = PolicyResolver(source, file=path, on_event=self._report, vet=check_policy)
         metrics.policy_version.set(0)
 
     @property
@@ -77,6 +86,23 @@ class PolicyReloader:
         """Swap in a changed, valid policy. StoreUnavailable when Redis does not answer (retry later)."""
         await self._policies.poll()
 
+    def fallback_for_failure(self) -> Policy | None:
+        """The policy that would replace the one in force if the core fails with it on live data."""
+        return self._policies.fallback_for_failure()
+
+    async def on_policy_failure(self, cause: BaseException) -> None:
+        """The core failed with the policy in force where the fallback works: refuse it and say so,
+        in the log, the metrics and the stored record (GET /v1/policy shows `problem`)."""
+        failed = self._policies.in_force.version
+        self._policies.refuse_in_force(cause)
+        if failed is not None:
+            problem = (f"refused by the scorer at run time: the core failed with it on live data "
+                       f"({type(cause).__name__}: {cause}); the previous policy is in force")
+            try:
+                await self._source.report_problem(failed, problem)
+            except StoreUnavailable as exc:
+                log.warning("could not record the refusal of policy v%d in Redis: %s", failed, exc)
+
     def _report(self, event: PolicyEvent) -> None:
         if isinstance(event, PolicySwapped):
             version = event.current.version
@@ -89,7 +115,11 @@ class PolicyReloader:
             self._metrics.policy_reload_failures.labels(source=event.source).inc()
             kept = event.kept.version
             in_force = f"v{kept}" if kept is not None else f"from {self._path}"
-            log.error("new policy refused, policy %s stays in force: %s", in_force, event.error)
+            if event.source == "runtime":
+                log.error("policy in force refused at run time (the core failed with it), policy %s is in force "
+                          "now: %s", in_force, event.error)
+            else:
+                log.error("new policy refused, policy %s stays in force: %s", in_force, event.error)
         else:
             log.info("policy file %s changed; stored policy v%d stays in force (API wins)", self._path,
                      event.in_force.version)
@@ -107,6 +137,9 @@ class Scorer:
             PolicySource(self.redis, settings.keys), settings.policy_file or DEFAULT_POLICY_FILE, self.metrics
         )
         self.publisher = KafkaActionPublisher(settings)
+        self.dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-scorer-dead-letters")
+        self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
+        self.exit_code = 0
         self.processor = Processor(
             StateStore(self.redis, settings.keys, settings.scorer_app_id),
             self.publisher,
@@ -115,6 +148,9 @@ class Scorer:
             self.metrics,
             events_topic=settings.events_topic,
             profiles_topic=settings.profiles_topic,
+            dead_letters=self.dead_letters,
+            fallback_policy=self.reloader.fallback_for_failure,
+            on_policy_failure=self.reloader.on_policy_failure,
         )
         self.app = self._build_app()
 
@@ -162,22 +198,11 @@ class Scorer:
 
         @app.agent(source, name="score")
         async def score(stream: faust.StreamT) -> None:
-            batches = stream.take_events(s.batch_max_events, within=s.batch_max_wait_s)  # type: ignore[attr-defined]
-            async for events in batches:
-                records = [
-                    Record(e.message.topic, e.message.partition, e.message.offset, e.message.value) for e in events
-                ]
-                await self._process(records)
+            await self._score(stream)
 
         @app.timer(interval=s.tick_interval_s, name="fire_due")
         async def fire_due() -> None:
-            partitions = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == s.events_topic)
-            if partitions:
-                try:
-                    await self.reloader.ensure_loaded()
-                    await self.processor.fire_due(partitions)
-                except FatigueError as exc:
-                    log.warning("due timers not fired this tick (%s); retrying next tick", exc)
+            await self._fire_due(app)
 
         @app.timer(interval=s.policy_poll_s, name="reload_policy")
         async def reload_policy() -> None:
@@ -192,7 +217,8 @@ class Scorer:
 
         @app.page("/healthz")
         async def healthz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-            return view.json({"status": "ok"})
+            healthy, body = self.liveness.report()
+            return view.json(body, status=200 if healthy else 503)
 
         self._add_operations(app)
         app.on_before_shutdown.connect(self._on_shutdown)  # type: ignore[arg-type]
@@ -221,6 +247,32 @@ class Scorer:
         async def consumer_lag() -> None:
             await lag.update()
 
+    async def _score(self, stream: faust.StreamT) -> None:
+        s = self.settings
+        self.liveness.agent_started()
+        try:
+            batches = stream.take_events(s.batch_max_events, within=s.batch_max_wait_s)  # type: ignore[attr-defined]
+            async for events in batches:
+                await self._process([_record(e.message) for e in events])
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._die(exc)
+            raise
+        finally:
+            self.liveness.agent_stopped()
+
+    async def _fire_due(self, app: faust.App) -> None:
+        topic = self.settings.events_topic
+        partitions = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+        if partitions:
+            try:
+                await self.reloader.ensure_loaded()
+                await self.processor.fire_due(partitions)
+            except FatigueError as exc:
+                log.warning("due timers not fired this tick (%s); retrying next tick", exc)
+        self.liveness.ticked()
+
     async def _process(self, records: list[Record]) -> None:
         """Process one batch to completion before Faust may acknowledge (and commit) its events.
 
@@ -231,12 +283,14 @@ class Scorer:
         """
         task = asyncio.ensure_future(self._process_until_done(records))
         cancelled = False
+        self.liveness.batch_started()
         while not task.done():
             try:
                 await asyncio.shield(task)
             except asyncio.CancelledError:
                 cancelled = True
         task.result()
+        self.liveness.batch_done()
         if cancelled:
             raise asyncio.CancelledError
 
@@ -255,9 +309,23 @@ class Scorer:
                 await asyncio.sleep(delay_s)
                 delay_s = min(delay_s * 2, 30.0)
 
+    def _die(self, exc: BaseException) -> None:
+        """An unexpected error escaped the agent: report it and stop the worker with a non-zero exit, so
+        whatever supervises the process restarts it (the batch was not acknowledged: it is re-read)."""
+        log.critical("the scoring agent died (%s: %s); stopping the worker", type(exc).__name__, exc, exc_info=exc)
+        self.liveness.died(f"{type(exc).__name__}: {exc}")
+        self.exit_code = EXIT_AGENT_DIED
+        os.kill(os.getpid(), signal.SIGTERM)
+
     async def _on_shutdown(self, app: faust.App, **_: object) -> None:
         await self.publisher.close()
+        await self.dead_letters.close()
         await self.redis.aclose()
+
+
+def _record(message: faust.types.tuples.Message) -> Record:
+    timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
+    return Record(message.topic, message.partition, message.offset, message.value, message.key, timestamp_ms)
 
 
 def main() -> None:
@@ -268,4 +336,7 @@ def main() -> None:
     # override_logging=False: Faust's and mode's records go through our one handler (JSON, redacted).
     worker = Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)
     worker.spinner = None  # no terminal spinner (its control sequences would land in the log)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    except SystemExit as exc:
+        raise SystemExit(scorer.exit_code or exc.code) from None

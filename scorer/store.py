@@ -25,6 +25,7 @@ from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from scorer.core.state import CustomerState
+from services.erasure import customer_keys
 from services.errors import FatigueError, StoreUnavailable
 from services.names import RedisKeys
 
@@ -33,6 +34,13 @@ class CommitConflict(FatigueError):
     """Another writer changed a customer of this batch; recompute and try again."""
 
     retriable = True
+
+
+class StateUnreadable(Exception):
+    """A stored customer state is not valid JSON or not a state this build reads (not an outage).
+
+    The processor treats it like a failure of the core: that customer's records are dead-lettered
+    instead of stopping everyone's."""
 
 
 @dataclass
@@ -45,6 +53,8 @@ class Changes:
     """partition -> customer_id -> next due ms (None: remove)."""
     offsets: dict[str, int] = field(default_factory=dict)
     """`topic/partition` -> highest processed offset."""
+    erased: set[str] = field(default_factory=set)
+    """Customers erased by this batch: every per-customer key deleted (services/erasure.py)."""
 
 
 def tp_field(topic: str, partition: int) -> str:
@@ -67,13 +77,26 @@ class StateStore:
             if state_keys:
                 await pipe.watch(*state_keys)
             raw_states = await pipe.mget(state_keys) if state_keys else []
-            raw_offsets = await pipe.hmget(self._keys.offsets(self._group), tp_list) if tp_list else []
+            # Without a WATCH the pipeline only buffers commands: read the offsets directly then.
+            reader = pipe if state_keys else self._redis
+            raw_offsets = await reader.hmget(self._keys.offsets(self._group), tp_list) if tp_list else []
         except RedisError as exc:
             await pipe.reset()
             raise StoreUnavailable(f"reading scorer state from Redis failed: {exc}") from exc
-        states = {c: CustomerState.from_json(json.loads(r)) for c, r in zip(ids, raw_states, strict=True) if r}
-        offsets = {tp: int(o) for tp, o in zip(tp_list, raw_offsets, strict=True) if o is not None}
+        try:
+            states = {c: _parse_state(c, r) for c, r in zip(ids, raw_states, strict=True) if r}
+            offsets = {tp: int(o) for tp, o in zip(tp_list, raw_offsets, strict=True) if o is not None}
+        except (StateUnreadable, ValueError, TypeError):
+            await pipe.reset()
+            raise
         return Transaction(pipe, self._keys, self._group, states, offsets)
+
+    async def postpone(self, partition: int, customer_id: str, until_ms: int) -> None:
+        """Move one customer's due time (its timer failed; try again later)."""
+        try:
+            await self._redis.zadd(self._keys.due(self._group, partition), {customer_id: until_ms})
+        except RedisError as exc:
+            raise StoreUnavailable(f"postponing a due timer in Redis failed: {exc}") from exc
 
     async def due_customers(self, partition: int, now_ms: int, limit: int) -> list[str]:
         try:
@@ -81,6 +104,13 @@ class StateStore:
             return [str(customer_id) for customer_id in found]
         except RedisError as exc:
             raise StoreUnavailable(f"reading due timers from Redis failed: {exc}") from exc
+
+
+def _parse_state(customer_id: str, raw: str | bytes) -> CustomerState:
+    try:
+        return CustomerState.from_json(json.loads(raw))
+    except Exception as exc:  # any shape a hand-written or corrupt value may have
+        raise StateUnreadable(f"stored state of {customer_id!r} is unreadable: {type(exc).__name__}: {exc}") from exc
 
 
 class Transaction:
@@ -104,6 +134,8 @@ class Transaction:
         pipe = self._pipe
         try:
             pipe.multi()
+            for customer_id in changes.erased:
+                pipe.delete(*customer_keys(self._keys, customer_id).values())
             for customer_id, state in changes.states.items():
                 pipe.set(self._keys.state(customer_id), json.dumps(state.to_json(), separators=(",", ":")))
             for customer_id, snap in changes.snapshots.items():

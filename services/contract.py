@@ -7,14 +7,28 @@ pure core gets plain values from `to_core_fields` so it does not depend on pydan
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 MAX_ATTRIBUTES_BYTES = 8 * 1024
+MAX_ATTRIBUTES_DEPTH = 8
+"""`attributes` is an object; objects and arrays inside it nest at most this many levels in all."""
+MAX_ATTRIBUTES_VALUES = 512
+"""Keys and array items in `attributes`, counted over every level."""
+MAX_SAFE_INTEGER = 2**53 - 1
+"""Integers beyond this lose precision in JavaScript and in JSON parsers that read floats."""
+
+EARLIEST_MOMENT = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
+"""Every moment the contract accepts lies in [EARLIEST_MOMENT, LATEST_MOMENT) once normalised to UTC, so
+any window, cool-off or rest the policy allows (at most a few years) stays inside what the core can
+represent and format. Intakes refuse events further in the future than a small skew besides."""
 
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
@@ -102,6 +116,80 @@ def parse_rfc3339(value: Any) -> datetime:
     return datetime.fromisoformat(text)
 
 
+def check_moment(moment: datetime) -> datetime:
+    """`moment` when it is within the contract's range (after its offset is applied), else ValueError."""
+    if not EARLIEST_MOMENT <= moment < LATEST_MOMENT:
+        raise ValueError(
+            f"{moment.isoformat()} is outside the supported range "
+            f"{EARLIEST_MOMENT.date().isoformat()} to {LATEST_MOMENT.date().isoformat()} (UTC)"
+        )
+    return moment
+
+
+def parse_moment(value: Any) -> datetime:
+    """An RFC 3339 timestamp with an offset, within the contract's range; ValueError otherwise."""
+    try:
+        moment = parse_rfc3339(value)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
+        raise ValueError(f"{value!r} is outside the supported range (1970 to 2200, UTC)") from exc
+    try:
+        return check_moment(moment)
+    except OverflowError as exc:
+        raise ValueError(f"{value!r} is outside the supported range (1970 to 2200, UTC)") from exc
+
+
+def check_attributes(value: dict[str, Any]) -> None:
+    """Bound what `attributes` may hold, without recursion: nesting depth, number of values, finite
+    numbers within the safe-integer range, string keys. ValueError names the path and the reason."""
+    pending: list[tuple[Any, str, int]] = [(value, "", 0)]
+    values = 0
+    while pending:
+        item, path, depth = pending.pop()
+        if not isinstance(item, dict | list):
+            _check_scalar(item, path)
+            continue
+        if depth >= MAX_ATTRIBUTES_DEPTH:
+            raise ValueError(f"{path or 'attributes'}: nested deeper than {MAX_ATTRIBUTES_DEPTH} levels")
+        children = list(item.items()) if isinstance(item, dict) else [(f"[{i}]", v) for i, v in enumerate(item)]
+        values += len(children)
+        if values > MAX_ATTRIBUTES_VALUES:
+            raise ValueError(f"holds more than {MAX_ATTRIBUTES_VALUES} keys and items in all")
+        for key, child in children:
+            if not isinstance(key, str):
+                raise ValueError(f"{path or 'attributes'}: keys must be strings")
+            pending.append((child, path + key if key.startswith("[") or not path else f"{path}.{key}", depth + 1))
+
+
+def _check_scalar(item: Any, path: str) -> None:
+    if isinstance(item, bool | str) or item is None:
+        return
+    if isinstance(item, int):
+        if abs(item) > MAX_SAFE_INTEGER:
+            raise ValueError(f"{path}: {item} is beyond the safe integer range (±{MAX_SAFE_INTEGER})")
+    elif isinstance(item, float):
+        if not math.isfinite(item):
+            raise ValueError(f"{path}: {item} is not a finite number")
+    else:
+        raise ValueError(f"{path}: {type(item).__name__} is not a JSON value")
+
+
+@cache
+def iana_time_zones() -> frozenset[str]:
+    """The IANA time zone names this machine knows (system tzdata or the tzdata package)."""
+    from zoneinfo import available_timezones
+
+    return frozenset(available_timezones())
+
+
+def check_time_zone(value: str) -> str:
+    """`value` when it names an IANA time zone (e.g. Asia/Shanghai); ValueError otherwise.
+
+    Checked against the list of known names, never by opening a path built from the input."""
+    if value not in iana_time_zones():
+        raise ValueError(f"{value!r} is not an IANA time zone name (e.g. Asia/Shanghai, America/New_York, UTC)")
+    return value
+
+
 def to_ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
@@ -130,7 +218,14 @@ class EventIn(BaseModel):
     @field_validator("occurred_at", mode="before")
     @classmethod
     def _rfc3339(cls, value: Any) -> datetime:
-        return parse_rfc3339(value)
+        return parse_moment(value)
+
+    @field_validator("attributes", mode="before")
+    @classmethod
+    def _attributes_bounded(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            check_attributes(value)
+        return value
 
     @field_validator("attributes")
     @classmethod
@@ -172,15 +267,7 @@ class ProfileIn(BaseModel):
     @field_validator("timezone")
     @classmethod
     def _known_timezone(cls, value: str | None) -> str | None:
-        if value is None:
-            return value
-        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"{value!r} is not an IANA time zone (e.g. Asia/Shanghai)") from exc
-        return value
+        return None if value is None else check_time_zone(value)
 
 
 # ---- Kafka envelopes (what actually travels on the topics) ----
@@ -194,6 +281,11 @@ class EventEnvelope(BaseModel):
     received_at: datetime
     event: EventIn
 
+    @field_validator("received_at")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        return check_moment(value)
+
 
 class ProfileEnvelope(BaseModel):
     """A profile as stored on the compacted profiles topic."""
@@ -202,6 +294,11 @@ class ProfileEnvelope(BaseModel):
     customer_id: Identifier
     updated_at: datetime
     profile: ProfileIn
+
+    @field_validator("updated_at")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        return check_moment(value)
 
 
 def encode(model: BaseModel) -> bytes:

@@ -8,18 +8,23 @@ MINUTE_MS = 60_000
 HOUR_MS = 60 * MINUTE_MS
 DAY_MS = 24 * HOUR_MS
 
+MAX_DURATION_MS = 400 * DAY_MS
+"""The longest duration a policy may hold (windows, cadences, cool-offs, gaps…): over a year of history."""
+
 _UNITS_MS = {"s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_MS}
 _PATTERN = re.compile(r"^(\d+)([smhdw])$")
 
 
-def parse_duration_ms(text: str) -> int:
-    """`'7d'` -> 604800000. Raises ValueError naming the accepted forms."""
-    match = _PATTERN.match(text.strip()) if isinstance(text, str) else None
+def parse_duration_ms(text: str, max_ms: int = MAX_DURATION_MS) -> int:
+    """`'7d'` -> 604800000, at most `max_ms` (400 days). Raises ValueError naming the accepted forms."""
+    match = _PATTERN.match(text.strip()) if isinstance(text, str) and len(text) <= 32 else None
     if not match:
         raise ValueError(f"{text!r} is not a duration; write a whole number and a unit s/m/h/d/w, e.g. 7d")
     value = int(match.group(1)) * _UNITS_MS[match.group(2)]
     if value <= 0:
         raise ValueError(f"{text!r} must be longer than zero")
+    if value > max_ms:
+        raise ValueError(f"{text!r} is longer than {format_duration(max_ms)}, the longest duration allowed")
     return value
 
 

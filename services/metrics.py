@@ -92,16 +92,21 @@ class ScorerMetrics:
         )
         self.policy_reload_failures = Counter(
             "fatigue_scorer_policy_reload_failures_total",
-            "Policy reloads refused because the new document is invalid, by source (store, file); "
-            "the previous policy stays in force.",
+            "Policies refused, by source: store or file (the new document is invalid or fails the dry run), "
+            "runtime (the core failed with it on live data); the previous policy stays in force.",
             ["source"],
             registry=registry,
         )
         self.dead_letters = Counter(
             "fatigue_scorer_dead_letters_total",
-            "Records the scorer sent to the dead-letter topic instead of processing them, by stage "
-            "(scorer.decode, scorer.process).",
+            "Records sent to the dead-letter topic instead of stopping the stream, by stage "
+            "(scorer.decode: not a valid record; scorer.process: the core failed on it).",
             ["stage"],
+            registry=registry,
+        )
+        self.timer_failures = Counter(
+            "fatigue_scorer_timer_failures_total",
+            "Due timers of one customer the core failed on; the timer is postponed by an hour.",
             registry=registry,
         )
         self.consumer = ConsumerMetrics(registry)
@@ -196,7 +201,7 @@ class NotifierMetrics:
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
 REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable")
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
-POLICY_SOURCES = ("store", "file")
+POLICY_SOURCES = ("store", "file", "runtime")
 DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process")
 DELIVERY_OUTCOMES = ("delivered", "failed", "refused", "duplicate")
 ATTEMPT_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")

@@ -6,7 +6,6 @@ conventional unprefixed names (KAFKA_BOOTSTRAP_SERVERS, REDIS_URL); everything e
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from services import names
+from services.apikeys import ApiKey, Rate, parse_api_keys
 from services.errors import ConfigError
 from services.logs import LogFormat
 from services.names import RedisKeys, topic
@@ -184,29 +184,6 @@ def _file_problem(field: str, path: Path) -> str:
     return ""
 
 
-class ApiKey:
-    """One API key: a producer name (for de-duplication and logs) and the secret."""
-
-    def __init__(self, name: str, secret: SecretStr) -> None:
-        self.name = name
-        self.secret = secret
-
-
-def parse_api_keys(raw: str) -> list[ApiKey]:
-    """`FATIGUE_API_KEYS`: comma-separated `name:key` or bare `key` (named after its hash)."""
-    keys = []
-    for item in (part.strip() for part in raw.split(",")):
-        if not item:
-            continue
-        name, sep, secret = item.partition(":")
-        if not sep:
-            name, secret = "key-" + hashlib.sha256(item.encode()).hexdigest()[:8], item
-        if len(secret) < 16:
-            raise ValueError(f"API key {name!r} is shorter than 16 characters")
-        keys.append(ApiKey(name, SecretStr(secret)))
-    return keys
-
-
 class IngestSettings(CommonSettings):
     """The HTTP API (ingest/)."""
 
@@ -221,8 +198,13 @@ class IngestSettings(CommonSettings):
     allow_private_destinations: bool = False
     allow_loopback_destinations: bool = False
 
+    api_rate_limit: str | None = None
+    """Default per-key request rate for keys that name none (e.g. 200/s); unset: unlimited."""
+
     def parsed_api_keys(self) -> list[ApiKey]:
-        return parse_api_keys(self.api_keys.get_secret_value())
+        """ValueError naming the entry when FATIGUE_API_KEYS or FATIGUE_API_RATE_LIMIT is invalid."""
+        default_rate = Rate.parse(self.api_rate_limit) if self.api_rate_limit else None
+        return parse_api_keys(self.api_keys.get_secret_value(), default_rate)
 
 
 class ScorerSettings(CommonSettings):
@@ -241,6 +223,8 @@ class ScorerSettings(CommonSettings):
     """Faust web server port for /metrics and /healthz (0: no web server)."""
     web_host: str = "127.0.0.1"
     data_dir: Path = Path(".fatigue/scorer")
+    stall_s: float = Field(default=300.0, gt=0)
+    """/healthz fails when a batch (outage retries included) or the timer loop is stuck this long."""
 
 
 class NotifierSettings(CommonSettings):

@@ -9,11 +9,22 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
-from ingest.deps import PolicyCacheDep, SnapshotsDep
-from ingest.errors import ApiError
-from ingest.schemas import CustomerId, CustomerStateOut, DecisionOut, ErrorOut
+from ingest.deps import (
+    NEEDS_ADMIN,
+    NEEDS_READ,
+    AdminKey,
+    PolicyCacheDep,
+    PublisherDep,
+    RedisDep,
+    SettingsDep,
+    SnapshotsDep,
+)
+from ingest.errors import ApiError, broker_unavailable
+from ingest.schemas import CustomerErased, CustomerId, CustomerStateOut, DecisionOut, ErrorOut
 from ingest.validation import describe_errors
 from services.contract import Channel, TouchKind
+from services.erasure import erase_customer
+from services.errors import BrokerUnavailable
 from services.policy.decision import decide
 
 log = logging.getLogger(__name__)
@@ -24,6 +35,7 @@ router = APIRouter(tags=["customers"])
 @router.get(
     "/customers/{customer_id}",
     response_model=CustomerStateOut,
+    dependencies=[NEEDS_READ],
     summary="Current fatigue state of a customer",
     responses={
         404: {"model": ErrorOut, "description": "The scorer has no state for this customer yet."},
@@ -47,9 +59,44 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
         ) from exc
 
 
+@router.delete(
+    "/customers/{customer_id}",
+    response_model=CustomerErased,
+    dependencies=[NEEDS_ADMIN],
+    summary="Erase a customer (right to erasure)",
+    description="Deletes the customer's state and snapshot and writes a tombstone for its profile on the compacted "
+    "profiles topic (the scorer erases again when it reads it). Idempotent. What is not erased here "
+    "(the events and actions in the Kafka log until their retention, delivery records until they expire) is "
+    "listed in `remains` and in docs/api.md.",
+    responses={503: {"model": ErrorOut, "description": "Kafka or Redis did not answer; nothing or only part was "
+                     "erased: retry (erasing is idempotent)."}},
+)
+async def delete_customer(
+    customer_id: CustomerId, redis: RedisDep, settings: SettingsDep, publisher: PublisherDep, key: AdminKey,
+) -> CustomerErased:
+    try:
+        await publisher.publish_many(settings.profiles_topic, [(customer_id.encode(), None)])
+    except BrokerUnavailable as exc:
+        raise broker_unavailable(exc) from exc
+    erased = await erase_customer(redis, settings.keys, customer_id)
+    log.info("customer %s erased by %s (%s)", customer_id, key.name,
+             ", ".join(name for name, existed in erased.items() if existed) or "nothing stored")
+    return CustomerErased(customer_id=customer_id, erased={**erased, "profile": True}, remains=ERASURE_REMAINS)
+
+
+ERASURE_REMAINS = [
+    "events of this customer on the events topic, until the topic's retention deletes them",
+    "actions about this customer on the actions topic, until its retention",
+    "webhook delivery records (they hold the action), until they expire "
+    "(FATIGUE_DELIVERED_TTL_S / FATIGUE_DEAD_LETTER_TTL_S)",
+    "copies your webhook receivers and chat tools keep",
+]
+
+
 @router.get(
     "/customers/{customer_id}/decision",
     response_model=DecisionOut,
+    dependencies=[NEEDS_READ],
     summary="Pre-send decision: allow, defer or deny a touch now",
     description="Applies the policy in force to the customer's latest snapshot: do-not-contact and "
     "unsubscribed channels deny; a throttle, the monthly or weekly cap, the channel's minimum gap or "

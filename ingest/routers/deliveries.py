@@ -17,6 +17,9 @@ from services.delivery.store import BY_SUBSCRIPTION, DeliveryRecord, DeliverySto
 
 router = APIRouter(prefix="/deliveries", tags=["deliveries"])
 
+MAX_OFFSET = 1_000_000
+"""Beyond any number of deliveries kept; a larger offset is a bad parameter (422), not an outage."""
+
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such delivery."}}
 _INVALID: dict[int | str, dict[str, Any]] = {
     422: {"model": ErrorOut, "description": "Unknown status, or subscription_id with a status other than failed."}
@@ -58,7 +61,7 @@ async def list_deliveries(
         str | None, Query(min_length=1, description="Only this subscription's (with status=failed only).")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[DeliveryOut]:
     """Pending: next attempt first; failed, delivered and digested: most recent first."""
     if subscription_id is not None and status_ not in BY_SUBSCRIPTION:

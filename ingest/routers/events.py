@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -10,9 +11,9 @@ from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
 from ingest.deps import ApiKeyDep, DedupDep, MetricsDep, PublisherDep, SettingsDep
-from ingest.errors import ApiError, broker_unavailable
+from ingest.errors import ApiError, broker_unavailable, service_unavailable
 from ingest.publisher import EventPublisher, Record
-from ingest.schemas import ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
+from ingest.schemas import ErrorCode, ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
 from ingest.validation import BodyRefused, check_events, first_occurrences, parse_json, split_batch
 from services.contract import EventEnvelope, EventIn, encode
 from services.errors import BrokerUnavailable
@@ -61,13 +62,31 @@ async def post_events(
     if not batch.valid:
         return _all_rejected(rejected)
     unique, repeats = first_occurrences([event for _, event in batch.valid])
-    seen = await dedup.seen(api_key.name, [event.event_id for event in unique])
-    fresh = [event for event in unique if event.event_id not in seen]
-    await _publish(publisher, settings.events_topic, _records(fresh, api_key.name, now), metrics, started)
-    await dedup.mark(api_key.name, [event.event_id for event in fresh])
+    claim = await dedup.claim(api_key.name, [event.event_id for event in unique],
+                              wait_s=settings.kafka_request_timeout_s + 1)
+    if claim.in_flight:
+        await dedup.release(api_key.name, claim.claimed)
+        raise _in_flight(len(claim.in_flight))
+    claimed = set(claim.claimed)
+    fresh = [event for event in unique if event.event_id in claimed]
+    try:
+        await _publish(publisher, settings.events_topic, _records(fresh, api_key.name, now), metrics, started)
+    except BaseException:
+        await asyncio.shield(dedup.release(api_key.name, claim.claimed))
+        raise
+    await dedup.confirm(api_key.name, claim.claimed)
+    duplicates = repeats + len(claim.duplicates)
     metrics.events.labels(outcome="accepted").inc(len(fresh))
-    metrics.events.labels(outcome="duplicate").inc(repeats + len(seen))
-    return EventsAccepted(accepted=len(fresh), duplicates=repeats + len(seen), rejected=rejected)
+    metrics.events.labels(outcome="duplicate").inc(duplicates)
+    return EventsAccepted(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
+
+
+def _in_flight(count: int) -> ApiError:
+    return service_unavailable(
+        "events_in_flight",
+        f"{count} of these event ids are being stored by another request right now; nothing was stored, "
+        "retry after Retry-After (they will then count as accepted or as duplicates)",
+    )
 
 
 def _items(raw: bytes, max_items: int, metrics: IngestMetrics) -> list[Any]:
@@ -101,7 +120,7 @@ async def _publish(
 def _all_rejected(rejected: list[RejectedItem]) -> JSONResponse:
     message = f"all {len(rejected)} events were rejected; see `rejected`"
     body = EventsRejected(
-        error=ErrorDetail(code="all_events_rejected", message=message),
+        error=ErrorDetail(code=ErrorCode.ALL_EVENTS_REJECTED, message=message),
         accepted=0,
         duplicates=0,
         rejected=rejected,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,6 +17,7 @@ from ingest.deps import PublisherDep, RedisDep
 from ingest.publisher import EventPublisher
 from services.errors import BrokerUnavailable
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
 
 READY_TIMEOUT_S = 2.0
@@ -23,7 +25,7 @@ READY_TIMEOUT_S = 2.0
 
 
 @router.get("/healthz", summary="Liveness: the process answers")
-async def healthz() -> dict[str, str]:
+async def get_health() -> dict[str, str]:
     return {"status": "ok"}
 
 
@@ -32,7 +34,7 @@ async def healthz() -> dict[str, str]:
     summary="Readiness: Kafka and Redis answer",
     responses={503: {"description": "At least one dependency failed; `checks` says which."}},
 )
-async def readyz(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
+async def get_readiness(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
     kafka, store = await asyncio.gather(_check_kafka(publisher), _check_redis(redis))
     checks = {"kafka": kafka, "redis": store}
     ready = all(result == "ok" for result in checks.values())
@@ -41,7 +43,7 @@ async def readyz(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
-async def metrics(request: Request) -> Response:
+async def get_metrics(request: Request) -> Response:
     return Response(generate_latest(request.app.state.registry), media_type=CONTENT_TYPE_LATEST)
 
 
@@ -49,7 +51,8 @@ async def _check_kafka(publisher: EventPublisher) -> str:
     try:
         await publisher.ping(READY_TIMEOUT_S)
     except BrokerUnavailable as exc:
-        return f"error: {exc}"
+        log.warning("readiness: the event log (Kafka) does not answer: %s", exc)
+        return "error: the event log (Kafka) does not answer"
     return "ok"
 
 
@@ -58,7 +61,8 @@ async def _check_redis(redis: Redis) -> str:
         async with asyncio.timeout(READY_TIMEOUT_S):
             await redis.ping()
     except TimeoutError:
-        return f"error: no answer from Redis within {READY_TIMEOUT_S:g}s"
+        return f"error: the state store (Redis) did not answer within {READY_TIMEOUT_S:g}s"
     except (RedisError, OSError) as exc:
-        return f"error: {exc}"
+        log.warning("readiness: the state store (Redis) does not answer: %s", exc)
+        return "error: the state store (Redis) does not answer"
     return "ok"

@@ -13,12 +13,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from ingest.deps import ApiKeyDep, PolicyStoreDep
+from ingest.deps import NEEDS_READ, AdminKey, PolicyStoreDep
 from ingest.errors import ApiError
 from ingest.schemas import ErrorOut, PolicyOut
 from ingest.validation import BodyRefused, json_type, parse_json
 from services.errors import PolicyError
-from services.policy.model import DEFAULT_POLICY_FILE, parse_policy
+from services.policy.model import DEFAULT_POLICY_FILE, MAX_YAML_DEPTH, parse_policy
 from services.policy.store import (
     PolicyStore,
     PolicyVersionMismatch,
@@ -117,7 +117,7 @@ def policy_document(content_type: str | None, raw: bytes) -> str:
 
 def _json_document(raw: bytes) -> str:
     try:
-        obj = parse_json(raw)
+        obj = parse_json(raw, max_depth=MAX_YAML_DEPTH)
     except BodyRefused as exc:
         raise ApiError(exc.status, exc.code, exc.message) from exc
     if not isinstance(obj, dict):
@@ -143,7 +143,7 @@ def _out(stored: StoredPolicy | None) -> PolicyOut:
     except PolicyError as exc:
         valid, problem = None, str(exc)
     else:
-        valid, problem = policy_values(stored.yaml), None
+        valid, problem = policy_values(stored.yaml), stored.problem
     return PolicyOut(
         version=stored.version,
         source="api",
@@ -159,27 +159,29 @@ def _etag(out: PolicyOut) -> dict[str, str]:
     return {"ETag": f'"{out.version or 0}"'}
 
 
-async def _stored(store: PolicyStore) -> StoredPolicy | None:
+async def _stored(store: PolicyStore) -> StoredPolicy | PolicyOut | None:
     try:
         return await store.get()
-    except PolicyError as exc:
-        raise ApiError(500, "bad_stored_policy", f"{exc}; replace it with PUT /v1/policy") from exc
+    except PolicyError as exc:  # written into Redis by hand: say so, it is not the caller's fault
+        return PolicyOut(version=None, source="api", updated_at=None, sha256=sha256_of(""), yaml="", policy=None,
+                         problem=f"{exc}; replace it with PUT /v1/policy")
 
 
 @router.get(
     "/policy",
     response_model=PolicyOut,
+    dependencies=[NEEDS_READ],
     summary="The stored fatigue policy (or the packaged default when none is stored)",
     description="The policy stored through PUT /v1/policy, or the packaged default when none is stored. "
     "`Accept: application/yaml` answers the YAML document alone. The ETag is the version (\"0\": none stored).",
     responses={
         200: {"content": _ANSWER_YAML},
-        500: {"model": ErrorOut, "description": "The stored policy record is unreadable (written by hand)."},
         503: {"model": ErrorOut, "description": "The store (Redis) did not answer."},
     },
 )
 async def get_policy(request: Request, store: PolicyStoreDep) -> Response:
-    out = _out(await _stored(store))
+    stored = await _stored(store)
+    out = stored if isinstance(stored, PolicyOut) else _out(stored)
     if prefers_yaml(request.headers.get("accept")):
         return Response(out.yaml, media_type="application/yaml", headers=_etag(out))
     return JSONResponse(out.model_dump(mode="json"), headers=_etag(out))
@@ -198,15 +200,15 @@ async def get_policy(request: Request, store: PolicyStoreDep) -> Response:
         412: {"model": ErrorOut, "description": "If-Match does not name the stored version; nothing changed."},
         413: {"model": ErrorOut, "description": "Body larger than FATIGUE_MAX_BODY_BYTES."},
         415: {"model": ErrorOut, "description": "Content-Type is not YAML, text or JSON."},
-        422: {"model": ErrorOut, "description": "Invalid policy (`invalid_policy`: policy:LINE: field: reason); "
-              "nothing changed."},
+        422: {"model": ErrorOut, "description": "Invalid policy (`invalid_policy`: policy:LINE: field: reason), "
+              "or one the scorer's core cannot run (dry run of a canned history); nothing changed."},
         503: {"model": ErrorOut, "description": "The store (Redis) did not answer; nothing changed."},
     },
     openapi_extra={"requestBody": PUT_BODY},
 )
 async def put_policy(
     request: Request,
-    api_key: ApiKeyDep,
+    api_key: AdminKey,
     store: PolicyStoreDep,
     if_match: Annotated[
         str | None, Header(alias="If-Match", description='Replace only if this version is stored, e.g. "3".')
@@ -215,7 +217,7 @@ async def put_policy(
     expected = parse_if_match(if_match)
     text = policy_document(request.headers.get("content-type"), await request.body())
     try:
-        stored = await store.put(text, SOURCE, expected_version=expected)
+        stored = await store.put(text, SOURCE, expected_version=expected, check=request.app.state.policy_check)
     except PolicyError as exc:
         raise ApiError(422, "invalid_policy", str(exc)) from exc
     except PolicyVersionMismatch as exc:
@@ -238,7 +240,7 @@ async def put_policy(
     },
 )
 async def delete_policy(
-    api_key: ApiKeyDep,
+    api_key: AdminKey,
     store: PolicyStoreDep,
     if_match: Annotated[
         str | None, Header(alias="If-Match", description='Remove only if this version is stored, e.g. "3".')

@@ -10,7 +10,7 @@ from typing import Annotated, Any, cast
 from fastapi import APIRouter, Body, Request, Response, status
 
 from ingest.deps import EndpointHealthDep, PublisherDep, SettingsDep, SubscriptionsDep
-from ingest.errors import ApiError
+from ingest.errors import ApiError, service_unavailable
 from ingest.routers.deliveries import DeliveriesDep
 from ingest.schemas import (
     EndpointHealthOut,
@@ -33,7 +33,7 @@ from services.delivery.destinations import check_destination
 from services.delivery.digests import Window, digest_item, empty_digest, filled
 from services.delivery.health import EndpointHealthStore, Health
 from services.delivery.subscriptions import CHAT_DEFAULT_DIGEST, PROVIDER_SECRET_FORMATS, Subscription, default_digest
-from services.errors import DestinationRefused
+from services.errors import DestinationRefused, DestinationUnresolved
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.settings import IngestSettings
 
@@ -61,10 +61,11 @@ def _health(sub: Subscription, health: Health) -> EndpointHealthOut:
 
 
 def _out(sub: Subscription, now: datetime, health: Health) -> dict[str, Any]:
-    fields = ("id", "url", "events", "format", "rate_limit_per_minute", "description", "created_at", "enabled",
+    fields = ("id", "events", "format", "rate_limit_per_minute", "description", "created_at", "enabled",
               "disabled_reason", "disabled_at")
     return {
         **{name: getattr(sub, name) for name in fields},
+        "url": sub.masked_url,
         "filters": vars(sub.filters),
         "digest": vars(sub.digest) if sub.digest else None,
         "mentions": dict(sub.mentions),
@@ -81,16 +82,23 @@ def _not_found(sub_id: str) -> ApiError:
     return ApiError(404, "not_found", f"no subscription {sub_id!r}")
 
 
-async def _check_destination(url: str, settings: IngestSettings) -> None:
+async def _check_destination(url: str, settings: IngestSettings, request: Request) -> None:
     try:
         await asyncio.to_thread(
             check_destination,
             url,
             allow_private=settings.allow_private_destinations,
             allow_loopback=settings.allow_loopback_destinations,
+            resolve=request.app.state.resolver,
         )
     except DestinationRefused as exc:
         raise ApiError(422, "destination_refused", str(exc)) from exc
+    except DestinationUnresolved as exc:
+        raise service_unavailable(
+            "destination_unresolvable",
+            "the webhook host cannot be resolved just now (temporary DNS failure); nothing was stored, retry "
+            "after Retry-After",
+        ) from exc
 
 
 @router.post(
@@ -104,7 +112,7 @@ async def create_subscription(
     body: SubscriptionIn, settings: SettingsDep, store: SubscriptionsDep, health: EndpointHealthDep,
     request: Request, response: Response,
 ) -> SubscriptionCreated:
-    await _check_destination(body.url, settings)
+    await _check_destination(body.url, settings, request)
     options = body.model_dump(
         include={"format", "filters", "rate_limit_per_minute", "description", "digest", "mentions"})
     if "digest" not in body.model_fields_set:
@@ -146,12 +154,12 @@ async def get_subscription(
 )
 async def update_subscription(
     subscription_id: str, body: SubscriptionPatch, settings: SettingsDep, store: SubscriptionsDep,
-    health: EndpointHealthDep,
+    health: EndpointHealthDep, request: Request,
 ) -> SubscriptionOut:
     changes = body.changes()
     enabled = changes.pop("enabled", None)
     if "url" in changes:
-        await _check_destination(changes["url"], settings)
+        await _check_destination(changes["url"], settings, request)
     if "format" in changes:
         current = await store.get(subscription_id)
         if current is None:
@@ -181,7 +189,7 @@ def _check_format_switch(sub: Subscription, new_format: str) -> None:
     summary="Make a new signing secret current; the old one keeps signing during the overlap",
     responses={**_NOT_FOUND, **_INVALID},
 )
-async def rotate_secret(
+async def rotate_subscription_secret(
     subscription_id: str,
     store: SubscriptionsDep,
     body: Annotated[RotateSecretIn | None, Body()] = None,
@@ -212,7 +220,7 @@ async def rotate_secret(
     summary="Send this subscription's dead-lettered deliveries again (after fixing or re-enabling it)",
     responses={**_NOT_FOUND, **_INVALID, 409: {"model": ErrorOut, "description": "The subscription is disabled."}},
 )
-async def replay(
+async def replay_subscription(
     subscription_id: str,
     store: SubscriptionsDep,
     deliveries: DeliveriesDep,
@@ -237,7 +245,7 @@ async def replay(
     summary="Send a sample action (test: true) to this subscription only, through the notifier",
     responses={**_NOT_FOUND, **_INVALID, 503: {"model": ErrorOut, "description": "Kafka did not acknowledge."}},
 )
-async def send_test(
+async def test_subscription(
     subscription_id: str,
     settings: SettingsDep,
     store: SubscriptionsDep,

@@ -8,7 +8,7 @@ the field and, where the YAML parser knows it, the line.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -248,16 +248,45 @@ def _line_of(text: str, path: tuple[Any, ...]) -> int | None:
     return node.start_mark.line + 1 if node is not None else None
 
 
+MAX_YAML_DEPTH = 16
+MAX_YAML_ALIASES = 100
+
+
+def check_yaml_shape(text: str, source: str) -> None:
+    """Refuse a document nested deeper than MAX_YAML_DEPTH or with many aliases, before it is built
+    (PyYAML builds nested nodes recursively). Reads the event stream, which does not recurse."""
+    depth = aliases = 0
+    try:
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            if isinstance(event, yaml.CollectionStartEvent):
+                depth += 1
+                if depth > MAX_YAML_DEPTH:
+                    line = event.start_mark.line + 1
+                    raise PolicyError(f"{source}:{line}: nested deeper than {MAX_YAML_DEPTH} levels")
+            elif isinstance(event, yaml.CollectionEndEvent):
+                depth -= 1
+            elif isinstance(event, yaml.AliasEvent):
+                aliases += 1
+                if aliases > MAX_YAML_ALIASES:
+                    raise PolicyError(f"{source}: more than {MAX_YAML_ALIASES} aliases (*name)")
+    except yaml.YAMLError:
+        return  # reported with its line by the parse that follows
+
+
 def parse_policy(text: str, source: str = "policy") -> Policy:
     """Parse and validate a policy YAML document; PolicyError says where and why."""
+    check_yaml_shape(text, source)
     try:
-        data = yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+    if data is None and yaml.compose(text) is None:  # an empty document (or only comments): all defaults
+        data = {}
     if not isinstance(data, dict):
-        raise PolicyError(f"{source}: the policy must be a mapping of settings, not {type(data).__name__}")
+        what = "null" if data is None else type(data).__name__
+        raise PolicyError(f"{source}: the policy must be a mapping of settings, not {what}")
     try:
         return Policy.from_doc(PolicyDoc.model_validate(data))
     except ValidationError as exc:
@@ -270,6 +299,11 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
             message = str(err["msg"]).removeprefix("Value error, ")
             problems.append(f"{where}: {field}: {message}")
         raise PolicyError("; ".join(problems)) from exc
+
+
+PolicyCheck = Callable[[Policy], None]
+"""A check a policy must pass before it is accepted: the scorer's dry run through its core (raises
+PolicyError). The `fatigue` command gives it to the API, which may not import the scorer."""
 
 
 def default_policy() -> Policy:

@@ -23,6 +23,11 @@ How it is kept current (`PolicyResolver`):
 - An invalid document (a stored one written into Redis by hand, a bad edit of the file, a removed
   file) never replaces a valid one: the policy in force stays and `PolicyRefused` is reported once
   per change (the same stamp is not parsed again). Only an invalid file at construction raises.
+  With `vet` (the scorer passes its dry run through the core), a document that parses but that the
+  core cannot run is refused the same way.
+- `refuse_in_force(error)`: the core failed on live data with the policy in force although it
+  passed the checks. The previous policy (else the fallback, else the packaged default) comes back
+  into force, and the refused stored version is never swapped in again.
 - `refresh()` polls at most every `poll_s` seconds (0: on every call); `poll()` polls now.
 - Nothing is logged or counted here: each change is reported to `on_event`, and the caller logs
   and counts it its own way (scorer: `fatigue_scorer_policy_*` metrics and its log lines).
@@ -41,7 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
 
-from services.errors import ConfigError
+from services.errors import ConfigError, PolicyError
 from services.policy.model import Policy, default_policy, load_policy
 
 __all__ = [
@@ -79,14 +84,15 @@ class PolicySwapped:
     """`current` is now in force (also reported once on the first load, even when unchanged)."""
 
     current: PolicyInForce
-    cause: Literal["file", "store"]
+    cause: Literal["file", "store", "runtime"]
 
 
 @dataclass(frozen=True)
 class PolicyRefused:
-    """A new document from `source` is invalid (or the file unreadable); `kept` stays in force."""
+    """A new document from `source` is invalid (or the file unreadable), or the policy in force failed
+    at run time (`runtime`); `kept` is in force."""
 
-    source: Literal["file", "store"]
+    source: Literal["file", "store", "runtime"]
     error: ConfigError
     kept: PolicyInForce
 
@@ -137,6 +143,7 @@ class PolicyResolver:
         poll_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         on_event: Callable[[PolicyEvent], None] = _ignore,
+        vet: Callable[[Policy], None] | None = None,
     ) -> None:
         if file is not None and fallback is not None:
             raise ValueError("give a policy file or a fallback policy, not both")
@@ -145,9 +152,14 @@ class PolicyResolver:
         self._poll_s = poll_s
         self._clock = clock
         self._on_event = on_event
+        self._vet = vet
         self._file_stamp = _file_stamp(file) if file is not None else None
         self._fallback = load_policy(file) if file is not None else (fallback or default_policy())
+        if vet is not None:
+            vet(self._fallback)
         self._in_force = PolicyInForce(None, self._fallback)
+        self._previous: PolicyInForce | None = None
+        self._refused_versions: set[int] = set()
         self._loaded = False
         self._seen_stamp: str | None = None
         self._last_poll: float | None = None
@@ -204,7 +216,7 @@ class PolicyResolver:
             return
         self._file_stamp = stamp
         try:
-            policy = await asyncio.to_thread(load_policy, self._file)
+            policy = await asyncio.to_thread(self._load_file, self._file)
         except ConfigError as exc:
             self._on_event(PolicyRefused("file", exc, self._in_force))
             return
@@ -214,9 +226,20 @@ class PolicyResolver:
         else:
             self._on_event(FilePolicyShadowed(self._file, self._in_force))
 
+    def _load_file(self, path: Path) -> Policy:
+        policy = load_policy(path)
+        if self._vet is not None:
+            self._vet(policy)
+        return policy
+
     async def _check_store(self, stamp: str | None) -> None:
         try:
             version, policy = await self._store.current(self._fallback)
+            if version is not None and version in self._refused_versions:
+                self._seen_stamp, self._loaded = stamp, True
+                return  # refused at run time: stays out until a new version is stored
+            if version is not None and self._vet is not None:
+                await asyncio.to_thread(self._vet, policy)
         except ConfigError as exc:  # PolicyError: an invalid document; StoreUnavailable propagates
             self._on_event(PolicyRefused("store", exc, self._in_force))
         else:
@@ -225,6 +248,37 @@ class PolicyResolver:
                 self._swap(candidate, "store")
         self._seen_stamp, self._loaded = stamp, True
 
-    def _swap(self, in_force: PolicyInForce, cause: Literal["file", "store"]) -> None:
+    def fallback_for_failure(self) -> Policy | None:
+        """What `refuse_in_force` would put in force (None: nothing different from the policy in force)."""
+        replacement = self._replacement()
+        return None if replacement.policy is self._in_force.policy else replacement.policy
+
+    def _replacement(self) -> PolicyInForce:
+        previous = self._previous
+        if previous is not None and previous.version not in self._refused_versions:
+            return previous
+        if self._in_force.version is not None:
+            return PolicyInForce(None, self._fallback)
+        default = default_policy()
+        return PolicyInForce(None, default) if default != self._in_force.policy else self._in_force
+
+    def refuse_in_force(self, error: BaseException) -> PolicyInForce:
+        """The core failed on live data under the policy in force: put the replacement in force."""
+        failed, replacement = self._in_force, self._replacement()
+        if replacement.policy is failed.policy:
+            return failed
+        if failed.version is not None:
+            self._refused_versions.add(failed.version)
+        else:
+            self._fallback = replacement.policy  # the file's policy stays out until the file changes
+        self._on_event(PolicyRefused("runtime", PolicyError(f"{type(error).__name__}: {error}"), replacement))
+        self._previous = None
+        self._in_force = replacement
+        self._on_event(PolicySwapped(replacement, "runtime"))
+        return replacement
+
+    def _swap(self, in_force: PolicyInForce, cause: Literal["file", "store", "runtime"]) -> None:
+        if in_force.policy is not self._in_force.policy:
+            self._previous = self._in_force
         self._in_force = in_force  # one assignment: readers see the old or the new policy, never a mix
         self._on_event(PolicySwapped(in_force, cause))

@@ -14,6 +14,9 @@ from services.durations import parse_duration_ms
 
 K = TypeVar("K")
 
+MAX_COUNT = 10_000
+"""Thresholds and counts in a policy (touches, samples, caps) stay below this."""
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -35,14 +38,17 @@ def _check_durations(mapping: dict[K, str]) -> dict[K, str]:
 
 
 DEFAULT_WARN_ABOVE = 8
+MAX_WINDOWS = 8
+MAX_LIST = 64
+"""Segments, quiet periods and other lists in a policy hold at most this many entries."""
 
 
 class FrequencyDoc(_Strict):
     window: str = "30d"
-    warn_above: int | None = Field(default=None, ge=0)
+    warn_above: int | None = Field(default=None, ge=0, le=MAX_COUNT)
     """Decision warns above this; unset: 8 (the "tends to annoy" band), or throttle_above if lower."""
-    throttle_above: int = Field(default=12, ge=0)
-    recover_at_or_below: int = Field(default=8, ge=0)
+    throttle_above: int = Field(default=12, ge=0, le=MAX_COUNT)
+    recover_at_or_below: int = Field(default=8, ge=0, le=MAX_COUNT)
     uncounted_kinds: list[TouchKind] = [TouchKind.TRANSACTIONAL]
 
     @model_validator(mode="after")
@@ -102,7 +108,7 @@ DOMAIN_QUIET_PERIODS = [
 class SendingDoc(_Strict):
     """Rules the pre-send decision applies on top of the customer's status."""
 
-    weekly_cap_default: int = Field(default=3, ge=0)
+    weekly_cap_default: int = Field(default=3, ge=0, le=MAX_COUNT)
     weekly_cap_by_stage: dict[Stage, int] = DOMAIN_WEEKLY_CAPS
     min_gap_default: str = "4h"
     min_gap_by_channel: dict[Channel, str] = DOMAIN_MIN_GAPS
@@ -112,6 +118,21 @@ class SendingDoc(_Strict):
     @classmethod
     def _gap(cls, value: str) -> str:
         return _check_duration(value)
+
+    @field_validator("weekly_cap_by_stage")
+    @classmethod
+    def _caps(cls, value: dict[Stage, int]) -> dict[Stage, int]:
+        for stage, cap in value.items():
+            if not 0 <= cap <= MAX_COUNT:
+                raise ValueError(f"{stage}: {cap} must be between 0 and {MAX_COUNT}")
+        return value
+
+    @field_validator("quiet_periods")
+    @classmethod
+    def _few_quiet_periods(cls, value: list[QuietPeriodDoc]) -> list[QuietPeriodDoc]:
+        if len(value) > MAX_LIST:
+            raise ValueError(f"at most {MAX_LIST} quiet periods")
+        return value
 
     @field_validator("min_gap_by_channel")
     @classmethod
@@ -168,16 +189,16 @@ class ComplaintDoc(_Strict):
 
 class StreakDoc(_Strict):
     enabled: bool = True
-    touches: int = Field(default=5, ge=1)
+    touches: int = Field(default=5, ge=1, le=MAX_COUNT)
 
 
 class LatencySlowdownDoc(_Strict):
     enabled: bool = True
-    recent: int = Field(default=3, ge=1)
+    recent: int = Field(default=3, ge=1, le=MAX_COUNT)
     baseline_window: Duration = "90d"
-    min_baseline_samples: int = Field(default=5, ge=1)
-    slowdown_factor: float = Field(default=2.0, gt=1)
-    recover_factor: float = Field(default=1.5, ge=1)
+    min_baseline_samples: int = Field(default=5, ge=1, le=MAX_COUNT)
+    slowdown_factor: float = Field(default=2.0, gt=1, le=1000)
+    recover_factor: float = Field(default=1.5, ge=1, le=1000)
 
     @field_validator("baseline_window")
     @classmethod
@@ -198,8 +219,8 @@ class RateDropDoc(_Strict):
     enabled: bool = True
     kinds: list[ResponseKind] | None = None
     """Responses that count (None: any response)."""
-    recent_touches: int = Field(default=5, ge=1)
-    min_baseline_touches: int = Field(default=10, ge=1)
+    recent_touches: int = Field(default=5, ge=1, le=MAX_COUNT)
+    min_baseline_touches: int = Field(default=10, ge=1, le=MAX_COUNT)
     settle: Duration = "3d"
     """Touches younger than this have not had time to be answered and are left out."""
     drop: float = Field(default=0.5, gt=0, lt=1)
@@ -237,9 +258,9 @@ class CooldownsDoc(_Strict):
 
 
 class SegmentFrequencyDoc(_Strict):
-    warn_above: int | None = Field(default=None, ge=0)
-    throttle_above: int | None = Field(default=None, ge=0)
-    recover_at_or_below: int | None = Field(default=None, ge=0)
+    warn_above: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    throttle_above: int | None = Field(default=None, ge=0, le=MAX_COUNT)
+    recover_at_or_below: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
 
 class SegmentDoc(_Strict):
@@ -249,7 +270,7 @@ class SegmentDoc(_Strict):
     stage: Stage | None = None
     frequency: SegmentFrequencyDoc = SegmentFrequencyDoc()
     cadence: Duration | None = None
-    weekly_cap: int | None = Field(default=None, ge=0)
+    weekly_cap: int | None = Field(default=None, ge=0, le=MAX_COUNT)
 
     @field_validator("cadence")
     @classmethod
@@ -287,6 +308,8 @@ class PolicyDoc(_Strict):
     def _windows(cls, value: list[str]) -> list[str]:
         if not value:
             raise ValueError("at least one window is needed")
+        if len(value) > MAX_WINDOWS:
+            raise ValueError(f"at most {MAX_WINDOWS} windows (each is counted per channel and kind)")
         for label in value:
             _check_duration(label)
         if len(set(value)) != len(value):
@@ -297,6 +320,13 @@ class PolicyDoc(_Strict):
     @classmethod
     def _grace(cls, value: str) -> str:
         return _check_duration(value)
+
+    @field_validator("segments")
+    @classmethod
+    def _few_segments(cls, value: list[SegmentDoc]) -> list[SegmentDoc]:
+        if len(value) > MAX_LIST:
+            raise ValueError(f"at most {MAX_LIST} segments")
+        return value
 
     @model_validator(mode="after")
     def _segments_are_consistent(self) -> PolicyDoc:

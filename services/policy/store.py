@@ -55,6 +55,16 @@ return {1, current}
 """
 
 
+# KEYS: policy hash. ARGV: version, problem. Sets the problem only while that version is stored.
+_PROBLEM_SCRIPT = """
+if redis.call('HGET', KEYS[1], 'version') == ARGV[1] then
+  redis.call('HSET', KEYS[1], 'problem', ARGV[2])
+  return 1
+end
+return 0
+"""
+
+
 class PolicyVersionMismatch(FatigueError):
     """`put(expected_version=…)` found another version in force; re-read the policy and retry."""
 
@@ -92,14 +102,19 @@ class StoredPolicy:
     yaml: str
     sha256: str
     updated_at: datetime
+    problem: str | None = None
+    """Set by a scorer that refused this version at run time (the core failed with it)."""
 
     def to_hash(self) -> dict[str, str]:
-        return {
+        fields = {
             "version": str(self.version),
             "yaml": self.yaml,
             "sha256": self.sha256,
             "updated_at": self.updated_at.isoformat(),
         }
+        if self.problem is not None:
+            fields["problem"] = self.problem
+        return fields
 
     @classmethod
     def from_hash(cls, fields: Mapping[str, str], where: str) -> StoredPolicy:
@@ -111,6 +126,7 @@ class StoredPolicy:
                 yaml=text,
                 sha256=fields.get("sha256") or sha256_of(text),
                 updated_at=datetime.fromisoformat(fields["updated_at"]) if "updated_at" in fields else _EPOCH,
+                problem=fields.get("problem") or None,
             )
         except (KeyError, ValueError) as exc:
             raise PolicyError(f"{where}: the stored policy is unreadable ({type(exc).__name__}: {exc})") from exc
@@ -128,6 +144,7 @@ class PolicyStore:
         self._now = now
         self._put_script = redis.register_script(_PUT_SCRIPT)
         self._delete_script = redis.register_script(_DELETE_SCRIPT)
+        self._problem_script = redis.register_script(_PROBLEM_SCRIPT)
 
     async def get(self) -> StoredPolicy | None:
         """The stored policy as written, or None; PolicyError when the hash is unreadable."""
@@ -135,14 +152,18 @@ class PolicyStore:
         decoded = {str(k): str(v) for k, v in fields.items()}  # the clients are built with decode_responses
         return StoredPolicy.from_hash(decoded, self._keys.policy()) if decoded else None
 
-    async def put(self, text: str, source: str = "policy", *, expected_version: int | None = None) -> StoredPolicy:
-        """Validate `text`, then store it as the next version, atomically.
+    async def put(self, text: str, source: str = "policy", *, expected_version: int | None = None,
+                  check: Callable[[Policy], None] | None = None) -> StoredPolicy:
+        """Validate `text` (and run `check` on the policy: the dry run through the core), then store it
+        as the next version, atomically.
 
         Raises PolicyError ("source:line: field: reason; …") before anything is written when the
-        document is invalid, and PolicyVersionMismatch when `expected_version` (0: none stored yet)
-        is not the stored version.
+        document is invalid or `check` refuses it, and PolicyVersionMismatch when `expected_version`
+        (0: none stored yet) is not the stored version.
         """
-        await asyncio.to_thread(parse_policy, text, source)  # a large document must not block the loop
+        policy = await asyncio.to_thread(parse_policy, text, source)  # a large document must not block the loop
+        if check is not None:
+            await asyncio.to_thread(check, policy)
         updated_at = self._now()
         digest = sha256_of(text)
         expected = "" if expected_version is None else str(expected_version)
@@ -151,6 +172,11 @@ class PolicyStore:
         if not stored:
             raise PolicyVersionMismatch(expected_version or 0, int(version))
         return StoredPolicy(version=int(version), yaml=text, sha256=digest, updated_at=updated_at)
+
+    async def report_problem(self, version: int, problem: str) -> bool:
+        """Record why `version` was refused at run time (shown by GET /v1/policy); False when another
+        version is stored by now."""
+        return bool(await self._problem_script(keys=[self._keys.policy()], args=[str(version), problem[:2000]]))
 
     async def delete(self, *, expected_version: int | None = None) -> int | None:
         """Remove the stored policy (the scorer falls back to its file); the version removed, or None.
@@ -198,3 +224,10 @@ class PolicySource:
             return None, fallback
         policy = await asyncio.to_thread(parse_policy, stored.yaml, f"stored policy v{stored.version}")
         return stored.version, policy
+
+    async def report_problem(self, version: int, problem: str) -> None:
+        """StoreUnavailable when Redis does not answer."""
+        try:
+            await self._store.report_problem(version, problem)
+        except RedisError as exc:
+            raise StoreUnavailable(f"recording a policy problem in Redis failed: {exc}") from exc

@@ -29,8 +29,9 @@ from starlette.routing import Match
 from fatigue import cli
 from fatigue.embedded import free_port
 from ingest.app import create_app
+from services.apikeys import parse_api_keys
 from services.metrics import NotifierMetrics
-from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings, parse_api_keys
+from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings
 from tests.ingest.helpers import ingest_settings_for, running_api
 
 REPO = Path(__file__).resolve().parents[2]

@@ -69,7 +69,7 @@ def stack_up(infra_env: dict[str, str], tmp_path: Path, unique: str) -> Iterator
     port = free_port()
     env = {
         **os.environ, **infra_env, **FAST_GROUP_ENV,
-        "FATIGUE_API_KEYS": f"e2e:{API_KEY}",
+        "FATIGUE_API_KEYS": f"e2e:{API_KEY}:all",
         "FATIGUE_SCORER_APP_ID": f"scorer-{unique}",
         "FATIGUE_NOTIFIER_GROUP_ID": f"notifier-{unique}",
     }

@@ -16,6 +16,7 @@ from pydantic import SecretStr
 
 from fatigue.embedded import free_port
 from ingest.app import create_app
+from scorer.dryrun import check_policy
 from services.settings import CommonSettings, IngestSettings
 
 API_KEY_NAME = "crm"
@@ -37,7 +38,7 @@ def ingest_settings_for(common: CommonSettings | None = None, **overrides: Any) 
         else {"kafka_bootstrap_servers": closed_port_address(), "redis_url": f"redis://{closed_port_address()}/0"}
     )
     base.update(
-        api_keys=SecretStr(f"{API_KEY_NAME}:{API_SECRET},erp:{OTHER_SECRET}"),
+        api_keys=SecretStr(f"{API_KEY_NAME}:{API_SECRET}:all,erp:{OTHER_SECRET}"),
         kafka_request_timeout_s=5.0,
     )
     base.update(overrides)
@@ -45,9 +46,11 @@ def ingest_settings_for(common: CommonSettings | None = None, **overrides: Any) 
 
 
 @asynccontextmanager
-async def running_api(settings: IngestSettings, **client_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+async def running_api(
+    settings: IngestSettings, app_options: dict[str, Any] | None = None, **client_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
     """The app with its lifespan entered, and an authenticated client talking to it in-process."""
-    app = create_app(settings)
+    app = create_app(settings, **{"policy_check": check_policy, **(app_options or {})})
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(

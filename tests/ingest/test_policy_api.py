@@ -206,6 +206,51 @@ async def test_a_hand_written_invalid_document_is_shown_with_its_problem(
 
 
 @pytest.mark.integration
+async def test_a_version_refused_by_a_scorer_at_run_time_shows_why(
+    api: httpx.AsyncClient, redis_client: Redis, settings: IngestSettings
+) -> None:
+    from services.policy.store import PolicySource
+
+    put = await api.put("/v1/policy", content=STRICT, headers=YAML)
+    version = put.json()["version"]
+    await PolicySource(redis_client, settings.keys).report_problem(version, "refused by the scorer at run time: X")
+    body = (await api.get("/v1/policy")).json()
+    assert (body["version"], body["problem"]) == (version, "refused by the scorer at run time: X")
+    assert body["policy"]["frequency"]["throttle_above"] == 5
+    await PolicySource(redis_client, settings.keys).report_problem(version - 1, "about another version")
+    assert (await api.get("/v1/policy")).json()["problem"] == "refused by the scorer at run time: X"
+
+
+@pytest.mark.integration
+async def test_a_hand_written_unreadable_record_is_a_problem_not_a_500(
+    api: httpx.AsyncClient, redis_client: Redis, settings: IngestSettings
+) -> None:
+    await redis_client.hset(settings.keys.policy(), mapping={"version": "x", "yaml": "a: 1"})
+    response = await api.get("/v1/policy")
+    assert response.status_code == 200 and "unreadable" in response.json()["problem"]
+
+
+@pytest.mark.parametrize(("body", "fragment"), [
+    ("windows: [24h, 3000000d]\n", "policy:1: windows: '3000000d' is longer than 400d"),
+    ("signals:\n  complaint:\n    cool_off: 3000000d\n", "policy:3: signals.complaint.cool_off: '3000000d' is longer"),
+    ("a: " + "[" * 900 + "]" * 900 + "\n", "policy:1: nested deeper than 16 levels"),
+    ("frequency: {throttle_above: 100000000000000000000}\n", "less than or equal to 10000"),
+])
+async def test_policies_the_core_cannot_run_are_refused_at_put(body: str, fragment: str) -> None:
+    async with running_api(ingest_settings_for()) as api:  # refused before Redis is needed
+        response = await api.put("/v1/policy", content=body, headers=YAML)
+    assert response.status_code == 422, response.text
+    assert fragment in response.json()["error"]["message"]
+
+
+async def test_a_deeply_nested_json_policy_is_a_400() -> None:
+    async with running_api(ingest_settings_for()) as api:
+        response = await api.put("/v1/policy", content=b'{"a":' * 900 + b"1" + b"}" * 900,
+                                 headers={"content-type": "application/json"})
+    assert response.status_code == 400 and response.json()["error"]["code"] == "json_too_deep"
+
+
+@pytest.mark.integration
 async def test_the_body_limit_applies(settings: IngestSettings) -> None:
     async with running_api(settings.model_copy(update={"max_body_bytes": 1024})) as api:
         response = await api.put("/v1/policy", content="# " + "x" * 2000 + "\n", headers=YAML)

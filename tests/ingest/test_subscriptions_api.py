@@ -62,7 +62,7 @@ async def test_crud(common_settings: CommonSettings, redis_client: Redis) -> Non
         ("http://169.254.169.254/latest/meta-data", "private/internal"),
         ("ftp://example.com/x", "scheme must be http or https"),
         ("https://user:pw@example.com/x", "must not carry credentials"),
-        ("not a url", "scheme must be http or https"),
+        ("not-a-url", "scheme must be http or https"),
     ],
 )
 async def test_refused_destinations(
@@ -137,7 +137,10 @@ async def test_patch_changes_given_fields_and_checks_the_new_destination(
                                               "format": "teams", "description": None})
         assert patched.status_code == 200, patched.text
         assert {k: patched.json()[k] for k in ("url", "events", "format", "description")} == {
-            "url": sub.url, "events": ["fatigue.re_engage"], "format": "teams", "description": None}
+            "url": "https://hooks.example.com/…", "events": ["fatigue.re_engage"], "format": "teams",
+            "description": None}  # a chat format: the URL is the credential, shown masked
+        stored = await store.get(sub.id)
+        assert stored is not None and stored.url == sub.url
         assert patched.json()["filters"]["tiers"] == ["A"] and "secret" not in patched.json()
         refused = await api.patch(path, json={"url": "http://127.0.0.1:9/hook"})
         assert refused.status_code == 422 and refused.json()["error"]["code"] == "destination_refused"
@@ -398,3 +401,49 @@ async def test_invalid_mentions_name_the_field(
         assert fragment in response.json()["error"]["message"]
     [stored] = await SubscriptionStore(redis_client, settings.keys).list()
     assert stored.mentions == {"alice": "alice@contoso.com"}  # nothing created, nothing changed
+
+
+SLACK = "https://hooks.slack.com/services/T0KNOWN01/B0KNOWN02/knownSlackSecret9abcd"
+WECOM = "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=known-wecom-key-0000-1234"
+
+
+@pytest.mark.parametrize(("url", "fmt", "shown"), [
+    (SLACK, "slack", "https://hooks.slack.com/services/…/…/…abcd"),
+    (WECOM, "wecom", "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=…1234"),
+    ("https://hooks.example.com/fatigue?token=known-token-5678", "standard",
+     "https://hooks.example.com/fatigue?token=…5678"),
+])
+async def test_chat_urls_and_url_tokens_are_masked_in_every_answer(
+    common_settings: CommonSettings, redis_client: Redis, url: str, fmt: str, shown: str
+) -> None:
+    created = await SubscriptionStore(redis_client, common_settings.keys).create(url, ["fatigue.throttle"], format=fmt)
+    async with running_api(ingest_settings_for(common_settings)) as api:
+        answers = [await api.get(f"/v1/subscriptions/{created.id}"), await api.get("/v1/subscriptions"),
+                   await api.patch(f"/v1/subscriptions/{created.id}", json={"description": "d"})]
+    for answer in answers:
+        assert answer.status_code == 200
+        assert url not in answer.text and url.rsplit("/", 1)[-1] not in answer.text
+    assert answers[0].json()["url"] == shown
+
+
+async def test_a_masked_url_sent_back_is_refused(common_settings: CommonSettings) -> None:
+    async with running_api(ingest_settings_for(common_settings)) as api:
+        response = await api.post("/v1/subscriptions", json={"url": "https://hooks.slack.com/services/…/…/…abcd"})
+    assert response.status_code == 422 and "masked" in response.json()["error"]["message"]
+
+
+async def test_a_dns_failure_while_checking_is_a_503_to_retry(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    from services.errors import DestinationUnresolved
+
+    def dns_down(host: str, port: int) -> list[str]:
+        raise DestinationUnresolved(f"temporary failure resolving {host}")
+
+    settings = ingest_settings_for(common_settings)
+    async with running_api(settings, app_options={"resolver": dns_down}) as api:
+        response = await api.post("/v1/subscriptions", json={"url": "https://hooks.example.com/x"})
+    assert response.status_code == 503, response.text
+    assert response.json()["error"]["code"] == "destination_unresolvable"
+    assert response.headers["retry-after"]
+    assert await SubscriptionStore(redis_client, settings.keys).list() == []

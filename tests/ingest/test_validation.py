@@ -174,3 +174,29 @@ def test_a_valid_event_passes_untouched() -> None:
     assert event.kind == "promo" and event.attributes == {"subject": "Hello"}
     assert event.occurred_at == datetime(2026, 11, 23, 9, tzinfo=UTC)
     assert event.occurred_at - NOW == timedelta(minutes=-30)
+
+
+@pytest.mark.parametrize("raw", [b"[" * 5000 + b"]" * 5000, b'{"a":' * 3000 + b"1" + b"}" * 3000])
+def test_hostile_nesting_is_a_400_not_a_recursion_error(raw: bytes) -> None:
+    with pytest.raises(BodyRefused) as info:
+        parse_json(raw)
+    assert (info.value.status, info.value.code) == (400, "json_too_deep")
+
+
+def test_a_lower_depth_bound_is_checked_before_parsing() -> None:
+    assert parse_json(b'[[["[[[[[[[["]]]', max_depth=3) == [[["[[[[[[[["]]]
+    with pytest.raises(BodyRefused, match="4 levels deep; at most 3"):
+        parse_json(b'[[[{"a": "]]]]"}]]]', max_depth=3)
+
+
+def test_lone_surrogates_are_refused() -> None:
+    with pytest.raises(BodyRefused, match="surrogate"):
+        parse_json(b'{"event_id": "\\ud800"}')
+
+
+def test_a_deeply_nested_wrong_value_is_described_without_recursing() -> None:
+    deep: object = 1
+    for _ in range(5000):
+        deep = [deep]
+    with pytest.raises(ValueError, match="event_id"):
+        check(item(event_id=deep))

@@ -18,6 +18,7 @@ from scorer.processor import Processor, Record
 from scorer.publisher import MemoryActionPublisher
 from scorer.store import StateStore
 from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode
+from services.deadletter import MemoryDeadLetterSink
 from services.durations import DAY_MS
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
@@ -43,7 +44,8 @@ def make(redis: Redis, prefix: str) -> tuple[Processor, MemoryActionPublisher, M
     metrics = ScorerMetrics(CollectorRegistry())
     store = StateStore(redis, RedisKeys(prefix), "g")
     processor = Processor(
-        store, publisher, default_policy, clock, metrics, events_topic=EVENTS, profiles_topic=PROFILES
+        store, publisher, default_policy, clock, metrics, events_topic=EVENTS, profiles_topic=PROFILES,
+        dead_letters=MemoryDeadLetterSink(),
     )
     return processor, publisher, clock, metrics
 
