@@ -81,6 +81,8 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         _dispatch(args)
+    except KeyboardInterrupt:  # Ctrl-C while a service starts, before its own signal handling is in place
+        raise SystemExit(130) from None
     except FatigueError as exc:
         sys.stderr.write(f"fatigue {args.command}: {exc}\n")
         if exc.operator_action:
