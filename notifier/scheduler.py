@@ -42,6 +42,7 @@ from services.delivery.health import STATES, EndpointHealthStore
 from services.delivery.store import DeliveryRecord, DeliveryStore
 from services.delivery.subscriptions import Subscription
 from services.errors import StoreUnavailable
+from services.logs import log_context
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_TYPES
 
@@ -137,7 +138,9 @@ class DeliveryScheduler:
                 self._woken.clear()  # before claiming: a wake-up from now on ends the wait below
                 free = self._concurrency - len(inflight)
                 claimed = await self._store.claim_due(self._store.now_ms(), self._lease_ms, free)
-                inflight.update(asyncio.create_task(self._process(rec)) for rec in claimed)
+                for rec in claimed:  # every line logged for a delivery names it and its action
+                    with log_context(action_id=rec.action.get("action_id"), delivery_id=rec.id):
+                        inflight.add(asyncio.create_task(self._process(rec)))
                 await self._update_gauges()
                 if not claimed:
                     await _wait_any((stop, self._woken), inflight, self._poll_s)

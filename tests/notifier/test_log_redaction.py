@@ -112,6 +112,7 @@ async def test_a_real_notifier_run_logs_no_secret(
     assert {r["service"] for r in records} == {"notifier"}
     requests_logged = [r for r in records if r["logger"] == "httpx" and "127.0.0.1" in str(r["message"])]
     assert len(requests_logged) >= 2 * len(targets), "the HTTP client did not log its requests: nothing was tested"
+    assert all(r.get("action_id") and r.get("delivery_id") for r in requests_logged), "a delivery's lines name it"
     assert any(r["level"] == "INFO" and "failed" in str(r["message"]) for r in records), "no retry was logged"
 
 
