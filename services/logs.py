@@ -78,30 +78,26 @@ class RedactionFilter(logging.Filter):
         self.known_secrets = tuple(secret for secret in known_secrets if secret)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if getattr(record, "_redacted", False) and not self._has_unredacted_extra(record):
-            return True
-        record.msg = self._redact_message(record)
-        record.args = None
-        if record.exc_info:
-            record.exc_text = logging.Formatter().formatException(record.exc_info)
-            record.exc_info = None
-        if record.exc_text:
-            record.exc_text = self.redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = self.redact(record.stack_info)
-        for name, value in list(record.__dict__.items()):
-            if name not in _RECORD_ATTRS and isinstance(value, str):
+        if not getattr(record, "_redacted", False):  # message and exception: once, when the record is made
+            record.msg = self._redact_message(record)
+            record.args = None
+            if record.exc_info:
+                record.exc_text = logging.Formatter().formatException(record.exc_info)
+                record.exc_info = None
+            if record.exc_text:
+                record.exc_text = self.redact(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self.redact(record.stack_info)
+            record._redacted = True
+        for name, value in list(record.__dict__.items()):  # `extra` fields are set after the record is made
+            if name not in _RECORD_ATTRS and isinstance(value, str) and name not in _masked_extras(record):
                 setattr(record, name, self.redact(value))
-        record._redacted = True
+                _masked_extras(record).add(name)
         return True
 
     def redact(self, text: str) -> str:
         return redact(text, self.known_secrets)
 
-    @staticmethod
-    def _has_unredacted_extra(record: logging.LogRecord) -> bool:
-        """`extra` fields are set on a record after it is made: the filter pass masks those."""
-        return any(name not in _RECORD_ATTRS and name != "_redacted" for name in record.__dict__)
 
     def _redact_message(self, record: logging.LogRecord) -> Any:
         if isinstance(record.msg, dict) and not record.args:
@@ -111,6 +107,14 @@ class RedactionFilter(logging.Filter):
         except (TypeError, ValueError) as exc:  # bad %-arguments: keep what can be shown
             message = f"{record.msg!s} (unformattable arguments: {exc})"
         return self.redact(message)
+
+
+def _masked_extras(record: logging.LogRecord) -> set[str]:
+    """Names of the record's extra fields already masked (a record meets the filter more than once)."""
+    masked: set[str] | None = record.__dict__.get("_masked")
+    if masked is None:
+        masked = record.__dict__["_masked"] = set()
+    return masked
 
 
 class TextFormatter(logging.Formatter):
@@ -124,7 +128,7 @@ class TextFormatter(logging.Formatter):
             record.service = "-"
         text = super().format(record)
         extra = [f"{name}={value}" for name, value in record.__dict__.items()
-                 if name not in _RECORD_ATTRS and name not in ("service", "_redacted", "color_message")]
+                 if name not in _RECORD_ATTRS and name not in ("service", "_redacted", "_masked", "color_message")]
         if not extra:
             return text
         first, newline, rest = text.partition("\n")
@@ -137,7 +141,7 @@ def json_formatter(service: str) -> logging.Formatter:
         rename_fields={"levelname": "level", "name": "logger"},
         timestamp="time",
         defaults={"service": service},
-        reserved_attrs=[*_RECORD_ATTRS, "_redacted", "color_message"],  # uvicorn's ANSI-coloured copy
+        reserved_attrs=[*_RECORD_ATTRS, "_redacted", "_masked", "color_message"],  # uvicorn's ANSI-coloured copy
         json_ensure_ascii=False,
     )
 
