@@ -213,3 +213,27 @@ def test_a_real_prometheus_scrapes_every_service_and_the_dashboard_and_alerts_ma
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} == {r["alert"] for r in alert_rules()}
     assert all(r["health"] in ("ok", "unknown") for g in rules for r in g["rules"]), rules
+
+
+def test_k8s_pod_monitor_scrapes_each_service_by_a_port_it_has_under_the_alerts_job_names() -> None:
+    (monitor,) = yaml.safe_load_all((K8S_MONITORING / "podmonitor.yaml").read_text())
+    workloads = {}
+    for path in (REPO / "k8s").glob("*.yaml"):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Deployment":
+                labels = doc["spec"]["template"]["metadata"]["labels"]
+                ports = {p["name"] for c in doc["spec"]["template"]["spec"]["containers"] for p in c.get("ports", [])}
+                workloads[labels["app.kubernetes.io/component"]] = ports
+    selected = next(e["values"] for e in monitor["spec"]["selector"]["matchExpressions"]
+                    if e["key"] == "app.kubernetes.io/component")
+    jobs = {}
+    for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+        (relabel,) = endpoint["relabelings"]
+        owners = [name for name in selected if endpoint["port"] in workloads.get(name, set())]
+        assert len(owners) == 1, f"port {endpoint['port']} is on {owners}"
+        jobs[relabel["replacement"]] = owners[0]
+        assert endpoint["path"] == "/metrics" and relabel["targetLabel"] == "job"
+    assert jobs == {"fatigue-api": "api", "fatigue-scorer": "scorer", "fatigue-notifier": "notifier"}
+    kustomization = yaml.safe_load((K8S_MONITORING / "kustomization.yaml").read_text())
+    assert kustomization["kind"] == "Component"
+    assert sorted(kustomization["resources"]) == ["podmonitor.yaml", "prometheusrule.yaml"]
