@@ -172,6 +172,7 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     install_filters(root, service, RedactionFilter(known_secrets))
+    logging.captureWarnings(True)  # Python warnings become records too (JSON, masked), not stray stderr text
     quiet_chatty_loggers(level, (*CHATTY_LOGGERS, *chatty))
     return handler
 

@@ -27,6 +27,7 @@ def restored_logging() -> Iterator[None]:
     try:
         yield
     finally:
+        logging.captureWarnings(False)
         root.handlers[:], root.filters[:] = saved[0], saved[1]
         root.setLevel(saved[2])
         logging.setLogRecordFactory(saved[3])
@@ -138,3 +139,14 @@ def test_no_module_configures_logging_on_its_own() -> None:
             if isinstance(node, ast.Attribute) and node.attr in ("basicConfig", "dictConfig", "addHandler"):
                 offenders.append(f"{path.relative_to(REPO)}:{node.lineno} {node.attr}")
     assert not offenders
+
+
+def test_python_warnings_become_json_records(captured: io.StringIO) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.warn(f"deprecated call with token={SLACK_TOKEN}", UserWarning, stacklevel=1)
+    (record,) = lines(captured)
+    assert record["logger"] == "py.warnings" and "UserWarning" in str(record["message"])
+    assert SLACK_TOKEN not in captured.getvalue()
