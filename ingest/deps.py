@@ -8,6 +8,7 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
+from ingest.accept import AcceptPath
 from ingest.auth import match_api_key
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
@@ -98,3 +99,14 @@ def get_endpoint_health(redis: RedisDep, settings: SettingsDep) -> EndpointHealt
 
 
 EndpointHealthDep = Annotated[EndpointHealthStore, Depends(get_endpoint_health)]
+
+
+# ---- intake (issue 12): the shared accept path, the identity map, the adapters' rejected store ----
+
+
+def get_accept_path(publisher: PublisherDep, dedup: DedupDep, settings: SettingsDep) -> AcceptPath:
+    return AcceptPath(publisher, dedup, topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
+                      claim_wait_s=settings.kafka_request_timeout_s + 1)
+
+
+AcceptDep = Annotated[AcceptPath, Depends(get_accept_path)]
