@@ -12,6 +12,7 @@ from ingest.accept import AcceptPath
 from ingest.auth import match_api_key
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
+from ingest.identity import IdentityMap
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from services.delivery.health import EndpointHealthStore
@@ -110,3 +111,10 @@ def get_accept_path(publisher: PublisherDep, dedup: DedupDep, settings: Settings
 
 
 AcceptDep = Annotated[AcceptPath, Depends(get_accept_path)]
+
+
+def get_identity_map(redis: RedisDep, settings: SettingsDep) -> IdentityMap:
+    return IdentityMap(redis, settings.keys, settings.identity_hash_key.get_secret_value().encode())
+
+
+IdentityDep = Annotated[IdentityMap, Depends(get_identity_map)]
