@@ -17,14 +17,17 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from ingest.adapters import crm
+from ingest.adapters.sendgrid import load_public_key
 from ingest.auth import require_api_keys
 from ingest.deps import require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
-from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
+from ingest.routers import adapters, customers, deliveries, events, health, policy, profiles, subscriptions
 from services.contract import EventIn
+from services.errors import ConfigError
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
 from services.policy.model import PolicyDoc
@@ -74,8 +77,23 @@ def create_app(settings: IngestSettings) -> FastAPI:
     for router in routers:
         app.include_router(router, prefix=API_PREFIX, dependencies=authenticated)
     app.include_router(health.router)
+    _install_adapters(app, settings, authenticated)
     _document_models(app, [EventIn, PolicyDoc])
     return app
+
+
+def _install_adapters(app: FastAPI, settings: IngestSettings, authenticated: list[Any]) -> None:
+    """Provider adapters (docs/adapters.md): their keys and mappings are checked at start-up
+    (ConfigError); the webhook routes authenticate each call themselves, the rejected store is
+    behind the API key."""
+    try:
+        key = settings.sendgrid_verification_key
+        app.state.sendgrid_key = None if key is None else load_public_key(key)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    app.state.crm_mappings = crm.load_mappings(settings.crm_mappings_dir)
+    app.include_router(adapters.webhooks, prefix=API_PREFIX)
+    app.include_router(adapters.rejected_router, prefix=API_PREFIX, dependencies=authenticated)
 
 
 def _document_models(app: FastAPI, models: list[type[BaseModel]]) -> None:

@@ -9,6 +9,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
 from ingest.accept import AcceptPath
+from ingest.adapters.rejected import RejectedStore
 from ingest.auth import match_api_key
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
@@ -118,3 +119,11 @@ def get_identity_map(redis: RedisDep, settings: SettingsDep) -> IdentityMap:
 
 
 IdentityDep = Annotated[IdentityMap, Depends(get_identity_map)]
+
+
+def get_rejected_store(redis: RedisDep, settings: SettingsDep) -> RejectedStore:
+    return RejectedStore(redis, settings.keys, max_entries=settings.adapter_rejected_max,
+                         ttl_s=settings.adapter_rejected_ttl_s)
+
+
+RejectedDep = Annotated[RejectedStore, Depends(get_rejected_store)]

@@ -465,3 +465,30 @@ class DeliveryOut(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+
+
+# ---- intake (issue 12): provider adapters ----
+
+
+class AdapterAccepted(BaseModel):
+    accepted: int = Field(description="Events stored (acknowledged by the event log).")
+    duplicates: int = Field(description="Events stored before (same provider event id): not stored again.")
+    unmapped: int = Field(description="Items whose recipient maps to no customer: kept in the rejected store.")
+    invalid: int = Field(description="Items the event contract refuses: kept in the rejected store.")
+    ignored: int = Field(description="Items that are no contact (e.g. a deferred email): counted only.")
+
+
+class RejectedOut(BaseModel):
+    id: str = Field(description="Entry id (a cursor for `before`).")
+    received_at_ms: int
+    provider: str | None
+    reason: str | None = Field(description="no_customer or invalid.")
+    detail: str | None
+    recipient: str | None = Field(description="The normalised email or phone that matched no profile.")
+    event: Any = Field(description="The contract event the adapter made (without customer_id when none was found).")
+    source: Any = Field(description="The provider's item, abridged.")
+
+
+class RejectedPage(BaseModel):
+    items: list[RejectedOut]
+    next: str | None = Field(description="Pass as `before` for the next (older) page; null at the end.")

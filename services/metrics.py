@@ -34,6 +34,22 @@ class IngestMetrics:
         self.profiles = Counter(
             "fatigue_ingest_profiles_total", "Profiles accepted.", registry=registry
         )
+        # ---- intake (issue 12): provider adapters ----
+        self.adapter_events = Counter(
+            "fatigue_ingest_adapter_events_total",
+            "Provider items received by the adapters, by provider and outcome (accepted, duplicate, "
+            "unmapped: no customer found, kept in the rejected store; invalid: refused by the contract, kept "
+            "there too; ignored: not a contact, e.g. a deferred email).",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.adapter_refused = Counter(
+            "fatigue_ingest_adapter_requests_refused_total",
+            "Adapter requests refused with nothing ingested, by provider and reason (signature, replay, "
+            "unauthenticated, body, broker_unavailable).",
+            ["provider", "reason"],
+            registry=registry,
+        )
 
 
 class ScorerMetrics:
