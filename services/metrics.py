@@ -167,3 +167,34 @@ class NotifierMetrics:
         self.bad_records = Counter(
             "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
         )
+
+
+# ---- intake (issue 12): the Kafka intake consumer (`fatigue intake`) ----
+
+
+class IntakeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "fatigue_intake_records_total",
+            "Records read from the intake topic, by outcome (accepted, duplicate, invalid: sent to the "
+            "dead-letter topic with the reason).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "fatigue_intake_retries_total",
+            "Batches retried in place because Kafka or Redis did not answer (nothing committed meanwhile), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "fatigue_intake_batch_seconds",
+            "Time to validate, de-duplicate, forward (acks=all) and commit one batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.last_poll = Gauge(
+            "fatigue_intake_last_poll_timestamp_seconds",
+            "When the consumer loop last polled the intake topic (stale: the loop is stuck).",
+            registry=registry,
+        )
