@@ -60,7 +60,11 @@ def run_import(args: argparse.Namespace) -> int:
                     report_path=args.report,
                     columns=column_map(args.columns, args.values, args.constants, args.mapping))
     started = time.monotonic()
-    counts = asyncio.run(_run(job, show_progress=not args.no_progress))
+    try:
+        counts = asyncio.run(_run(job, show_progress=not args.no_progress))
+    except KeyboardInterrupt:
+        sys.stderr.write(f"interrupted: stored batches are in {args.checkpoint}; run again with --resume\n")
+        return 130
     elapsed = max(time.monotonic() - started, 1e-9)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     verb = "validated (dry run, nothing written)" if job.dry_run else "imported"
