@@ -191,3 +191,39 @@ def test_a_mapping_file_that_names_unknown_fields_is_refused(tmp_path) -> None:
     (tmp_path / "bad.yaml").write_text("name: bad\nfields: {event_id: {path: id}, colour: {value: red}}\n")
     with pytest.raises(Exception, match="unknown fields"):
         crm.load_mappings(tmp_path)
+
+
+def test_a_sendgrid_key_that_is_not_a_public_key_stops_the_api() -> None:
+    from ingest.app import create_app
+    from services.errors import ConfigError
+    from tests.ingest.helpers import ingest_settings_for
+
+    with pytest.raises(sendgrid.InvalidKey):
+        sendgrid.load_public_key("bm90IGEga2V5")
+    with pytest.raises(ConfigError, match="FATIGUE_SENDGRID_VERIFICATION_KEY"):
+        create_app(ingest_settings_for(sendgrid_verification_key="%%%"))
+
+
+def test_sendgrid_signature_round_trip_and_tampering() -> None:
+    from tests.ingest.adapters.samples import SendGridSigner
+
+    signer = SendGridSigner()
+    key = sendgrid.load_public_key(signer.public_key_b64)
+    body = b'[{"event":"open"}]'
+    good = signer.sign("1700000000", body)
+    assert sendgrid.verify(key, good, "1700000000", body)
+    assert not sendgrid.verify(key, good, "1700000001", body)
+    assert not sendgrid.verify(key, good, "1700000000", body + b"\n")
+    assert not sendgrid.verify(key, None, "1700000000", body) and not sendgrid.verify(key, "!!", "1", body)
+    assert not sendgrid.verify(sendgrid.load_public_key(SendGridSigner().public_key_b64), good, "1700000000", body)
+
+
+@pytest.mark.parametrize("item", [
+    {"event": "open", "sg_event_id": "x", "timestamp": 1e30, "email": "a@b.c"},
+    {"event": "open", "sg_event_id": "x", "timestamp": "soon", "email": "a@b.c"},
+    {"event": "open", "sg_event_id": "x", "timestamp": 1700000000, "customer_id": "bad id with spaces"},
+])
+def test_hostile_sendgrid_items_become_contract_rejections_not_errors(item: dict) -> None:
+    (candidate,) = sendgrid.map_events([item]).candidates
+    with pytest.raises(ValueError):
+        contract_valid(candidate.event)
