@@ -28,6 +28,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
+from wsgiref.simple_server import WSGIServer
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
 from aiokafka.errors import KafkaError
@@ -210,17 +211,24 @@ async def run(settings: IntakeSettings, stop: asyncio.Event, registry: Collector
         await redis.aclose()
 
 
+def serve_metrics(settings: IntakeSettings, registry: CollectorRegistry) -> WSGIServer:
+    """/metrics on FATIGUE_METRICS_HOST:FATIGUE_METRICS_PORT (a thread); ConfigError when the port is taken."""
+    try:
+        server, _thread = start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
+    except OSError as exc:
+        where = f"{settings.metrics_host}:{settings.metrics_port}"
+        raise ConfigError(f"cannot serve metrics on {where}: {exc}") from exc
+    log.info("serving metrics on http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+    return server
+
+
 def main() -> None:
     """Entry point of `fatigue intake`: settings from the environment, run until SIGINT/SIGTERM."""
     settings = IntakeSettings.load("intake")
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     registry = CollectorRegistry()
     if settings.metrics_port:
-        try:
-            start_http_server(settings.metrics_port, addr=settings.metrics_host, registry=registry)
-        except OSError as exc:
-            where = f"{settings.metrics_host}:{settings.metrics_port}"
-            raise ConfigError(f"cannot serve metrics on {where}: {exc}") from exc
+        serve_metrics(settings, registry)
     try:
         asyncio.run(_serve(settings, registry))
     except FatigueError as exc:
