@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
+from ingest import cloudevents
 from ingest.accept import EventsInFlight
 from ingest.deps import AcceptDep, ApiKeyDep, MetricsDep, SettingsDep
 from ingest.errors import ApiError, broker_unavailable, service_unavailable
@@ -41,7 +42,12 @@ EVENTS_BODY_SCHEMA = {
         422: {"model": EventsRejected, "description": "No item was valid (or the body is not an object/array)."},
         503: {"model": ErrorOut, "description": "The event log did not acknowledge; retry after Retry-After."},
     },
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EVENTS_BODY_SCHEMA}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": EVENTS_BODY_SCHEMA},
+        cloudevents.STRUCTURED: {"schema": {"type": "object", "description": "One CloudEvent 1.0 whose `data` is an "
+                                            "EventIn (`id` and `time` fill a missing event_id / occurred_at)."}},
+        cloudevents.BATCH: {"schema": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
+    }}},
 )
 async def post_events(
     request: Request,
@@ -53,8 +59,13 @@ async def post_events(
     started = time.perf_counter()
     items = _items(await request.body(), settings.max_events_per_request, metrics)
     now = datetime.now(UTC)
-    batch = intake.check(items, now=now)
-    rejected = [RejectedItem(index=r.index, error=r.error) for r in batch.rejected]
+    unwrapped = _unwrapped(items, request.headers.get("content-type"))
+    checked = [item for item in unwrapped if not isinstance(item, _NotAnEvent)]
+    batch = intake.check(checked, now=now)
+    positions = [i for i, item in enumerate(unwrapped) if not isinstance(item, _NotAnEvent)]
+    rejected = sorted([RejectedItem(index=positions[r.index], error=r.error) for r in batch.rejected] + [
+        RejectedItem(index=i, error=item.reason) for i, item in enumerate(unwrapped) if isinstance(item, _NotAnEvent)
+    ], key=lambda r: r.index)
     metrics.events.labels(outcome="rejected").inc(len(rejected))
     if not batch.valid:
         return _all_rejected(rejected)
@@ -70,6 +81,27 @@ async def post_events(
     metrics.events.labels(outcome="accepted").inc(stored.count)
     metrics.events.labels(outcome="duplicate").inc(stored.duplicates)
     return EventsAccepted(accepted=stored.count, duplicates=stored.duplicates, rejected=rejected)
+
+
+class _NotAnEvent:
+    """A CloudEvent with nothing to validate inside (its index is rejected with `reason`)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _unwrapped(items: list[Any], content_type: str | None) -> list[Any]:
+    """The items as they are, or the contract events inside CloudEvents (ingest/cloudevents.py)."""
+    if not cloudevents.is_cloudevents(content_type):
+        return items
+    if cloudevents.media_type(content_type) == cloudevents.STRUCTURED and len(items) != 1:
+        raise ApiError(422, "invalid_body", "application/cloudevents+json carries one CloudEvent object; "
+                       "send an array as application/cloudevents-batch+json")
+    out: list[Any] = []
+    for item in items:
+        event = cloudevents.unwrap(item)
+        out.append(_NotAnEvent(event) if isinstance(event, str) else event)
+    return out
 
 
 def _in_flight(count: int) -> ApiError:
