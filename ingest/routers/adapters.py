@@ -13,6 +13,8 @@ change it) and kept in the rejected store.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
 import time
 from datetime import UTC, datetime
@@ -23,6 +25,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from fastapi.security import APIKeyQuery
 from pydantic import SecretStr
+from redis.exceptions import RedisError
 
 from ingest.accept import EventsInFlight
 from ingest.adapters import crm, mailgun, sendgrid, twilio
@@ -70,11 +73,10 @@ def _token_or_key(request: Request, token: SecretStr | None) -> bool:
 
 
 def _require_token(request: Request, metrics: IngestMetrics, provider: str, token: SecretStr | None,
-                   key_setting: str) -> None:
+                   key_setting: str | None) -> None:
     if not _token_or_key(request, token):
-        raise _refuse(metrics, provider, "unauthenticated",
-                      f"{provider}: no valid ?token= or bearer API key (or configure {key_setting} to verify "
-                      f"the provider's signature)")
+        hint = f" (or configure {key_setting} to verify the provider's signature)" if key_setting else ""
+        raise _refuse(metrics, provider, "unauthenticated", f"{provider}: no valid ?token= or bearer API key{hint}")
 
 
 def _json_body(raw: bytes, metrics: IngestMetrics, provider: str) -> Any:
@@ -130,15 +132,23 @@ async def sendgrid_events(request: Request, settings: SettingsDep, metrics: Metr
 async def mailgun_event(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
                         identities: IdentityDep, rejected: RejectedDep, redis: RedisDep) -> Any:
     body = _json_body(await request.body(), metrics, "mailgun")
+    token_key = None
     if settings.mailgun_signing_key is not None:
-        await _mailgun_signed(body, settings, metrics, redis)
+        token_key = await _mailgun_signed(body, settings, metrics, redis)
     else:
         _require_token(request, metrics, "mailgun", settings.mailgun_token, "FATIGUE_MAILGUN_SIGNING_KEY")
     mapped = mailgun.map_event(body)
-    return (await _store(mapped, "mailgun", intake, identities, rejected, metrics, datetime.now(UTC))).body()
+    try:
+        return (await _store(mapped, "mailgun", intake, identities, rejected, metrics, datetime.now(UTC))).body()
+    except BaseException:
+        if token_key is not None:  # nothing stored: Mailgun's retry of this very request must get in
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.shield(redis.delete(token_key))
+        raise
 
 
-async def _mailgun_signed(body: Any, settings: SettingsDep, metrics: IngestMetrics, redis: RedisDep) -> None:
+async def _mailgun_signed(body: Any, settings: SettingsDep, metrics: IngestMetrics, redis: RedisDep) -> str:
+    """Verify the signature, its age and that its token is new; the token's Redis key."""
     assert settings.mailgun_signing_key is not None
     signature = body.get("signature") if isinstance(body, dict) else None
     if not mailgun.verify(settings.mailgun_signing_key.get_secret_value().encode(), signature):
@@ -147,10 +157,10 @@ async def _mailgun_signed(body: Any, settings: SettingsDep, metrics: IngestMetri
     window_s = settings.mailgun_replay_window_s
     if not mailgun.fresh(signature, time.time(), window_s):
         raise _refuse(metrics, "mailgun", "replay", f"mailgun: signature timestamp is more than {window_s}s away")
-    first_use = await redis.set(settings.keys.webhook_token("mailgun", str(signature["token"])), "1", nx=True,
-                                ex=2 * window_s)
-    if not first_use:
+    token_key = settings.keys.webhook_token("mailgun", str(signature["token"]))
+    if not await redis.set(token_key, "1", nx=True, ex=2 * window_s):
         raise _refuse(metrics, "mailgun", "replay", "mailgun: this signature token was used before (replay)")
+    return token_key
 
 
 def _twilio_params(raw: bytes, metrics: IngestMetrics) -> list[tuple[str, str]]:
@@ -226,7 +236,7 @@ async def twilio_inbound(request: Request, settings: SettingsDep, metrics: Metri
                "salesforce-event, or one of FATIGUE_CRM_MAPPINGS_DIR). See docs/adapters.md#crm-activities.")
 async def crm_activities(mapping: str, request: Request, settings: SettingsDep, metrics: MetricsDep,
                          intake: AcceptDep, identities: IdentityDep, rejected: RejectedDep) -> Any:
-    _require_token(request, metrics, "crm", settings.crm_token, "a token")
+    _require_token(request, metrics, "crm", settings.crm_token, None)
     known: dict[str, crm.Mapping] = request.app.state.crm_mappings
     if mapping not in known:
         raise ApiError(404, "not_found", f"no CRM mapping {mapping!r}; known: {', '.join(sorted(known))}")

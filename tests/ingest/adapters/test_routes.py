@@ -192,3 +192,20 @@ async def test_without_a_signing_key_a_token_or_the_api_key_is_required(
     records = await stored(common_settings, expected=3)
     assert sorted(r["event"]["event_id"] for r in records) == [
         "kCAi1KttyQdEKHhdC-nuEA==", "task:00T5e00000KQvF2EAL", "task:00T5e00000KQvF3EAL"]
+
+
+async def test_a_mailgun_call_that_stored_nothing_can_be_retried_with_the_same_token(
+        common_settings: CommonSettings, redis_client) -> None:
+    from tests.ingest.helpers import closed_port_address
+
+    down = ingest_settings_for(common_settings, kafka_bootstrap_servers=closed_port_address(),
+                               kafka_request_timeout_s=1.0, mailgun_signing_key=SecretStr(MAILGUN_KEY))
+    body = mailgun_sign(load_json("mailgun_delivered.json"), MAILGUN_KEY, int(time.time()), "r" * 50)
+    body["event-data"]["user-variables"]["customer_id"] = "cust-retry"
+    async with running_api(down) as api:
+        refused = await api.post("/v1/adapters/mailgun", json=body)
+        assert refused.status_code == 503, refused.text
+    assert await redis_client.exists(down.keys.webhook_token("mailgun", "r" * 50)) == 0
+    async with running_api(ingest_settings_for(common_settings, mailgun_signing_key=SecretStr(MAILGUN_KEY))) as api:
+        retried = await api.post("/v1/adapters/mailgun", json=body)
+        assert retried.status_code == 200 and retried.json()["accepted"] == 1, retried.text
