@@ -5,6 +5,8 @@
     fatigue api | scorer | notifier              one service, configured from the environment
     fatigue topics                               create the Kafka topics if missing
     fatigue backtest EVENTS [--policy FILE] ...  replay a history offline through the same core
+    fatigue intake                               the Kafka intake consumer (intake topic -> events topic)
+    fatigue import FILE... [--map ...] ...       load a history of events through the API's accept path
 """
 
 from __future__ import annotations
@@ -38,6 +40,11 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("notifier", help="run the webhook notifier")
     sub.add_parser("topics", help="create the Kafka topics if missing")
     _backtest_parser(sub)
+    # ---- intake (issue 12) ----
+    sub.add_parser("intake", help="run the Kafka intake consumer (validated events from upstream Kafka producers)")
+    from fatigue.importer_cli import add_import_parser
+
+    add_import_parser(sub)
     return parser
 
 
@@ -82,6 +89,8 @@ def main(argv: list[str] | None = None) -> None:
         if exc.operator_action:
             sys.stderr.write(f"  what to do: {exc.operator_action}\n")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C before a service installed its own handler: stop quietly
+        raise SystemExit(130) from None
 
 
 def _dispatch(args: argparse.Namespace) -> None:
@@ -108,6 +117,14 @@ def _dispatch(args: argparse.Namespace) -> None:
         sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
     elif args.command == "backtest":
         _backtest(args)
+    elif args.command == "intake":
+        from ingest.intake import main as intake_main
+
+        intake_main()
+    elif args.command == "import":
+        from fatigue.importer_cli import run_import
+
+        raise SystemExit(run_import(args))
 
 
 def _backtest(args: argparse.Namespace) -> None:

@@ -96,6 +96,7 @@ def topic_specs(settings: CommonSettings) -> list[NewTopic]:
         NewTopic(settings.profiles_topic, topic_configs={"cleanup.policy": "compact", **durable}, **common),
         NewTopic(settings.actions_topic, topic_configs=dict(durable), **common),
         NewTopic(settings.dead_letter_topic, topic_configs=dict(durable), **common),
+        NewTopic(settings.intake_topic, topic_configs=dict(durable), **common),
     ]
 
 

@@ -34,6 +34,22 @@ class IngestMetrics:
         self.profiles = Counter(
             "fatigue_ingest_profiles_total", "Profiles accepted.", registry=registry
         )
+        # ---- intake (issue 12): provider adapters ----
+        self.adapter_events = Counter(
+            "fatigue_ingest_adapter_events_total",
+            "Provider items received by the adapters, by provider and outcome (accepted, duplicate, "
+            "unmapped: no customer found, kept in the rejected store; invalid: refused by the contract, kept "
+            "there too; ignored: not a contact, e.g. a deferred email).",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.adapter_refused = Counter(
+            "fatigue_ingest_adapter_requests_refused_total",
+            "Adapter requests refused with nothing ingested, by provider and reason (signature, replay, "
+            "unauthenticated, body, broker_unavailable).",
+            ["provider", "reason"],
+            registry=registry,
+        )
 
 
 class ScorerMetrics:
@@ -166,4 +182,35 @@ class NotifierMetrics:
         )
         self.bad_records = Counter(
             "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
+        )
+
+
+# ---- intake (issue 12): the Kafka intake consumer (`fatigue intake`) ----
+
+
+class IntakeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "fatigue_intake_records_total",
+            "Records read from the intake topic, by outcome (accepted, duplicate, invalid: sent to the "
+            "dead-letter topic with the reason).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "fatigue_intake_retries_total",
+            "Batches retried in place because Kafka or Redis did not answer (nothing committed meanwhile), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "fatigue_intake_batch_seconds",
+            "Time to validate, de-duplicate, forward (acks=all) and commit one batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.last_poll = Gauge(
+            "fatigue_intake_last_poll_timestamp_seconds",
+            "When the consumer loop last polled the intake topic (stale: the loop is stuck).",
+            registry=registry,
         )
