@@ -181,7 +181,10 @@ class NotifierMetrics:
             registry=registry,
         )
         self.bad_records = Counter(
-            "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
+            "fatigue_notifier_bad_records_total",
+            "Action records the notifier could not dispatch (not an action, or dispatching failed on them), "
+            "sent to the dead-letter topic (stage notifier.dispatch).",
+            registry=registry,
         )
 
 
