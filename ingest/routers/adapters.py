@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import hmac
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qsl
@@ -27,18 +28,21 @@ from fastapi.security import APIKeyQuery
 from pydantic import SecretStr
 from redis.exceptions import RedisError
 
-from ingest.accept import EventsInFlight
+from ingest.accept import AcceptPath, EventsInFlight
 from ingest.adapters import crm, mailgun, sendgrid, twilio
 from ingest.adapters.common import Mapped
 from ingest.adapters.intake import AdapterOutcome, ingest_mapped
+from ingest.adapters.rejected import RejectedStore
 from ingest.auth import match_api_key
 from ingest.deps import AcceptDep, IdentityDep, MetricsDep, RedisDep, RejectedDep, SettingsDep, bearer
 from ingest.errors import ApiError, broker_unavailable, service_unavailable
+from ingest.identity import IdentityMap
 from ingest.schemas import AdapterAccepted, ErrorOut, RejectedPage
 from ingest.validation import BodyRefused, parse_json
 from services.apikeys import SCOPE_INGEST
 from services.errors import BrokerUnavailable
 from services.metrics import IngestMetrics
+from services.settings import IngestSettings
 
 adapter_token = APIKeyQuery(
     name="token", auto_error=False, scheme_name="AdapterToken",
@@ -208,12 +212,7 @@ _TWIML_OK: dict[int | str, dict[str, Any]] = {
                "optional). See docs/adapters.md#twilio.")
 async def twilio_status(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
                         identities: IdentityDep, rejected: RejectedDep) -> Response:
-    params = await _twilio(request, settings, metrics)
-    now = datetime.now(UTC)
-    mapped = twilio.map_status(params, request.query_params.get(twilio.CUSTOMER_ID_PARAM), now,
-                               settings.identity_default_region)
-    await _store(mapped, "twilio", intake, identities, rejected, metrics, now)
-    return _twiml()
+    return await _twilio_webhook(twilio.map_status, request, settings, metrics, intake, identities, rejected)
 
 
 @webhooks.post("/adapters/twilio/inbound", response_class=Response, responses={**_RESPONSES, **_TWIML_OK},
@@ -222,10 +221,17 @@ async def twilio_status(request: Request, settings: SettingsDep, metrics: Metric
                "See docs/adapters.md#twilio.")
 async def twilio_inbound(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
                          identities: IdentityDep, rejected: RejectedDep) -> Response:
+    return await _twilio_webhook(twilio.map_inbound, request, settings, metrics, intake, identities, rejected)
+
+
+async def _twilio_webhook(map_params: Callable[[twilio.Params, str | None, datetime, str | None], Mapped],
+                          request: Request, settings: IngestSettings, metrics: IngestMetrics, intake: AcceptPath,
+                          identities: IdentityMap, rejected: RejectedStore) -> Response:
+    """Both Twilio callbacks: verify, map the form parameters, store, answer empty TwiML."""
     params = await _twilio(request, settings, metrics)
     now = datetime.now(UTC)
-    mapped = twilio.map_inbound(params, request.query_params.get(twilio.CUSTOMER_ID_PARAM), now,
-                                settings.identity_default_region)
+    mapped = map_params(params, request.query_params.get(twilio.CUSTOMER_ID_PARAM), now,
+                        settings.identity_default_region)
     await _store(mapped, "twilio", intake, identities, rejected, metrics, now)
     return _twiml()
 
