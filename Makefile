@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-core bench-decision bench-latency bench-delivery bench-backtest
+.PHONY: help install dev up demo test lint bench bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,7 +25,7 @@ lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/mypy fatigue services ingest scorer notifier
 
-bench: bench-core bench-decision bench-latency bench-delivery bench-backtest  ## all benchmarks (figures in docs/performance.md)
+bench: bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import  ## all benchmarks (figures in docs/performance.md)
 
 bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
@@ -41,3 +41,6 @@ bench-delivery: dev  ## notifier sending side: fan-out deliveries/s and a per-re
 
 bench-backtest: dev  ## fatigue backtest replay: events/s and timers fired over ~105k events, vs firing every timer
 	$(PY) -m bench.backtest --customers 12000 --runs 3 --every-timer
+
+bench-import: dev  ## fatigue import of 1,000,000 events: events/s and the importer's peak RSS
+	$(PY) -m bench.import_throughput --events 1000000 --customers 50000

@@ -6,6 +6,9 @@
     fatigue api | scorer | notifier              one service, configured from the environment
     fatigue topics                               create the Kafka topics if missing
     fatigue backtest EVENTS [--policy FILE] ...  replay a history offline through the same core
+    fatigue intake                               the Kafka intake consumer (intake topic -> events topic)
+    fatigue import FILE... [--map ...] ...       load a history of events through the API's accept path
+    fatigue dlq list|replay [--stage S] ...      the dead-letter topic: show letters, publish them back
 """
 
 from __future__ import annotations
@@ -42,7 +45,33 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("notifier", help="run the webhook notifier")
     sub.add_parser("topics", help="create the Kafka topics if missing")
     _backtest_parser(sub)
+    # ---- intake (issue 12) ----
+    sub.add_parser("intake", help="run the Kafka intake consumer (validated events from upstream Kafka producers)")
+    from fatigue.importer_cli import add_import_parser
+
+    add_import_parser(sub)
+    _dlq_parser(sub)
     return parser
+
+
+def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser("dlq", help="the dead-letter topic: list letters, publish them back after a fix",
+                         description="Records a consumer could not process, kept with the reason "
+                         "(docs/reliability.md).")
+    actions = cmd.add_subparsers(dest="dlq_command", required=True)
+    for name, help_text in (("list", "show the dead letters (position, time, stage, source, error, value)"),
+                            ("replay", "publish the selected letters' original records back to their source topic")):
+        action = actions.add_parser(name, help=help_text)
+        action.add_argument("--stage", default=None, help="only this stage (scorer.decode, scorer.process, "
+                            "notifier.dispatch, intake.validate)")
+        action.add_argument("--topic", default=None, help="only letters from this source topic")
+        action.add_argument("--since", type=_rfc3339_ms, default=None, metavar="RFC3339", help="failed at or after")
+        action.add_argument("--until", type=_rfc3339_ms, default=None, metavar="RFC3339", help="failed before")
+        action.add_argument("--limit", type=int, default=None, help="at most this many letters")
+        if name == "list":
+            action.add_argument("--json", action="store_true", help="one JSON object per letter and line")
+        else:
+            action.add_argument("--dry-run", action="store_true", help="say what would be replayed, send nothing")
 
 
 def _rfc3339_ms(text: str) -> int:
@@ -81,39 +110,72 @@ def main(argv: list[str] | None = None) -> None:
     args = _parser().parse_args(argv)
     try:
         _dispatch(args)
-    except KeyboardInterrupt:  # Ctrl-C while a service starts, before its own signal handling is in place
-        raise SystemExit(130) from None
     except FatigueError as exc:
         sys.stderr.write(f"fatigue {args.command}: {exc}\n")
         if exc.operator_action:
             sys.stderr.write(f"  what to do: {exc.operator_action}\n")
         raise SystemExit(2) from None
+    except KeyboardInterrupt:  # Ctrl-C before a service installed its own handler: stop quietly
+        raise SystemExit(130) from None
 
 
 def _dispatch(args: argparse.Namespace) -> None:
     if args.command in ("up", "demo"):
         _up(args, demo=args.command == "demo" or args.demo)
-    elif args.command == "api":
-        from ingest.app import main as api_main
-        from scorer.dryrun import check_policy
+    else:
+        _COMMANDS[args.command](args)
 
-        api_main(policy_check=check_policy)
-    elif args.command == "scorer":
-        from scorer.app import main as scorer_main
 
-        scorer_main()
-    elif args.command == "notifier":
-        from notifier.app import main as notifier_main
+def _api(_: argparse.Namespace) -> None:
+    from ingest.app import main as api_main
+    from scorer.dryrun import check_policy
 
-        notifier_main()
-    elif args.command == "topics":
-        from services.kafka import ensure_topics
-        from services.settings import CommonSettings
+    api_main(policy_check=check_policy)
 
-        created = asyncio.run(ensure_topics(CommonSettings.load("topics")))
-        sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
-    elif args.command == "backtest":
-        _backtest(args)
+
+def _scorer(_: argparse.Namespace) -> None:
+    from scorer.app import main as scorer_main
+
+    scorer_main()
+
+
+def _notifier(_: argparse.Namespace) -> None:
+    from notifier.app import main as notifier_main
+
+    notifier_main()
+
+
+def _topics(_: argparse.Namespace) -> None:
+    from services.kafka import ensure_topics
+    from services.settings import CommonSettings
+
+    created = asyncio.run(ensure_topics(CommonSettings.load("topics")))
+    sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
+
+
+def _intake(_: argparse.Namespace) -> None:
+    from ingest.intake import main as intake_main
+
+    intake_main()
+
+
+def _import(args: argparse.Namespace) -> None:
+    from fatigue.importer_cli import run_import
+
+    raise SystemExit(run_import(args))
+
+
+def _dlq(args: argparse.Namespace) -> None:
+    from fatigue.dlq import Selection, run_list, run_replay
+    from services.settings import CommonSettings
+
+    settings = CommonSettings.load("dlq")
+    selection = Selection(stage=args.stage, topic=args.topic, since_ms=args.since, until_ms=args.until,
+                          limit=args.limit)
+    if args.dlq_command == "list":
+        run_list(settings, selection, json_lines=args.json)
+    else:
+        run_replay(settings, selection, dry_run=args.dry_run)
 
 
 def _backtest(args: argparse.Namespace) -> None:
@@ -162,6 +224,12 @@ async def _run_up(plan: object, demo: bool, args: argparse.Namespace) -> None:
         extra.append(asyncio.create_task(run_demo(plan, customers=args.customers, seed=args.seed)))
     with contextlib.suppress(asyncio.CancelledError):
         await supervise(plan, stopping, extra)
+
+
+_COMMANDS = {
+    "api": _api, "scorer": _scorer, "notifier": _notifier, "topics": _topics, "backtest": _backtest,
+    "intake": _intake, "import": _import, "dlq": _dlq,
+}
 
 
 if __name__ == "__main__":

@@ -17,16 +17,19 @@ from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from ingest import openapi
+from ingest.adapters import crm
+from ingest.adapters.sendgrid import load_public_key
 from ingest.auth import RateLimiter, require_api_keys
 from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, refuse_unknown_query, require_api_key
 from ingest.errors import install_error_handlers
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
-from ingest.routers import customers, deliveries, events, health, policy, profiles, subscriptions
+from ingest.routers import adapters, customers, deliveries, events, health, policy, profiles, subscriptions
 from ingest.telemetry import install_telemetry
 from services.contract import EventIn
 from services.delivery.destinations import Resolver, system_resolver
+from services.errors import ConfigError
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
 from services.policy.model import PolicyCheck, PolicyDoc
@@ -90,9 +93,25 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
     for router, scopes in scoped:
         app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, known_query, *scopes])
     app.include_router(health.router)
+    _install_adapters(app, settings, [authenticated, known_query, NEEDS_ADMIN])
     openapi.install(app, [EventIn, PolicyDoc])
     install_telemetry(app, metrics.http)
     return app
+
+
+def _install_adapters(app: FastAPI, settings: IngestSettings, admin: list[Any]) -> None:
+    """Provider adapters (docs/adapters.md): their keys and mappings are checked at start-up
+    (ConfigError); the webhook routes authenticate each call themselves (provider signature, URL
+    token or an API key with the ingest scope), the rejected store needs an admin key."""
+    try:
+        key = settings.sendgrid_verification_key
+        app.state.sendgrid_key = None if key is None else load_public_key(key)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    app.state.crm_mappings = crm.load_mappings(settings.crm_mappings_dir)
+    # No unknown-parameter check: providers call back with query strings of their own and ours (?token=).
+    app.include_router(adapters.webhooks, prefix=API_PREFIX)
+    app.include_router(adapters.rejected_router, prefix=API_PREFIX, dependencies=admin)
 
 
 def load_settings() -> IngestSettings:

@@ -11,9 +11,12 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
 
+from ingest.accept import AcceptPath
+from ingest.adapters.rejected import RejectedStore
 from ingest.auth import RateLimiter, match_api_key, retry_after_header
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
+from ingest.identity import IdentityMap
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from services.apikeys import SCOPE_ADMIN, SCOPE_INGEST, SCOPE_READ, ApiKey
@@ -171,3 +174,29 @@ def get_endpoint_health(redis: RedisDep, settings: SettingsDep) -> EndpointHealt
 
 
 EndpointHealthDep = Annotated[EndpointHealthStore, Depends(get_endpoint_health)]
+
+
+# ---- intake (issue 12): the shared accept path, the identity map, the adapters' rejected store ----
+
+
+def get_accept_path(publisher: PublisherDep, dedup: DedupDep, settings: SettingsDep) -> AcceptPath:
+    return AcceptPath(publisher, dedup, topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
+                      claim_wait_s=settings.kafka_request_timeout_s + 1)
+
+
+AcceptDep = Annotated[AcceptPath, Depends(get_accept_path)]
+
+
+def get_identity_map(redis: RedisDep, settings: SettingsDep) -> IdentityMap:
+    return IdentityMap(redis, settings.keys, settings.identity_hash_key.get_secret_value().encode())
+
+
+IdentityDep = Annotated[IdentityMap, Depends(get_identity_map)]
+
+
+def get_rejected_store(redis: RedisDep, settings: SettingsDep) -> RejectedStore:
+    return RejectedStore(redis, settings.keys, max_entries=settings.adapter_rejected_max,
+                         ttl_s=settings.adapter_rejected_ttl_s)
+
+
+RejectedDep = Annotated[RejectedStore, Depends(get_rejected_store)]

@@ -91,10 +91,14 @@ class EventsAccepted(BaseModel):
     rejected: list[RejectedItem] = Field(description="Invalid items; nothing of them was stored.")
 
 
-class EventsRejected(EventsAccepted):
-    """422: no item of the request was valid."""
+class EventsRejected(BaseModel):
+    """422: no item of the request was valid (`rejected` says why, item by item), or the body is not an
+    event or a list of events (then only `error`)."""
 
     error: ErrorDetail
+    accepted: int = Field(default=0, description="Always 0: nothing was stored.")
+    duplicates: int = Field(default=0, description="Always 0.")
+    rejected: list[RejectedItem] = Field(default_factory=list, description="Why each item was refused.")
 
 
 # ---- profiles ----
@@ -510,3 +514,30 @@ class DeliveryOut(BaseModel):
     )
     created_at: datetime
     updated_at: datetime
+
+
+# ---- intake (issue 12): provider adapters ----
+
+
+class AdapterAccepted(BaseModel):
+    accepted: int = Field(description="Events stored (acknowledged by the event log).")
+    duplicates: int = Field(description="Events stored before (same provider event id): not stored again.")
+    unmapped: int = Field(description="Items whose recipient maps to no customer: kept in the rejected store.")
+    invalid: int = Field(description="Items the event contract refuses: kept in the rejected store.")
+    ignored: int = Field(description="Items that are no contact (e.g. a deferred email): counted only.")
+
+
+class RejectedOut(BaseModel):
+    id: str = Field(description="Entry id (a cursor for `before`).")
+    received_at_ms: int
+    provider: str | None
+    reason: str | None = Field(description="no_customer or invalid.")
+    detail: str | None
+    recipient: str | None = Field(description="The normalised email or phone that matched no profile.")
+    event: Any = Field(description="The contract event the adapter made (without customer_id when none was found).")
+    source: Any = Field(description="The provider's item, abridged.")
+
+
+class RejectedPage(BaseModel):
+    items: list[RejectedOut]
+    next: str | None = Field(description="Pass as `before` for the next (older) page; null at the end.")

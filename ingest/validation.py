@@ -44,6 +44,16 @@ class BodyRefused(ValueError):
 class Rejection:
     index: int
     error: str
+    problems: tuple[tuple[str, str], ...] = ()
+    """(field, reason) of each problem; `error` is them in one line."""
+
+
+class InvalidEvent(ValueError):
+    """An item the contract refuses: the message names every field and reason; `problems` lists them."""
+
+    def __init__(self, message: str, problems: list[tuple[str, str]]) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
 
 
 @dataclass
@@ -113,13 +123,13 @@ def check_event(item: Any, *, now: datetime, max_future_skew_s: float) -> EventI
     try:
         event = EventIn.model_validate(item)
     except ValidationError as exc:
-        raise ValueError(describe_errors(exc.errors())) from exc
+        errors = exc.errors()
+        raise InvalidEvent(describe_errors(errors), field_problems(errors)) from exc
     ahead_s = (event.occurred_at - now).total_seconds()
     if ahead_s > max_future_skew_s:
-        raise ValueError(
-            f"occurred_at: {event.occurred_at.isoformat()} is {ahead_s:.0f}s in the future "
-            f"(at most {max_future_skew_s:g}s allowed); check the sending system's clock"
-        )
+        reason = (f"{event.occurred_at.isoformat()} is {ahead_s:.0f}s in the future "
+                  f"(at most {max_future_skew_s:g}s allowed); check the sending system's clock")
+        raise InvalidEvent(f"occurred_at: {reason}", [("occurred_at", reason)])
     return event
 
 
@@ -129,7 +139,8 @@ def check_events(items: Sequence[Any], *, now: datetime, max_future_skew_s: floa
         try:
             batch.valid.append((index, check_event(item, now=now, max_future_skew_s=max_future_skew_s)))
         except ValueError as exc:
-            batch.rejected.append(Rejection(index, str(exc)))
+            problems = exc.problems if isinstance(exc, InvalidEvent) else ()
+            batch.rejected.append(Rejection(index, str(exc), problems))
     return batch
 
 
@@ -152,6 +163,18 @@ def describe_errors(errors: Sequence[Mapping[str, Any]], *, request_locations: b
     parts = [_describe_field(path, errs) for path, errs in by_path.items()]
     message = "; ".join(parts)
     return message if len(message) <= _MAX_MESSAGE_CHARS else message[: _MAX_MESSAGE_CHARS - 1] + "…"
+
+
+def field_problems(errors: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
+    """(field path, reason) per field of a list of pydantic errors ("(event)" for the whole item)."""
+    by_path: dict[str, list[Mapping[str, Any]]] = {}
+    for err in errors:
+        by_path.setdefault(format_loc(err.get("loc", ())), []).append(err)
+    problems = []
+    for path, errs in by_path.items():
+        described = _describe_field(path, errs)
+        problems.append((path or "(event)", described.removeprefix(f"{path}: ") if path else described))
+    return problems
 
 
 def format_loc(loc: Sequence[Any], *, request_locations: bool = False) -> str:

@@ -25,6 +25,7 @@ from notifier.dispatch import Dispatcher
 from notifier.health import NotifierHealth, start_web
 from notifier.ledger import RedisLedger
 from notifier.scheduler import DeliveryScheduler
+from services.deadletter import KafkaDeadLetterSink
 from services.delivery.destinations import Resolver, system_resolver
 from services.delivery.digests import DigestStore
 from services.delivery.health import CircuitConfig, EndpointHealthStore
@@ -176,13 +177,15 @@ async def run(
         scheduler = make_scheduler(settings, redis, store, client, metrics, resolve)
         scheduler.on_round = lambda: health.beat("scheduler")
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)
+        dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-notifier-dead-letters")
+        resources.push_async_callback(dead_letters.close)
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s
         lag = LagReporter(metrics.consumer, settings.notifier_group_id, lambda: consumer)
-        work = asyncio.gather(
-            ActionConsumer(consumer, dispatcher, on_round=lambda: health.beat("consumer")).run(stop),
-            scheduler.run(stop), lag.run(stop),
-        )
+        consuming = ActionConsumer(consumer, dispatcher, dead_letters,
+                                   on_dead_letter=lambda _: metrics.bad_records.inc(),
+                                   on_round=lambda: health.beat("consumer"))
+        work = asyncio.gather(consuming.run(stop), scheduler.run(stop), lag.run(stop))
         await _until_stopped(work, stop, grace_s)
     log.info("notifier stopped")
 

@@ -4,17 +4,26 @@ Partitions of one poll are handled side by side; records of one partition in ord
 offset is committed only after its deliveries are durably scheduled in Redis (not sent: the
 scheduler sends them), so a crash before that re-reads it — scheduling is idempotent and the
 delivery ledger keeps a re-read record from sending twice.
+
+A record that is not an action, or that dispatching fails on for any reason but an outage, goes
+to the dead-letter topic with the error (stage `notifier.dispatch`) and its offset is committed:
+one record never stops the notifier. Outages (StoreUnavailable, Redis or Kafka errors) propagate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
-from aiokafka.errors import CommitFailedError, IllegalStateError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from redis.exceptions import RedisError
+
+from services.deadletter import DeadLetter, DeadLetterSink
+from services.errors import FatigueError
 
 log = logging.getLogger(__name__)
 
@@ -28,12 +37,17 @@ class RecordDispatcher(Protocol):
         ...
 
 
+STAGE = "notifier.dispatch"
+
+
 class ActionConsumer:
-    def __init__(
-        self, consumer: AIOKafkaConsumer, dispatcher: RecordDispatcher, on_round: Callable[[], None] = lambda: None
-    ) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, dispatcher: RecordDispatcher, dead_letters: DeadLetterSink,
+                 on_dead_letter: Callable[[DeadLetter], None] = lambda letter: None,
+                 on_round: Callable[[], None] = lambda: None) -> None:
         self._consumer = consumer
         self._dispatcher = dispatcher
+        self._dead_letters = dead_letters
+        self._on_dead_letter = on_dead_letter
         self._on_round = on_round
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -63,9 +77,28 @@ class ActionConsumer:
             if stop.is_set():
                 return
             origin = f"{tp.topic}[{tp.partition}]@{record.offset}"
-            await self._dispatcher.dispatch(record.value, origin=origin)
+            try:
+                await self._dispatcher.dispatch(record.value, origin=origin)
+            except (RedisError, KafkaError, OSError):
+                raise
+            except FatigueError as exc:
+                if exc.retriable:
+                    raise
+                await self._dead_letter(tp, record, exc)
+            except Exception as exc:  # a bug meeting this record: dead-letter it, go on with the next
+                log.exception("dispatching %s failed", origin)
+                await self._dead_letter(tp, record, exc)
             if not await self._commit(tp, record.offset + 1):
                 return
+
+    async def _dead_letter(self, tp: TopicPartition, record: ConsumerRecord[bytes, bytes], exc: BaseException) -> None:
+        letter = DeadLetter.of(STAGE, topic=tp.topic, partition=tp.partition, offset=record.offset, key=record.key,
+                               value=record.value, error=exc, failed_at_ms=int(time.time() * 1000),
+                               timestamp_ms=record.timestamp)
+        await self._dead_letters.publish([letter])  # BrokerUnavailable propagates: not committed, re-read
+        self._on_dead_letter(letter)
+        log.warning("dead-lettered action record %s[%d]@%d: %s: %s", tp.topic, tp.partition, record.offset,
+                    letter.error_class, letter.error_message[:300])
 
     async def _commit(self, tp: TopicPartition, offset: int) -> bool:
         """Commit `offset`; False if the partition was taken away by a rebalance meanwhile."""

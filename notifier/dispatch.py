@@ -25,7 +25,7 @@ from notifier.signing import webhook_id
 from services.actions import Action, decode_action
 from services.delivery.store import DeliveryRecord
 from services.delivery.subscriptions import Subscription
-from services.errors import BadRecord, StoreUnavailable
+from services.errors import StoreUnavailable
 from services.metrics import NotifierMetrics
 
 log = logging.getLogger(__name__)
@@ -73,12 +73,7 @@ class Dispatcher:
 
     async def dispatch(self, raw: bytes | None, origin: str = "") -> list[str]:
         """Schedule one record's deliveries; return the ids newly scheduled (duplicates skipped)."""
-        try:
-            action = decode_action(raw or b"")
-        except BadRecord as exc:
-            self._metrics.bad_records.inc()
-            log.warning("skipping undecodable action record %s: %s", origin, exc)
-            return []
+        action = decode_action(raw or b"")  # BadRecord: the consumer dead-letters the record
         now_ms = int(self._clock() * 1000)
         subs = [sub for sub in await self._recipients(action) if not await self._already_delivered(action, sub)]
         records = [DeliveryRecord.new(webhook_id(action["action_id"], sub.id), action, sub.id, now_ms) for sub in subs]

@@ -1,7 +1,8 @@
 """Reading a history of events and profiles from files, and the contract -> core event mapping.
 
 Events: JSONL (one contract-v1 event per line, blank lines ignored) or CSV (a header of contract
-field names, `attributes` as a JSON string, empty cells absent). Profiles: the same formats, rows
+field names, `attributes` as a JSON string, empty cells absent), read by services/history_rows.py
+(shared with `fatigue import`). Profiles: the same formats, rows
 of `customer_id` + the profile fields (docs/events.md) and an optional `updated_at`. Every row is
 validated with the contract models the API uses; an invalid row raises `InvalidRow` naming
 the file, line, field and reason — or, with `skip_invalid`, is counted and reported instead.
@@ -13,8 +14,6 @@ processor (scorer/processor.py) and the backtest both use it.
 from __future__ import annotations
 
 import csv
-import json
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ValidationError, field_validator
 from scorer.core.state import ContactEvent
 from services.contract import EventIn, Identifier, ProfileIn, parse_rfc3339, to_ms
 from services.errors import FatigueError
+from services.history_rows import rows
 
 FORMATS = ("jsonl", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -116,7 +116,7 @@ def _load(path: Path, fmt: str, model: type[M], skip_invalid: bool) -> Loaded[M]
     loaded: Loaded[M] = Loaded()
     try:
         with path.open(encoding="utf-8-sig", newline="") as handle:
-            raw_rows = _jsonl_rows(handle) if fmt == "jsonl" else _csv_rows(handle)
+            raw_rows = rows(handle, fmt)
             for line, data in raw_rows:
                 try:
                     loaded.rows.append(Row(line, _validate(model, data)))
@@ -142,58 +142,3 @@ def _validate(model: type[M], data: dict[str, Any] | str) -> M:
             where = ".".join(str(p) for p in err["loc"]) or "(row)"
             problems.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
         raise ValueError("; ".join(problems)) from None
-
-
-def _jsonl_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number, object) per non-blank line; a string instead of an object says what is wrong."""
-    for number, text in enumerate(lines, start=1):
-        if not text.strip():
-            continue
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield number, f"not valid JSON: {exc.msg} (column {exc.colno})"
-            continue
-        yield number, data if isinstance(data, dict) else f"expected a JSON object, got {type(data).__name__}"
-
-
-def _csv_rows(lines: Iterator[str]) -> Iterator[tuple[int, dict[str, Any] | str]]:
-    """(line number where the record starts, row without empty cells); blank lines ignored."""
-    counted = _LineCounter(lines)
-    reader = csv.reader(counted)
-    header: list[str] | None = None
-    start = 1
-    for cells in reader:
-        if cells and header is None:
-            header = [name.strip() for name in cells]
-        elif cells:
-            yield start, _csv_row(header or [], cells)
-        start = counted.number + 1
-
-
-class _LineCounter:
-    """Iterates lines and counts them, so a CSV record's first line is known."""
-
-    def __init__(self, lines: Iterator[str]) -> None:
-        self._lines = lines
-        self.number = 0
-
-    def __iter__(self) -> _LineCounter:
-        return self
-
-    def __next__(self) -> str:
-        line = next(self._lines)
-        self.number += 1
-        return line
-
-
-def _csv_row(header: list[str], cells: list[str]) -> dict[str, Any] | str:
-    if len(cells) > len(header):
-        return f"{len(cells)} cells but the header names {len(header)} columns"
-    data: dict[str, Any] = {key: value for key, value in zip(header, cells, strict=False) if value != ""}
-    if "attributes" in data:
-        try:
-            data["attributes"] = json.loads(data["attributes"])
-        except json.JSONDecodeError as exc:
-            return f"attributes: not valid JSON: {exc.msg} (column {exc.colno})"
-    return data

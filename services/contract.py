@@ -79,6 +79,8 @@ class ResponseKind(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     COMPLAINT = "complaint"
     BOUNCE = "bounce"
+    RESUBSCRIBE = "resubscribe"
+    """The customer opted back in on the channel (e.g. SMS START): re-opens what an unsubscribe closed."""
 
 
 class Tier(StrEnum):
@@ -253,6 +255,18 @@ class EventIn(BaseModel):
         return to_ms(self.occurred_at)
 
 
+MAX_IDENTITIES = 20
+"""At most this many emails and this many phones per profile."""
+
+Email = Annotated[str, StringConstraints(strip_whitespace=True, to_lower=True, min_length=3, max_length=254,
+                                         pattern=r"^[^@\s]+@[^@\s]+$")]
+"""An email address as the identity map keeps it: trimmed, lower-cased, one @, no spaces."""
+
+Phone = Annotated[str, StringConstraints(strip_whitespace=True, min_length=3, max_length=32,
+                                         pattern=r"^\+?[0-9][0-9 ().\-]*$")]
+"""A phone number, E.164 (+8613800138000) or national; the API normalises it to E.164."""
+
+
 class ProfileIn(BaseModel):
     """What the owner knows about a customer; every field optional, the whole profile replaces the old."""
 
@@ -263,6 +277,10 @@ class ProfileIn(BaseModel):
     timezone: str | None = Field(default=None, max_length=64)
     owner_rep_id: FreeId | None = None
     do_not_contact: bool = False
+    emails: list[Email] | None = Field(default=None, max_length=MAX_IDENTITIES)
+    """The customer's addresses, for the provider adapters' identity map (never sent to the scorer)."""
+    phones: list[Phone] | None = Field(default=None, max_length=MAX_IDENTITIES)
+    """The customer's phone numbers, likewise; absent = the stored ones stay, [] = remove them."""
 
     @field_validator("timezone")
     @classmethod

@@ -16,7 +16,6 @@ partition), value = JSON:
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import json
@@ -24,11 +23,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from aiokafka import AIOKafkaProducer
-from aiokafka.errors import KafkaError
-
-from services.errors import BadRecord, BrokerUnavailable
-from services.kafka import make_producer
+from services.errors import BadRecord
+from services.kafka import AckedProducer
 from services.settings import CommonSettings
 
 DEAD_LETTER_VERSION = 1
@@ -118,37 +114,14 @@ class KafkaDeadLetterSink:
     """Publishes dead letters to the dead-letter topic with acks=all (started on first use)."""
 
     def __init__(self, settings: CommonSettings, client_id: str) -> None:
-        self._settings = settings
-        self._client_id = client_id
-        self._producer: AIOKafkaProducer | None = None
-
-    async def _started(self) -> AIOKafkaProducer:
-        if self._producer is None:
-            producer = make_producer(self._settings, client_id=self._client_id)
-            try:
-                await producer.start()
-            except KafkaError as exc:
-                await producer.stop()
-                raise BrokerUnavailable(f"cannot start the dead-letter producer: {exc}") from exc
-            self._producer = producer
-        return self._producer
+        self._topic = settings.dead_letter_topic
+        self._producer = AckedProducer(settings, client_id, "dead-letter")
 
     async def publish(self, letters: list[DeadLetter]) -> None:
-        if not letters:
-            return
-        producer = await self._started()
-        topic = self._settings.dead_letter_topic
-        try:
-            futures = [await producer.send(topic, key=letter.key, value=encode_dead_letter(letter))
-                       for letter in letters]
-            await asyncio.wait_for(asyncio.gather(*futures), self._settings.kafka_request_timeout_s)
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"dead letters were not acknowledged by the broker: {exc!r}") from exc
+        await self._producer.send_all(self._topic, [(letter.key, encode_dead_letter(letter)) for letter in letters])
 
     async def close(self) -> None:
-        if self._producer is not None:
-            await self._producer.stop()
-            self._producer = None
+        await self._producer.close()
 
 
 class MemoryDeadLetterSink:

@@ -3,8 +3,10 @@ acks=all, topic creation."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -86,6 +88,45 @@ def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
     )
 
 
+class AckedProducer:
+    """A producer started on first use (and again after a failed start) whose `send_all` returns only
+    once the brokers acknowledged every record (acks=all). What the scorer's action publisher and
+    every dead-letter sink write through."""
+
+    def __init__(self, settings: CommonSettings, client_id: str, what: str) -> None:
+        self._settings = settings
+        self._client_id = client_id
+        self._what = what
+        self._producer: AIOKafkaProducer | None = None
+
+    async def _started(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = make_producer(self._settings, client_id=self._client_id)
+            try:
+                await producer.start()
+            except KafkaError as exc:
+                await producer.stop()
+                raise BrokerUnavailable(f"cannot start the {self._what} producer: {exc}") from exc
+            self._producer = producer
+        return self._producer
+
+    async def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+        """(key, value) records to `topic`; BrokerUnavailable unless all were acknowledged in time."""
+        if not records:
+            return
+        producer = await self._started()
+        try:
+            futures = [await producer.send(topic, key=key, value=value) for key, value in records]
+            await asyncio.wait_for(asyncio.gather(*futures), self._settings.kafka_request_timeout_s)
+        except (KafkaError, TimeoutError) as exc:
+            raise BrokerUnavailable(f"{self._what} records were not acknowledged by the broker: {exc!r}") from exc
+
+    async def close(self) -> None:
+        if self._producer is not None:
+            await self._producer.stop()
+            self._producer = None
+
+
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     """The topics, all with the same partition count so a customer's records co-locate."""
     common = {"num_partitions": settings.partitions, "replication_factor": settings.replication_factor}
@@ -96,6 +137,7 @@ def topic_specs(settings: CommonSettings) -> list[NewTopic]:
         NewTopic(settings.profiles_topic, topic_configs={"cleanup.policy": "compact", **durable}, **common),
         NewTopic(settings.actions_topic, topic_configs=dict(durable), **common),
         NewTopic(settings.dead_letter_topic, topic_configs=dict(durable), **common),
+        NewTopic(settings.intake_topic, topic_configs=dict(durable), **common),
     ]
 
 

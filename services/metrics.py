@@ -46,6 +46,22 @@ class IngestMetrics:
         self.profiles = Counter(
             "fatigue_ingest_profiles_total", "Profiles accepted.", registry=registry
         )
+        # ---- intake (issue 12): provider adapters ----
+        self.adapter_events = Counter(
+            "fatigue_ingest_adapter_events_total",
+            "Provider items received by the adapters, by provider and outcome (accepted, duplicate, "
+            "unmapped: no customer found, kept in the rejected store; invalid: refused by the contract, kept "
+            "there too; ignored: not a contact, e.g. a deferred email).",
+            ["provider", "outcome"],
+            registry=registry,
+        )
+        self.adapter_refused = Counter(
+            "fatigue_ingest_adapter_requests_refused_total",
+            "Adapter requests refused with nothing ingested, by provider and reason (signature, replay, "
+            "unauthenticated, body, broker_unavailable).",
+            ["provider", "reason"],
+            registry=registry,
+        )
         self.http = HttpMetrics(registry)
         install_defaults(registry, "api")
         zero(self.events, INGEST_OUTCOMES)
@@ -183,7 +199,10 @@ class NotifierMetrics:
             registry=registry,
         )
         self.bad_records = Counter(
-            "fatigue_notifier_bad_records_total", "Undecodable action records skipped.", registry=registry
+            "fatigue_notifier_bad_records_total",
+            "Action records the notifier could not dispatch (not an action, or dispatching failed on them), "
+            "sent to the dead-letter topic (stage notifier.dispatch).",
+            registry=registry,
         )
         self.consumer = ConsumerMetrics(registry)
         install_defaults(registry, "notifier")
@@ -192,6 +211,39 @@ class NotifierMetrics:
         zero(self.deferred, DEFER_REASONS)
         zero(self.digested, SUBSCRIPTION_FORMATS)
         zero(self.endpoints, ENDPOINT_STATES)
+
+
+# ---- intake (issue 12): the Kafka intake consumer (`fatigue intake`) ----
+
+
+class IntakeMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.records = Counter(
+            "fatigue_intake_records_total",
+            "Records read from the intake topic, by outcome (accepted, duplicate, invalid: sent to the "
+            "dead-letter topic with the reason).",
+            ["outcome"],
+            registry=registry,
+        )
+        self.retries = Counter(
+            "fatigue_intake_retries_total",
+            "Batches retried in place because Kafka or Redis did not answer (nothing committed meanwhile), by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        self.batch_seconds = Histogram(
+            "fatigue_intake_batch_seconds",
+            "Time to validate, de-duplicate, forward (acks=all) and commit one batch.",
+            buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.last_poll = Gauge(
+            "fatigue_intake_last_poll_timestamp_seconds",
+            "When the consumer loop last polled the intake topic (stale: the loop is stuck).",
+            registry=registry,
+        )
+        install_defaults(registry, "intake")
+        zero(self.records, ("accepted", "duplicate", "invalid"))
 
 
 # ---- Operations (issue 13): defaults on every registry, HTTP RED, consumer lag, zero series ----

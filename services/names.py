@@ -10,6 +10,7 @@ EVENTS_TOPIC = "events.v1"  # touches and responses, keyed by customer_id
 PROFILES_TOPIC = "profiles.v1"  # customer profiles, keyed by customer_id, compacted
 ACTIONS_TOPIC = "actions.v1"  # throttle / re_engage / recovered, keyed by customer_id
 DEAD_LETTER_TOPIC = "deadletter.v1"  # records a stage could not process, with why (services/deadletter.py)
+INTAKE_TOPIC = "intake.v1"  # contract-v1 events from upstream Kafka producers, keyed by customer_id (fatigue intake)
 
 
 def topic(prefix: str, name: str) -> str:
@@ -123,6 +124,24 @@ class RedisKeys:
         """Counter: the version of the stored policy (INCR'd with every replacement; the scorer polls it)."""
         return f"{self.prefix}policy:version"
 
+    # ---- intake (issue 12): identity map, adapters' rejected store, webhook replay guard ----
+
+    def identity(self, digest: str) -> str:
+        """customer id of one hashed email or phone (HMAC of `email:<addr>` / `phone:<E.164>`)."""
+        return f"{self.prefix}identity:{digest}"
+
+    def identities_of(self, customer_id: str) -> str:
+        """Set of the identity digests one customer's profile holds (replaced and erased together)."""
+        return f"{self.prefix}identities:{customer_id}"
+
+    def adapter_rejected(self) -> str:
+        """Stream of provider events no customer could be found for (GET /v1/adapters/rejected)."""
+        return f"{self.prefix}adapters:rejected"
+
+    def webhook_token(self, provider: str, token: str) -> str:
+        """Marks a provider's signed token as used (Mailgun), so a replayed request is refused (expires)."""
+        return f"{self.prefix}webhook-token:{provider}:{token}"
+
 
 # ---- HTTP headers (Standard Webhooks) ----
 HEADER_WEBHOOK_ID = "webhook-id"
@@ -136,3 +155,9 @@ HEADER_REQUEST_ID = "X-Request-ID"
 
 # ---- Kafka record headers / envelope ----
 ENVELOPE_VERSION = 1
+
+# ---- intake (issue 12) ----
+HEADER_PRODUCER = "producer"
+"""Kafka record header on the intake topic: the producer name event ids are unique within."""
+ADAPTER_PRODUCER_PREFIX = "adapter:"
+"""Producer of events a provider adapter made: `adapter:sendgrid`, `adapter:crm.hubspot`, …"""

@@ -139,6 +139,10 @@ class CommonSettings(BaseSettings):
         return topic(self.topic_prefix, names.DEAD_LETTER_TOPIC)
 
     @property
+    def intake_topic(self) -> str:
+        return topic(self.topic_prefix, names.INTAKE_TOPIC)
+
+    @property
     def keys(self) -> RedisKeys:
         return RedisKeys(self.redis_prefix)
 
@@ -205,6 +209,46 @@ class IngestSettings(CommonSettings):
         """ValueError naming the entry when FATIGUE_API_KEYS or FATIGUE_API_RATE_LIMIT is invalid."""
         default_rate = Rate.parse(self.api_rate_limit) if self.api_rate_limit else None
         return parse_api_keys(self.api_keys.get_secret_value(), default_rate)
+
+    # ---- intake (issue 12): identity map and provider adapters (docs/adapters.md) ----
+    identity_hash_key: SecretStr = SecretStr("")
+    """HMAC key for the identity map's hashed emails and phones; set a random one in production."""
+    identity_default_region: str | None = Field(default=None, min_length=2, max_length=2)
+    """ISO 3166 region (e.g. US, CN) for phone numbers written without +country code; unset: E.164 only."""
+    sendgrid_verification_key: str | None = None
+    """SendGrid signed Event Webhook public key (base64 DER, as SendGrid shows it): signatures required."""
+    sendgrid_token: SecretStr | None = None
+    mailgun_signing_key: SecretStr | None = None
+    """Mailgun HTTP webhook signing key: every call's `signature` is verified."""
+    mailgun_token: SecretStr | None = None
+    mailgun_replay_window_s: int = Field(default=300, ge=1, le=86_400)
+    """A Mailgun signature older (or newer) than this is refused; a token is accepted once within it."""
+    twilio_auth_token: SecretStr | None = None
+    """Twilio account auth token: every call's X-Twilio-Signature is verified."""
+    twilio_token: SecretStr | None = None
+    twilio_public_base_url: str | None = None
+    """The URL Twilio calls up to the path (https://fatigue.example.com), when a proxy changes it."""
+    crm_token: SecretStr | None = None
+    crm_mappings_dir: Path | None = None
+    """More CRM mapping files (*.yaml) besides the shipped hubspot-*/salesforce-* ones."""
+    adapter_rejected_max: int = Field(default=10_000, ge=1, le=1_000_000)
+    adapter_rejected_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    """Provider events no customer was found for are kept this long, at most this many (newest)."""
+
+    @field_validator("sendgrid_verification_key", "identity_default_region", "twilio_public_base_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("sendgrid_token", "mailgun_signing_key", "mailgun_token", "twilio_auth_token", "twilio_token",
+                     "crm_token", mode="before")
+    @classmethod
+    def _short_secret(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip():
+            return None
+        if isinstance(value, str) and len(value) < 16 and value.strip():
+            raise ValueError("must be at least 16 characters")
+        return value
 
 
 class ScorerSettings(CommonSettings):
@@ -273,3 +317,29 @@ class NotifierSettings(CommonSettings):
     delivered_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     dead_letter_ttl_s: int = Field(default=30 * 24 * 3600, ge=60)
     """How long a dead-lettered (failed) delivery is kept, from the time it failed; a retry clears it."""
+
+
+# ---- intake (issue 12): the Kafka intake consumer and `fatigue import` ----
+
+
+class IntakeSettings(CommonSettings):
+    """The Kafka intake consumer (`fatigue intake`): intake topic -> validated -> events topic."""
+
+    intake_group_id: str = "fatigue-intake"
+    intake_producer: str = Field(default="kafka", min_length=1, max_length=100)
+    """Producer name for records without a `producer` header (event ids are unique per producer)."""
+    intake_batch_max: int = Field(default=500, ge=1, le=10_000)
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    retry_backoff_s: float = Field(default=1.0, gt=0)
+    """Wait before retrying a batch in place while Kafka or Redis is down."""
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    """Serve /metrics and /healthz on this port (0: do not serve)."""
+    metrics_host: str = "127.0.0.1"
+
+
+class ImportSettings(CommonSettings):
+    """`fatigue import`: where to write (Kafka, Redis for de-duplication) and the contract's skew."""
+
+    max_future_skew_s: float = Field(default=300.0, ge=0)
+    dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)

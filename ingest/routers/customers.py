@@ -13,6 +13,7 @@ from ingest.deps import (
     NEEDS_ADMIN,
     NEEDS_READ,
     AdminKey,
+    IdentityDep,
     PolicyCacheDep,
     PublisherDep,
     RedisDep,
@@ -64,7 +65,8 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
     response_model=CustomerErased,
     dependencies=[NEEDS_ADMIN],
     summary="Erase a customer (right to erasure)",
-    description="Deletes the customer's state and snapshot and writes a tombstone for its profile on the compacted "
+    description="Deletes the customer's state, snapshot and identities (email addresses and phone numbers the "
+    "adapters map to it) and writes a tombstone for its profile on the compacted "
     "profiles topic (the scorer erases again when it reads it). Idempotent. What is not erased here "
     "(the events and actions in the Kafka log until their retention, delivery records until they expire) is "
     "listed in `remains` and in docs/api.md.",
@@ -73,12 +75,14 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
 )
 async def delete_customer(
     customer_id: CustomerId, redis: RedisDep, settings: SettingsDep, publisher: PublisherDep, key: AdminKey,
+    identities: IdentityDep,
 ) -> CustomerErased:
     try:
         await publisher.publish_many(settings.profiles_topic, [(customer_id.encode(), None)])
     except BrokerUnavailable as exc:
         raise broker_unavailable(exc) from exc
     erased = await erase_customer(redis, settings.keys, customer_id)
+    erased["identities"] = await identities.erase(customer_id)
     log.info("customer %s erased by %s (%s)", customer_id, key.name,
              ", ".join(name for name, existed in erased.items() if existed) or "nothing stored")
     return CustomerErased(customer_id=customer_id, erased={**erased, "profile": True}, remains=ERASURE_REMAINS)

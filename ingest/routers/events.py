@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
 from typing import Any
@@ -10,12 +9,12 @@ from typing import Any
 from fastapi import APIRouter, Request, status
 from fastapi.responses import JSONResponse
 
-from ingest.deps import ApiKeyDep, DedupDep, MetricsDep, PublisherDep, SettingsDep
+from ingest import cloudevents
+from ingest.accept import EventsInFlight
+from ingest.deps import AcceptDep, ApiKeyDep, MetricsDep, SettingsDep
 from ingest.errors import ApiError, broker_unavailable, service_unavailable
-from ingest.publisher import EventPublisher, Record
 from ingest.schemas import ErrorCode, ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
-from ingest.validation import BodyRefused, check_events, first_occurrences, parse_json, split_batch
-from services.contract import EventEnvelope, EventIn, encode
+from ingest.validation import BodyRefused, parse_json, split_batch
 from services.errors import BrokerUnavailable
 from services.metrics import IngestMetrics
 
@@ -43,42 +42,66 @@ EVENTS_BODY_SCHEMA = {
         422: {"model": EventsRejected, "description": "No item was valid (or the body is not an object/array)."},
         503: {"model": ErrorOut, "description": "The event log did not acknowledge; retry after Retry-After."},
     },
-    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {"schema": EVENTS_BODY_SCHEMA}}}},
+    openapi_extra={"requestBody": {"required": True, "content": {
+        "application/json": {"schema": EVENTS_BODY_SCHEMA},
+        cloudevents.STRUCTURED: {"schema": {"type": "object", "description": "One CloudEvent 1.0 whose `data` is an "
+                                            "EventIn (`id` and `time` fill a missing event_id / occurred_at)."}},
+        cloudevents.BATCH: {"schema": {"type": "array", "items": {"type": "object"}, "minItems": 1}},
+    }}},
 )
 async def post_events(
     request: Request,
     api_key: ApiKeyDep,
     settings: SettingsDep,
-    publisher: PublisherDep,
-    dedup: DedupDep,
+    intake: AcceptDep,
     metrics: MetricsDep,
 ) -> Any:
     started = time.perf_counter()
     items = _items(await request.body(), settings.max_events_per_request, metrics)
     now = datetime.now(UTC)
-    batch = check_events(items, now=now, max_future_skew_s=settings.max_future_skew_s)
-    rejected = [RejectedItem(index=r.index, error=r.error) for r in batch.rejected]
+    unwrapped = _unwrapped(items, request.headers.get("content-type"))
+    checked = [item for item in unwrapped if not isinstance(item, _NotAnEvent)]
+    batch = intake.check(checked, now=now)
+    positions = [i for i, item in enumerate(unwrapped) if not isinstance(item, _NotAnEvent)]
+    rejected = sorted([RejectedItem(index=positions[r.index], error=r.error) for r in batch.rejected] + [
+        RejectedItem(index=i, error=item.reason) for i, item in enumerate(unwrapped) if isinstance(item, _NotAnEvent)
+    ], key=lambda r: r.index)
     metrics.events.labels(outcome="rejected").inc(len(rejected))
     if not batch.valid:
         return _all_rejected(rejected)
-    unique, repeats = first_occurrences([event for _, event in batch.valid])
-    claim = await dedup.claim(api_key.name, [event.event_id for event in unique],
-                              wait_s=settings.kafka_request_timeout_s + 1)
-    if claim.in_flight:
-        await dedup.release(api_key.name, claim.claimed)
-        raise _in_flight(len(claim.in_flight))
-    claimed = set(claim.claimed)
-    fresh = [event for event in unique if event.event_id in claimed]
     try:
-        await _publish(publisher, settings.events_topic, _records(fresh, api_key.name, now), metrics, started)
-    except BaseException:
-        await asyncio.shield(dedup.release(api_key.name, claim.claimed))
-        raise
-    await dedup.confirm(api_key.name, claim.claimed)
-    duplicates = repeats + len(claim.duplicates)
-    metrics.events.labels(outcome="accepted").inc(len(fresh))
-    metrics.events.labels(outcome="duplicate").inc(duplicates)
-    return EventsAccepted(accepted=len(fresh), duplicates=duplicates, rejected=rejected)
+        stored = await intake.accept([event for _, event in batch.valid], producer=api_key.name, received_at=now)
+    except EventsInFlight as exc:
+        raise _in_flight(exc.count) from exc
+    except BrokerUnavailable as exc:
+        metrics.requests_refused.labels(reason="broker_unavailable").inc()
+        raise broker_unavailable(exc) from exc
+    if stored.events:
+        metrics.publish_latency.observe(time.perf_counter() - started)
+    metrics.events.labels(outcome="accepted").inc(stored.count)
+    metrics.events.labels(outcome="duplicate").inc(stored.duplicates)
+    return EventsAccepted(accepted=stored.count, duplicates=stored.duplicates, rejected=rejected)
+
+
+class _NotAnEvent:
+    """A CloudEvent with nothing to validate inside (its index is rejected with `reason`)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _unwrapped(items: list[Any], content_type: str | None) -> list[Any]:
+    """The items as they are, or the contract events inside CloudEvents (ingest/cloudevents.py)."""
+    if not cloudevents.is_cloudevents(content_type):
+        return items
+    if cloudevents.media_type(content_type) == cloudevents.STRUCTURED and len(items) != 1:
+        raise ApiError(422, "invalid_body", "application/cloudevents+json carries one CloudEvent object; "
+                       "send an array as application/cloudevents-batch+json")
+    out: list[Any] = []
+    for item in items:
+        event = cloudevents.unwrap(item)
+        out.append(_NotAnEvent(event) if isinstance(event, str) else event)
+    return out
 
 
 def _in_flight(count: int) -> ApiError:
@@ -95,26 +118,6 @@ def _items(raw: bytes, max_items: int, metrics: IngestMetrics) -> list[Any]:
     except BodyRefused as exc:
         metrics.requests_refused.labels(reason="size" if exc.status == 413 else "body").inc()
         raise ApiError(exc.status, exc.code, exc.message) from exc
-
-
-def _records(events: list[EventIn], producer: str, received_at: datetime) -> list[Record]:
-    return [
-        (event.customer_id.encode(), encode(EventEnvelope(producer=producer, received_at=received_at, event=event)))
-        for event in events
-    ]
-
-
-async def _publish(
-    publisher: EventPublisher, topic: str, records: list[Record], metrics: IngestMetrics, started: float
-) -> None:
-    if not records:
-        return
-    try:
-        await publisher.publish_many(topic, records)
-    except BrokerUnavailable as exc:
-        metrics.requests_refused.labels(reason="broker_unavailable").inc()
-        raise broker_unavailable(exc) from exc
-    metrics.publish_latency.observe(time.perf_counter() - started)
 
 
 def _all_rejected(rejected: list[RejectedItem]) -> JSONResponse:

@@ -210,7 +210,10 @@ def _record_response(state: CustomerState, event: ContactEvent, policy: Policy) 
     key = f"{event.channel}|{event.kind or '-'}"
     state.last_responses[key] = max(ts, state.last_responses.get(key, ts))
     if event.kind == "unsubscribe" and policy.signals.unsubscribe_closes_channel:
-        state.closed_channels[event.channel] = max(ts, state.closed_channels.get(event.channel, ts))
+        if ts > state.last_responses.get(f"{event.channel}|resubscribe", -1):  # unless opted back in since
+            state.closed_channels[event.channel] = max(ts, state.closed_channels.get(event.channel, ts))
+    if event.kind == "resubscribe" and state.closed_channels.get(event.channel, ts) <= ts:
+        state.closed_channels.pop(event.channel, None)
     index = _answered_touch(state, event)
     if index is None:
         return

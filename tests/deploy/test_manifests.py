@@ -30,8 +30,8 @@ from fatigue import cli
 from fatigue.embedded import free_port
 from ingest.app import create_app
 from services.apikeys import parse_api_keys
-from services.metrics import NotifierMetrics
-from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings
+from services.metrics import IntakeMetrics, NotifierMetrics
+from services.settings import CommonSettings, IngestSettings, IntakeSettings, NotifierSettings, ScorerSettings
 from tests.ingest.helpers import ingest_settings_for, running_api
 
 REPO = Path(__file__).resolve().parents[2]
@@ -48,16 +48,19 @@ SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
     "scorer": ScorerSettings,
     "notifier": NotifierSettings,
     "topics": CommonSettings,
+    "intake": IntakeSettings,
 }
 """The settings class each deployable subcommand reads (fatigue/cli.py dispatches to them)."""
 
-DEV_ONLY_COMMANDS = {"up", "demo", "backtest"}
-"""Never deployed: all-in-one commands with an embedded broker and Redis, and the offline backtest."""
+DEV_ONLY_COMMANDS = {"up", "demo", "backtest", "import"}
+"""Never deployed: all-in-one commands with an embedded broker and Redis, the offline backtest, and
+`fatigue import`, a one-shot command an operator runs with a file at hand."""
 
 LISTEN_FIELDS = {
     "api": ("host", "port"),
     "scorer": ("web_host", "web_port"),
     "notifier": ("metrics_host", "metrics_port"),
+    "intake": ("metrics_host", "metrics_port"),
 }
 """Which settings fields say where each long-running service serves HTTP (probes, /metrics)."""
 
@@ -454,8 +457,26 @@ async def test_notifier_paths_are_served() -> None:
         await runner.cleanup()
 
 
+def test_intake_paths_are_served() -> None:
+    from ingest.intake import serve_metrics
+
+    workload, container = the_container("intake")
+    settings = IntakeSettings(metrics_host="127.0.0.1", metrics_port=free_port())
+    registry = CollectorRegistry()
+    IntakeMetrics(registry)
+    server = serve_metrics(settings, registry)
+    try:
+        for path in http_paths(workload, container):
+            response = httpx.get(f"http://127.0.0.1:{settings.metrics_port}{path}", timeout=5)
+            assert response.status_code == 200, path
+            assert "fatigue_intake_records_total" in response.text, path
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def test_every_fatigue_container_has_its_paths_checked() -> None:
-    paths_checked = {"api", "scorer", "notifier"}
+    paths_checked = {"api", "scorer", "notifier", "intake"}
     for item in fatigue_containers():
         if http_paths(*item):
             assert command_of(item[1]) in paths_checked, f"{container_id(item)}: no test checks its HTTP paths"

@@ -156,6 +156,7 @@ def prometheus(live_stack: dict[str, str], tmp_path: Path) -> Iterator[str]:
     shutil.copy(ALERTS, tmp_path / "alerts.yml")
     config = yaml.safe_load((PROMETHEUS_DIR / "prometheus.yml").read_text())
     config["global"].update(scrape_interval="1s", evaluation_interval="1s")
+    config["scrape_configs"] = [job for job in config["scrape_configs"] if job["job_name"] in live_stack]
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [live_stack[job["job_name"]]]}]
     (tmp_path / "prometheus.yml").write_text(yaml.safe_dump(config))

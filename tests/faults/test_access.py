@@ -73,3 +73,22 @@ async def test_a_key_over_its_rate_gets_429_with_retry_after(common_settings: Co
     assert answers[-1].json()["error"]["code"] == "rate_limited"
     assert other.status_code == 202  # the limit is per key
     assert 'fatigue_ingest_requests_refused_total{reason="rate_limited"}' in metrics
+
+
+async def test_503_answers_name_the_dependency_not_its_address(common_settings: CommonSettings) -> None:
+    from tests.ingest.helpers import closed_port_address
+
+    broker = closed_port_address()
+    store = closed_port_address()
+    settings = ingest_settings_for(kafka_bootstrap_servers=broker, redis_url=f"redis://{store}/0",
+                                   api_keys=SecretStr(KEYS), kafka_request_timeout_s=1.0)
+    async with running_api(settings) as api:
+        answers = [await api.post("/v1/events", json=event(event_id="x"), headers=as_key(INGEST)),
+                   await api.get("/v1/customers/c1", headers=as_key(READ)),
+                   await api.get("/readyz")]
+    assert [a.status_code for a in answers] == [503, 503, 503]
+    for answer in answers:
+        for address in (broker, store, broker.split(":")[1], store.split(":")[1]):
+            assert address not in answer.text
+    assert "event log" in answers[0].json()["error"]["message"]
+    assert "state store" in answers[1].json()["error"]["message"]

@@ -26,6 +26,7 @@ from fatigue.embedded import free_port
 from notifier.app import run
 from notifier.signing import webhook_id
 from services.actions import Action, encode_action
+from services.deadletter import decode_dead_letter
 from services.delivery.store import DeliveryRecord, DeliveryStore
 from services.delivery.subscriptions import Subscription, SubscriptionStore
 from services.kafka import make_producer
@@ -357,6 +358,15 @@ async def test_bad_record_is_skipped_and_later_actions_still_delivered(
     async with running(notifier_settings, registry) as task:
         await deliver_sentinel(notifier_settings, receiver, task)
     assert registry.get_sample_value("fatigue_notifier_bad_records_total") == 1
+    reader = AIOKafkaConsumer(notifier_settings.dead_letter_topic, auto_offset_reset="earliest",
+                              bootstrap_servers=notifier_settings.kafka_bootstrap_servers)
+    await reader.start()
+    try:
+        batch = await reader.getmany(timeout_ms=5000)
+    finally:
+        await reader.stop()
+    [letter] = [decode_dead_letter(r.value) for records in batch.values() for r in records]
+    assert (letter.stage, letter.value, letter.key) == ("notifier.dispatch", b"{broken", b"cust-1")
 
 
 async def test_main_runs_until_sigterm_and_exits_cleanly(

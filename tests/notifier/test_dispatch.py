@@ -15,7 +15,7 @@ from notifier.signing import webhook_id
 from services.actions import encode_action
 from services.delivery.store import DeliveryRecord
 from services.delivery.subscriptions import Filters, Subscription
-from services.errors import StoreUnavailable
+from services.errors import BadRecord, StoreUnavailable
 from services.metrics import NotifierMetrics
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED
 from tests.notifier.helpers import make_action, make_subscription
@@ -134,11 +134,11 @@ async def test_an_action_for_a_deleted_subscription_goes_nowhere() -> None:
 
 @pytest.mark.parametrize("raw", [None, b"", b"not json", b"[1,2]", b'{"type":"fatigue.unknown","action_id":"a"}',
                                  b'{"type":"fatigue.throttle"}'])
-async def test_undecodable_record_is_counted_and_skipped(raw: bytes | None) -> None:
+async def test_undecodable_record_is_refused_and_nothing_scheduled(raw: bytes | None) -> None:
     s = setup(make_subscription("sub_a"))
-    assert await s.dispatcher.dispatch(raw, origin="t[0]@5") == []
+    with pytest.raises(BadRecord):  # the consumer dead-letters it
+        await s.dispatcher.dispatch(raw, origin="t[0]@5")
     assert s.queue.records == {}
-    assert s.metric("fatigue_notifier_bad_records_total") == 1
 
 
 async def test_unreadable_subscriptions_raise_store_unavailable() -> None:

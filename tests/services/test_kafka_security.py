@@ -33,7 +33,7 @@ from notifier.app import make_consumer
 from scorer.app import Scorer
 from scorer.transport import faust_credentials
 from services.errors import BrokerUnavailable, ConfigError
-from services.kafka import ensure_topics, kafka_security_kwargs, make_producer
+from services.kafka import ensure_topics, kafka_security_kwargs, make_producer, topic_specs
 from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings
 from tests.helpers import FAST_GROUP_ENV, over_contacted, service_process, wait_until
 from tests.ingest.helpers import ingest_settings_for, running_api
@@ -381,7 +381,7 @@ async def test_api_scorer_and_notifier_work_over_mutual_tls(
     tls_env: dict[str, str], tls_front: TlsFront, redis_client: Redis, tmp_path: Path
 ) -> None:
     settings = CommonSettings.from_env(tls_env)
-    assert len(await ensure_topics(settings)) == 4  # events, profiles, actions, dead letters
+    assert len(await ensure_topics(settings)) == len(topic_specs(settings))
     async with running_api(ingest_settings_for(IngestSettings.from_env(tls_env))) as api:
         response = await api.post("/v1/events", json=over_contacted("cust-tls"))
         assert response.status_code == 202, response.text

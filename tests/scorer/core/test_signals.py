@@ -58,6 +58,23 @@ def test_unsubscribe_closes_that_channel_only() -> None:
     assert snapshot(state, NOW, DEFAULT)["closed_channels"] == {"sms": format_ms(NOW)}
 
 
+@pytest.mark.parametrize(("order", "closed"), [
+    (["unsubscribe@0", "resubscribe@1"], False),
+    (["resubscribe@1", "unsubscribe@0"], False),  # the opt-in is newer, whatever the arrival order
+    (["resubscribe@0", "unsubscribe@1"], True),
+    (["unsubscribe@1", "resubscribe@0"], True),  # an older opt-in does not undo a newer opt-out
+    (["unsubscribe@0", "resubscribe@1", "unsubscribe@2"], True),
+])
+def test_resubscribe_reopens_a_channel_the_customer_left_before(order: list[str], closed: bool) -> None:
+    state = CustomerState("c1")
+    events = [touch(0, NOW - DAY_MS, "sms")]
+    for i, item in enumerate(order):
+        kind, _, minute = item.partition("@")
+        events.append(response(i, NOW + int(minute) * 60_000, kind, "sms"))
+    feed(state, events, DEFAULT, now=NOW + 3 * 60_000)
+    assert ("sms" in snapshot(state, NOW + 3 * 60_000, DEFAULT)["closed_channels"]) is closed
+
+
 @pytest.mark.parametrize(("touches", "throttled"), [(4, False), (5, True)])
 def test_unanswered_streak_edge(touches: int, throttled: bool) -> None:
     policy = only("unanswered_streak")

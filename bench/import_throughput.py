@@ -1,0 +1,74 @@
+"""Benchmark: `fatigue import` of a large JSONL history — events/s and peak RSS of the importer.
+
+    python -m bench.import_throughput [--events 1000000] [--customers 50000] [--batch 1000]
+
+Starts an embedded broker and Redis, writes a synthetic history file (touches and responses in
+time order over the last 60 days), then runs `fatigue import` in a child process with its
+progress bar on this terminal and reports the child's wall time, events/s and peak RSS
+(getrusage of the child). Memory should not grow with the file: compare two sizes.
+Everything runs on this machine, on loopback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from fatigue.embedded import start_stack
+
+
+def write_history(path: Path, events: int, customers: int) -> None:
+    start = datetime.now(UTC) - timedelta(days=60)
+    step_s = 60 * 24 * 3600 / events
+    with path.open("w", encoding="utf-8") as handle:
+        for i in range(events):
+            at = (start + timedelta(seconds=i * step_s)).isoformat()
+            response = i % 5 == 4
+            event = {"event_id": f"b{i}", "type": "response" if response else "touch",
+                     "customer_id": f"cust-{i % customers}", "channel": ("email", "sms", "phone")[i % 3],
+                     "occurred_at": at, "kind": "open" if response else "promo"}
+            handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    args = parser.parse_args()
+    workdir = Path(tempfile.mkdtemp(prefix="bench-import-"))
+    stack = start_stack(workdir / "stack")
+    try:
+        history = workdir / "history.jsonl"
+        began = time.monotonic()
+        write_history(history, args.events, args.customers)
+        print(f"wrote {args.events:,} events ({history.stat().st_size / 2**20:,.0f} MiB) in "
+              f"{time.monotonic() - began:.1f} s")
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers, "REDIS_URL": stack.redis_url,
+               "FATIGUE_TOPIC_PREFIX": "bench.", "FATIGUE_REDIS_PREFIX": "bench:"}
+        command = [sys.executable, "-m", "fatigue.cli", "import", str(history), "--batch", str(args.batch),
+                   "--checkpoint", str(workdir / "cp.json"), "--report", str(workdir / "report.csv")]
+        began = time.monotonic()
+        done = subprocess.run(command, env=env, check=False)
+        elapsed = time.monotonic() - began
+        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        if done.returncode != 0:
+            raise SystemExit(f"fatigue import exited {done.returncode}")
+        print(f"import: {args.events:,} events in {elapsed:.1f} s = {args.events / elapsed:,.0f} events/s "
+              f"(batch {args.batch}); peak RSS of the importer {peak_mib:,.0f} MiB")
+    finally:
+        stack.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

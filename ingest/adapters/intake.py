@@ -1,0 +1,74 @@
+"""From mapped provider items to stored events: find the customer, check, accept, keep the rest.
+
+1. Candidates without a customer id are looked up in the identity map, all in one round trip.
+2. Those still without a customer, and those the contract refuses, go to the rejected store (the
+   provider gets a 2xx: retrying would not change them).
+3. The rest go through the shared accept path (ingest/accept.py) as producer `adapter:<provider>`.
+
+The rejected store is written only once the accepted events are acknowledged, so a provider's
+retry after a 503 does not list the same rejection twice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from ingest.accept import AcceptPath
+from ingest.adapters.common import Candidate, Mapped
+from ingest.adapters.rejected import INVALID, NO_CUSTOMER, RejectedEntry, RejectedStore
+from ingest.identity import IdentityMap
+from services.contract import to_ms
+from services.names import ADAPTER_PRODUCER_PREFIX
+
+
+@dataclass(frozen=True)
+class AdapterOutcome:
+    accepted: int
+    duplicates: int
+    unmapped: int
+    invalid: int
+    ignored: int
+
+    def body(self) -> dict[str, int]:
+        return {"accepted": self.accepted, "duplicates": self.duplicates, "unmapped": self.unmapped,
+                "invalid": self.invalid, "ignored": self.ignored}
+
+
+def producer_of(provider: str) -> str:
+    return f"{ADAPTER_PRODUCER_PREFIX}{provider}"
+
+
+async def resolve_customers(candidates: list[Candidate], identities: IdentityMap) -> None:
+    """Fill `customer_id` from the identity map where the provider did not pass it through."""
+    pending = [c for c in candidates if "customer_id" not in c.event and c.identity is not None]
+    owners = await identities.lookup([c.identity for c in pending if c.identity is not None])
+    for candidate, owner in zip(pending, owners, strict=True):
+        if owner is not None:
+            candidate.event["customer_id"] = owner
+
+
+def _unmapped(provider: str, candidate: Candidate) -> RejectedEntry:
+    identity = candidate.identity
+    detail = (f"no customer profile has this {identity.kind}" if identity is not None
+              else "the provider sent no customer id and no usable email or phone")
+    return RejectedEntry(provider, NO_CUSTOMER, detail, identity.value if identity else None, candidate.event,
+                         candidate.source)
+
+
+async def ingest_mapped(mapped: Mapped, *, provider: str, accept: AcceptPath, identities: IdentityMap,
+                        rejected: RejectedStore, now: datetime) -> AdapterOutcome:
+    """Store what maps to a customer and passes the contract; raises what `AcceptPath.accept` raises."""
+    await resolve_customers(mapped.candidates, identities)
+    entries = [_unmapped(provider, c) for c in mapped.candidates if "customer_id" not in c.event]
+    resolved = [c for c in mapped.candidates if "customer_id" in c.event]
+    batch = accept.check([c.event for c in resolved], now=now)
+    for rejection in batch.rejected:
+        candidate = resolved[rejection.index]
+        recipient = candidate.identity.value if candidate.identity else None
+        entries.append(RejectedEntry(provider, INVALID, rejection.error, recipient, candidate.event, candidate.source))
+    stored = await accept.accept([event for _, event in batch.valid], producer=producer_of(provider), received_at=now)
+    await rejected.add(entries, to_ms(now))
+    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates,
+                          unmapped=len(entries) - len(batch.rejected), invalid=len(batch.rejected),
+                          ignored=len(mapped.ignored))

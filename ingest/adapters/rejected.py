@@ -1,0 +1,90 @@
+"""The adapters' rejected store: provider events that made no counted event, kept to be listed.
+
+An event whose recipient maps to no customer (or that the contract refuses) is acknowledged to
+the provider — a retry would not change anything — and kept here instead of being dropped:
+a Redis stream, newest last, trimmed to `max_entries` and to `ttl_s` on every write; reads skip
+entries older than `ttl_s`. Listed by GET /v1/adapters/rejected (newest first, with a cursor).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from redis.asyncio import Redis
+
+from services.names import RedisKeys
+
+NO_CUSTOMER = "no_customer"
+INVALID = "invalid"
+SCAN_LIMIT = 2000
+"""Entries read at most per listing when filtering by provider."""
+
+
+@dataclass(frozen=True)
+class RejectedEntry:
+    provider: str
+    reason: str  # no_customer | invalid
+    detail: str
+    recipient: str | None
+    event: dict[str, Any]
+    source: dict[str, Any]
+
+    def fields(self) -> dict[str, str]:
+        return {"provider": self.provider, "reason": self.reason, "detail": self.detail[:1000],
+                "recipient": self.recipient or "", "event": json.dumps(self.event, default=str),
+                "source": json.dumps(self.source, default=str)[:4000]}
+
+
+def _entry_out(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
+    def loads(value: str | None) -> Any:
+        try:
+            return json.loads(value or "null")
+        except json.JSONDecodeError:
+            return value
+    return {"id": entry_id, "received_at_ms": int(entry_id.split("-")[0]), "provider": fields.get("provider"),
+            "reason": fields.get("reason"), "detail": fields.get("detail"),
+            "recipient": fields.get("recipient") or None, "event": loads(fields.get("event")),
+            "source": loads(fields.get("source"))}
+
+
+class RejectedStore:
+    def __init__(self, redis: Redis, keys: RedisKeys, *, max_entries: int, ttl_s: int) -> None:
+        self._redis = redis
+        self._key = keys.adapter_rejected()
+        self._max = max_entries
+        self._ttl_ms = ttl_s * 1000
+
+    async def add(self, entries: list[RejectedEntry], now_ms: int) -> None:
+        if not entries:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for entry in entries:
+                pipe.xadd(self._key, entry.fields(), maxlen=self._max, approximate=False)  # type: ignore[arg-type]
+            pipe.xtrim(self._key, minid=str(now_ms - self._ttl_ms))
+            pipe.pexpire(self._key, self._ttl_ms)
+            await pipe.execute()
+
+    async def list(self, *, now_ms: int, limit: int, before: str | None = None,
+                   provider: str | None = None) -> tuple[list[dict[str, Any]], str | None]:
+        """Newest first: up to `limit` entries older than the cursor `before`, and the next cursor."""
+        oldest = now_ms - self._ttl_ms
+        if before is not None and all(int(part) == 0 for part in before.split("-")):
+            return [], None  # nothing is older than the first possible stream id (0-0)
+        maximum = f"({before}" if before else "+"
+        count = limit + 1 if provider is None else SCAN_LIMIT
+        rows: list[Any] = list(await self._redis.xrevrange(self._key, max=maximum, min=str(oldest), count=count) or [])
+        out: list[dict[str, Any]] = []
+        last_seen: str | None = None
+        for raw_id, fields in rows:
+            entry_id = raw_id.decode() if isinstance(raw_id, bytes) else str(raw_id)
+            if provider is None or fields.get("provider") == provider:
+                if len(out) == limit:
+                    return out, out[-1]["id"]
+                out.append(_entry_out(entry_id, dict(fields)))
+            last_seen = entry_id
+        return out, (last_seen if provider is not None and len(rows) == count else None)
+
+    async def count(self) -> int:
+        return int(await self._redis.xlen(self._key))

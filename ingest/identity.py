@@ -1,0 +1,137 @@
+"""Who is the customer? The identity map from a hashed email or phone number to a customer id.
+
+Providers know an address, not our customer id. Profiles (`PUT /v1/customers/{id}/profile`) may
+carry `emails` and `phones`; they are normalised (emails trimmed and lower-cased, phones E.164
+with an optional default region), hashed with HMAC-SHA256 under `FATIGUE_IDENTITY_HASH_KEY`, and
+kept in Redis only (never on the profiles topic, never in a snapshot):
+
+    <prefix>identity:<digest>        -> customer id
+    <prefix>identities:<customer id> -> set of `email:<digest>` / `phone:<digest>` of that customer
+
+`lookup` resolves a batch of addresses in one round trip (MGET). `replace` swaps one customer's
+identities atomically (WATCH/MULTI): an address that moved to another customer is left to it.
+`erase` removes them all (for a customer's erasure).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import phonenumbers
+from redis.asyncio import Redis
+from redis.exceptions import WatchError
+
+from services.names import RedisKeys
+
+EMAIL = "email"
+PHONE = "phone"
+MAX_WATCH_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """A normalised address: `kind` is email or phone, `value` lower-case email or E.164 number."""
+
+    kind: str
+    value: str
+
+
+def normalise_email(text: str) -> Identity:
+    value = text.strip().lower()
+    local, at, domain = value.partition("@")
+    if not at or not local or not domain or "@" in domain or any(c.isspace() for c in value):
+        raise ValueError(f"{text[:80]!r} is not an email address")
+    return Identity(EMAIL, value)
+
+
+def normalise_phone(text: str, default_region: str | None = None) -> Identity:
+    """E.164 of `text`; numbers without +country code need `default_region` (e.g. US, CN)."""
+    try:
+        number = phonenumbers.parse(text.strip(), default_region.upper() if default_region else None)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if default_region else " (write it with +country code, or set FATIGUE_IDENTITY_DEFAULT_REGION)"
+        raise ValueError(f"{text[:40]!r} is not a phone number{hint}") from exc
+    if not phonenumbers.is_possible_number(number):
+        raise ValueError(f"{text[:40]!r} is not a possible phone number")
+    return Identity(PHONE, phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
+def profile_identities(emails: Sequence[str] | None, phones: Sequence[str] | None,
+                       default_region: str | None) -> tuple[list[Identity], list[tuple[str, str]]]:
+    """The normalised identities of a profile, and the (field, reason) of every one refused."""
+    found: list[Identity] = []
+    problems: list[tuple[str, str]] = []
+    for field, values, normalise in (
+        ("emails", emails or [], normalise_email),
+        ("phones", phones or [], lambda text: normalise_phone(text, default_region)),
+    ):
+        for index, text in enumerate(values):
+            try:
+                found.append(normalise(text))
+            except ValueError as exc:
+                problems.append((f"{field}[{index}]", str(exc)))
+    return list(dict.fromkeys(found)), problems
+
+
+class IdentityMap:
+    def __init__(self, redis: Redis, keys: RedisKeys, hash_key: bytes) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._hash_key = hash_key
+
+    def digest(self, identity: Identity) -> str:
+        return hmac.new(self._hash_key, f"{identity.kind}:{identity.value}".encode(), hashlib.sha256).hexdigest()
+
+    async def lookup(self, identities: Sequence[Identity]) -> list[str | None]:
+        """The customer id of each identity (None: unknown), in one round trip."""
+        if not identities:
+            return []
+        values = await self._redis.mget([self._keys.identity(self.digest(i)) for i in identities])
+        return [_text(v) for v in values]
+
+    async def replace(self, customer_id: str, identities: Sequence[Identity],
+                      kinds: Sequence[str] = (EMAIL, PHONE)) -> None:
+        """Make `identities` the customer's addresses of `kinds`, dropping the ones of those kinds it had
+        before (unless they point to another customer since); its addresses of other kinds stay."""
+        await self._swap(customer_id, {f"{i.kind}:{self.digest(i)}" for i in identities}, set(kinds))
+
+    async def erase(self, customer_id: str) -> bool:
+        """Remove every identity of the customer (those that now point to another customer stay);
+        whether it had any."""
+        return await self._swap(customer_id, set(), {EMAIL, PHONE}) > 0
+
+    async def _swap(self, customer_id: str, new: set[str], kinds: set[str]) -> int:
+        """How many identities the customer had before."""
+        """Set members are `kind:digest`; the identity keys are named by the digest alone."""
+        members_key = self._keys.identities_of(customer_id)
+        for _ in range(MAX_WATCH_RETRIES):
+            async with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    await pipe.watch(members_key)
+                    old = {m.decode() if isinstance(m, bytes) else str(m) for m in await pipe.smembers(members_key)}
+                    kept = {m for m in old if m.partition(":")[0] not in kinds}
+                    gone_keys = [self._keys.identity(m.partition(":")[2]) for m in sorted(old - new - kept)]
+                    if gone_keys:
+                        await pipe.watch(*gone_keys)
+                    owners = await pipe.mget(gone_keys) if gone_keys else []
+                    pipe.multi()
+                    for key, owner in zip(gone_keys, owners, strict=True):
+                        if _text(owner) == customer_id:
+                            pipe.delete(key)
+                    pipe.delete(members_key)
+                    for member in sorted(new):
+                        pipe.set(self._keys.identity(member.partition(":")[2]), customer_id)
+                    if new | kept:
+                        pipe.sadd(members_key, *sorted(new | kept))
+                    await pipe.execute()
+                    return len(old)
+                except WatchError:
+                    continue
+        raise WatchError(f"identities of {customer_id!r} kept changing; retry")
+
+
+def _text(value: bytes | str | None) -> str | None:
+    return value.decode() if isinstance(value, bytes) else value

@@ -1,0 +1,269 @@
+"""Provider adapters: /v1/adapters/sendgrid, /mailgun, /twilio/status, /twilio/inbound, /crm/{mapping},
+and GET /v1/adapters/rejected.
+
+Providers cannot send our bearer key, so each webhook route authenticates on its own
+(docs/adapters.md#authentication):
+- a provider whose signing key is configured must sign: its own algorithm, nothing else counts;
+- otherwise the call carries a token: `?token=` equal to the adapter's FATIGUE_<PROVIDER>_TOKEN
+  (compared in constant time), or `Authorization: Bearer <api key>`;
+- neither: 401, nothing ingested.
+An item mapping to no customer, or refused by the contract, is answered 2xx (a retry would not
+change it) and kept in the rejected store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import Response
+from fastapi.security import APIKeyQuery
+from pydantic import SecretStr
+from redis.exceptions import RedisError
+
+from ingest.accept import AcceptPath, EventsInFlight
+from ingest.adapters import crm, mailgun, sendgrid, twilio
+from ingest.adapters.common import Mapped
+from ingest.adapters.intake import AdapterOutcome, ingest_mapped
+from ingest.adapters.rejected import RejectedStore
+from ingest.auth import match_api_key
+from ingest.deps import AcceptDep, IdentityDep, MetricsDep, RedisDep, RejectedDep, SettingsDep, bearer
+from ingest.errors import ApiError, broker_unavailable, service_unavailable
+from ingest.identity import IdentityMap
+from ingest.schemas import AdapterAccepted, ErrorOut, RejectedPage
+from ingest.validation import BodyRefused, parse_json
+from services.apikeys import SCOPE_INGEST
+from services.errors import BrokerUnavailable
+from services.metrics import IngestMetrics
+from services.settings import IngestSettings
+
+adapter_token = APIKeyQuery(
+    name="token", auto_error=False, scheme_name="AdapterToken",
+    description="The adapter's FATIGUE_<PROVIDER>_TOKEN, when the provider's signing key is not configured.",
+)
+webhooks = APIRouter(tags=["adapters"], dependencies=[Depends(adapter_token), Depends(bearer)])
+"""Routes the providers call. The two dependencies only document the token and bearer options
+(they never refuse); each route authenticates itself, by signature when a key is configured."""
+rejected_router = APIRouter(tags=["adapters"])
+"""GET /v1/adapters/rejected: behind the API key like every other read."""
+
+TWIML_EMPTY = '<?xml version="1.0" encoding="UTF-8"?><Response></Response>'
+_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorOut, "description": "The body is not what the provider sends."},
+    401: {"model": ErrorOut, "description": "Signature missing or invalid, or no valid token: nothing ingested."},
+    503: {"model": ErrorOut, "description": "The event log did not acknowledge: nothing stored, the provider retries."},
+}
+
+
+def _refuse(metrics: IngestMetrics, provider: str, reason: str, message: str) -> ApiError:
+    metrics.adapter_refused.labels(provider=provider, reason=reason).inc()
+    return ApiError(401, "unauthorized", message)
+
+
+def _token_or_key(request: Request, token: SecretStr | None) -> bool:
+    """`?token=` equal to the adapter's token, or a bearer API key with the ingest scope."""
+    given = request.query_params.get("token")
+    if token is not None and given is not None:
+        return hmac.compare_digest(given.encode(), token.get_secret_value().encode())
+    header = request.headers.get("authorization", "")
+    scheme, _, credentials = header.partition(" ")
+    key = match_api_key(credentials.strip(), request.app.state.api_keys) if scheme.lower() == "bearer" else None
+    return key is not None and key.may(SCOPE_INGEST)
+
+
+def _require_token(request: Request, metrics: IngestMetrics, provider: str, token: SecretStr | None,
+                   key_setting: str | None) -> None:
+    if not _token_or_key(request, token):
+        hint = f" (or configure {key_setting} to verify the provider's signature)" if key_setting else ""
+        raise _refuse(metrics, provider, "unauthenticated", f"{provider}: no valid ?token= or bearer API key{hint}")
+
+
+def _json_body(raw: bytes, metrics: IngestMetrics, provider: str) -> Any:
+    try:
+        return parse_json(raw)
+    except BodyRefused as exc:
+        metrics.adapter_refused.labels(provider=provider, reason="body").inc()
+        raise ApiError(exc.status, exc.code, exc.message) from exc
+
+
+async def _store(mapped: Mapped, provider: str, intake: AcceptDep, identities: IdentityDep, rejected: RejectedDep,
+                 metrics: IngestMetrics, now: datetime) -> AdapterOutcome:
+    try:
+        outcome = await ingest_mapped(mapped, provider=provider, accept=intake, identities=identities,
+                                      rejected=rejected, now=now)
+    except BrokerUnavailable as exc:
+        metrics.adapter_refused.labels(provider=provider, reason="broker_unavailable").inc()
+        raise broker_unavailable(exc) from exc
+    except EventsInFlight as exc:
+        raise service_unavailable("events_in_flight", f"{exc}; nothing was stored, retry") from exc
+    for outcome_name, count in (("accepted", outcome.accepted), ("duplicate", outcome.duplicates),
+                                ("unmapped", outcome.unmapped), ("invalid", outcome.invalid),
+                                ("ignored", outcome.ignored)):
+        if count:
+            metrics.adapter_events.labels(provider=provider, outcome=outcome_name).inc(count)
+    return outcome
+
+
+@webhooks.post("/adapters/sendgrid", response_model=AdapterAccepted, responses=_RESPONSES,
+               summary="SendGrid Event Webhook",
+               description="A JSON array of SendGrid events; signed (ECDSA) when FATIGUE_SENDGRID_VERIFICATION_KEY "
+               "is set. See docs/adapters.md#sendgrid.")
+async def sendgrid_events(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
+                          identities: IdentityDep, rejected: RejectedDep) -> Any:
+    raw = await request.body()
+    key = request.app.state.sendgrid_key
+    if key is not None:
+        headers = request.headers
+        if not sendgrid.verify(key, headers.get(sendgrid.SIGNATURE_HEADER), headers.get(sendgrid.TIMESTAMP_HEADER),
+                               raw):
+            raise _refuse(metrics, "sendgrid", "signature", "sendgrid: missing or invalid event webhook signature")
+    else:
+        _require_token(request, metrics, "sendgrid", settings.sendgrid_token, "FATIGUE_SENDGRID_VERIFICATION_KEY")
+    mapped = sendgrid.map_events(_json_body(raw, metrics, "sendgrid"))
+    return (await _store(mapped, "sendgrid", intake, identities, rejected, metrics, datetime.now(UTC))).body()
+
+
+@webhooks.post("/adapters/mailgun", response_model=AdapterAccepted, responses=_RESPONSES,
+               summary="Mailgun webhook",
+               description="One Mailgun event (`signature` + `event-data`); the signature is verified when "
+               "FATIGUE_MAILGUN_SIGNING_KEY is set, within the replay window and once per token. "
+               "See docs/adapters.md#mailgun.")
+async def mailgun_event(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
+                        identities: IdentityDep, rejected: RejectedDep, redis: RedisDep) -> Any:
+    body = _json_body(await request.body(), metrics, "mailgun")
+    token_key = None
+    if settings.mailgun_signing_key is not None:
+        token_key = await _mailgun_signed(body, settings, metrics, redis)
+    else:
+        _require_token(request, metrics, "mailgun", settings.mailgun_token, "FATIGUE_MAILGUN_SIGNING_KEY")
+    mapped = mailgun.map_event(body)
+    try:
+        return (await _store(mapped, "mailgun", intake, identities, rejected, metrics, datetime.now(UTC))).body()
+    except BaseException:
+        if token_key is not None:  # nothing stored: Mailgun's retry of this very request must get in
+            with contextlib.suppress(RedisError, OSError):
+                await asyncio.shield(redis.delete(token_key))
+        raise
+
+
+async def _mailgun_signed(body: Any, settings: SettingsDep, metrics: IngestMetrics, redis: RedisDep) -> str:
+    """Verify the signature, its age and that its token is new; the token's Redis key."""
+    assert settings.mailgun_signing_key is not None
+    signature = body.get("signature") if isinstance(body, dict) else None
+    if not mailgun.verify(settings.mailgun_signing_key.get_secret_value().encode(), signature):
+        raise _refuse(metrics, "mailgun", "signature", "mailgun: missing or invalid signature")
+    assert isinstance(signature, dict)
+    window_s = settings.mailgun_replay_window_s
+    if not mailgun.fresh(signature, time.time(), window_s):
+        raise _refuse(metrics, "mailgun", "replay", f"mailgun: signature timestamp is more than {window_s}s away")
+    token_key = settings.keys.webhook_token("mailgun", str(signature["token"]))
+    if not await redis.set(token_key, "1", nx=True, ex=2 * window_s):
+        raise _refuse(metrics, "mailgun", "replay", "mailgun: this signature token was used before (replay)")
+    return token_key
+
+
+def _twilio_params(raw: bytes, metrics: IngestMetrics) -> list[tuple[str, str]]:
+    try:
+        return parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=bool(raw.strip()))
+    except (UnicodeDecodeError, ValueError) as exc:
+        metrics.adapter_refused.labels(provider="twilio", reason="body").inc()
+        message = f"twilio: the body is not application/x-www-form-urlencoded: {exc}"
+        raise ApiError(400, "invalid_body", message) from exc
+
+
+def _twilio_url(request: Request, base_url: str | None) -> str:
+    """The URL Twilio signed: the configured public base URL (behind a proxy) + path + query."""
+    if base_url is None:
+        return str(request.url)
+    query = request.url.query
+    return base_url.rstrip("/") + request.url.path + (f"?{query}" if query else "")
+
+
+async def _twilio(request: Request, settings: SettingsDep, metrics: IngestMetrics) -> list[tuple[str, str]]:
+    params = _twilio_params(await request.body(), metrics)
+    if settings.twilio_auth_token is not None:
+        url = _twilio_url(request, settings.twilio_public_base_url)
+        if not twilio.verify(settings.twilio_auth_token.get_secret_value().encode(), url, params,
+                             request.headers.get(twilio.SIGNATURE_HEADER)):
+            raise _refuse(metrics, "twilio", "signature", "twilio: missing or invalid X-Twilio-Signature")
+    else:
+        _require_token(request, metrics, "twilio", settings.twilio_token, "FATIGUE_TWILIO_AUTH_TOKEN")
+    return params
+
+
+def _twiml() -> Response:
+    return Response(TWIML_EMPTY, media_type="text/xml")
+
+
+_TWIML_OK: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/xml": {}}, "description": "Empty TwiML: Twilio sends no reply."}}
+
+
+@webhooks.post("/adapters/twilio/status", response_class=Response, responses={**_RESPONSES, **_TWIML_OK},
+               summary="Twilio Messaging status callback",
+               description="Form-encoded status callback of an outbound message (`customer_id` query parameter "
+               "optional). See docs/adapters.md#twilio.")
+async def twilio_status(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
+                        identities: IdentityDep, rejected: RejectedDep) -> Response:
+    return await _twilio_webhook(twilio.map_status, request, settings, metrics, intake, identities, rejected)
+
+
+@webhooks.post("/adapters/twilio/inbound", response_class=Response, responses={**_RESPONSES, **_TWIML_OK},
+               summary="Twilio Messaging incoming message",
+               description="Form-encoded incoming message: a reply, or STOP/START keywords. "
+               "See docs/adapters.md#twilio.")
+async def twilio_inbound(request: Request, settings: SettingsDep, metrics: MetricsDep, intake: AcceptDep,
+                         identities: IdentityDep, rejected: RejectedDep) -> Response:
+    return await _twilio_webhook(twilio.map_inbound, request, settings, metrics, intake, identities, rejected)
+
+
+async def _twilio_webhook(map_params: Callable[[twilio.Params, str | None, datetime, str | None], Mapped],
+                          request: Request, settings: IngestSettings, metrics: IngestMetrics, intake: AcceptPath,
+                          identities: IdentityMap, rejected: RejectedStore) -> Response:
+    """Both Twilio callbacks: verify, map the form parameters, store, answer empty TwiML."""
+    params = await _twilio(request, settings, metrics)
+    now = datetime.now(UTC)
+    mapped = map_params(params, request.query_params.get(twilio.CUSTOMER_ID_PARAM), now,
+                        settings.identity_default_region)
+    await _store(mapped, "twilio", intake, identities, rejected, metrics, now)
+    return _twiml()
+
+
+@webhooks.post("/adapters/crm/{mapping}", response_model=AdapterAccepted,
+               responses={**_RESPONSES, 404: {"model": ErrorOut, "description": "No such mapping."}},
+               summary="CRM activities through a mapping file",
+               description="A record or a list of records (or a body holding them, e.g. a SOQL result) mapped "
+               "by the named mapping (hubspot-engagement, hubspot-call, hubspot-meeting, salesforce-task, "
+               "salesforce-event, or one of FATIGUE_CRM_MAPPINGS_DIR). See docs/adapters.md#crm-activities.")
+async def crm_activities(mapping: str, request: Request, settings: SettingsDep, metrics: MetricsDep,
+                         intake: AcceptDep, identities: IdentityDep, rejected: RejectedDep) -> Any:
+    _require_token(request, metrics, "crm", settings.crm_token, None)
+    known: dict[str, crm.Mapping] = request.app.state.crm_mappings
+    if mapping not in known:
+        raise ApiError(404, "not_found", f"no CRM mapping {mapping!r}; known: {', '.join(sorted(known))}")
+    body = _json_body(await request.body(), metrics, "crm")
+    mapped = crm.map_records(known[mapping], body, settings.identity_default_region)
+    provider = f"crm.{mapping}"
+    return (await _store(mapped, provider, intake, identities, rejected, metrics, datetime.now(UTC))).body()
+
+
+@rejected_router.get("/adapters/rejected", response_model=RejectedPage,
+                     summary="Provider events no customer was found for",
+                     description="Newest first. Kept FATIGUE_ADAPTER_REJECTED_TTL_S, at most "
+                     "FATIGUE_ADAPTER_REJECTED_MAX entries. Page with `before` = the previous page's `next`.")
+async def list_rejected(
+    rejected: RejectedDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    before: Annotated[str | None, Query(pattern=r"^\d{1,15}-\d{1,10}$", description="Cursor: an entry id.")] = None,
+    provider: Annotated[str | None, Query(max_length=100)] = None,
+) -> RejectedPage:
+    now_ms = int(time.time() * 1000)
+    items, cursor = await rejected.list(now_ms=now_ms, limit=limit, before=before, provider=provider)
+    return RejectedPage.model_validate({"items": items, "next": cursor})
