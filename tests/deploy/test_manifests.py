@@ -52,9 +52,9 @@ SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
 }
 """The settings class each deployable subcommand reads (fatigue/cli.py dispatches to them)."""
 
-DEV_ONLY_COMMANDS = {"up", "demo", "backtest", "import"}
+DEV_ONLY_COMMANDS = {"up", "demo", "backtest", "import", "dlq"}
 """Never deployed: all-in-one commands with an embedded broker and Redis, the offline backtest, and
-`fatigue import`, a one-shot command an operator runs with a file at hand."""
+`fatigue import` and `fatigue dlq`, one-shot commands an operator runs by hand."""
 
 LISTEN_FIELDS = {
     "api": ("host", "port"),
