@@ -11,13 +11,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from services.errors import StoreUnavailable
 from services.names import SECRET_PREFIX, RedisKeys
+from services.redaction import mask_url
 
 
 def generate_secret() -> str:
@@ -82,37 +82,6 @@ def default_digest(format_name: str) -> DigestLimit | None:
     return None if format_name == "standard" else CHAT_DEFAULT_DIGEST
 
 
-MASK = "…"
-KEEP_CHARS = 4
-_PATH_WORDS = frozenset({
-    "services", "webhookb2", "IncomingWebhook", "cgi-bin", "webhook", "send", "open-apis", "bot", "v2", "hook",
-    "robot", "workflows", "triggers", "api", "hooks", "webhooks",
-})
-"""Path segments of the providers' webhook URLs that name the endpoint rather than hold the token."""
-
-
-def _mask(secret: str) -> str:
-    return MASK + secret[-KEEP_CHARS:] if len(secret) > 2 * KEEP_CHARS else MASK
-
-
-def masked_url(url: str, *, whole_path: bool) -> str:
-    """A webhook URL fit to show: scheme and host kept; every query value masked (tokens, keys and
-    signatures travel there); with `whole_path` (chat bots, whose URL *is* the credential) every path
-    segment but the providers' fixed words masked too. Only the last masked part keeps its last 4
-    characters, so a person can tell URLs apart: `https://hooks.slack.com/services/…/…/…abcd`."""
-    parts = urlsplit(url)
-    host = parts.netloc.rpartition("@")[2]
-    segments = parts.path.split("/")
-    secret = [i for i, seg in enumerate(segments) if seg and whole_path and seg not in _PATH_WORDS]
-    query = [item.partition("=") for item in parts.query.split("&") if item]
-    for i in secret:
-        segments[i] = MASK
-    if secret and not query:
-        segments[secret[-1]] = _mask(parts.path.split("/")[secret[-1]])
-    shown = "&".join(f"{name}={_mask(value)}" if sep else _mask(name) for name, sep, value in query)
-    return urlunsplit((parts.scheme, host, "/".join(segments), shown, ""))
-
-
 @dataclass
 class Subscription:
     id: str
@@ -142,8 +111,9 @@ class Subscription:
 
     @property
     def masked_url(self) -> str:
-        """The URL as reads show it: for chat formats the URL is the credential (`masked_url`)."""
-        return masked_url(self.url, whole_path=self.format != "standard")
+        """The URL as reads show it: tokens in the path (chat bots: the URL is the credential) and the
+        query masked (services/redaction.py)."""
+        return mask_url(self.url)
 
     def wants_action(self, action: Mapping[str, Any]) -> bool:
         return self.wants(str(action.get("type"))) and self.filters.matches(action)
