@@ -70,7 +70,10 @@ def _backtest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     cmd.add_argument("--skip-invalid", action="store_true", help="skip and count invalid rows instead of stopping")
     cmd.add_argument("--customer", default=None, metavar="ID", help="print this customer's timeline")
     cmd.add_argument("--json", action="store_true", help="one JSON object per action and line")
-    cmd.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write a weekly chart of actions")
+    cmd.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                     help="write a weekly chart of actions (with --customer: that customer's timeline)")
+    cmd.add_argument("--compare", type=Path, default=None, metavar="OTHER.yaml",
+                     help="replay with this policy too and show both side by side")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -114,7 +117,7 @@ def _backtest(args: argparse.Namespace) -> None:
 
     options = Options(events=args.events, policy=args.policy, profiles=args.profiles, fmt=args.fmt,
                       until_ms=args.until, producer=args.producer, skip_invalid=args.skip_invalid,
-                      customer=args.customer, json=args.json, plot=args.plot)
+                      customer=args.customer, json=args.json, plot=args.plot, compare=args.compare)
     try:
         run(options, sys.stdout, sys.stderr)
         sys.stdout.flush()

@@ -177,6 +177,7 @@ def test_a_rule_clearing_between_timers_is_seen_at_the_next_live_timer() -> None
         assert_same(fast, every)
         assert [(a["type"], a["at"]) for a in fast.actions][:2] == [
             ("fatigue.throttle", "2026-09-22T00:13:20.000Z"),  # the 4th reply, 10 h after the touch
-            ("fatigue.recovered", "2026-09-24T15:00:00.000Z"),
+            ("fatigue.re_engage", "2026-09-24T15:00:00.000Z"),  # lifted, and the 2-day cadence overdue
         ]
+        assert fast.actions[1]["reasons"][0]["rule"] == "reply_latency_slowdown_cleared"
         assert fast.actions[0]["reasons"][0]["rule"] == "reply_latency_slowdown"

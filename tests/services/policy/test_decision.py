@@ -10,7 +10,7 @@ from scorer.core.timefmt import format_ms
 from scorer.core.views import snapshot
 from services.durations import DAY_MS, HOUR_MS
 from services.policy.decision import ALLOW, DEFER, DENY, decide
-from services.policy.model import default_policy
+from services.policy.model import default_policy, parse_policy
 
 POLICY = default_policy()
 NOW = 1_790_000_000_000
@@ -52,11 +52,25 @@ def test_unsubscribe_closes_only_that_channel(channel: str, expected: str) -> No
     assert decide(snap, POLICY, channel, "value", NOW).decision == expected
 
 
-def test_throttled_defers_until_the_pause_ends() -> None:
+def test_cooling_off_defers_until_the_rest_ends() -> None:
+    """An unanswered streak ends on a response, or after its rest (14 days without touches) from
+    the throttle's start: that end is known."""
     snap = build([("touch", "email", 20 - i, "promo") for i in range(5)])  # unanswered streak of 5
     result = decide(snap, POLICY, "phone", "value", NOW)
     assert result.decision == DEFER and result.reasons[0]["rule"] == "throttled"
-    assert result.next_allowed_ms is None  # ends when the customer responds, not at a known time
+    assert result.reasons[0]["state"] == "cooling_off"
+    assert result.next_allowed_ms == NOW + 14 * DAY_MS
+
+
+def test_a_throttle_without_a_rest_has_no_known_end_and_says_why() -> None:
+    policy = parse_policy("signals:\n  unanswered_streak: {rest: null}\n", "no-rest")
+    state = CustomerState("c1")
+    for i in range(5):
+        engine.apply_event(state, ContactEvent(f"t{i}", "touch", "c1", "email", NOW - (20 - i) * DAY_MS,
+                                               kind="promo"), NOW, policy)
+    result = decide(snapshot(state, NOW, policy), policy, "phone", "value", NOW)
+    assert result.decision == DEFER and result.next_allowed_ms is None
+    assert "ends when the customer responds" in result.reasons[0]["detail"]
 
 
 def test_one_more_touch_over_the_monthly_cap_is_deferred_until_one_leaves() -> None:
