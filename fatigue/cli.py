@@ -5,6 +5,7 @@
     fatigue api | scorer | notifier              one service, configured from the environment
     fatigue topics                               create the Kafka topics if missing
     fatigue backtest EVENTS [--policy FILE] ...  replay a history offline through the same core
+    fatigue customers list LIST [--owner-rep-id] the lists reps work from (cooling_off, to_activate, throttled)
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("notifier", help="run the webhook notifier")
     sub.add_parser("topics", help="create the Kafka topics if missing")
     _backtest_parser(sub)
+    _customers_parser(sub)
     return parser
 
 
@@ -110,6 +112,8 @@ def _dispatch(args: argparse.Namespace) -> None:
         sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
     elif args.command == "backtest":
         _backtest(args)
+    elif args.command == "customers":
+        _customers(args)
 
 
 def _backtest(args: argparse.Namespace) -> None:
@@ -123,6 +127,39 @@ def _backtest(args: argparse.Namespace) -> None:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# ---- fatigue customers list (issue 10: the lists reps work from) ----
+
+
+def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from services.contract import Stage, Tier
+    from services.names import CUSTOMER_LISTS
+
+    cmd = sub.add_parser("customers", help="the lists reps work from (read from Redis)")
+    what = cmd.add_subparsers(dest="customers_command", required=True)
+    ls = what.add_parser(
+        "list", help="customers on a list, most urgent first",
+        description="The customers on a list, most urgent first, as GET /v1/customers?list=... answers "
+        "(REDIS_URL, FATIGUE_REDIS_PREFIX; docs/api.md).")
+    ls.add_argument("list_name", choices=CUSTOMER_LISTS, metavar="LIST", help=" | ".join(CUSTOMER_LISTS))
+    ls.add_argument("--owner-rep-id", default=None, help="only this rep's customers")
+    ls.add_argument("--tier", choices=[t.value for t in Tier], default=None, help="only this tier")
+    ls.add_argument("--stage", choices=[s.value for s in Stage], default=None, help="only this stage")
+    ls.add_argument("--limit", type=int, default=50, choices=range(1, 501), metavar="N",
+                    help="customers per page, 1-500 (default 50)")
+    ls.add_argument("--cursor", default=None, help="continue after the page that printed this cursor")
+    ls.add_argument("--all", dest="all_pages", action="store_true", help="every page, to the end")
+    ls.add_argument("--json", action="store_true", help="one JSON object per customer and line")
+
+
+def _customers(args: argparse.Namespace) -> None:
+    from fatigue.customers import ListOptions, list_customers
+    from services.settings import CommonSettings
+
+    options = ListOptions(args.list_name, args.owner_rep_id, args.tier, args.stage, args.limit, args.cursor,
+                          args.all_pages, args.json)
+    asyncio.run(list_customers(CommonSettings.load("customers"), options, sys.stdout))
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:

@@ -13,6 +13,7 @@ from ingest.dedup import DedupStore
 from ingest.errors import ApiError
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
+from services.customer_lists import ListReader
 from services.delivery.health import EndpointHealthStore
 from services.delivery.subscriptions import SubscriptionStore
 from services.metrics import IngestMetrics
@@ -98,3 +99,13 @@ def get_endpoint_health(redis: RedisDep, settings: SettingsDep) -> EndpointHealt
 
 
 EndpointHealthDep = Annotated[EndpointHealthStore, Depends(get_endpoint_health)]
+
+
+# -- customer lists (issue 10): the lists reps work from, read from what the scorer wrote --
+
+
+def get_list_reader(redis: RedisDep, settings: SettingsDep) -> ListReader:
+    return ListReader(redis, settings.keys)
+
+
+ListReaderDep = Annotated[ListReader, Depends(get_list_reader)]

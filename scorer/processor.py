@@ -23,7 +23,7 @@ from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from scorer.history import contact_event
 from scorer.publisher import ActionPublisher
-from scorer.store import Changes, CommitConflict, StateStore, Transaction, tp_field
+from scorer.store import Changes, CommitConflict, StateStore, Transaction, list_entry_of, tp_field
 from services.actions import Action
 from services.contract import EventEnvelope, ProfileEnvelope, to_ms
 from services.metrics import ScorerMetrics
@@ -148,6 +148,7 @@ class Processor:
             partition_of[item.customer_id] = record.partition
         for customer_id, state in changes.states.items():
             changes.snapshots[customer_id] = snapshot(state, now_ms, policy)
+            changes.lists[customer_id] = list_entry_of(state)
             due = engine.next_due_ms(state, policy)
             changes.due.setdefault(partition_of[customer_id], {})[customer_id] = due
         return changes, actions
@@ -192,6 +193,7 @@ class Processor:
                 actions += engine.on_due(state, now_ms, policy)
                 changes.states[customer_id] = state
                 changes.snapshots[customer_id] = snapshot(state, now_ms, policy)
+                changes.lists[customer_id] = list_entry_of(state)
                 entries[customer_id] = engine.next_due_ms(state, policy)
             changes.due[partition] = entries
             await self._publisher.publish(actions)

@@ -11,6 +11,10 @@ counted twice, on any Kafka-protocol broker. See docs/architecture.md.
 Concurrency: the state keys of a batch are WATCHed while read; if another writer (a zombie worker
 during a rebalance) changed one before the commit, the commit fails with CommitConflict and the
 batch is recomputed from fresh state.
+
+The lists reps work from (services/customer_lists.py) are written in the same transaction: each
+customer's entry as last written is read with the states, and the commit moves it to where the
+lifecycle puts the customer now — so the lists are exact whenever the states are.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
+from scorer.core import lifecycle
 from scorer.core.state import CustomerState
+from services.customer_lists import ListEntry, queue_index_change
 from services.errors import FatigueError, StoreUnavailable
 from services.names import RedisKeys
 
@@ -45,10 +51,21 @@ class Changes:
     """partition -> customer_id -> next due ms (None: remove)."""
     offsets: dict[str, int] = field(default_factory=dict)
     """`topic/partition` -> highest processed offset."""
+    lists: dict[str, ListEntry | None] = field(default_factory=dict)
+    """customer_id -> where the customer is on the lists now (None: on none)."""
 
 
 def tp_field(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
+
+
+def list_entry_of(state: CustomerState) -> ListEntry | None:
+    """The customer's entry on the lists reps work from (scorer/core/lifecycle.py `list_entry`)."""
+    found = lifecycle.list_entry(state)
+    if found is None:
+        return None
+    profile = state.profile or {}
+    return ListEntry(found[0], found[1], profile.get("owner_rep_id"), profile.get("tier"), profile.get("stage"))
 
 
 class StateStore:
@@ -68,12 +85,14 @@ class StateStore:
                 await pipe.watch(*state_keys)
             raw_states = await pipe.mget(state_keys) if state_keys else []
             raw_offsets = await pipe.hmget(self._keys.offsets(self._group), tp_list) if tp_list else []
+            raw_entries = await pipe.hmget(self._keys.customer_list_entries(), ids) if ids else []
         except RedisError as exc:
             await pipe.reset()
             raise StoreUnavailable(f"reading scorer state from Redis failed: {exc}") from exc
         states = {c: CustomerState.from_json(json.loads(r)) for c, r in zip(ids, raw_states, strict=True) if r}
         offsets = {tp: int(o) for tp, o in zip(tp_list, raw_offsets, strict=True) if o is not None}
-        return Transaction(pipe, self._keys, self._group, states, offsets)
+        entries = {c: ListEntry.from_json(e) for c, e in zip(ids, raw_entries, strict=True) if e}
+        return Transaction(pipe, self._keys, self._group, states, offsets, entries)
 
     async def due_customers(self, partition: int, now_ms: int, limit: int) -> list[str]:
         try:
@@ -93,12 +112,15 @@ class Transaction:
         group: str,
         states: dict[str, CustomerState],
         offsets: dict[str, int],
+        list_entries: dict[str, ListEntry] | None = None,
     ) -> None:
         self._pipe = pipe
         self._keys = keys
         self._group = group
         self.states = states
         self.offsets = offsets
+        self.list_entries = list_entries or {}
+        """customer_id -> the list entry written with its state (read under the same WATCH)."""
 
     async def commit(self, changes: Changes) -> None:
         pipe = self._pipe
@@ -110,6 +132,8 @@ class Transaction:
                 pipe.set(self._keys.snapshot(customer_id), json.dumps(snap, separators=(",", ":")))
             for partition, entries in changes.due.items():
                 self._queue_due(pipe, partition, entries)
+            for customer_id, entry in changes.lists.items():
+                queue_index_change(pipe, self._keys, customer_id, self.list_entries.get(customer_id), entry)
             if changes.offsets:
                 pipe.hset(self._keys.offsets(self._group), mapping={k: str(v) for k, v in changes.offsets.items()})
             await pipe.execute()

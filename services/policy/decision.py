@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contract import parse_rfc3339, to_ms
-from services.durations import format_duration
 from services.localtime import minute_label, quiet_until_ms, zone_of
 from services.policy.model import Policy, QuietHours
 
@@ -116,11 +115,12 @@ def _denials(snapshot: dict[str, Any], profile: dict[str, Any], policy: Policy, 
     if channel in closed:
         reasons.append((None, {"rule": "channel_closed", "channel": channel, "since": closed[channel],
                                "detail": f"the customer unsubscribed from {channel}"}))
-    gap = policy.sending.same_campaign_gap_ms
+    gap_window = policy.sending.same_campaign_gap
     earlier = snapshot.get("recent_campaigns", {}).get(campaign_id) if campaign_id is not None else None
     at = _ms(earlier.get("at")) if earlier else None
-    if gap is not None and earlier and at is not None and now_ms < at + gap:
-        rep, via, window = earlier.get("rep_id"), earlier.get("channel"), format_duration(gap)
+    if gap_window is not None and earlier and at is not None and now_ms < at + gap_window.ms:
+        gap, window = gap_window.ms, gap_window.label
+        rep, via = earlier.get("rep_id"), earlier.get("channel")
         reasons.append((at + gap, {
             "rule": "same_campaign", "campaign_id": campaign_id, "window": window,
             "earlier_touch": {"at": earlier["at"], "rep_id": rep, "channel": via},

@@ -134,7 +134,7 @@ class Sending:
     min_gap_by_channel_ms: dict[str, int]
     quiet_periods: tuple[QuietPeriod, ...]
     quiet_hours: tuple[QuietHours, ...] = ()
-    same_campaign_gap_ms: int | None = 7 * 24 * 3_600_000
+    same_campaign_gap: Window | None = Window("7d", 7 * 24 * 3_600_000)
 
     def weekly_cap(self, stage: str | None) -> int:
         return self.weekly_cap_by_stage.get(stage or "", self.weekly_cap_default)
@@ -155,7 +155,8 @@ class Sending:
                 for q in doc.quiet_periods
             ),
             quiet_hours=tuple(QuietHours(frozenset(str(c) for c in q.channels), *q.minutes()) for q in doc.quiet_hours),
-            same_campaign_gap_ms=None if doc.same_campaign_gap is None else parse_duration_ms(doc.same_campaign_gap),
+            same_campaign_gap=None if doc.same_campaign_gap is None else Window(
+                doc.same_campaign_gap, parse_duration_ms(doc.same_campaign_gap)),
         )
 
 

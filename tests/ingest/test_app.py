@@ -47,7 +47,7 @@ def v1_routes() -> list[tuple[str, str]]:
         if path.startswith("/v1")
         for method in operations
     ]
-    assert len(routes) == 18  # + PATCH subscription, rotate-secret, test, replay; 3 deliveries
+    assert len(routes) == 19  # + PATCH subscription, rotate-secret, test, replay; 3 deliveries; customer lists
     return routes
 
 

@@ -375,8 +375,9 @@ def test_plot_without_matplotlib_says_to_install_the_extra(
 LIVE_POLICY = """\
 # Seconds instead of days, so re_engage and the end of a throttle fall due during the test.
 cadence:
-  default: 8s
-  by_stage: {prospect: 12s}
+  default: 12s
+  by_stage: {prospect: 16s}
+  tolerance: 1s
 cooldowns:
   min_throttle: 3s
 """
@@ -391,6 +392,9 @@ EXPECTED_LIVE = Counter({
     ("prospect-1", "fatigue.re_engage"): 1,
     ("txn-1", "fatigue.re_engage"): 1,
     ("dup-1", "fatigue.re_engage"): 1,
+    ("lift-1", "fatigue.throttle"): 1,  # cooling off ...
+    ("lift-1", "fatigue.re_engage"): 1,  # ... lifted by a late answer into neglect: one message
+    ("flood-1", "fatigue.throttle"): 2,  # the streak, then an update naming the cap
 })
 
 
@@ -420,6 +424,12 @@ def live_history(base: datetime) -> list[dict[str, Any]]:
     events.append(event("prospect-1-t0", "prospect-1", -5))
     events.append(event("txn-1-t0", "txn-1", -6, kind="transactional"))
     events += [event("dup-1-t0", "dup-1", -8), event("dup-1-t1", "dup-1", -6), event("dup-1-t0", "dup-1", -8)]
+    # 5 unanswered touches (cooling off); the answer comes after the cadence (12 s + 1 s) has passed:
+    # the throttle lifts into neglect, in one re_engage that says both
+    events += [event(f"lift-1-t{i}", "lift-1", -20 + i) for i in range(5)]
+    events.append(event("lift-1-r", "lift-1", -2, type="response", kind="reply", in_reply_to="lift-1-t4"))
+    # 5 unanswered touches (cooling off), then 8 more: over the cap, a throttle update
+    events += [event(f"flood-1-t{i}", "flood-1", -19 + i) for i in range(13)]
     return events
 
 
