@@ -151,15 +151,21 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ls.add_argument("--cursor", default=None, help="continue after the page that printed this cursor")
     ls.add_argument("--all", dest="all_pages", action="store_true", help="every page, to the end")
     ls.add_argument("--json", action="store_true", help="one JSON object per customer and line")
+    what.add_parser("reindex", help="put customers whose stored states predate the lists on them (once, after "
+                    "upgrading; safe while scorers run)")
 
 
 def _customers(args: argparse.Namespace) -> None:
-    from fatigue.customers import ListOptions, list_customers
+    from fatigue.customers import ListOptions, list_customers, reindex
     from services.settings import CommonSettings
 
+    settings = CommonSettings.load("customers")
+    if args.customers_command == "reindex":
+        asyncio.run(reindex(settings, sys.stdout))
+        return
     options = ListOptions(args.list_name, args.owner_rep_id, args.tier, args.stage, args.limit, args.cursor,
                           args.all_pages, args.json)
-    asyncio.run(list_customers(CommonSettings.load("customers"), options, sys.stdout))
+    asyncio.run(list_customers(settings, options, sys.stdout))
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:

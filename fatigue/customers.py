@@ -1,4 +1,5 @@
-"""`fatigue customers list LIST`: the lists reps work from, read from Redis like the API reads them.
+"""`fatigue customers list LIST`: the lists reps work from, read from Redis like the API reads them;
+`fatigue customers reindex`: put customers whose states predate the lists on them.
 
 Uses REDIS_URL and FATIGUE_REDIS_PREFIX (services/settings.py `CommonSettings`), the shared reader
 (services/customer_lists.py) and the policy in force for the API (the stored one, else the packaged
@@ -63,6 +64,28 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
         raise BadCursor(f"--cursor: {exc}") from exc
     except RedisError as exc:
         raise StoreUnavailable(f"Redis at {settings.redis_url.split('@')[-1]} did not answer: {exc}") from exc
+    finally:
+        await redis.aclose()
+
+
+async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> int:
+    """Every stored customer state's list entry, written as a scorer writes it (one transaction
+    per batch, recomputed when a running scorer changes one of them meanwhile)."""
+    from scorer.store import StateStore
+
+    redis = make_redis(settings)
+    try:
+        store = StateStore(redis, settings.keys, "reindex")
+        cursor, seen, moved = 0, 0, 0
+        while True:
+            cursor, ids = await store.customer_ids(cursor, batch)
+            if ids:
+                moved += await store.reindex_lists(ids)
+                seen += len(ids)
+            if cursor == 0:
+                break
+        out.write(f"{seen} customer states read; {moved} list entries written or moved\n")
+        return moved
     finally:
         await redis.aclose()
 

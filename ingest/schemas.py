@@ -162,6 +162,9 @@ class CustomerStateOut(_Open):
     next_check_at: Timestamp | None = Field(default=None, description="When the scorer re-evaluates on its own.")
     last_action: LastActionOut | None = None
     events_counted: int | None = None
+    lifecycle: dict[str, Any] | None = Field(
+        default=None, description="Where the customer is in the lifecycle: state (normal | throttled | cooling_off | "
+        "to_activate), list, since, reasons, until, next_step (docs/api.md).")
 
 
 # ---- customer lists (GET /v1/customers?list=...) ----

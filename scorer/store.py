@@ -94,6 +94,32 @@ class StateStore:
         entries = {c: ListEntry.from_json(e) for c, e in zip(ids, raw_entries, strict=True) if e}
         return Transaction(pipe, self._keys, self._group, states, offsets, entries)
 
+    async def reindex_lists(self, customer_ids: list[str], attempts: int = 5) -> int:
+        """Put these customers on the lists their stored states say (for states written before the
+        lists existed); how many moved. Recomputed when a scorer changes one meanwhile."""
+        for _ in range(attempts - 1):
+            try:
+                return await self._reindex_once(customer_ids)
+            except CommitConflict:
+                continue
+        return await self._reindex_once(customer_ids)
+
+    async def _reindex_once(self, customer_ids: list[str]) -> int:
+        txn = await self.read(customer_ids, [])
+        changes = Changes(lists={c: list_entry_of(s) for c, s in txn.states.items()})
+        moved = sum(1 for c, entry in changes.lists.items() if txn.list_entries.get(c) != entry)
+        await txn.commit(changes)
+        return moved
+
+    async def customer_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the stored states: (next cursor, 0 at the end; customer ids)."""
+        prefix = self._keys.state("")
+        try:
+            cursor, found = await self._redis.scan(cursor, match=f"{prefix}*", count=count)
+        except RedisError as exc:
+            raise StoreUnavailable(f"listing scorer states in Redis failed: {exc}") from exc
+        return int(cursor), [str(key)[len(prefix):] for key in found]
+
     async def due_customers(self, partition: int, now_ms: int, limit: int) -> list[str]:
         try:
             found = await self._redis.zrangebyscore(self._keys.due(self._group, partition), "-inf", now_ms, 0, limit)

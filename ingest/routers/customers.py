@@ -61,9 +61,11 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
     "/customers/{customer_id}/decision",
     response_model=DecisionOut,
     summary="Pre-send decision: allow, defer or deny a touch now",
-    description="Applies the policy in force to the customer's latest snapshot: do-not-contact and "
-    "unsubscribed channels deny; a throttle, the monthly or weekly cap, the channel's minimum gap or "
-    "a quiet period defer (with `next_allowed_at`); otherwise allow. Served from Redis, no Kafka.",
+    description="Applies the policy in force to the customer's latest snapshot: do-not-contact, "
+    "unsubscribed channels and the same campaign within sending.same_campaign_gap deny; a throttle or "
+    "cool-off, the monthly or weekly cap, the channel's minimum gap, a quiet period or quiet hours in the "
+    "customer's local time defer; `next_allowed_at` says when whenever the end is known. Served from "
+    "Redis, no Kafka.",
     responses={503: {"model": ErrorOut, "description": "The state store (Redis) did not answer."}},
 )
 async def get_decision(

@@ -172,7 +172,8 @@ def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str, *
     rules = [r["rule"] for r in reasons]
     state.active_rules = rules
     if state.phase == NORMAL and not rules and not timer:
-        state.held_keys = []
+        if state.held_keys:
+            state.held_keys = []
         return []  # what next_move answers for these facts, without building them (the hot path)
     throttled = state.phase in (THROTTLED, COOLING_OFF)
     if throttled:

@@ -57,8 +57,9 @@ def _record_touch(state: CustomerState, event: ContactEvent, policy: Policy) -> 
     state.last_touch_ms = ts if state.last_touch_ms is None else max(state.last_touch_ms, ts)
     if event.campaign_id is not None and policy.sending.same_campaign_gap is not None:
         _remember_campaign(state, event, policy.sending.same_campaign_gap.ms)
-    recent = ts + policy.cadence_ms((state.profile or {}).get("stage")) > state.clock_ms
-    return state.phase == PHASE_TO_ACTIVATE and recent and "no_response" not in state.dormant_for
+    if state.phase != PHASE_TO_ACTIVATE or "no_response" in state.dormant_for:
+        return False
+    return ts + policy.cadence_ms((state.profile or {}).get("stage")) > state.clock_ms  # recent: wakes them
 
 
 def _remember_campaign(state: CustomerState, event: ContactEvent, gap_ms: int) -> None:

@@ -90,7 +90,9 @@ def _fresh(state: CustomerState) -> int:
 
 def streak_length(state: CustomerState, policy: Policy) -> int:
     """Counted touches since the customer's last response of any kind (and since a rest)."""
-    since = max(state.last_response_ms if state.last_response_ms is not None else -1, _fresh(state))
+    since = state.last_response_ms if state.last_response_ms is not None else -1
+    if state.fresh_start_ms is not None and state.fresh_start_ms > since:
+        since = state.fresh_start_ms
     return sum(1 for t in _counted(state.recent_touches, policy) if t[0] > since)
 
 

@@ -50,8 +50,9 @@ SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
 }
 """The settings class each deployable subcommand reads (fatigue/cli.py dispatches to them)."""
 
-DEV_ONLY_COMMANDS = {"up", "demo", "backtest"}
-"""Never deployed: all-in-one commands with an embedded broker and Redis, and the offline backtest."""
+DEV_ONLY_COMMANDS = {"up", "demo", "backtest", "customers"}
+"""Never deployed: all-in-one commands with an embedded broker and Redis, the offline backtest, and
+`customers list` (a one-shot read of the lists reps work from)."""
 
 LISTEN_FIELDS = {
     "api": ("host", "port"),

@@ -158,3 +158,32 @@ async def test_the_command_lists_the_same_customers(fed: Feed, settings: IngestS
     assert record["customer_id"] == "quiet-1" and record["reasons"][0]["rule"] == "unanswered_streak"
     page = (await run_command(settings, "to_activate", "--limit", "1")).splitlines()
     assert page[0].split()[0] == "old-1" and page[-1].startswith("1 customer on to_activate; next cursor: ")
+
+
+async def test_reindex_lists_customers_whose_states_predate_the_lists(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    """States the previous scorer wrote (tests/scorer/data/states_v1.json) are on no list until a
+    reindex puts them where their lifecycle is; a second reindex moves nothing."""
+    from pathlib import Path
+
+    v1 = json.loads((Path(__file__).parents[1] / "scorer" / "data" / "states_v1.json").read_text())
+    for state in v1.values():
+        await redis_client.set(settings.keys.state(state["customer_id"]), json.dumps(state))
+    assert (await api.get("/v1/customers", params={"list": "cooling_off"})).json()["items"] == []
+    first = await run_reindex(settings)
+    assert first == "3 customer states read; 3 list entries written or moved\n"
+    members = {name: await redis_client.zrange(settings.keys.customer_list(name), 0, -1)
+               for name in ("cooling_off", "throttled", "to_activate")}
+    assert members == {"cooling_off": ["v1-streak"], "throttled": ["v1-cap"], "to_activate": ["v1-dormant"]}
+    assert await redis_client.zscore(settings.keys.customer_list_by("cooling_off", "rep", "alice"), "v1-streak")
+    assert await run_reindex(settings) == "3 customer states read; 0 list entries written or moved\n"
+
+
+async def run_reindex(settings: IngestSettings) -> str:
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "FATIGUE_REDIS_PREFIX": settings.redis_prefix}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fatigue.cli", "customers", "reindex", env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    return out.decode()

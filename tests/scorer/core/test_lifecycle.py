@@ -6,6 +6,7 @@ every non-normal customer is on a list."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -373,3 +374,14 @@ def test_no_one_stays_throttled_or_neglected_without_a_move_or_a_list(
     check(driver.state, policy)
     for source, target, told in driver.moves:
         assert (told or lifecycle.SILENT) in told_for(source, target), f"undocumented {source} -> {target}: {told}"
+
+
+def test_docs_policy_md_lists_every_transition_as_the_code_has_it() -> None:
+    text = (Path(__file__).parents[3] / "docs" / "policy.md").read_text(encoding="utf-8")
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.split("|")]
+        if len(cells) > 4 and cells[1] in lifecycle.PHASES and cells[2] in lifecycle.PHASES:
+            rows.append((cells[1], cells[2]))
+    assert len(rows) == len(set(rows))  # one row per move (alternatives in its "told")
+    assert set(rows) == {(t.source, t.target) for t in lifecycle.TRANSITIONS}
