@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scorer.core import engine, signals
+from scorer.core import engine, lifecycle, signals
 from scorer.core.advice import plural
 from scorer.core.state import THROTTLED, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
@@ -102,7 +102,9 @@ def rules_due_ms(state: CustomerState, policy: Policy, evaluated_ms: int) -> int
       - recovery: the end of the minimum throttle;
       - frequency_cap: while active, the moment the counted touches in its window fall to
         `recover_at_or_below` (counts only fall with time: buckets leave the windows, see
-        `_counts_only_fall`); while inactive it cannot become active without a touch;
+        `_counts_only_fall`); while inactive it cannot become active without a touch; and while
+        the escalation key `frequency_cap_severe` holds, the moment they fall below
+        `escalation_factor` x the cap (an update goes out when a key starts to hold again);
       - complaint: the end of the cool-off after the latest complaint;
       - reply_latency_slowdown: a baseline sample leaving the baseline window;
       - response_rate_drop / engagement_drop: read `min(now, watermark)`, fixed once now >= the
@@ -118,6 +120,8 @@ def rules_due_ms(state: CustomerState, policy: Policy, evaluated_ms: int) -> int
     times.append(signals.complaint_ends_ms(state, policy))
     if "frequency_cap" in state.active_rules:  # at once if it fell already (after a duplicate event)
         times.append(max(engine.pause_until_ms(state, state.clock_ms, policy), evaluated_ms + 1))
+    if lifecycle.SEVERE_CAP in state.held_keys:  # an escalation key that stops holding as touches leave
+        times.append(max(engine.severe_ends_ms(state, state.clock_ms, policy), evaluated_ms + 1))
     if policy.signals.latency_enabled:
         baseline_ms = policy.signals.latency_baseline.ms
         times += [ts + baseline_ms for ts, _ in state.latency_samples]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
@@ -211,10 +212,16 @@ def _carry_out(state: CustomerState, move: Move, facts: Facts, reasons: list[Rea
         state.told.update(dict.fromkeys(facts.escalations, now_ms))
         return [_throttle(state, THROTTLED, reasons, now_ms, policy, trigger, escalation=list(facts.escalations))]
     if move.cause == lifecycle.RECOVER:
-        cleared = _cleared_reasons(state, now_ms, policy)
+        if facts.conditions:  # rested under do_not_contact: forgiven like any rest, nobody reaches out
+            rested_ms = now_ms - max(state.last_touch_ms or 0, state.status_since_ms or 0)
+            reasons = _rested_reasons(state, facts.conditions, rested_ms, policy)
+            text = advice.rested(reasons, rested_ms) + " The profile says do not contact."
+            state.fresh_start_ms = now_ms
+        else:
+            reasons = _cleared_reasons(state, now_ms, policy)
+            text = advice.recovered(reasons)
         state.throttled_for, state.told = [], {}
-        return [_transition(state, NORMAL, ACTION_RECOVERED, cleared, advice.recovered(cleared), now_ms, trigger,
-                            policy)]
+        return [_transition(state, NORMAL, ACTION_RECOVERED, reasons, text, now_ms, trigger, policy)]
     if move.cause in (lifecycle.NEGLECTED, lifecycle.LIFT_TO_ACTIVATE):
         return _to_activate(state, move, facts, now_ms, policy, trigger)
     _enter(state, move.target, now_ms)  # SHIFT, WAKE: silent (the lists show it)
@@ -398,11 +405,19 @@ def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Polic
     return times
 
 
-def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
-    """When the counted touches fall back to the recovery level if nobody touches the customer."""
+def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy, level: int | None = None) -> int:
+    """When the counted touches fall back to `level` (default: the recovery level) if nobody
+    touches the customer."""
     times = leave_times(state, policy.frequency_window.ms, now_ms, policy)
-    must_leave = len(times) - policy.recover_at_or_below
+    must_leave = len(times) - (policy.recover_at_or_below if level is None else level)
     return times[must_leave - 1] if must_leave > 0 else now_ms
+
+
+def severe_ends_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
+    """When the counted touches fall below `escalation_factor` x the cap (the escalation key
+    `frequency_cap_severe` stops holding) if nobody touches the customer."""
+    below = math.ceil(policy.escalation_factor * max(policy.throttle_above, 1)) - 1
+    return pause_until_ms(state, now_ms, policy, level=below)
 
 
 # ---- actions ----

@@ -5,6 +5,7 @@ every non-normal customer is on a list."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -333,6 +334,8 @@ def lives(draw: st.DrawFn) -> tuple[list[tuple[int, object]], int]:
 
 def check(state: CustomerState, policy: Policy) -> None:
     """What must hold after every evaluation, once the timers due by then have fired."""
+    again = copy.deepcopy(state)  # settled: looking again at the same moment changes nothing
+    assert engine.on_due(again, state.clock_ms, policy) == [] and again.phase == state.phase
     policy = policy.for_profile(state.profile)
     assert state.status == STATUS_OF_PHASE[state.phase]
     entry = lifecycle.list_entry(state)
@@ -385,3 +388,16 @@ def test_docs_policy_md_lists_every_transition_as_the_code_has_it() -> None:
             rows.append((cells[1], cells[2]))
     assert len(rows) == len(set(rows))  # one row per move (alternatives in its "told")
     assert set(rows) == {(t.source, t.target) for t in lifecycle.TRANSITIONS}
+
+
+def test_a_do_not_contact_customer_who_rested_recovers_quietly_and_stays_normal() -> None:
+    """Nobody is to re-engage a do-not-contact customer: the rest ends the cool-off with a recovery
+    that says so, and the rested-off streak does not throttle them again at the next look."""
+    life = Life(profile={"stage": "customer", "do_not_contact": True})
+    life.events(unanswered(5, T0))
+    life.run_until(T0 + 30 * DAY_MS)
+    assert life.went(COOLING_OFF, NORMAL) == "fatigue.recovered"
+    recovered = life.actions[-1]
+    assert [r["rule"] for r in recovered["reasons"]] == ["unanswered_streak_rested"]
+    assert "do not contact" in recovered["suggestion"]
+    assert engine.on_due(life.state, T0 + 31 * DAY_MS, POLICY) == [] and life.state.phase == NORMAL
