@@ -381,7 +381,7 @@ async def test_api_scorer_and_notifier_work_over_mutual_tls(
     tls_env: dict[str, str], tls_front: TlsFront, redis_client: Redis, tmp_path: Path
 ) -> None:
     settings = CommonSettings.from_env(tls_env)
-    assert len(await ensure_topics(settings)) == 3
+    assert len(await ensure_topics(settings)) == 4  # events, profiles, actions and the dead-letter topic
     async with running_api(ingest_settings_for(IngestSettings.from_env(tls_env))) as api:
         response = await api.post("/v1/events", json=over_contacted("cust-tls"))
         assert response.status_code == 202, response.text
