@@ -66,7 +66,7 @@ class ContactEvent:
         return f"{self.producer}/{self.event_id}"
 
 
-@dataclass
+@dataclass(slots=True)
 class CustomerState:
     customer_id: str
     status: str = NORMAL
