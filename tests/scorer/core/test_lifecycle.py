@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from scorer.core import engine, lifecycle
 from scorer.core.lifecycle import COOLING_OFF, NORMAL, THROTTLED, TO_ACTIVATE, Facts, next_move
 from scorer.core.state import STATUS_OF_PHASE, TIME_BOUND_RULES, ContactEvent, CustomerState
+from scorer.core.views import snapshot
 from services.actions import Action
 from services.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
@@ -273,6 +274,10 @@ def test_an_update_says_what_got_worse_and_lists_every_active_reason() -> None:
                                                                                 ["complaint"])
     assert [r["rule"] for r in update["reasons"]] == ["frequency_cap", "complaint"]
     assert update["suggestion"].startswith("Throttle update: the customer complained.")
+    view = snapshot(life.state, life.state.clock_ms, POLICY)  # the snapshot lists every active reason
+    assert [r["rule"] for r in view["lifecycle"]["reasons"]] == ["frequency_cap", "complaint"]
+    assert view["signals"]["active"] == ["frequency_cap", "complaint"] and view["lifecycle"]["list"] == "throttled"
+    assert view["lifecycle"]["until"] == update["pause_until"]
 
 
 def test_the_cap_by_a_large_margin_is_an_update_of_its_own_and_no_more() -> None:
