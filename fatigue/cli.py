@@ -9,6 +9,7 @@
     fatigue intake                               the Kafka intake consumer (intake topic -> events topic)
     fatigue import FILE... [--map ...] ...       load a history of events through the API's accept path
     fatigue dlq list|replay [--stage S] ...      the dead-letter topic: show letters, publish them back
+    fatigue customers list LIST [--owner-rep-id] the lists reps work from (cooling_off, to_activate, throttled)
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def _parser() -> argparse.ArgumentParser:
 
     add_import_parser(sub)
     _dlq_parser(sub)
+    _customers_parser(sub)
     return parser
 
 
@@ -103,7 +105,10 @@ def _backtest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
     cmd.add_argument("--skip-invalid", action="store_true", help="skip and count invalid rows instead of stopping")
     cmd.add_argument("--customer", default=None, metavar="ID", help="print this customer's timeline")
     cmd.add_argument("--json", action="store_true", help="one JSON object per action and line")
-    cmd.add_argument("--plot", type=Path, default=None, metavar="PNG", help="write a weekly chart of actions")
+    cmd.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                     help="write a weekly chart of actions (with --customer: that customer's timeline)")
+    cmd.add_argument("--compare", type=Path, default=None, metavar="OTHER.yaml",
+                     help="replay with this policy too and show both side by side")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -183,12 +188,51 @@ def _backtest(args: argparse.Namespace) -> None:
 
     options = Options(events=args.events, policy=args.policy, profiles=args.profiles, fmt=args.fmt,
                       until_ms=args.until, producer=args.producer, skip_invalid=args.skip_invalid,
-                      customer=args.customer, json=args.json, plot=args.plot)
+                      customer=args.customer, json=args.json, plot=args.plot, compare=args.compare)
     try:
         run(options, sys.stdout, sys.stderr)
         sys.stdout.flush()
     except BrokenPipeError:  # the reader went away (`| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+# ---- fatigue customers list (issue 10: the lists reps work from) ----
+
+
+def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from services.contract import Stage, Tier
+    from services.names import CUSTOMER_LISTS
+
+    cmd = sub.add_parser("customers", help="the lists reps work from (read from Redis)")
+    what = cmd.add_subparsers(dest="customers_command", required=True)
+    ls = what.add_parser(
+        "list", help="customers on a list, most urgent first",
+        description="The customers on a list, most urgent first, as GET /v1/customers?list=... answers "
+        "(REDIS_URL, FATIGUE_REDIS_PREFIX; docs/api.md).")
+    ls.add_argument("list_name", choices=CUSTOMER_LISTS, metavar="LIST", help=" | ".join(CUSTOMER_LISTS))
+    ls.add_argument("--owner-rep-id", default=None, help="only this rep's customers")
+    ls.add_argument("--tier", choices=[t.value for t in Tier], default=None, help="only this tier")
+    ls.add_argument("--stage", choices=[s.value for s in Stage], default=None, help="only this stage")
+    ls.add_argument("--limit", type=int, default=50, choices=range(1, 501), metavar="N",
+                    help="customers per page, 1-500 (default 50)")
+    ls.add_argument("--cursor", default=None, help="continue after the page that printed this cursor")
+    ls.add_argument("--all", dest="all_pages", action="store_true", help="every page, to the end")
+    ls.add_argument("--json", action="store_true", help="one JSON object per customer and line")
+    what.add_parser("reindex", help="put customers whose stored states predate the lists on them (once, after "
+                    "upgrading; safe while scorers run)")
+
+
+def _customers(args: argparse.Namespace) -> None:
+    from fatigue.customers import ListOptions, list_customers, reindex
+    from services.settings import CommonSettings
+
+    settings = CommonSettings.load("customers")
+    if args.customers_command == "reindex":
+        asyncio.run(reindex(settings, sys.stdout))
+        return
+    options = ListOptions(args.list_name, args.owner_rep_id, args.tier, args.stage, args.limit, args.cursor,
+                          args.all_pages, args.json)
+    asyncio.run(list_customers(settings, options, sys.stdout))
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:
@@ -228,7 +272,7 @@ async def _run_up(plan: object, demo: bool, args: argparse.Namespace) -> None:
 
 _COMMANDS = {
     "api": _api, "scorer": _scorer, "notifier": _notifier, "topics": _topics, "backtest": _backtest,
-    "intake": _intake, "import": _import, "dlq": _dlq,
+    "intake": _intake, "import": _import, "dlq": _dlq, "customers": _customers,
 }
 
 

@@ -20,6 +20,7 @@ from ingest.identity import IdentityMap
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from services.apikeys import SCOPE_ADMIN, SCOPE_INGEST, SCOPE_READ, ApiKey
+from services.customer_lists import ListReader
 from services.delivery.health import EndpointHealthStore
 from services.delivery.subscriptions import SubscriptionStore
 from services.metrics import IngestMetrics
@@ -200,3 +201,13 @@ def get_rejected_store(redis: RedisDep, settings: SettingsDep) -> RejectedStore:
 
 
 RejectedDep = Annotated[RejectedStore, Depends(get_rejected_store)]
+
+
+# -- customer lists (issue 10): the lists reps work from, read from what the scorer wrote --
+
+
+def get_list_reader(redis: RedisDep, settings: SettingsDep) -> ListReader:
+    return ListReader(redis, settings.keys)
+
+
+ListReaderDep = Annotated[ListReader, Depends(get_list_reader)]

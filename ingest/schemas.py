@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
@@ -14,14 +14,16 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PlainSerializer,
     StringConstraints,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
 )
 
 from services.contract import FreeId, Identifier, Stage, Tier
 from services.delivery.subscriptions import FORMATS, PROVIDER_SECRET_FORMATS
-from services.names import ACTION_DIGEST, ACTION_THROTTLE, ACTION_TYPES
+from services.names import ACTION_DIGEST, ACTION_THROTTLE, ACTION_TYPES, CUSTOMER_LISTS
 
 ActionType = Literal[ACTION_TYPES]  # type: ignore[valid-type]
 TestType = Literal[(*ACTION_TYPES, ACTION_DIGEST)]  # type: ignore[valid-type]
@@ -62,6 +64,21 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     UNAVAILABLE = "unavailable"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+
+
+def _rfc3339_ms(moment: datetime) -> str:
+    moment = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(_rfc3339_ms, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "date-time", "examples": ["2026-11-23T09:30:00.000Z"]},
+                   mode="serialization"),
+]
+"""Every timestamp the API answers with has one form: RFC 3339 in UTC with milliseconds
+(`2026-11-23T09:30:00.000Z`), the form of the snapshots and actions the scorer writes."""
 
 
 class ErrorDetail(BaseModel):
@@ -143,7 +160,7 @@ class FrequencyOut(_Open):
 class LastActionOut(_Open):
     action_id: str
     type: str = Field(examples=list(ACTION_TYPES))
-    at: datetime
+    at: Timestamp
     reasons: list[dict[str, Any]] = Field(default_factory=list)
     suggestion: str | None = None
 
@@ -155,13 +172,13 @@ class DecisionOut(BaseModel):
     channel: str
     kind: str | None
     decision: str = Field(description="allow | defer | deny", examples=["defer"])
-    next_allowed_at: datetime | None = Field(
+    next_allowed_at: Timestamp | None = Field(
         default=None, description="For `defer`: when the touch would be allowed; null when not at a known time."
     )
     reasons: list[dict[str, Any]] = Field(description="Every rule that decided, with its numbers.")
     counts: dict[str, Any]
-    evaluated_at: datetime
-    snapshot_as_of: datetime | None
+    evaluated_at: Timestamp
+    snapshot_as_of: Timestamp | None
     policy_version: int | None = Field(description="The stored policy applied; null for the packaged default.")
 
 
@@ -170,20 +187,71 @@ class CustomerStateOut(_Open):
 
     customer_id: str
     status: str = Field(description="normal | throttled | dormant", examples=["throttled"])
-    status_since: datetime | None = None
-    as_of: datetime | None = Field(default=None, description="The time the counts below refer to.")
+    status_since: Timestamp | None = None
+    as_of: Timestamp | None = Field(default=None, description="The time the counts below refer to.")
     profile: dict[str, Any] | None = None
     windows: dict[str, WindowOut] = Field(
         default_factory=dict, description='Rolling windows by name, e.g. "24h", "7d", "30d".'
     )
     frequency: FrequencyOut | None = None
     reply_latency: ReplyLatencyOut = Field(default_factory=ReplyLatencyOut)
-    first_seen_at: datetime | None = None
-    last_touch_at: datetime | None = None
-    last_response_at: datetime | None = None
-    next_check_at: datetime | None = Field(default=None, description="When the scorer re-evaluates on its own.")
+    first_seen_at: Timestamp | None = None
+    last_touch_at: Timestamp | None = None
+    last_response_at: Timestamp | None = None
+    next_check_at: Timestamp | None = Field(default=None, description="When the scorer re-evaluates on its own.")
     last_action: LastActionOut | None = None
     events_counted: int | None = None
+    lifecycle: dict[str, Any] | None = Field(
+        default=None, description="Where the customer is in the lifecycle: state (normal | throttled | cooling_off | "
+        "to_activate), list, since, reasons, until, next_step (docs/api.md).")
+
+
+# ---- customer lists (GET /v1/customers?list=...) ----
+
+ListName = Literal[CUSTOMER_LISTS]  # type: ignore[valid-type]
+"""cooling_off | to_activate | throttled"""
+
+
+class NextStepOut(BaseModel):
+    channel: str | None = Field(description="The open channel the customer answers on most; null when not known.")
+    best_time: dict[str, str] | None = Field(
+        description="Their golden hour of the week on their own clock, e.g. {\"local\": \"Thu 15:00\", "
+        "\"timezone\": \"Asia/Shanghai\"}; null with fewer than 3 answers.")
+
+
+class CustomerListItemOut(BaseModel):
+    """One customer on a list: who, why, since when, what to do next and when."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    customer_id: str
+    list_name: str = Field(alias="list", description="The list: throttled | cooling_off | to_activate.")
+    status: str = Field(description="normal | throttled | dormant (as on GET /v1/customers/{id})")
+    state: str = Field(description="The lifecycle state: throttled | cooling_off | to_activate.")
+    since: Timestamp | None = Field(description="When the customer entered this state.")
+    overdue_since: Timestamp | None = Field(description="to_activate: since when the customer is overdue.")
+    until: Timestamp | None = Field(
+        description="throttled, cooling_off: when the state ends if nobody touches the customer; null when only "
+        "a response ends it.")
+    reasons: list[dict[str, Any]] = Field(description="Every reason holding now (rule, window, observed, threshold).")
+    next_step: NextStepOut
+    next_allowed_at: Timestamp | None = Field(
+        description="When the next step (its channel) is allowed by the pre-send decision: now when it is "
+        "allowed now; null when only a response ends the hold.")
+    suggestion: str | None = Field(description="The suggestion of the latest action for the customer.")
+    owner_rep_id: str | None
+    tier: str | None
+    stage: str | None
+
+
+class CustomerListOut(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    list_name: str = Field(alias="list")
+    items: list[CustomerListItemOut] = Field(description="Most urgent first.")
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+    evaluated_at: Timestamp
+    policy_version: int | None = Field(description="The stored policy applied to next_allowed_at; null: default.")
 
 
 # ---- subscriptions ----
@@ -348,7 +416,7 @@ class SubscriptionPatch(BaseModel):
 
 class SecretRotationOut(BaseModel):
     previous_secrets: int = Field(description="Rotated-out secrets still signing deliveries (0: none).")
-    valid_until: datetime | None = Field(description="When the last of them stops signing; null when none is valid.")
+    valid_until: Timestamp | None = Field(description="When the last of them stops signing; null when none is valid.")
 
 
 class FiltersOut(BaseModel):
@@ -371,14 +439,14 @@ class EndpointHealthOut(BaseModel):
         "circuit_open: deliveries wait after consecutive failures; disabled: the subscription is disabled."
     )
     consecutive_failures: int
-    failing_since: datetime | None = Field(description="First failure since the last success.")
-    circuit_open_until: datetime | None = Field(
+    failing_since: Timestamp | None = Field(description="First failure since the last success.")
+    circuit_open_until: Timestamp | None = Field(
         description="Deliveries are held back until then, then one probe goes through (past: probing)."
     )
     last_status: int | None = Field(description="HTTP status of the last failed attempt (null: no response).")
     last_error: str | None
-    last_failure_at: datetime | None
-    last_success_at: datetime | None
+    last_failure_at: Timestamp | None
+    last_success_at: Timestamp | None
 
 
 class SubscriptionOut(BaseModel):
@@ -391,10 +459,10 @@ class SubscriptionOut(BaseModel):
     digest: DigestOut | None = Field(description="Per-rep storm limit; null: every alert on its own.")
     mentions: dict[str, str] = Field(description="Owner rep id -> chat user id @-mentioned in chat messages.")
     description: str | None
-    created_at: datetime
+    created_at: Timestamp
     enabled: bool
     disabled_reason: str | None
-    disabled_at: datetime | None
+    disabled_at: Timestamp | None
     health: EndpointHealthOut
     secret_rotation: SecretRotationOut
 
@@ -422,7 +490,7 @@ class RotateSecretIn(BaseModel):
 class SecretRotated(BaseModel):
     id: str
     secret: str = Field(description="The new current secret. Shown only here; store it.")
-    overlap_until: datetime | None = Field(description="Until when the previous secret signs too; null: not at all.")
+    overlap_until: Timestamp | None = Field(description="Until when the previous secret signs too; null: not at all.")
     secret_rotation: SecretRotationOut
 
 
@@ -476,7 +544,7 @@ class PolicyOut(BaseModel):
         description="api: stored through PUT /v1/policy. default: nothing stored, the packaged default is shown "
         "(a scorer started with FATIGUE_POLICY_FILE uses that file instead)."
     )
-    updated_at: datetime | None = Field(description="When the stored policy was written; null for the default.")
+    updated_at: Timestamp | None = Field(description="When the stored policy was written; null for the default.")
     sha256: str = Field(description="SHA-256 of the YAML text (hex).")
     yaml: str = Field(description="The policy document exactly as stored (comments kept).")
     policy: dict[str, Any] | None = Field(
@@ -506,14 +574,14 @@ class DeliveryOut(BaseModel):
     action_type: str = Field(examples=[ACTION_THROTTLE])
     customer_id: str | None
     attempts: int = Field(description="HTTP attempts made (reset to 0 by a retry).")
-    next_attempt_at: datetime | None = Field(description="When a pending delivery is tried next.")
+    next_attempt_at: Timestamp | None = Field(description="When a pending delivery is tried next.")
     last_status: int | None = Field(description="HTTP status of the last attempt; null when none came back.")
     last_error: str | None
     digest_id: str | None = Field(
         default=None, description="Status digested: the id of the digest delivery this action was folded into."
     )
-    created_at: datetime
-    updated_at: datetime
+    created_at: Timestamp
+    updated_at: Timestamp
 
 
 # ---- intake (issue 12): provider adapters ----

@@ -2,10 +2,11 @@
 
 Events: JSONL (one contract-v1 event per line, blank lines ignored) or CSV (a header of contract
 field names, `attributes` as a JSON string, empty cells absent), read by services/history_rows.py
-(shared with `fatigue import`). Profiles: the same formats, rows
-of `customer_id` + the profile fields (docs/events.md) and an optional `updated_at`. Every row is
-validated with the contract models the API uses; an invalid row raises `InvalidRow` naming
-the file, line, field and reason — or, with `skip_invalid`, is counted and reported instead.
+(shared with `fatigue import`), each optionally with `received_at` (RFC 3339: when the live
+scorer received it; the backtest replays it then). Profiles: the same formats, rows of
+`customer_id` + the profile fields (docs/events.md) and an optional `updated_at`. Every row is
+validated with the contract models the API uses; an invalid row raises `InvalidRow` naming the
+file, line, field and reason — or, with `skip_invalid`, is counted and reported instead.
 
 `contact_event` is the one mapping from a validated event to the core's `ContactEvent`: the live
 processor (scorer/processor.py) and the backtest both use it.
@@ -22,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from pydantic import BaseModel, ValidationError, field_validator
 
 from scorer.core.state import ContactEvent
-from services.contract import EventIn, Identifier, ProfileIn, parse_rfc3339, to_ms
+from services.contract import EventIn, Identifier, ProfileIn, parse_moment, to_ms
 from services.errors import FatigueError
 from services.history_rows import rows
 
@@ -60,6 +61,21 @@ def contact_event(event: EventIn, producer: str) -> ContactEvent:
     )
 
 
+class EventRow(EventIn):
+    """An event row of a history file: the contract event, and optionally when it was received."""
+
+    received_at: datetime | None = None
+
+    @field_validator("received_at", mode="before")
+    @classmethod
+    def _received_rfc3339(cls, value: Any) -> datetime | None:
+        return None if value is None else parse_moment(value)
+
+    @property
+    def received_at_ms(self) -> int | None:
+        return None if self.received_at is None else to_ms(self.received_at)
+
+
 class ProfileRow(ProfileIn):
     """A profile row of a history file: whose profile, and optionally since when."""
 
@@ -69,7 +85,7 @@ class ProfileRow(ProfileIn):
     @field_validator("updated_at", mode="before")
     @classmethod
     def _rfc3339(cls, value: Any) -> datetime | None:
-        return None if value is None else parse_rfc3339(value)
+        return None if value is None else parse_moment(value)
 
     def profile(self) -> dict[str, Any]:
         """The profile as the scorer holds it (what `ProfileEnvelope.profile` decodes to)."""
@@ -104,8 +120,8 @@ def detect_format(path: Path, forced: str | None = None) -> str:
     return fmt
 
 
-def load_events(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[EventIn]:
-    return _load(path, detect_format(path, fmt), EventIn, skip_invalid)
+def load_events(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[EventRow]:
+    return _load(path, detect_format(path, fmt), EventRow, skip_invalid)
 
 
 def load_profiles(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[ProfileRow]:

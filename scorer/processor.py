@@ -32,7 +32,7 @@ from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from scorer.history import contact_event
 from scorer.publisher import ActionPublisher
-from scorer.store import Changes, CommitConflict, StateStore, StateUnreadable, Transaction, tp_field
+from scorer.store import Changes, CommitConflict, StateStore, StateUnreadable, Transaction, list_entry_of, tp_field
 from services.actions import Action
 from services.contract import EventEnvelope, ProfileEnvelope, to_ms
 from services.deadletter import DeadLetter, DeadLetterSink
@@ -255,6 +255,7 @@ class Processor:
             partition_of[item.decoded.customer_id] = record.partition
         for customer_id, state in changes.states.items():
             changes.snapshots[customer_id] = snapshot(state, now_ms, policy)
+            changes.lists[customer_id] = list_entry_of(state)
             due = engine.next_due_ms(state, policy)
             changes.due.setdefault(partition_of[customer_id], {})[customer_id] = due
         return changes, actions, letters
@@ -263,6 +264,7 @@ class Processor:
         states.pop(customer_id, None)
         changes.states.pop(customer_id, None)
         changes.erased.add(customer_id)
+        changes.lists[customer_id] = None
         changes.due.setdefault(partition, {})[customer_id] = None
         self._metrics.events.labels("erased").inc()
         log.info("customer %s erased (tombstone on the profiles topic)", customer_id)
@@ -328,6 +330,7 @@ class Processor:
             actions += engine.on_due(state, now_ms, policy)
             changes.states[customer_id] = state
             changes.snapshots[customer_id] = snapshot(state, now_ms, policy)
+            changes.lists[customer_id] = list_entry_of(state)
             entries[customer_id] = engine.next_due_ms(state, policy)
         changes.due[partition] = entries
         return changes, actions

@@ -11,6 +11,10 @@ counted twice, on any Kafka-protocol broker. See docs/architecture.md.
 Concurrency: the state keys of a batch are WATCHed while read; if another writer (a zombie worker
 during a rebalance) changed one before the commit, the commit fails with CommitConflict and the
 batch is recomputed from fresh state.
+
+The lists reps work from (services/customer_lists.py) are written in the same transaction: each
+customer's entry as last written is read with the states, and the commit moves it to where the
+lifecycle puts the customer now — so the lists are exact whenever the states are.
 """
 
 from __future__ import annotations
@@ -24,7 +28,9 @@ from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
+from scorer.core import lifecycle
 from scorer.core.state import CustomerState
+from services.customer_lists import ListEntry, queue_index_change
 from services.erasure import customer_keys
 from services.errors import FatigueError, StoreUnavailable
 from services.names import RedisKeys
@@ -55,10 +61,21 @@ class Changes:
     """`topic/partition` -> highest processed offset."""
     erased: set[str] = field(default_factory=set)
     """Customers erased by this batch: every per-customer key deleted (services/erasure.py)."""
+    lists: dict[str, ListEntry | None] = field(default_factory=dict)
+    """customer_id -> where the customer is on the lists now (None: on none)."""
 
 
 def tp_field(topic: str, partition: int) -> str:
     return f"{topic}/{partition}"
+
+
+def list_entry_of(state: CustomerState) -> ListEntry | None:
+    """The customer's entry on the lists reps work from (scorer/core/lifecycle.py `list_entry`)."""
+    found = lifecycle.list_entry(state)
+    if found is None:
+        return None
+    profile = state.profile or {}
+    return ListEntry(found[0], found[1], profile.get("owner_rep_id"), profile.get("tier"), profile.get("stage"))
 
 
 class StateStore:
@@ -80,16 +97,44 @@ class StateStore:
             # Without a WATCH the pipeline only buffers commands: read the offsets directly then.
             reader = pipe if state_keys else self._redis
             raw_offsets = await reader.hmget(self._keys.offsets(self._group), tp_list) if tp_list else []
+            raw_entries = await pipe.hmget(self._keys.customer_list_entries(), ids) if ids else []
         except RedisError as exc:
             await pipe.reset()
             raise StoreUnavailable(f"reading scorer state from Redis failed: {exc}") from exc
         try:
             states = {c: _parse_state(c, r) for c, r in zip(ids, raw_states, strict=True) if r}
             offsets = {tp: int(o) for tp, o in zip(tp_list, raw_offsets, strict=True) if o is not None}
+            entries = {c: _parse_entry(c, e) for c, e in zip(ids, raw_entries, strict=True) if e}
         except (StateUnreadable, ValueError, TypeError):
             await pipe.reset()
             raise
-        return Transaction(pipe, self._keys, self._group, states, offsets)
+        return Transaction(pipe, self._keys, self._group, states, offsets, entries)
+
+    async def reindex_lists(self, customer_ids: list[str], attempts: int = 5) -> int:
+        """Put these customers on the lists their stored states say (for states written before the
+        lists existed); how many moved. Recomputed when a scorer changes one meanwhile."""
+        for _ in range(attempts - 1):
+            try:
+                return await self._reindex_once(customer_ids)
+            except CommitConflict:
+                continue
+        return await self._reindex_once(customer_ids)
+
+    async def _reindex_once(self, customer_ids: list[str]) -> int:
+        txn = await self.read(customer_ids, [])
+        changes = Changes(lists={c: list_entry_of(s) for c, s in txn.states.items()})
+        moved = sum(1 for c, entry in changes.lists.items() if txn.list_entries.get(c) != entry)
+        await txn.commit(changes)
+        return moved
+
+    async def customer_ids(self, cursor: int, count: int) -> tuple[int, list[str]]:
+        """One SCAN step over the stored states: (next cursor, 0 at the end; customer ids)."""
+        prefix = self._keys.state("")
+        try:
+            cursor, found = await self._redis.scan(cursor, match=f"{prefix}*", count=count)
+        except RedisError as exc:
+            raise StoreUnavailable(f"listing scorer states in Redis failed: {exc}") from exc
+        return int(cursor), [str(key)[len(prefix):] for key in found]
 
     async def postpone(self, partition: int, customer_id: str, until_ms: int) -> None:
         """Move one customer's due time (its timer failed; try again later)."""
@@ -104,6 +149,13 @@ class StateStore:
             return [str(customer_id) for customer_id in found]
         except RedisError as exc:
             raise StoreUnavailable(f"reading due timers from Redis failed: {exc}") from exc
+
+
+def _parse_entry(customer_id: str, raw: str | bytes) -> ListEntry:
+    try:
+        return ListEntry.from_json(raw)
+    except Exception as exc:  # a corrupt entry makes that customer's records dead letters, nobody else's
+        raise StateUnreadable(f"list entry of {customer_id!r} is unreadable: {type(exc).__name__}: {exc}") from exc
 
 
 def _parse_state(customer_id: str, raw: str | bytes) -> CustomerState:
@@ -123,12 +175,15 @@ class Transaction:
         group: str,
         states: dict[str, CustomerState],
         offsets: dict[str, int],
+        list_entries: dict[str, ListEntry] | None = None,
     ) -> None:
         self._pipe = pipe
         self._keys = keys
         self._group = group
         self.states = states
         self.offsets = offsets
+        self.list_entries = list_entries or {}
+        """customer_id -> the list entry written with its state (read under the same WATCH)."""
 
     async def commit(self, changes: Changes) -> None:
         pipe = self._pipe
@@ -142,6 +197,8 @@ class Transaction:
                 pipe.set(self._keys.snapshot(customer_id), json.dumps(snap, separators=(",", ":")))
             for partition, entries in changes.due.items():
                 self._queue_due(pipe, partition, entries)
+            for customer_id, entry in changes.lists.items():
+                queue_index_change(pipe, self._keys, customer_id, self.list_entries.get(customer_id), entry)
             if changes.offsets:
                 pipe.hset(self._keys.offsets(self._group), mapping={k: str(v) for k, v in changes.offsets.items()})
             await pipe.execute()

@@ -35,6 +35,11 @@ class Action(TypedDict):
     owner_rep_id: str | None
     profile: dict[str, Any] | None
     counts: dict[str, Any]  # touches/responses per window at the moment of the change
+    lifecycle: NotRequired[str]  # the lifecycle state after the change: normal | throttled | cooling_off | to_activate
+    pause_until: NotRequired[str]  # throttle: when it ends if nobody touches the customer (RFC 3339)
+    escalation: NotRequired[list[str]]  # a throttle update: what started to hold (complaint, frequency_cap, ...)
+    best_channel: NotRequired[str]  # re_engage: the open channel the customer answers on most
+    best_time: NotRequired[dict[str, str]]  # re_engage: {"local": "Thu 15:00", "timezone": "Asia/Shanghai"}
     test: NotRequired[bool]  # true on a sample sent by POST /v1/subscriptions/{id}/test
     subscription_id: NotRequired[str]  # deliver to this subscription only (test deliveries)
 

@@ -15,13 +15,16 @@ _UNITS_MS = {"s": 1000, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": 7 * DAY_
 _PATTERN = re.compile(r"^(\d+)([smhdw])$")
 
 
-def parse_duration_ms(text: str, max_ms: int = MAX_DURATION_MS) -> int:
-    """`'7d'` -> 604800000, at most `max_ms` (400 days). Raises ValueError naming the accepted forms."""
+def parse_duration_ms(text: str, max_ms: int = MAX_DURATION_MS, *, allow_zero: bool = False) -> int:
+    """`'7d'` -> 604800000, at most `max_ms` (400 days). Raises ValueError naming the accepted forms.
+    `allow_zero`: `0` / `0d` too."""
+    if allow_zero and isinstance(text, str) and text.strip() == "0":
+        return 0
     match = _PATTERN.match(text.strip()) if isinstance(text, str) and len(text) <= 32 else None
     if not match:
         raise ValueError(f"{text!r} is not a duration; write a whole number and a unit s/m/h/d/w, e.g. 7d")
     value = int(match.group(1)) * _UNITS_MS[match.group(2)]
-    if value <= 0:
+    if value <= 0 and not allow_zero:
         raise ValueError(f"{text!r} must be longer than zero")
     if value > max_ms:
         raise ValueError(f"{text!r} is longer than {format_duration(max_ms)}, the longest duration allowed")

@@ -25,6 +25,12 @@ ACTION_TYPES = (ACTION_THROTTLE, ACTION_RE_ENGAGE, ACTION_RECOVERED)
 ACTION_DIGEST = "fatigue.digest"
 """Made by the notifier, never on the actions topic: one rep's alerts over a storm limit, in one message."""
 
+# ---- Customer lists reps work from (the lifecycle's non-normal states, docs/api.md) ----
+LIST_THROTTLED = "throttled"  # over-contacted or complained: a time-bound throttle
+LIST_COOLING_OFF = "cooling_off"  # fatigue signals: pause until they respond or have rested
+LIST_TO_ACTIVATE = "to_activate"  # neglected, gone quiet or rested: reach out
+CUSTOMER_LISTS = (LIST_COOLING_OFF, LIST_TO_ACTIVATE, LIST_THROTTLED)
+
 # ---- Redis keys (prefix from settings: FATIGUE_REDIS_PREFIX, default "fatigue:") ----
 
 
@@ -115,6 +121,20 @@ class RedisKeys:
     def digest_frozen(self, digest_id: str) -> str:
         """Marks a digest whose content is fixed (it is being sent): later alerts go out on their own."""
         return f"{self.prefix}digest:frozen:{digest_id}"
+
+    # -- customer lists (issue 10): written by the scorer in the same MULTI/EXEC as the states --
+
+    def customer_list(self, name: str) -> str:
+        """Sorted set customer_id -> urgency score (ascending = most urgent) of one list."""
+        return f"{self.prefix}list:{name}"
+
+    def customer_list_by(self, name: str, field: str, value: str) -> str:
+        """The same, only customers whose profile has `field` (`rep`, `tier`, `stage`) = `value`."""
+        return f"{self.prefix}list:{name}:{field}:{value}"
+
+    def customer_list_entries(self) -> str:
+        """Hash customer_id -> JSON of the list entry the scorer last wrote (list, score, rep, tier, stage)."""
+        return f"{self.prefix}list:entries"
 
     def policy(self) -> str:
         """Hash of the policy stored through the API: version, yaml, sha256, updated_at."""

@@ -1,4 +1,5 @@
-"""GET /v1/customers/{customer_id} (the scorer's latest snapshot) and its pre-send decision."""
+"""GET /v1/customers/{customer_id} (the scorer's latest snapshot), its pre-send decision, and
+GET /v1/customers?list=… (the lists reps work from)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from ingest.deps import (
     NEEDS_READ,
     AdminKey,
     IdentityDep,
+    ListReaderDep,
     PolicyCacheDep,
     PublisherDep,
     RedisDep,
@@ -21,9 +23,19 @@ from ingest.deps import (
     SnapshotsDep,
 )
 from ingest.errors import ApiError, broker_unavailable
-from ingest.schemas import CustomerErased, CustomerId, CustomerStateOut, DecisionOut, ErrorOut
+from ingest.schemas import (
+    CustomerErased,
+    CustomerId,
+    CustomerListItemOut,
+    CustomerListOut,
+    CustomerStateOut,
+    DecisionOut,
+    ErrorOut,
+    ListName,
+)
 from ingest.validation import describe_errors
-from services.contract import Channel, TouchKind
+from services.contract import Channel, FreeId, Stage, Tier, TouchKind
+from services.customer_lists import InvalidCursor, list_item
 from services.erasure import erase_customer
 from services.errors import BrokerUnavailable
 from services.policy.decision import decide
@@ -102,9 +114,11 @@ ERASURE_REMAINS = [
     response_model=DecisionOut,
     dependencies=[NEEDS_READ],
     summary="Pre-send decision: allow, defer or deny a touch now",
-    description="Applies the policy in force to the customer's latest snapshot: do-not-contact and "
-    "unsubscribed channels deny; a throttle, the monthly or weekly cap, the channel's minimum gap or "
-    "a quiet period defer (with `next_allowed_at`); otherwise allow. Served from Redis, no Kafka.",
+    description="Applies the policy in force to the customer's latest snapshot: do-not-contact, "
+    "unsubscribed channels and the same campaign within sending.same_campaign_gap deny; a throttle or "
+    "cool-off, the monthly or weekly cap, the channel's minimum gap, a quiet period or quiet hours in the "
+    "customer's local time defer; `next_allowed_at` says when whenever the end is known. Served from "
+    "Redis, no Kafka.",
     responses={503: {"model": ErrorOut, "description": "The state store (Redis) did not answer."}},
 )
 async def get_decision(
@@ -113,12 +127,15 @@ async def get_decision(
     policies: PolicyCacheDep,
     channel: Annotated[Channel, Query(description="The channel of the planned touch.")],
     kind: Annotated[TouchKind | None, Query(description="The kind of the planned touch.")] = None,
+    campaign_id: Annotated[FreeId | None, Query(
+        description="The campaign the touch is for: a touch of the same campaign within "
+        "sending.same_campaign_gap is denied, naming the earlier touch's rep and time.")] = None,
 ) -> DecisionOut:
     version, policy = await policies.current()
     snapshot = await snapshots.get(customer_id)
     now = datetime.now(UTC)
     kind_value = None if kind is None else kind.value
-    result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000))
+    result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000), campaign_id)
     return DecisionOut(
         customer_id=customer_id,
         channel=channel.value,
@@ -132,3 +149,48 @@ async def get_decision(
         snapshot_as_of=None if snapshot is None else snapshot.get("as_of"),
         policy_version=version,
     )
+
+
+# -- customer lists (issue 10) --
+
+
+@router.get(
+    "/customers",
+    response_model=CustomerListOut,
+    dependencies=[NEEDS_READ],
+    summary="Customers on a list reps work from: cooling_off, to_activate, throttled",
+    description="Most urgent first (to_activate: longest overdue; cooling_off and throttled: most recent), "
+    "cursor-paginated, optionally one owner rep's, tier's or stage's. Each item says why, since when, the "
+    "suggested next step and when it is allowed. Maintained by the scorer in the same Redis transaction as "
+    "the customers' states.",
+    responses={
+        422: {"model": ErrorOut, "description": "Unknown list, bad filter, or a cursor of another list."},
+        503: {"model": ErrorOut, "description": "The state store (Redis) did not answer."},
+    },
+)
+async def list_customers(
+    lists: ListReaderDep,
+    policies: PolicyCacheDep,
+    list_name: Annotated[ListName, Query(alias="list", description="cooling_off | to_activate | throttled")],
+    owner_rep_id: Annotated[FreeId | None, Query(description="Only this rep's customers.")] = None,
+    tier: Annotated[Tier | None, Query(description="Only customers of this tier.")] = None,
+    stage: Annotated[Stage | None, Query(description="Only customers in this stage.")] = None,
+    limit: Annotated[int, Query(ge=1, le=500, description="At most this many items (default 50).")] = 50,
+    cursor: Annotated[str | None, Query(max_length=2000, description="`next_cursor` of the page before.")] = None,
+) -> CustomerListOut:
+    version, policy = await policies.current()
+    try:
+        page = await lists.page(list_name, owner_rep_id=owner_rep_id, tier=None if tier is None else tier.value,
+                                stage=None if stage is None else stage.value, limit=limit, cursor=cursor)
+    except InvalidCursor as exc:
+        raise ApiError(422, "invalid_request", f"cursor (in query): {exc}") from exc
+    now = datetime.now(UTC)
+    now_ms = int(now.timestamp() * 1000)
+    items = []
+    for customer_id, _, snapshot in page.items:
+        item = list_item(customer_id, snapshot, policy, now_ms)
+        allowed = item.pop("next_allowed_ms")
+        items.append(CustomerListItemOut.model_validate(
+            {**item, "next_allowed_at": None if allowed is None else datetime.fromtimestamp(allowed / 1000, UTC)}))
+    return CustomerListOut.model_validate({"list": list_name, "items": items, "next_cursor": page.next_cursor,
+                                           "evaluated_at": now, "policy_version": version})

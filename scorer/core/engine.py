@@ -1,44 +1,38 @@
-"""The fatigue state machine: events, profiles and due timers in; actions out.
+"""The fatigue engine: events, profiles and due timers in; actions out.
 
-    apply_event(state, event, now_ms, policy)  -> Outcome   (counts, latency, throttle/recover)
+    apply_event(state, event, now_ms, policy)  -> Outcome   (counts, latency, the lifecycle)
     apply_profile(state, profile, now_ms, policy) -> list[Action]
-    on_due(state, now_ms, policy)              -> list[Action]   (re_engage, recover by expiry)
+    on_due(state, now_ms, policy)              -> list[Action]   (rests, re_engage, recovery by expiry)
     next_due_ms(state, policy)                 -> when on_due must run next, or None
 
-Every function mutates `state` in place and never reads a clock. An action is emitted once per
-status change (normal -> throttled -> normal, normal -> dormant), never once per event.
+Every function mutates `state` in place and never reads a clock. Each evaluation gathers the facts
+(conditions, dues, rests, escalations) and makes at most one lifecycle move (lifecycle.py), so one
+situation is one message, never one per event.
 """
 
 from __future__ import annotations
 
-import bisect
 import hashlib
 import json
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
-from scorer.core import signals, timing
-from scorer.core.signals import response_bit
-from scorer.core.state import (
-    DORMANT,
-    MAX_COMPLAINTS,
-    MAX_RECENT_TOUCHES,
-    MAX_SEEN_IDS,
-    NORMAL,
-    THROTTLED,
-    ContactEvent,
-    CustomerState,
-)
+from scorer.core import advice, lifecycle, signals, timing
+from scorer.core.lifecycle import COOLING_OFF, NORMAL, THROTTLED, TO_ACTIVATE, Facts, Move
+from scorer.core.recording import NEGATIVE_KINDS, record
+from scorer.core.state import STATUS_OF_PHASE, TIME_BOUND_RULES, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
-from scorer.core.windows import SeriesKey, in_window, leaves_window_at
+from scorer.core.windows import in_window, leaves_window_at
 from services.actions import Action, Reason
 from services.durations import DAY_MS
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.policy.model import Policy
 
-NEGATIVE_KINDS = frozenset({"unsubscribe", "complaint", "bounce"})
-"""Responses that do not mean the customer is back."""
+__all__ = ["COUNTED", "DUPLICATE", "LATE", "NEGATIVE_KINDS", "Outcome", "apply_event", "apply_profile",
+           "counted_touches", "due_times", "leave_times", "lifecycle_due_ms", "next_due_ms", "on_due",
+           "pause_until_ms", "re_engage_due_ms", "reply_latency", "throttle_until_ms", "window_totals"]
 
 COUNTED = "counted"
 DUPLICATE = "duplicate"
@@ -61,8 +55,8 @@ def apply_event(state: CustomerState, event: ContactEvent, now_ms: int, policy: 
         return Outcome(DUPLICATE, reason=f"event {event.event_id!r} already counted")
     if state.watermark_ms is not None and event.occurred_at_ms < state.watermark_ms - policy.grace_ms:
         return Outcome(LATE, reason="older than the grace period behind the newest event of this customer")
-    _record(state, event, now_ms, policy)
-    return Outcome(COUNTED, _evaluate(state, now_ms, policy, trigger=event.dedup_key))
+    woke = record(state, event, now_ms, policy)
+    return Outcome(COUNTED, _evaluate(state, now_ms, policy, event.dedup_key, woke=woke))
 
 
 def apply_profile(state: CustomerState, profile: dict[str, Any], now_ms: int, policy: Policy) -> list[Action]:
@@ -70,63 +64,72 @@ def apply_profile(state: CustomerState, profile: dict[str, Any], now_ms: int, po
     state.profile = profile
     if state.first_seen_ms is None:
         state.first_seen_ms = now_ms
-    if profile.get("do_not_contact") and state.status == DORMANT:
-        _set_status(state, NORMAL, now_ms)  # nobody is to re-engage a do-not-contact customer
-    # A new tier or stage may put the customer in a segment with other thresholds.
+    # A new tier or stage may put the customer in a segment with other thresholds; a
+    # do_not_contact ends a to_activate (nobody is to re-engage the customer).
     trigger = "profile:" + json.dumps(profile, sort_keys=True)
     return _evaluate(state, now_ms, policy.for_profile(profile), trigger)
 
 
 def on_due(state: CustomerState, now_ms: int, policy: Policy) -> list[Action]:
-    """Re-evaluate rules that change with time alone: windows expiring, cadence overdue."""
+    """Re-evaluate what changes with time alone: windows expiring, rests, cadence and silence."""
     policy = policy.for_profile(state.profile)
     now_ms = _tick_clock(state, now_ms, policy)
-    trigger = f"due:{now_ms}"
-    actions = _evaluate(state, now_ms, policy, trigger)
-    due = re_engage_due_ms(state, policy)
-    if due is not None and now_ms >= due:
-        last = state.last_re_engage_ms
-        if last is not None and now_ms < last + policy.re_engage_cooldown_ms:
-            state.dormant_for = [r for r, d in _dormancy_dues(state, policy).items() if d is not None and now_ms >= d]
-            _set_status(state, DORMANT, now_ms)  # the rep was told within the cooldown: no repeat ping
-        else:
-            state.last_re_engage_ms = now_ms
-            actions.append(_re_engage(state, now_ms, policy, trigger))
-    return actions
+    return _evaluate(state, now_ms, policy, f"due:{now_ms}", timer=True)
+
+
+def due_times(state: CustomerState, policy: Policy, after_ms: int) -> list[int | None]:
+    """The moments `on_due` may decide otherwise: the end of the minimum throttle, the next window
+    expiry after `after_ms`, the lifecycle's own due time, the end of a complaint's cool-off."""
+    return [
+        _throttle_held_until(state, policy) if state.phase in (THROTTLED, COOLING_OFF) else None,
+        state.counts.next_expiry_ms([w.ms for w in policy.windows], after_ms),
+        lifecycle_due_ms(state, policy),
+        signals.complaint_ends_ms(state, policy),
+    ]
 
 
 def next_due_ms(state: CustomerState, policy: Policy) -> int | None:
-    """The next moment `on_due` can change something: a window boundary or the cadence deadline."""
+    """The next moment `on_due` can change something (the live scorer's due time)."""
     policy = policy.for_profile(state.profile)
-    complaint_ends = signals.complaint_ends_ms(state, policy)
-    held_until = _throttle_held_until(state, policy) if state.status == THROTTLED else None
-    candidates = [
-        held_until if held_until is not None and held_until > state.clock_ms else None,
-        state.counts.next_expiry_ms([w.ms for w in policy.windows], state.clock_ms),
-        re_engage_due_ms(state, policy),
-        complaint_ends if complaint_ends is not None and complaint_ends > state.clock_ms else None,
-    ]
-    times = [t for t in candidates if t is not None]
+    held, expiry, due, complaint = due_times(state, policy, state.clock_ms)
+    times = [t for t in (held, complaint) if t is not None and t > state.clock_ms]
+    times += [t for t in (expiry, due) if t is not None]
     return min(times) if times else None
 
 
-def re_engage_due_ms(state: CustomerState, policy: Policy) -> int | None:
-    """When the customer becomes overdue: reps silent beyond the cadence, or the customer silent."""
-    dues = [t for t in _dormancy_dues(state, policy).values() if t is not None]
-    return min(dues) if dues else None
-
-
-def _dormancy_dues(state: CustomerState, policy: Policy) -> dict[str, int | None]:
+def lifecycle_due_ms(state: CustomerState, policy: Policy) -> int | None:
+    """When the lifecycle moves on by time alone: normal -> to_activate (cadence + tolerance passed,
+    strictly; silence), cooling_off -> to_activate (rest or silence, not before min_throttle)."""
     policy = policy.for_profile(state.profile)
+    if state.phase == NORMAL:
+        dues = _dormancy_dues(state, policy)
+        return min(dues.values()) if dues else None
+    if state.phase == COOLING_OFF:
+        rest = lifecycle.rest_end_ms(state, policy, state.active_rules)
+        silence = _dormancy_dues(state, policy).get("no_response")
+        ends = [t for t in (rest, silence) if t is not None]
+        return max(min(ends), _throttle_held_until(state, policy)) if ends else None
+    return None
+
+
+re_engage_due_ms = lifecycle_due_ms
+"""The earlier name (a normal customer's cadence / silence deadline)."""
+
+
+def _dormancy_dues(state: CustomerState, policy: Policy) -> dict[str, int]:
+    """As if the customer were normal: when cadence + tolerance has passed without a counted touch
+    (the first millisecond strictly after) and when the silence period without any response ends
+    (unless the rep was told of this silence already)."""
     profile = state.profile or {}
-    if state.status != NORMAL or profile.get("do_not_contact") or state.first_seen_ms is None:
+    if profile.get("do_not_contact") or state.first_seen_ms is None:
         return {}
     touched = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
     answered = state.last_response_ms if state.last_response_ms is not None else state.first_seen_ms
-    return {
-        "cadence_overdue": touched + policy.cadence_ms(profile.get("stage")),
-        "no_response": answered + policy.silence_ms,
-    }
+    dues = {"cadence_overdue": touched + policy.cadence_ms(profile.get("stage")) + policy.cadence_tolerance_ms + 1}
+    silence_due = answered + policy.silence_ms
+    if state.silence_alerted_ms is None or state.silence_alerted_ms < silence_due:
+        dues["no_response"] = silence_due
+    return dues
 
 
 def counted_touches(state: CustomerState, now_ms: int, policy: Policy) -> int:
@@ -154,9 +157,6 @@ def reply_latency(state: CustomerState) -> tuple[int | None, float | None]:
     return state.latency_samples[-1][1], statistics.median(s[1] for s in state.latency_samples)
 
 
-# ---- recording ----
-
-
 def _tick_clock(state: CustomerState, now_ms: int, policy: Policy) -> int:
     """The state's clock never goes back; windows are advanced to it."""
     state.clock_ms = max(state.clock_ms, now_ms)
@@ -164,139 +164,181 @@ def _tick_clock(state: CustomerState, now_ms: int, policy: Policy) -> int:
     return state.clock_ms
 
 
-def _record(state: CustomerState, event: ContactEvent, now_ms: int, policy: Policy) -> None:
-    ts = event.occurred_at_ms
-    state.counts.add(SeriesKey(event.type, event.channel, event.kind or "-"), ts, now_ms)
-    state.counts.advance(now_ms, policy.retention_ms)
-    state.events_counted += 1
-    state.first_seen_ms = ts if state.first_seen_ms is None else min(state.first_seen_ms, ts)
-    state.watermark_ms = ts if state.watermark_ms is None else max(state.watermark_ms, ts)
-    _remember_id(state, event.dedup_key, ts, policy)
-    if event.type == "touch":
-        _record_touch(state, event, policy)
-    else:
-        _record_response(state, event, policy)
+# ---- one evaluation, one move ----
 
 
-def _remember_id(state: CustomerState, key: str, ts: int, policy: Policy) -> None:
-    state.seen[key] = ts
-    assert state.watermark_ms is not None
-    horizon = state.watermark_ms - policy.grace_ms
-    if len(state.seen) > MAX_SEEN_IDS or min(state.seen.values()) < horizon:
-        kept = sorted(((t, k) for k, t in state.seen.items() if t >= horizon), reverse=True)
-        state.seen = {k: t for t, k in kept[:MAX_SEEN_IDS]}
-
-
-def _record_touch(state: CustomerState, event: ContactEvent, policy: Policy) -> None:
-    ts = event.occurred_at_ms
-    bisect.insort(state.recent_touches, (ts, event.channel, event.event_id, event.kind or "-", 0))
-    del state.recent_touches[:-MAX_RECENT_TOUCHES]
-    if (event.kind or "-") not in policy.uncounted_kinds:
-        state.last_touch_ms = ts if state.last_touch_ms is None else max(state.last_touch_ms, ts)
-        recent = ts + policy.cadence_ms(_stage(state)) > state.clock_ms
-        if state.status == DORMANT and recent and "no_response" not in state.dormant_for:
-            _set_status(state, NORMAL, state.clock_ms)  # a touch ends the reps' silence, not the customer's
-
-
-def _record_response(state: CustomerState, event: ContactEvent, policy: Policy) -> None:
-    ts = event.occurred_at_ms
-    state.last_response_ms = ts if state.last_response_ms is None else max(state.last_response_ms, ts)
-    if state.status == DORMANT and ts + policy.silence_ms > state.clock_ms and event.kind not in NEGATIVE_KINDS:
-        _set_status(state, NORMAL, state.clock_ms)  # the customer is back
-    if event.kind == "complaint":
-        bisect.insort(state.complaints_ms, ts)
-        del state.complaints_ms[:-MAX_COMPLAINTS]
-    timing.record_response_time(state, ts, event.kind)
-    key = f"{event.channel}|{event.kind or '-'}"
-    state.last_responses[key] = max(ts, state.last_responses.get(key, ts))
-    if event.kind == "unsubscribe" and policy.signals.unsubscribe_closes_channel:
-        if ts > state.last_responses.get(f"{event.channel}|resubscribe", -1):  # unless opted back in since
-            state.closed_channels[event.channel] = max(ts, state.closed_channels.get(event.channel, ts))
-    if event.kind == "resubscribe" and state.closed_channels.get(event.channel, ts) <= ts:
-        state.closed_channels.pop(event.channel, None)
-    index = _answered_touch(state, event)
-    if index is None:
-        return
-    touch_ms, channel, touch_id, kind, mask = state.recent_touches[index]
-    state.recent_touches[index] = (touch_ms, channel, touch_id, kind, mask | response_bit(event.kind))
-    if event.kind in policy.reply_kinds:
-        bisect.insort(state.latency_samples, (ts, max(0, ts - touch_ms)))
-        del state.latency_samples[: -policy.max_latency_samples]
-
-
-def _answered_touch(state: CustomerState, event: ContactEvent) -> int | None:
-    """Index in recent_touches of the touch a response answers: `in_reply_to`, else the latest
-    earlier touch on the response's channel."""
-    touches = state.recent_touches
-    if event.in_reply_to is not None:
-        for i in range(len(touches) - 1, -1, -1):
-            if touches[i][2] == event.in_reply_to:
-                return i
-    for i in range(len(touches) - 1, -1, -1):
-        if touches[i][1] == event.channel and touches[i][0] <= event.occurred_at_ms:
-            return i
-    return None
-
-
-# ---- rules ----
-
-
-def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> list[Action]:
-    """Throttle while any fatigue condition holds; recover when none does (signals.py)."""
+def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str, *, timer: bool = False,
+              woke: bool = False) -> list[Action]:
     reasons = signals.active_conditions(state, now_ms, policy)
-    state.active_rules = [r["rule"] for r in reasons]
-    if state.status == THROTTLED:
-        state.throttled_for = sorted(set(state.throttled_for) | set(state.active_rules))
-    if state.status != THROTTLED and reasons:
+    rules = [r["rule"] for r in reasons]
+    state.active_rules = rules
+    if state.phase == NORMAL and not rules and not timer:
+        if state.held_keys:
+            state.held_keys = []
+        return []  # what next_move answers for these facts, without building them (the hot path)
+    throttled = state.phase in (THROTTLED, COOLING_OFF)
+    if throttled:
+        state.throttled_for = sorted(set(state.throttled_for) | set(rules))
+    keys = lifecycle.escalation_keys(reasons, policy)
+    escalations = lifecycle.new_escalations(state, keys, now_ms, policy) if throttled else []
+    state.held_keys = keys
+    rest = lifecycle.rest_end_ms(state, policy, rules) if throttled and rules else None
+    last_ping = state.last_re_engage_ms
+    facts = Facts(
+        phase=state.phase,
+        conditions=tuple(rules),
+        held=throttled and now_ms < _throttle_held_until(state, policy),
+        overdue=tuple(rule for rule, due in _dormancy_dues(state, policy).items() if now_ms >= due),
+        rest_over=rest is not None and now_ms >= rest,
+        escalations=tuple(escalations),
+        timer=timer,
+        woke=woke,
+        may_activate=not (state.profile or {}).get("do_not_contact"),
+        may_re_engage=last_ping is None or now_ms >= last_ping + policy.re_engage_cooldown_ms,
+    )
+    move = lifecycle.next_move(facts)
+    if move is None:
+        return []
+    return _carry_out(state, move, facts, reasons, now_ms, policy, trigger)
+
+
+def _carry_out(state: CustomerState, move: Move, facts: Facts, reasons: list[Reason], now_ms: int,
+               policy: Policy, trigger: str) -> list[Action]:
+    if move.cause == lifecycle.THROTTLE:
         state.throttled_for = list(state.active_rules)
-        until = _pause_until(state, now_ms, policy, reasons)
-        action = _transition(state, THROTTLED, ACTION_THROTTLE, reasons, _throttle_advice(reasons, until), now_ms,
-                             trigger, policy)
-        if until is not None:
-            action["pause_until"] = format_ms(until)  # type: ignore[typeddict-unknown-key]
-        return [action]
-    if state.status == THROTTLED and not reasons and now_ms >= _throttle_held_until(state, policy):
-        cleared = [_cleared(rule, state, now_ms, policy) for rule in signals.RULES if rule in state.throttled_for] or [
-            Reason(rule="conditions_cleared", window="-", observed=0, threshold=0)
-        ]
-        suggestion = "Back in band: " + "; ".join(_cleared_text(r) for r in cleared) + ". Normal cadence may resume."
-        state.throttled_for = []
-        return [_transition(state, NORMAL, ACTION_RECOVERED, cleared, suggestion, now_ms, trigger, policy)]
+        state.told = dict.fromkeys(state.held_keys, now_ms)
+        return [_throttle(state, move.target, reasons, now_ms, policy, trigger)]
+    if move.cause == lifecycle.ESCALATE:
+        state.told.update(dict.fromkeys(facts.escalations, now_ms))
+        return [_throttle(state, THROTTLED, reasons, now_ms, policy, trigger, escalation=list(facts.escalations))]
+    if move.cause == lifecycle.RECOVER:
+        if facts.conditions:  # rested under do_not_contact: forgiven like any rest, nobody reaches out
+            rested_ms = now_ms - max(state.last_touch_ms or 0, state.status_since_ms or 0)
+            reasons = _rested_reasons(state, facts.conditions, rested_ms, policy)
+            text = advice.rested(reasons, rested_ms) + " The profile says do not contact."
+            state.fresh_start_ms = now_ms
+        else:
+            reasons = _cleared_reasons(state, now_ms, policy)
+            text = advice.recovered(reasons)
+        state.throttled_for, state.told = [], {}
+        return [_transition(state, NORMAL, ACTION_RECOVERED, reasons, text, now_ms, trigger, policy)]
+    if move.cause in (lifecycle.NEGLECTED, lifecycle.LIFT_TO_ACTIVATE):
+        return _to_activate(state, move, facts, now_ms, policy, trigger)
+    _enter(state, move.target, now_ms)  # SHIFT, WAKE: silent (the lists show it)
+    if move.target == NORMAL:
+        state.dormant_for = []
     return []
 
 
-def _throttle_held_until(state: CustomerState, policy: Policy) -> int:
-    """A throttle lasts at least `cooldowns.min_throttle`, whatever clears it (no flapping)."""
-    return (state.status_since_ms or 0) + policy.min_throttle_ms
+def _throttle(state: CustomerState, target: str, reasons: list[Reason], now_ms: int, policy: Policy, trigger: str,
+              escalation: list[str] | None = None) -> Action:
+    previous = state.status
+    _enter(state, target, now_ms)
+    until = throttle_until_ms(state, now_ms, policy, reasons)
+    response_ends_it = all(r["rule"] not in TIME_BOUND_RULES for r in reasons)
+    if escalation:
+        text = advice.escalation(escalation, reasons, policy.escalation_factor, until)
+    else:
+        text = advice.throttle(reasons, until, response_ends_it)
+    action = _transition(state, target, ACTION_THROTTLE, reasons, text, now_ms, trigger, policy, previous=previous,
+                         extra={"pause_until": format_ms(until)} if until is not None else None)
+    if escalation:
+        action["escalation"] = escalation
+    return action
 
 
-def _pause_until(state: CustomerState, now_ms: int, policy: Policy, reasons: list[Reason]) -> int | None:
-    """When the time-bound conditions end, if every active condition is time-bound."""
-    ends = []
-    for reason in reasons:
-        if reason["rule"] == "frequency_cap":
-            ends.append(pause_until_ms(state, now_ms, policy))
-        elif reason["rule"] == "complaint":
-            ends.append(signals.complaint_ends_ms(state, policy) or now_ms)
-        else:
-            return None  # ends when the customer responds again, not at a known time
-    return max(ends) if ends else None
+def _to_activate(state: CustomerState, move: Move, facts: Facts, now_ms: int, policy: Policy,
+                 trigger: str) -> list[Action]:
+    """Into to_activate: neglected (normal, a timer) or a throttle lifting (cleared while overdue,
+    rested, gone quiet) — in one message, whose reasons say all of it."""
+    dues = _dormancy_dues(state, policy)
+    overdue = [r for r in facts.overdue if r in dues]
+    reasons: list[Reason] = []
+    sentences: list[str] = []
+    start_ms = [dues[r] for r in overdue]
+    if move.cause == lifecycle.LIFT_TO_ACTIVATE:
+        cleared = [r for r in _cleared_reasons(state, now_ms, policy) if r["rule"] != "conditions_cleared"]
+        if cleared:
+            reasons += cleared
+            sentences.append("Recovered: " + "; ".join(advice.cleared(r) for r in cleared) + ".")
+        if facts.rest_over and facts.conditions:
+            rested_ms = now_ms - max(state.last_touch_ms or 0, state.status_since_ms or 0)
+            rested = _rested_reasons(state, facts.conditions, rested_ms, policy)
+            reasons += rested
+            sentences.append(advice.rested(rested, rested_ms))
+            overdue = [r for r in overdue if r != "cadence_overdue"]  # the rest says it
+            rest_end = lifecycle.rest_end_ms(state, policy, list(facts.conditions))
+            start_ms = [t for t in (rest_end, dues.get("no_response") if "no_response" in overdue else None) if t]
+        state.fresh_start_ms = now_ms
+    overdue_reasons, overdue_sentences = _overdue_reasons(state, overdue, now_ms, policy)
+    reasons += overdue_reasons
+    sentences += overdue_sentences
+    state.dormant_for = overdue + ([r["rule"] for r in reasons if r["rule"].endswith("_rested")])
+    if "no_response" in overdue:
+        state.silence_alerted_ms = now_ms
+    state.throttled_for, state.told = [], {}
+    channel, when = _next_step(state, now_ms, policy)
+    suggestion = " ".join(sentences) + advice.next_step(channel, when)
+    previous = state.status
+    _enter(state, TO_ACTIVATE, now_ms)
+    state.overdue_since_ms = min(start_ms) if start_ms else now_ms
+    if move.told is None:
+        return []  # re-engaged within the cooldown: the to_activate list shows it
+    if move.told == ACTION_RE_ENGAGE:
+        state.last_re_engage_ms = now_ms
+    action = _transition(state, TO_ACTIVATE, move.told, reasons, suggestion, now_ms, trigger, policy,
+                         previous=previous)
+    if channel:
+        action["best_channel"] = channel
+    if when:
+        action["best_time"] = {"local": when[0], "timezone": when[1]}
+    return [action]
 
 
-_REASON_TEXT = {
-    "frequency_cap": lambda r: f"{r['observed']:.0f} touches in {r['window']} (cap {r['threshold']:.0f})",
-    "complaint": lambda r: f"complaint or spam report within {r['window']}",
-    "unanswered_streak": lambda r: f"{r['observed']:.0f} touches in a row without any response",
-    "reply_latency_slowdown": lambda r: f"replies slowing down x{r['observed']} ({r.get('detail', '')})",
-    "response_rate_drop": lambda r: f"responses falling off ({r.get('detail', '')})",
-    "engagement_drop": lambda r: f"opens and clicks falling off ({r.get('detail', '')})",
-}
+def _overdue_reasons(state: CustomerState, overdue: list[str], now_ms: int,
+                     policy: Policy) -> tuple[list[Reason], list[str]]:
+    stage = (state.profile or {}).get("stage")
+    reasons, sentences = [], []
+    if "cadence_overdue" in overdue:
+        cadence_ms = policy.cadence_ms(stage)
+        reference = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
+        idle_ms = now_ms - (reference if reference is not None else now_ms)
+        reasons.append(Reason(rule="cadence_overdue", window="since_last_touch", observed=round(idle_ms / DAY_MS, 2),
+                              threshold=round(cadence_ms / DAY_MS, 2)))
+        sentences.append(advice.neglected(None if state.last_touch_ms is None else idle_ms, stage, cadence_ms))
+    if "no_response" in overdue:
+        reference = state.last_response_ms if state.last_response_ms is not None else state.first_seen_ms
+        silent_ms = now_ms - (reference if reference is not None else now_ms)
+        reasons.append(Reason(rule="no_response", window="since_last_response", observed=round(silent_ms / DAY_MS, 2),
+                              threshold=round(policy.silence_ms / DAY_MS, 2)))
+        sentences.append(advice.gone_quiet(None if state.last_response_ms is None else silent_ms))
+    return reasons, sentences
 
 
-def _throttle_advice(reasons: list[Reason], until: int | None) -> str:
-    why = "; ".join(_REASON_TEXT[r["rule"]](r) for r in reasons)
-    when = f"until {format_ms(until)}" if until is not None else "until the customer responds again"
-    return f"Cool down: {why}. Pause non-transactional touches {when}."
+def to_activate_reasons(state: CustomerState, now_ms: int, policy: Policy) -> list[Reason]:
+    """Why a to_activate customer is on the list, with the numbers as of `now_ms`."""
+    policy = policy.for_profile(state.profile)
+    reasons, _ = _overdue_reasons(state, [r for r in state.dormant_for if not r.endswith("_rested")], now_ms, policy)
+    idle_ms = now_ms - (state.last_touch_ms if state.last_touch_ms is not None else now_ms)
+    for rested in (r for r in state.dormant_for if r.endswith("_rested")):
+        rest = policy.signals.rest_ms(rested.removesuffix("_rested")) or 0
+        reasons.append(Reason(rule=rested, window="since_last_touch", observed=round(idle_ms / DAY_MS, 2),
+                              threshold=round(rest / DAY_MS, 2)))
+    return reasons
+
+
+def _rested_reasons(state: CustomerState, rules: tuple[str, ...], rested_ms: int, policy: Policy) -> list[Reason]:
+    streak = signals.streak_length(state, policy)
+    return [Reason(rule=f"{rule}_rested", window="since_last_touch", observed=round(rested_ms / DAY_MS, 2),
+                   threshold=round((policy.signals.rest_ms(rule) or 0) / DAY_MS, 2),
+                   detail=advice.rested_detail(rule, streak))
+            for rule in rules]
+
+
+def _cleared_reasons(state: CustomerState, now_ms: int, policy: Policy) -> list[Reason]:
+    found = [_cleared(rule, state, now_ms, policy) for rule in signals.RULES
+             if rule in state.throttled_for and rule not in state.active_rules]
+    return found or [Reason(rule="conditions_cleared", window="-", observed=0, threshold=0)]
 
 
 def _cleared(rule: str, state: CustomerState, now_ms: int, policy: Policy) -> Reason:
@@ -307,47 +349,43 @@ def _cleared(rule: str, state: CustomerState, now_ms: int, policy: Policy) -> Re
     return Reason(rule=f"{rule}_cleared", window="-", observed=0, threshold=0)
 
 
-def _cleared_text(reason: Reason) -> str:
-    if reason["rule"] == "frequency_recovered":
-        return f"{reason['observed']:.0f} touches in {reason['window']}"
-    return reason["rule"].removesuffix("_cleared").replace("_", " ") + " cleared"
+def next_step(state: CustomerState, now_ms: int, policy: Policy) -> tuple[str | None, tuple[str, str] | None]:
+    """(best open channel, (local hour of the week, time zone)) to reach the customer; None where unknown."""
+    return _next_step(state, now_ms, policy.for_profile(state.profile))
 
 
-def _re_engage(state: CustomerState, now_ms: int, policy: Policy, trigger: str) -> Action:
-    stage = _stage(state)
-    overdue = {rule: due for rule, due in _dormancy_dues(state, policy).items() if due is not None and now_ms >= due}
-    reasons, sentences = [], []
-    if "cadence_overdue" in overdue:
-        cadence_ms = policy.cadence_ms(stage)
-        reference = state.last_touch_ms if state.last_touch_ms is not None else state.first_seen_ms
-        idle_days = (now_ms - (reference or now_ms)) / DAY_MS
-        reasons.append(Reason(rule="cadence_overdue", window="since_last_touch", observed=round(idle_days, 2),
-                              threshold=round(cadence_ms / DAY_MS, 2)))
-        last = "no touch yet" if state.last_touch_ms is None else f"last touch {idle_days:.0f} days ago"
-        sentences.append(f"Neglected: {last}; cadence for stage {stage or 'unknown'} is {cadence_ms // DAY_MS} days.")
-    if "no_response" in overdue:
-        reference = state.last_response_ms if state.last_response_ms is not None else state.first_seen_ms
-        silent_days = (now_ms - (reference or now_ms)) / DAY_MS
-        reasons.append(Reason(rule="no_response", window="since_last_response", observed=round(silent_days, 2),
-                              threshold=round(policy.silence_ms / DAY_MS, 2)))
-        heard = "never answered" if state.last_response_ms is None else f"no answer for {silent_days:.0f} days"
-        sentences.append(f"Gone quiet: {heard}; try another channel or a value touch rather than more of the same.")
-    state.dormant_for = list(overdue)
-    suggestion = " ".join(sentences)
-    channel = timing.best_channel(state, policy.retention_ms, now_ms)
-    open_channels = [c for c in ([channel[0]] if channel else []) if c not in state.closed_channels]
-    when = timing.golden_window(state, (state.profile or {}).get("timezone"), now_ms)
-    if open_channels:
-        suggestion += f" Reach out on {open_channels[0]} (answers there most)"
-        suggestion += f", ideally around {when[0]} {when[1]}." if when else "."
-    elif when:
-        suggestion += f" They answer most around {when[0]} {when[1]}."
-    action = _transition(state, DORMANT, ACTION_RE_ENGAGE, reasons, suggestion, now_ms, trigger, policy)
-    if open_channels:
-        action["best_channel"] = open_channels[0]  # type: ignore[typeddict-unknown-key]
-    if when:
-        action["best_time"] = {"local": when[0], "timezone": when[1]}  # type: ignore[typeddict-unknown-key]
-    return action
+def _next_step(state: CustomerState, now_ms: int, policy: Policy) -> tuple[str | None, tuple[str, str] | None]:
+    found = timing.best_channel(state, policy.retention_ms, now_ms, state.closed_channels)
+    return (found[0] if found else None), timing.golden_window(state)
+
+
+# ---- when a throttle ends ----
+
+
+def _throttle_held_until(state: CustomerState, policy: Policy) -> int:
+    """A throttle lasts at least `cooldowns.min_throttle`, whatever clears it (no flapping)."""
+    return (state.status_since_ms or 0) + policy.min_throttle_ms
+
+
+def throttle_until_ms(state: CustomerState, now_ms: int, policy: Policy, reasons: list[Reason]) -> int | None:
+    """When a throttle held by these conditions ends if nobody touches the customer: the latest of
+    the frequency cap's recovery, the complaint cool-off, the rest of the response-bound rules and
+    the minimum throttle. None when one of them ends on a response only (no rest configured)."""
+    ends = [_throttle_held_until(state, policy)]
+    responsive = []
+    for reason in reasons:
+        if reason["rule"] == "frequency_cap":
+            ends.append(pause_until_ms(state, now_ms, policy))
+        elif reason["rule"] == "complaint":
+            ends.append(signals.complaint_ends_ms(state, policy) or now_ms)
+        else:
+            responsive.append(reason["rule"])
+    if responsive:
+        rest = lifecycle.rest_end_ms(state, policy, responsive)
+        if rest is None:
+            return None
+        ends.append(rest)
+    return max(ends)
 
 
 def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Policy, limit: int = 10_000) -> list[int]:
@@ -367,27 +405,49 @@ def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Polic
     return times
 
 
-def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
-    """When the counted touches fall back to the recovery level if nobody touches the customer."""
+def pause_until_ms(state: CustomerState, now_ms: int, policy: Policy, level: int | None = None) -> int:
+    """When the counted touches fall back to `level` (default: the recovery level) if nobody
+    touches the customer."""
     times = leave_times(state, policy.frequency_window.ms, now_ms, policy)
-    must_leave = len(times) - policy.recover_at_or_below
+    must_leave = len(times) - (policy.recover_at_or_below if level is None else level)
     return times[must_leave - 1] if must_leave > 0 else now_ms
+
+
+def severe_ends_ms(state: CustomerState, now_ms: int, policy: Policy) -> int:
+    """When the counted touches fall below `escalation_factor` x the cap (the escalation key
+    `frequency_cap_severe` stops holding) if nobody touches the customer."""
+    below = math.ceil(policy.escalation_factor * max(policy.throttle_above, 1)) - 1
+    return pause_until_ms(state, now_ms, policy, level=below)
+
+
+# ---- actions ----
+
+
+def _enter(state: CustomerState, phase: str, now_ms: int) -> None:
+    if phase != state.phase:
+        state.phase, state.phase_since_ms = phase, now_ms
+    status = STATUS_OF_PHASE[phase]
+    if status != state.status:
+        state.status, state.status_since_ms = status, now_ms
 
 
 def _transition(
     state: CustomerState,
-    status: str,
+    phase: str,
     action_type: str,
     reasons: list[Reason],
     suggestion: str,
     now_ms: int,
     trigger: str,
     policy: Policy,
+    *,
+    previous: str | None = None,
+    extra: dict[str, str] | None = None,
 ) -> Action:
-    previous = state.status
+    previous = previous or state.status
     state.seq += 1
     digest = hashlib.sha256(f"{state.customer_id}\x1f{state.seq}\x1f{trigger}".encode()).hexdigest()
-    _set_status(state, status, now_ms)
+    _enter(state, phase, now_ms)
     profile = state.profile or {}
     action = Action(
         v=1,
@@ -395,23 +455,18 @@ def _transition(
         type=action_type,
         customer_id=state.customer_id,
         at=format_ms(now_ms),
-        status=status,
+        status=state.status,
         previous_status=previous,
         reasons=reasons,
         suggestion=suggestion,
         owner_rep_id=profile.get("owner_rep_id"),
         profile=state.profile,
         counts=window_totals(state, now_ms, policy),
+        lifecycle=phase,
     )
+    if extra:
+        action.update(extra)  # type: ignore[typeddict-item]
     state.last_action = {k: action[k] for k in ("action_id", "type", "at", "reasons", "suggestion")}  # type: ignore[literal-required]
+    if "pause_until" in action:
+        state.last_action["pause_until"] = action["pause_until"]
     return action
-
-
-def _set_status(state: CustomerState, status: str, now_ms: int) -> None:
-    if state.status != status:
-        state.status = status
-        state.status_since_ms = now_ms
-
-
-def _stage(state: CustomerState) -> str | None:
-    return (state.profile or {}).get("stage")

@@ -9,6 +9,10 @@ A customer is throttled while at least one condition holds. Each rule has its ow
     reply_latency_slowdown   recent replies' median latency >= factor x the customer's baseline
     response_rate_drop       response rate of the latest settled touches far below the baseline
     engagement_drop          open/click rate of the latest settled touches below the baseline
+
+The last four are response-bound: after a rest (or the silence period) ended a throttle they hold
+again only on new evidence — touches, replies, settled touches after `state.fresh_start_ms` — so
+that the customer is not judged twice for the fatigue they already rested off.
 """
 
 from __future__ import annotations
@@ -80,9 +84,15 @@ def _counted(touches: list[TouchRecord], policy: Policy) -> list[TouchRecord]:
     return [t for t in touches if t[3] not in policy.uncounted_kinds]
 
 
+def _fresh(state: CustomerState) -> int:
+    return state.fresh_start_ms if state.fresh_start_ms is not None else -1
+
+
 def streak_length(state: CustomerState, policy: Policy) -> int:
-    """Counted touches since the customer's last response of any kind."""
+    """Counted touches since the customer's last response of any kind (and since a rest)."""
     since = state.last_response_ms if state.last_response_ms is not None else -1
+    if state.fresh_start_ms is not None and state.fresh_start_ms > since:
+        since = state.fresh_start_ms
     return sum(1 for t in _counted(state.recent_touches, policy) if t[0] > since)
 
 
@@ -118,7 +128,7 @@ def reply_latency_slowdown(state: CustomerState, now_ms: int, policy: Policy, wa
     if not s.latency_enabled:
         return None
     found = latency_ratio(state, now_ms, policy)
-    if found is None:
+    if found is None or state.latency_samples[-1][0] <= _fresh(state):
         return None
     recent_ms, baseline_ms, ratio = found
     limit = s.latency_recover_factor if was_active else s.latency_slowdown_factor
@@ -133,8 +143,11 @@ def reply_latency_slowdown(state: CustomerState, now_ms: int, policy: Policy, wa
     )
 
 
-def rate_drop(state: CustomerState, now_ms: int, policy: Policy, setting: RateDrop) -> tuple[float, float] | None:
-    """(recent rate, baseline rate) over settled counted touches, or None without enough touches.
+def rate_drop(
+    state: CustomerState, now_ms: int, policy: Policy, setting: RateDrop, *, fresh_only: bool = False
+) -> tuple[float, float] | None:
+    """(recent rate, baseline rate) over settled counted touches, or None without enough touches
+    (`fresh_only`: or when the recent ones are not all after the last rest).
 
     A touch is settled once the customer's event time (the newest event seen, never ahead of
     `now`) is `settle` past it: its responses have had time to arrive — also when a history is
@@ -146,6 +159,8 @@ def rate_drop(state: CustomerState, now_ms: int, policy: Policy, setting: RateDr
         return None
     mask = mask_of(setting.kinds)
     recent, baseline = settled[-setting.recent_touches :], settled[: -setting.recent_touches]
+    if fresh_only and recent[0][0] <= _fresh(state):
+        return None
 
     def rate(touches: list[TouchRecord]) -> float:
         return sum(1 for t in touches if t[4] & mask) / len(touches)
@@ -158,7 +173,7 @@ def _rate_rule(name: str, pick: Callable[[Policy], RateDrop]) -> Callable[..., R
         setting = pick(policy)
         if not setting.enabled:
             return None
-        found = rate_drop(state, now_ms, policy, setting)
+        found = rate_drop(state, now_ms, policy, setting, fresh_only=True)
         if found is None:
             return None
         recent, baseline = found

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from scorer.core import signals
+from scorer.core import engine, lifecycle, signals
 from scorer.core.engine import counted_touches, leave_times, next_due_ms, reply_latency
 from scorer.core.state import CustomerState
 from scorer.core.timefmt import format_ms, format_optional
@@ -57,6 +57,41 @@ def _last_response_by_channel(state: CustomerState) -> dict[str, dict[str, str]]
     return out
 
 
+def _lifecycle(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
+    """Where the customer is in the lifecycle, why, until when, and what to do next (docs/api.md)."""
+    phase = state.phase
+    entry = lifecycle.list_entry(state)
+    reasons: list[Any] = []
+    until: int | None = None
+    ends_on_response = False
+    if phase in (lifecycle.THROTTLED, lifecycle.COOLING_OFF):
+        reasons = signals.active_conditions(state, now_ms, policy)
+        until = engine.throttle_until_ms(state, now_ms, policy, reasons)
+        ends_on_response = until is None
+    elif phase == lifecycle.TO_ACTIVATE:
+        reasons = list(engine.to_activate_reasons(state, now_ms, policy))
+    channel, when = engine.next_step(state, now_ms, policy)
+    return {
+        "state": phase,
+        "list": None if entry is None else entry[0],
+        "since": format_optional(state.phase_since_ms),
+        "reasons": reasons,
+        "dormant_for": list(state.dormant_for) if phase == lifecycle.TO_ACTIVATE else [],
+        "overdue_since": format_optional(state.overdue_since_ms) if phase == lifecycle.TO_ACTIVATE else None,
+        "until": format_optional(until),
+        "ends_on_response": ends_on_response,
+        "next_step": {
+            "channel": channel,
+            "best_time": None if when is None else {"local": when[0], "timezone": when[1]},
+        },
+    }
+
+
+def _campaigns(state: CustomerState) -> dict[str, dict[str, Any]]:
+    return {c: {"at": format_ms(ts), "rep_id": rep, "channel": channel}
+            for c, (ts, rep, channel) in sorted(state.campaigns.items())}
+
+
 def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
     policy = policy.for_profile(state.profile)
     now_ms = max(now_ms, state.clock_ms)
@@ -106,4 +141,6 @@ def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any
         "next_check_at": format_optional(next_due_ms(state, policy)),
         "last_action": state.last_action,
         "events_counted": state.events_counted,
+        "lifecycle": _lifecycle(state, now_ms, policy),
+        "recent_campaigns": _campaigns(state),
     }

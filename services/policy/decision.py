@@ -1,15 +1,22 @@
-"""The pre-send decision: may this customer be touched on this channel now?
+"""The pre-send decision: may this customer be touched on this channel now — and if not, when?
 
 A pure function of the customer's snapshot (what the scorer last wrote to Redis), the policy and
 the time — the API serves it from Redis without touching Kafka. Rules, in order:
 
-    deny   do_not_contact profile; a channel the customer unsubscribed from
-           (transactional touches are always allowed: they are not marketing and not counted)
-    defer  the customer is throttled (until the throttle's pause_until, if it is known)
-           one more touch would exceed the frequency cap or the stage's weekly cap
-           the channel's minimum gap since its last touch has not passed
-           a quiet period after a response is running (e.g. opened an email: no SMS for 3 days)
+    allow  transactional touches (not marketing, not counted; also under do-not-contact)
+    deny   do_not_contact profile; a channel the customer unsubscribed from;
+           a touch of the same campaign_id within sending.same_campaign_gap ("no two teams
+           touching for the same thing": the reason names the earlier touch's rep and time)
+    defer  the customer is throttled or cooling off (until the lifecycle's known end);
+           one more touch would exceed the frequency cap or the stage's weekly cap;
+           the channel's minimum gap since its last touch has not passed;
+           a quiet period after a response is running (opened an email: no SMS for 3 days);
+           quiet hours in the customer's local time (no push/SMS/phone over lunch or at night)
     allow  otherwise — with a warning when the monthly count enters the "tends to annoy" band
+
+`next_allowed_ms` is the first moment every rule that said no is satisfied, if nobody touches the
+customer meanwhile: the latest of the known ends, moved out of quiet hours. None only when a rule
+ends on a response (a throttle without a rest) or never (do-not-contact, a closed channel).
 """
 
 from __future__ import annotations
@@ -18,9 +25,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contract import parse_rfc3339, to_ms
-from services.policy.model import Policy
+from services.localtime import minute_label, quiet_until_ms, zone_of
+from services.policy.model import Policy, QuietHours
 
 ALLOW, DEFER, DENY = "allow", "defer", "deny"
+THROTTLED_STATES = ("throttled", "cooling_off")
+
+Wait = tuple[int | None, dict[str, Any]]
+"""(until, reason): until None = not at a known time."""
 
 
 @dataclass
@@ -40,14 +52,21 @@ def _future(times: list[str], now_ms: int) -> list[int]:
 
 
 def _cap_wait(leaves_at: list[int], cap: int) -> int | None:
-    """When one more touch fits under `cap` (None: it fits now)."""
+    """When one more touch fits under `cap` (None: not known from the leave times kept)."""
     must_leave = len(leaves_at) - cap + 1
     if must_leave <= 0:
         return None
     return leaves_at[must_leave - 1] if must_leave <= len(leaves_at) else None
 
 
-def decide(snapshot: dict[str, Any] | None, policy: Policy, channel: str, kind: str | None, now_ms: int) -> Decision:
+def decide(
+    snapshot: dict[str, Any] | None,
+    policy: Policy,
+    channel: str,
+    kind: str | None,
+    now_ms: int,
+    campaign_id: str | None = None,
+) -> Decision:
     if snapshot is None:
         return Decision(ALLOW, [{"rule": "no_history", "detail": "nothing recorded for this customer yet"}])
     profile = snapshot.get("profile") or {}
@@ -58,14 +77,14 @@ def decide(snapshot: dict[str, Any] | None, policy: Policy, channel: str, kind: 
               "window": policy.frequency_window.label}
     if kind in policy.uncounted_kinds:
         return Decision(ALLOW, [{"rule": "transactional", "detail": f"{kind} touches are not counted"}], counts=counts)
-    denied = _denials(snapshot, profile, channel)
-    if denied:
-        return Decision(DENY, denied, counts=counts)
+    denied = _denials(snapshot, profile, policy, channel, campaign_id, now_ms)
     waits = _waits(snapshot, profile, policy, channel, monthly, weekly, now_ms)
+    if denied:
+        until = _next_allowed(denied + waits, profile, policy, channel, now_ms)
+        return Decision(DENY, [reason for _, reason in denied], until, counts)
     if waits:
-        untils = [until for until, _ in waits]
-        next_allowed = None if any(u is None for u in untils) else max(u for u in untils if u is not None)
-        return Decision(DEFER, [reason for _, reason in waits], next_allowed, counts)
+        return Decision(DEFER, [reason for _, reason in waits], _next_allowed(waits, profile, policy, channel, now_ms),
+                        counts)
     reasons = []
     if len(monthly) + 1 > policy.warn_above:
         reasons.append({"rule": "frequency_band_warning", "window": policy.frequency_window.label,
@@ -74,15 +93,78 @@ def decide(snapshot: dict[str, Any] | None, policy: Policy, channel: str, kind: 
     return Decision(ALLOW, reasons, counts=counts)
 
 
-def _denials(snapshot: dict[str, Any], profile: dict[str, Any], channel: str) -> list[dict[str, Any]]:
-    reasons = []
+def _next_allowed(waits: list[Wait], profile: dict[str, Any], policy: Policy, channel: str, now_ms: int) -> int | None:
+    """The latest known end, then out of the quiet hours it may fall into (they recur daily)."""
+    if any(until is None for until, _ in waits):
+        return None
+    moment = max(until for until, _ in waits if until is not None)
+    for _ in range(2 * len(policy.sending.quiet_hours) + 1):
+        later = max((end for _, end in _quiet_hours(profile, policy, channel, moment)), default=None)
+        if later is None:
+            break
+        moment = later
+    return moment
+
+
+def _denials(snapshot: dict[str, Any], profile: dict[str, Any], policy: Policy, channel: str,
+             campaign_id: str | None, now_ms: int) -> list[Wait]:
+    reasons: list[Wait] = []
     if profile.get("do_not_contact"):
-        reasons.append({"rule": "do_not_contact", "detail": "the profile says do not contact"})
+        reasons.append((None, {"rule": "do_not_contact", "detail": "the profile says do not contact"}))
     closed = snapshot.get("closed_channels", {})
     if channel in closed:
-        reasons.append({"rule": "channel_closed", "channel": channel, "since": closed[channel],
-                        "detail": f"the customer unsubscribed from {channel}"})
+        reasons.append((None, {"rule": "channel_closed", "channel": channel, "since": closed[channel],
+                               "detail": f"the customer unsubscribed from {channel}"}))
+    gap_window = policy.sending.same_campaign_gap
+    earlier = snapshot.get("recent_campaigns", {}).get(campaign_id) if campaign_id is not None else None
+    at = _ms(earlier.get("at")) if earlier else None
+    if gap_window is not None and earlier and at is not None and now_ms < at + gap_window.ms:
+        gap, window = gap_window.ms, gap_window.label
+        rep, via = earlier.get("rep_id"), earlier.get("channel")
+        reasons.append((at + gap, {
+            "rule": "same_campaign", "campaign_id": campaign_id, "window": window,
+            "earlier_touch": {"at": earlier["at"], "rep_id": rep, "channel": via},
+            "detail": f"campaign {campaign_id} already reached this customer at {earlier['at']} "
+                      f"({rep or 'an unknown rep'}, {via}): not twice for the same thing within {window}"}))
     return reasons
+
+
+def _quiet_hours(profile: dict[str, Any], policy: Policy, channel: str, now_ms: int) -> list[tuple[QuietHours, int]]:
+    """The quiet hours holding now for this channel in the customer's time zone, with their ends."""
+    zone = zone_of(profile.get("timezone"))
+    if zone is None:
+        return []
+    found = []
+    for quiet in policy.sending.quiet_hours:
+        if channel in quiet.channels:
+            end = quiet_until_ms(now_ms, zone, quiet.start_minute, quiet.end_minute)
+            if end is not None:
+                found.append((quiet, end))
+    return found
+
+
+def _throttled(snapshot: dict[str, Any], now_ms: int) -> Wait | None:
+    lifecycle = snapshot.get("lifecycle")
+    last_action = snapshot.get("last_action") or {}
+    reason: dict[str, Any] = {"rule": "throttled", "active": snapshot.get("signals", {}).get("active", []),
+                              "detail": last_action.get("suggestion", "")}
+    if lifecycle is None:  # a snapshot written before the lifecycle existed
+        if snapshot.get("status") != "throttled":
+            return None
+        pause = _ms(last_action.get("pause_until"))
+        return (pause if pause is not None and pause > now_ms else None), reason
+    if lifecycle.get("state") not in THROTTLED_STATES:
+        return None
+    reason["state"] = lifecycle["state"]
+    reason["until"] = lifecycle.get("until")
+    until = _ms(lifecycle.get("until"))
+    if until is None:
+        reason["detail"] = ("ends when the customer responds (no rest is configured for "
+                            f"{', '.join(reason['active']) or 'its rules'}); " + reason["detail"])
+        return None, reason
+    if until <= now_ms:
+        return None  # its known end has passed: the scorer lifts it at its next check
+    return until, reason
 
 
 def _waits(
@@ -93,14 +175,12 @@ def _waits(
     monthly: list[int],
     weekly: list[int],
     now_ms: int,
-) -> list[tuple[int | None, dict[str, Any]]]:
+) -> list[Wait]:
     """(until, reason) for every rule that says not now; until None = not at a known time."""
-    waits: list[tuple[int | None, dict[str, Any]]] = []
-    if snapshot.get("status") == "throttled":
-        pause = _ms((snapshot.get("last_action") or {}).get("pause_until"))
-        until = pause if pause is not None and pause > now_ms else None
-        waits.append((until, {"rule": "throttled", "active": snapshot.get("signals", {}).get("active", []),
-                              "detail": (snapshot.get("last_action") or {}).get("suggestion", "")}))
+    waits: list[Wait] = []
+    throttled = _throttled(snapshot, now_ms)
+    if throttled is not None:
+        waits.append(throttled)
     for rule, times, cap, window in (
         ("frequency_cap", monthly, policy.throttle_above, policy.frequency_window.label),
         ("weekly_cap", weekly, policy.sending.weekly_cap(profile.get("stage")), "7d"),
@@ -124,4 +204,9 @@ def _waits(
                     "rule": "quiet_period", "after": after, "on": quiet.channel, "window": quiet.duration.label,
                     "detail": f"{after} on {quiet.channel} at {responses[quiet.channel][after]}: "
                               f"no {channel} for {quiet.duration.label}"}))
+    timezone = profile.get("timezone")
+    for hours, end in _quiet_hours(profile, policy, channel, now_ms):
+        span = f"{minute_label(hours.start_minute)}-{minute_label(hours.end_minute)}"
+        waits.append((end, {"rule": "quiet_hours", "channel": channel, "window": span, "timezone": timezone,
+                            "detail": f"no {channel} {span} in the customer's local time ({timezone})"}))
     return waits

@@ -31,6 +31,10 @@ __all__ = ["DEFAULT_POLICY_FILE", "Policy", "PolicyDoc", "RateDrop", "Window", "
            "parse_policy"]
 
 
+def _rest_ms(value: str | None) -> int | None:
+    return None if value is None else parse_duration_ms(value)
+
+
 @dataclass(frozen=True)
 class Window:
     label: str
@@ -45,12 +49,13 @@ class RateDrop:
     min_baseline_touches: int
     settle_ms: int
     drop: float
+    rest_ms: int | None = 14 * 24 * 3_600_000
 
     @classmethod
     def from_doc(cls, doc: RateDropDoc) -> RateDrop:
         kinds = None if doc.kinds is None else frozenset(str(k) for k in doc.kinds)
         return cls(doc.enabled, kinds, doc.recent_touches, doc.min_baseline_touches,
-                   parse_duration_ms(doc.settle), doc.drop)
+                   parse_duration_ms(doc.settle), doc.drop, _rest_ms(doc.rest))
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,17 @@ class Signals:
     latency_recover_factor: float
     response_rate: RateDrop
     engagement: RateDrop
+    streak_rest_ms: int | None = 14 * 24 * 3_600_000
+    latency_rest_ms: int | None = 14 * 24 * 3_600_000
+
+    def rest_ms(self, rule: str) -> int | None:
+        """How long without touches ends a throttle held by `rule` (None: only a response does)."""
+        return {
+            "unanswered_streak": self.streak_rest_ms,
+            "reply_latency_slowdown": self.latency_rest_ms,
+            "response_rate_drop": self.response_rate.rest_ms,
+            "engagement_drop": self.engagement.rest_ms,
+        }[rule]
 
     @classmethod
     def from_doc(cls, doc: SignalsDoc) -> Signals:
@@ -88,6 +104,8 @@ class Signals:
             latency_recover_factor=lat.recover_factor,
             response_rate=RateDrop.from_doc(doc.response_rate_drop),
             engagement=RateDrop.from_doc(doc.engagement_drop),
+            streak_rest_ms=_rest_ms(doc.unanswered_streak.rest),
+            latency_rest_ms=_rest_ms(lat.rest),
         )
 
 
@@ -100,12 +118,23 @@ class QuietPeriod:
 
 
 @dataclass(frozen=True)
+class QuietHours:
+    """No touch on `channels` while the customer's local wall clock is in [start, end) minutes."""
+
+    channels: frozenset[str]
+    start_minute: int
+    end_minute: int
+
+
+@dataclass(frozen=True)
 class Sending:
     weekly_cap_default: int
     weekly_cap_by_stage: dict[str, int]
     min_gap_default_ms: int
     min_gap_by_channel_ms: dict[str, int]
     quiet_periods: tuple[QuietPeriod, ...]
+    quiet_hours: tuple[QuietHours, ...] = ()
+    same_campaign_gap: Window | None = Window("7d", 7 * 24 * 3_600_000)
 
     def weekly_cap(self, stage: str | None) -> int:
         return self.weekly_cap_by_stage.get(stage or "", self.weekly_cap_default)
@@ -125,6 +154,9 @@ class Sending:
                             Window(q.for_, parse_duration_ms(q.for_)))
                 for q in doc.quiet_periods
             ),
+            quiet_hours=tuple(QuietHours(frozenset(str(c) for c in q.channels), *q.minutes()) for q in doc.quiet_hours),
+            same_campaign_gap=None if doc.same_campaign_gap is None else Window(
+                doc.same_campaign_gap, parse_duration_ms(doc.same_campaign_gap)),
         )
 
 
@@ -148,6 +180,9 @@ class Policy:
     silence_ms: int = 90 * 24 * 3_600_000
     min_throttle_ms: int = 24 * 3_600_000
     re_engage_cooldown_ms: int = 7 * 24 * 3_600_000
+    cadence_tolerance_ms: int = 24 * 3_600_000
+    escalation_factor: float = 2.0
+    throttle_update_cooldown_ms: int = 7 * 24 * 3_600_000
     segments: tuple[SegmentDoc, ...] = ()
     _resolved: dict[tuple[str | None, str | None], Policy] = field(default_factory=dict, compare=False, repr=False)
 
@@ -228,6 +263,9 @@ class Policy:
             silence_ms=parse_duration_ms(doc.cadence.silence),
             min_throttle_ms=parse_duration_ms(doc.cooldowns.min_throttle),
             re_engage_cooldown_ms=parse_duration_ms(doc.cooldowns.re_engage),
+            cadence_tolerance_ms=parse_duration_ms(doc.cadence.tolerance, allow_zero=True),
+            escalation_factor=doc.frequency.escalation_factor,
+            throttle_update_cooldown_ms=parse_duration_ms(doc.cooldowns.throttle_update),
             segments=tuple(doc.segments),
         )
 

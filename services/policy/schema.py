@@ -5,7 +5,7 @@ practitioners quote (DOMAIN.md). `services/policy/model.py` turns a validated do
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -18,6 +18,10 @@ MAX_COUNT = 10_000
 """Thresholds and counts in a policy (touches, samples, caps) stay below this."""
 
 
+Duration = str
+"""A duration as written in the policy: `90s`, `30m`, `24h`, `7d`, `2w` (validated where used)."""
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -25,6 +29,12 @@ class _Strict(BaseModel):
 def _check_duration(value: str) -> str:
     parse_duration_ms(value)
     return value
+
+
+def _check_rest(value: str | None) -> str | None:
+    """A rest is a duration, or null: only a response ends the throttle (the customer then stays on
+    the cooling-off list until one comes)."""
+    return None if value is None else _check_duration(value)
 
 
 def _check_durations(mapping: dict[K, str]) -> dict[K, str]:
@@ -50,6 +60,9 @@ class FrequencyDoc(_Strict):
     throttle_above: int = Field(default=12, ge=0, le=MAX_COUNT)
     recover_at_or_below: int = Field(default=8, ge=0, le=MAX_COUNT)
     uncounted_kinds: list[TouchKind] = [TouchKind.TRANSACTIONAL]
+    escalation_factor: float = Field(default=2.0, gt=1, le=100)
+    """A throttled customer whose counted touches reach this multiple of throttle_above gets a
+    throttle update (the cap by a large margin: "2x the cap")."""
 
     @model_validator(mode="after")
     def _hysteresis(self) -> FrequencyDoc:
@@ -105,6 +118,53 @@ DOMAIN_QUIET_PERIODS = [
 ]
 
 
+def _minute_of_day(value: object) -> str:
+    """`"21:00"` (quote it in YAML: PyYAML reads an unquoted 21:00 as the base-60 number 1260,
+    which is accepted here too as minutes after midnight)."""
+    if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 24 * 60:
+        return f"{value // 60:02d}:{value % 60:02d}"
+    if isinstance(value, str):
+        hours, sep, minutes = value.strip().partition(":")
+        if sep and hours.isdigit() and minutes.isdigit() and len(minutes) == 2:
+            if int(hours) < 24 and int(minutes) < 60:
+                return f"{int(hours):02d}:{minutes}"
+    raise ValueError(f"{value!r} is not a time of day; write HH:MM in quotes, e.g. \"21:00\"")
+
+
+class QuietHoursDoc(_Strict):
+    """No touch on `channels` while the customer's local wall clock is in [from, to) (daily; a
+    range whose `to` is before its `from` runs over midnight)."""
+
+    channels: list[Channel] = Field(min_length=1)
+    from_: str = Field(alias="from")
+    to: str
+
+    @field_validator("from_", "to", mode="before")
+    @classmethod
+    def _time(cls, value: object) -> str:
+        return _minute_of_day(value)
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> QuietHoursDoc:
+        if self.from_ == self.to:
+            raise ValueError(f"from and to are both {self.to}: the range would be empty (or the whole day)")
+        return self
+
+    def minutes(self) -> tuple[int, int]:
+        def of(text: str) -> int:
+            hours, _, minutes = text.partition(":")
+            return int(hours) * 60 + int(minutes)
+
+        return of(self.from_), of(self.to)
+
+
+_INTRUSIVE = [Channel.PUSH, Channel.SMS, Channel.PHONE]
+DOMAIN_QUIET_HOURS = [
+    QuietHoursDoc.model_validate({"channels": _INTRUSIVE, "from": "12:00", "to": "13:30"}),  # no pushes over lunch
+    QuietHoursDoc.model_validate({"channels": _INTRUSIVE, "from": "21:00", "to": "08:00"}),  # nor at night
+]
+
+
 class SendingDoc(_Strict):
     """Rules the pre-send decision applies on top of the customer's status."""
 
@@ -113,6 +173,16 @@ class SendingDoc(_Strict):
     min_gap_default: str = "4h"
     min_gap_by_channel: dict[Channel, str] = DOMAIN_MIN_GAPS
     quiet_periods: list[QuietPeriodDoc] = DOMAIN_QUIET_PERIODS
+    quiet_hours: list[QuietHoursDoc] = DOMAIN_QUIET_HOURS
+    """In the customer's local time (profile `timezone`); customers without one are not held."""
+    same_campaign_gap: Duration | None = "7d"
+    """A second touch with the same campaign_id within this is denied ("no two teams touching for
+    the same thing"); null: no such rule."""
+
+    @field_validator("same_campaign_gap")
+    @classmethod
+    def _campaign_gap(cls, value: str | None) -> str | None:
+        return None if value is None else _check_duration(value)
 
     @field_validator("min_gap_default")
     @classmethod
@@ -127,11 +197,11 @@ class SendingDoc(_Strict):
                 raise ValueError(f"{stage}: {cap} must be between 0 and {MAX_COUNT}")
         return value
 
-    @field_validator("quiet_periods")
+    @field_validator("quiet_periods", "quiet_hours")
     @classmethod
-    def _few_quiet_periods(cls, value: list[QuietPeriodDoc]) -> list[QuietPeriodDoc]:
+    def _few_quiet_periods(cls, value: list[Any]) -> list[Any]:
         if len(value) > MAX_LIST:
-            raise ValueError(f"at most {MAX_LIST} quiet periods")
+            raise ValueError(f"at most {MAX_LIST} entries")
         return value
 
     @field_validator("min_gap_by_channel")
@@ -156,11 +226,20 @@ class CadenceDoc(_Strict):
     by_stage: dict[Stage, str] = DOMAIN_CADENCE
     silence: str = "90d"
     """No response of any kind for this long -> dormant (re_engage: try another way)."""
+    tolerance: str = "1d"
+    """re_engage fires strictly after last touch + cadence + tolerance (cadences are ranges:
+    "every 5-7 days"; a customer touched exactly on cadence is never re-engaged)."""
 
     @field_validator("default", "silence")
     @classmethod
     def _default(cls, value: str) -> str:
         return _check_duration(value)
+
+    @field_validator("tolerance")
+    @classmethod
+    def _tolerance(cls, value: str) -> str:
+        parse_duration_ms(value, allow_zero=True)
+        return value
 
     @field_validator("by_stage")
     @classmethod
@@ -173,10 +252,6 @@ class ReplyLatencyDoc(_Strict):
     max_samples: int = Field(default=50, ge=1, le=1000)
 
 
-Duration = str
-"""A duration as written in the policy: `90s`, `30m`, `24h`, `7d`, `2w` (validated where used)."""
-
-
 class ComplaintDoc(_Strict):
     enabled: bool = True
     cool_off: Duration = "30d"
@@ -187,9 +262,17 @@ class ComplaintDoc(_Strict):
         return _check_duration(value)
 
 
+DEFAULT_REST = "14d"
+"""Two weekly cadences (DOMAIN.md: intent 5-7 d, lead generation 7-10 d, customer 7-30 d)."""
+
+
 class StreakDoc(_Strict):
     enabled: bool = True
     touches: int = Field(default=5, ge=1, le=MAX_COUNT)
+    rest: Duration | None = DEFAULT_REST
+    """Without a response, the throttle ends after this long without touches: to activate."""
+
+    _rest = field_validator("rest")(_check_rest)
 
 
 class LatencySlowdownDoc(_Strict):
@@ -199,6 +282,9 @@ class LatencySlowdownDoc(_Strict):
     min_baseline_samples: int = Field(default=5, ge=1, le=MAX_COUNT)
     slowdown_factor: float = Field(default=2.0, gt=1, le=1000)
     recover_factor: float = Field(default=1.5, ge=1, le=1000)
+    rest: Duration | None = DEFAULT_REST
+
+    _rest = field_validator("rest")(_check_rest)
 
     @field_validator("baseline_window")
     @classmethod
@@ -225,6 +311,9 @@ class RateDropDoc(_Strict):
     """Touches younger than this have not had time to be answered and are left out."""
     drop: float = Field(default=0.5, gt=0, lt=1)
     """Fires when the recent rate is at least this fraction below the baseline rate."""
+    rest: Duration | None = DEFAULT_REST
+
+    _rest = field_validator("rest")(_check_rest)
 
     @field_validator("settle")
     @classmethod
@@ -250,8 +339,10 @@ class CooldownsDoc(_Strict):
     """A throttle lasts at least this long, even when its conditions clear sooner."""
     re_engage: Duration = "7d"
     """At most one re_engage per customer within this period (a repeat becomes dormant silently)."""
+    throttle_update: Duration = "7d"
+    """At most one throttle update (escalation) per rule within this period."""
 
-    @field_validator("min_throttle", "re_engage")
+    @field_validator("min_throttle", "re_engage", "throttle_update")
     @classmethod
     def _durations(cls, value: str) -> str:
         return _check_duration(value)

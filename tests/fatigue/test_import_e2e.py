@@ -118,6 +118,7 @@ PROCESSING_TIME_FIELDS = ("customer_id", "as_of", "status_since", "next_check_at
 def comparable(snapshot: dict[str, Any]) -> dict[str, Any]:
     """A snapshot without what depends on when it was computed rather than on the events."""
     out = {k: v for k, v in snapshot.items() if k not in PROCESSING_TIME_FIELDS}
+    out["lifecycle"] = {k: v for k, v in (out.get("lifecycle") or {}).items() if k != "since"}  # when it moved
     action = out.pop("last_action") or {}
     out["last_action"] = {"type": action.get("type"), "reasons": action.get("reasons")}
     return out

@@ -52,8 +52,9 @@ def v1_routes() -> list[tuple[str, str]]:
         if path.startswith("/v1") and path not in PROVIDER_WEBHOOKS
         for method in operations
     ]
-    # + DELETE customer, PATCH subscription, rotate-secret, test, replay; 3 deliveries; adapters/rejected
-    assert len(routes) == 20
+    # + DELETE customer, PATCH subscription, rotate-secret, test, replay; 3 deliveries; adapters/rejected;
+    # customer lists
+    assert len(routes) == 21
     return routes
 
 

@@ -21,7 +21,7 @@ async def test_erasure_deletes_state_and_snapshot_and_writes_a_tombstone(
     response = await api.delete("/v1/customers/cust-9")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["erased"] == {"state": True, "snapshot": True, "profile": True, "identities": False}
+    assert body["erased"] == {"state": True, "snapshot": True, "lists": False, "profile": True, "identities": False}
     assert any("events topic" in remains for remains in body["remains"])
     assert await redis_client.get(settings.keys.state("cust-9")) is None
     assert await redis_client.get(settings.keys.snapshot("cust-10")) == "{}"

@@ -100,9 +100,9 @@ async def test_put_then_get_returns_the_new_version(api: httpx.AsyncClient) -> N
     assert got["yaml"].startswith("# tighter band for the pilot")  # comments kept
     assert got["policy"]["frequency"] == {
         "window": "30d", "warn_above": 4, "throttle_above": 6, "recover_at_or_below": 2,
-        "uncounted_kinds": ["transactional"],
+        "uncounted_kinds": ["transactional"], "escalation_factor": 2.0,
     }
-    assert got["updated_at"].endswith(("Z", "+00:00"))
+    assert got["updated_at"].endswith("Z") and len(got["updated_at"]) == len("2026-11-23T09:30:00.000Z")
 
 
 @pytest.mark.integration

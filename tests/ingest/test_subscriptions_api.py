@@ -280,8 +280,9 @@ async def test_health_shows_what_the_notifier_recorded(
         await health.record_failure(sub["id"], t0_ms + i, status=503, error="destination answered HTTP 503")
     got = (await api.get(f"/v1/subscriptions/{sub['id']}")).json()["health"]
     assert (got["state"], got["consecutive_failures"], got["last_status"]) == ("circuit_open", 2, 503)
-    assert got["failing_since"] == "2023-11-14T22:13:20Z" and got["last_error"] == "destination answered HTTP 503"
-    assert got["circuit_open_until"] == "2023-11-14T22:13:50.001000Z"
+    # one timestamp format in every answer: RFC 3339, UTC, milliseconds (as snapshots and actions)
+    assert got["failing_since"] == "2023-11-14T22:13:20.000Z" and got["last_error"] == "destination answered HTTP 503"
+    assert got["circuit_open_until"] == "2023-11-14T22:13:50.001Z"
     [listed] = (await api.get("/v1/subscriptions")).json()
     assert listed["health"] == got
 

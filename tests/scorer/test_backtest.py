@@ -1,15 +1,18 @@
 """`fatigue backtest`: the same core over a history file with a simulated clock.
 
 The hand-built history in data/ (policy: more than 3 touches in 7 days throttles, 1 or fewer
-recovers, cadence 10 days, prospects 5) has these answers, worked out by hand:
+recovers, cadence 10 days, prospects 5, plus the default tolerance of 1 day: re_engage fires
+strictly after last touch + cadence + 1 day) has these answers, worked out by hand:
 
     a1 (A, prospect)  4 touches Mon 2026-11-02 09:00-12:00  -> throttle 11-02 12:00 (W45);
-                      the 3rd hour bucket leaves the 7d window 11-09 12:00 -> recovered, and the
-                      5-day cadence is long overdue -> re_engage at the same moment (W46)
-    b1 (B, customer)  1 touch 11-03 10:00Z (+ a transactional one, not counted) -> re_engage 11-13 10:00 (W46)
-    b2 (B, no stage)  1 touch 11-03 10:00 and its duplicate -> re_engage 11-13 10:00 (W46)
-    c1 (no profile)   4 touches 11-10 08:00-09:30 -> throttle (W46); leave 11-17 10:00 -> recovered;
-                      re_engage 11-20 09:30 (W47)
+                      the 3rd hour bucket leaves the 7d window 11-09 12:00 -> the throttle lifts,
+                      and the 5-day cadence (+1) is overdue: one re_engage, "recovered" in its
+                      reasons, at that moment (W46)
+    b1 (B, customer)  1 touch 11-03 10:00Z (+ a transactional one, not counted)
+                      -> re_engage 11-14 10:00:00.001 (W46)
+    b2 (B, no stage)  1 touch 11-03 10:00 and its duplicate -> re_engage 11-14 10:00:00.001 (W46)
+    c1 (no profile)   4 touches 11-10 08:00-09:30 -> throttle (W46); leave 11-17 10:00 -> recovered
+                      (not overdue yet); re_engage 11-21 09:30:00.001 (W47)
 """
 
 from __future__ import annotations
@@ -83,13 +86,12 @@ def test_actions_match_the_hand_worked_answers(capsys: pytest.CaptureFixture[str
     actions = actions_of(data_run(capsys, DATA / "history.jsonl", "--json"))
     assert [(a["customer_id"], a["action"], a["at"]) for a in actions] == [
         ("a1", "fatigue.throttle", "2026-11-02T12:00:00.000Z"),
-        ("a1", "fatigue.recovered", "2026-11-09T12:00:00.000Z"),
         ("a1", "fatigue.re_engage", "2026-11-09T12:00:00.000Z"),
         ("c1", "fatigue.throttle", "2026-11-10T09:30:00.000Z"),
-        ("b1", "fatigue.re_engage", "2026-11-13T10:00:00.000Z"),
-        ("b2", "fatigue.re_engage", "2026-11-13T10:00:00.000Z"),
+        ("b1", "fatigue.re_engage", "2026-11-14T10:00:00.001Z"),
+        ("b2", "fatigue.re_engage", "2026-11-14T10:00:00.001Z"),
         ("c1", "fatigue.recovered", "2026-11-17T10:00:00.000Z"),
-        ("c1", "fatigue.re_engage", "2026-11-20T09:30:00.000Z"),
+        ("c1", "fatigue.re_engage", "2026-11-21T09:30:00.001Z"),
     ]
     first = actions[0]
     assert set(first) >= {"customer_id", "action", "at", "reasons", "status", "previous_status", "tier", "stage",
@@ -97,7 +99,9 @@ def test_actions_match_the_hand_worked_answers(capsys: pytest.CaptureFixture[str
     assert first["reasons"] == [{"rule": "frequency_cap", "window": "7d", "observed": 4, "threshold": 3}]
     assert (first["status"], first["previous_status"], first["tier"], first["stage"]) == (
         "throttled", "normal", "A", "prospect")
-    assert actions[4]["reasons"][0]["rule"] == "cadence_overdue" and actions[4]["stage"] == "customer"
+    assert [r["rule"] for r in actions[1]["reasons"]] == ["frequency_recovered", "cadence_overdue"]
+    assert (actions[1]["previous_status"], actions[1]["status"]) == ("throttled", "dormant")
+    assert actions[3]["reasons"][0]["rule"] == "cadence_overdue" and actions[3]["stage"] == "customer"
 
 
 def test_report_counts_customers_per_week_tier_and_stage(capsys: pytest.CaptureFixture[str]) -> None:
@@ -111,21 +115,22 @@ def test_report_counts_customers_per_week_tier_and_stage(capsys: pytest.CaptureF
     assert counts == {
         ("2026-W45", "A", "prospect"): ["1", "0", "0"],
         ("2026-W46", "-", "-"): ["1", "0", "0"],
-        ("2026-W46", "A", "prospect"): ["0", "1", "1"],
+        ("2026-W46", "A", "prospect"): ["0", "1", "0"],
         ("2026-W46", "B", "-"): ["0", "1", "0"],
         ("2026-W46", "B", "customer"): ["0", "1", "0"],
         ("2026-W47", "-", "-"): ["0", "1", "1"],
     }
-    assert total.cells() == ["2", "4", "2", "cadence_overdue 4, frequency_cap 2, frequency_recovered 2"]
+    assert total.cells() == ["2", "4", "1", "cadence_overdue 4, frequency_cap 2, frequency_recovered 2"]
 
     report = data_run(capsys, DATA / "history.jsonl")
     lines = report.splitlines()
-    assert "13 valid rows: 12 counted, 1 duplicate, 0 late" in report
+    # "counted" means counted toward the cap: 10 touches (not b1's transactional one, nor responses)
+    assert "13 valid rows: 12 recorded (10 touches counted toward the cap), 1 duplicate, 0 late" in report
     assert "4 (3 profile rows)" in report
-    assert "2 fatigue.throttle, 4 fatigue.re_engage, 2 fatigue.recovered" in report
-    assert any(line.split() == ["2026-W46", "A", "prospect", "0", "1", "1", "cadence_overdue", "1,",
+    assert "2 fatigue.throttle, 4 fatigue.re_engage, 1 fatigue.recovered" in report
+    assert any(line.split() == ["2026-W46", "A", "prospect", "0", "1", "0", "cadence_overdue", "1,",
                                 "frequency_recovered", "1"] for line in lines)
-    assert lines[-1].split()[:5] == ["all", "weeks", "2", "4", "2"]
+    assert lines[-1].split()[:5] == ["all", "weeks", "2", "4", "1"]
 
 
 def test_same_input_gives_byte_identical_output_whatever_the_row_order(
@@ -139,7 +144,7 @@ def test_same_input_gives_byte_identical_output_whatever_the_row_order(
         shuffled = tmp_path / f"shuffled-{seed}.jsonl"
         shuffled.write_text("\n".join(rows) + "\n")
         assert data_run(capsys, shuffled, "--json") == first
-    assert len(actions_of(first)) == 8
+    assert len(actions_of(first)) == 7
 
 
 def test_jsonl_and_csv_give_the_same_result(capsys: pytest.CaptureFixture[str]) -> None:
@@ -162,7 +167,8 @@ def test_csv_reading_empty_cells_are_absent_and_attributes_are_json() -> None:
 def test_a_candidate_policy_with_segments_changes_the_answers(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
-    """Tuning: tier B gets a 2-day cadence, prospects a cap of 5 -> b1, b2 re-engaged on 11-05, a1 never throttled."""
+    """Tuning: tier B gets a 2-day cadence, prospects a cap of 5 -> b1, b2 re-engaged on 11-06 (2 d + 1 d
+    tolerance), a1 never throttled (re-engaged 5 d + 1 d after its last touch)."""
     candidate = tmp_path / "candidate.yaml"
     candidate.write_text(POLICY.read_text() + """
 segments:
@@ -172,12 +178,12 @@ segments:
     out, _ = backtest(capsys, DATA / "history.jsonl", "--policy", candidate, "--profiles", DATA / "profiles.csv",
                       "--until", UNTIL, "--json")
     assert [(a["customer_id"], a["action"], a["at"]) for a in actions_of(out)] == [
-        ("b1", "fatigue.re_engage", "2026-11-05T10:00:00.000Z"),
-        ("b2", "fatigue.re_engage", "2026-11-05T10:00:00.000Z"),
-        ("a1", "fatigue.re_engage", "2026-11-07T12:00:00.000Z"),
+        ("b1", "fatigue.re_engage", "2026-11-06T10:00:00.001Z"),
+        ("b2", "fatigue.re_engage", "2026-11-06T10:00:00.001Z"),
+        ("a1", "fatigue.re_engage", "2026-11-08T12:00:00.001Z"),
         ("c1", "fatigue.throttle", "2026-11-10T09:30:00.000Z"),
         ("c1", "fatigue.recovered", "2026-11-17T10:00:00.000Z"),
-        ("c1", "fatigue.re_engage", "2026-11-20T09:30:00.000Z"),
+        ("c1", "fatigue.re_engage", "2026-11-21T09:30:00.001Z"),
     ]
 
 
@@ -238,7 +244,7 @@ def test_skip_invalid_counts_and_reports_skipped_rows(capsys: pytest.CaptureFixt
     path = tmp_path / "events.jsonl"
     path.write_text("\n".join(rows) + "\n")
     out, err = backtest(capsys, path, "--policy", POLICY, "--skip-invalid")
-    assert "4 valid rows: 4 counted" in out and "2 invalid rows skipped" in out
+    assert "4 valid rows: 4 recorded (4 touches counted toward the cap)" in out and "2 invalid rows skipped" in out
     assert f"skipped invalid row {path}:3: channel:" in err
     assert f"skipped invalid row {path}:5: not valid JSON" in err
     json_out, _ = backtest(capsys, path, "--policy", POLICY, "--skip-invalid", "--json")
@@ -273,12 +279,12 @@ def test_re_engage_fires_from_the_simulated_clock_without_any_event(
     capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     path = write_jsonl(tmp_path / "one.jsonl", [touch("t1", "x1", "2026-11-02T09:00:00Z")])
-    early, _ = backtest(capsys, path, "--policy", POLICY, "--until", "2026-11-12T08:59:59Z", "--json")
-    assert early == ""
+    early, _ = backtest(capsys, path, "--policy", POLICY, "--until", "2026-11-13T09:00:00Z", "--json")
+    assert early == ""  # cadence 10 d + tolerance 1 d: not yet at exactly 11 days
     out, _ = backtest(capsys, path, "--policy", POLICY, "--until", "2026-11-30T00:00:00Z", "--json")
     (action,) = actions_of(out)
-    assert (action["action"], action["at"]) == ("fatigue.re_engage", "2026-11-12T09:00:00.000Z")
-    assert action["reasons"] == [{"rule": "cadence_overdue", "window": "since_last_touch", "observed": 10.0,
+    assert (action["action"], action["at"]) == ("fatigue.re_engage", "2026-11-13T09:00:00.001Z")
+    assert action["reasons"] == [{"rule": "cadence_overdue", "window": "since_last_touch", "observed": 11.0,
                                   "threshold": 10.0}]
     default_until, _ = backtest(capsys, path, "--policy", POLICY, "--json")
     assert default_until == ""  # the clock stops at the last event unless --until says otherwise
@@ -287,8 +293,8 @@ def test_re_engage_fires_from_the_simulated_clock_without_any_event(
 def test_events_after_until_are_not_replayed(capsys: pytest.CaptureFixture[str]) -> None:
     cut, _ = backtest(capsys, DATA / "history.jsonl", "--policy", POLICY, "--until", "2026-11-05T00:00:00Z")
     # before 11-05: a1's 4 touches, b1's first, b2's touch and its duplicate
-    assert "13 valid rows: 6 counted, 1 duplicate, 0 late; 0 invalid rows skipped; 7 after --until" not in cut
-    assert "13 valid rows: 6 counted, 1 duplicate, 0 late; 0 invalid rows skipped; 6 after --until" in cut
+    assert "13 valid rows: 6 recorded (6 touches counted toward the cap), 1 duplicate, 0 late; " \
+           "0 invalid rows skipped; 6 after --until" in cut
     assert "1 fatigue.throttle, 0 fatigue.re_engage, 0 fatigue.recovered" in cut
 
 
@@ -309,8 +315,8 @@ def test_profile_changes_apply_at_their_time_and_do_not_contact_is_never_re_enga
                       "--json")
     # e1 (do not contact) never; d1 at the prospect cadence once its stage changed (not 10 days)
     assert [(a["customer_id"], a["at"], a["tier"], a["stage"]) for a in actions_of(out)] == [
-        ("d1", "2026-11-07T09:00:00.000Z", "A", "prospect"),
-        ("f1", "2026-11-12T09:00:00.000Z", "B", None),
+        ("d1", "2026-11-08T09:00:00.001Z", "A", "prospect"),
+        ("f1", "2026-11-13T09:00:00.001Z", "B", None),
     ]
     assert "no touch yet" in actions_of(out)[1]["suggestion"]
 
@@ -328,17 +334,21 @@ def test_profile_rows_decode_like_the_profiles_topic() -> None:
 
 def test_customer_timeline_lists_events_and_actions_in_time_order(capsys: pytest.CaptureFixture[str]) -> None:
     lines = data_run(capsys, DATA / "history.jsonl", "--customer", "a1").splitlines()
-    assert lines[0] == "Timeline of a1: 4 events, 3 actions"
+    assert lines[0] == "Timeline of a1: 4 events, 2 actions"
     steps = [line.split()[1] for line in lines[1:] if line[:1].isdigit()]
-    assert steps == ["profile", "event", "event", "event", "event", "ACTION", "ACTION", "ACTION"]
+    assert steps == ["profile", "event", "event", "event", "event", "ACTION", "ACTION"]
     text = "\n".join(lines)
-    assert "e-a1-4 [counted]: 4 touches toward the cap in 7d, status throttled" in text
-    assert "2026-11-09T12:00:00.000Z  ACTION   fatigue.recovered: throttled -> normal" in text
+    assert "e-a1-1 [recorded]: 1 touch counted toward the cap in 7d, status normal" in text
+    assert "e-a1-4 [recorded]: 4 touches counted toward the cap in 7d, status throttled" in text
+    assert "2026-11-09T12:00:00.000Z  ACTION   fatigue.re_engage: throttled -> dormant" in text
     assert "reasons: frequency_cap 7d observed 4 threshold 3" in text
+    assert "Recovered: 1 touch in 7d. Neglected: last touch 7 days ago" in text
+    b1 = data_run(capsys, DATA / "history.jsonl", "--customer", "b1")
+    assert "transactional e-b1-2 [recorded, not toward the cap]: 1 touch counted toward the cap" in b1
     b2 = data_run(capsys, DATA / "history.jsonl", "--customer", "b2")
     assert "e-b2-1 [duplicate]" in b2 and "already counted" in b2
     only_a1 = actions_of(data_run(capsys, DATA / "history.jsonl", "--customer", "a1", "--json"))
-    assert {a["customer_id"] for a in only_a1} == {"a1"} and len(only_a1) == 3
+    assert {a["customer_id"] for a in only_a1} == {"a1"} and len(only_a1) == 2
 
 
 def test_plot_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
@@ -365,8 +375,9 @@ def test_plot_without_matplotlib_says_to_install_the_extra(
 LIVE_POLICY = """\
 # Seconds instead of days, so re_engage and the end of a throttle fall due during the test.
 cadence:
-  default: 8s
-  by_stage: {prospect: 12s}
+  default: 12s
+  by_stage: {prospect: 16s}
+  tolerance: 1s
 cooldowns:
   min_throttle: 3s
 """
@@ -381,6 +392,9 @@ EXPECTED_LIVE = Counter({
     ("prospect-1", "fatigue.re_engage"): 1,
     ("txn-1", "fatigue.re_engage"): 1,
     ("dup-1", "fatigue.re_engage"): 1,
+    ("lift-1", "fatigue.throttle"): 1,  # cooling off ...
+    ("lift-1", "fatigue.re_engage"): 1,  # ... lifted by a late answer into neglect: one message
+    ("flood-1", "fatigue.throttle"): 2,  # the streak, then an update naming the cap
 })
 
 
@@ -410,6 +424,12 @@ def live_history(base: datetime) -> list[dict[str, Any]]:
     events.append(event("prospect-1-t0", "prospect-1", -5))
     events.append(event("txn-1-t0", "txn-1", -6, kind="transactional"))
     events += [event("dup-1-t0", "dup-1", -8), event("dup-1-t1", "dup-1", -6), event("dup-1-t0", "dup-1", -8)]
+    # 5 unanswered touches (cooling off); the answer comes after the cadence (12 s + 1 s) has passed:
+    # the throttle lifts into neglect, in one re_engage that says both
+    events += [event(f"lift-1-t{i}", "lift-1", -20 + i) for i in range(5)]
+    events.append(event("lift-1-r", "lift-1", -2, type="response", kind="reply", in_reply_to="lift-1-t4"))
+    # 5 unanswered touches (cooling off), then 8 more: over the cap, a throttle update
+    events += [event(f"flood-1-t{i}", "flood-1", -19 + i) for i in range(13)]
     return events
 
 

@@ -59,7 +59,9 @@ async def snapshot_of(redis: Redis, prefix: str, customer: str) -> dict:
 async def test_batch_commits_state_snapshot_and_offsets_together(redis_client: Redis, unique: str) -> None:
     processor, publisher, _, _ = make(redis_client, unique)
     await processor.process([event_record(o, o, days_ago=20 - o) for o in range(13)])
-    assert [a["type"] for a in publisher.published] == ["fatigue.throttle"]
+    # unanswered: the streak throttles at the 5th touch, the cap (13 in 30 days) is an update
+    assert [(a["type"], a.get("escalation")) for a in publisher.published] == [
+        ("fatigue.throttle", None), ("fatigue.throttle", ["frequency_cap"])]
     snap = await snapshot_of(redis_client, unique, "c1")
     assert snap["status"] == "throttled" and snap["windows"]["30d"]["touches"]["total"] == 13
     assert await redis_client.hget(RedisKeys(unique).offsets("g"), f"{EVENTS}/0") == "12"
@@ -90,7 +92,7 @@ async def test_profiles_reach_the_snapshot_and_set_the_cadence(redis_client: Red
     await processor.process([Record(PROFILES, 0, 0, encode(profile)), event_record(0, 1, days_ago=0)])
     snap = await snapshot_of(redis_client, unique, "c1")
     assert snap["profile"]["stage"] == "prospect"
-    clock.advance(5 * DAY_MS + 1)
+    clock.advance(6 * DAY_MS + 1)  # prospect cadence 5 d + tolerance 1 d, strictly after
     actions = await processor.fire_due([0])
     assert [a["type"] for a in actions] == ["fatigue.re_engage"]
     assert actions[0]["owner_rep_id"] == "r7"
@@ -121,3 +123,59 @@ async def test_a_concurrent_writer_forces_a_recompute_not_a_lost_update(redis_cl
         await txn.commit(Changes(states={}, offsets={"x/0": 1}))
     await first.process([event_record(0, 2, partition=1)])
     assert (await snapshot_of(redis_client, unique, "c1"))["events_counted"] == 2
+
+
+# ---- the lists reps work from, in the same transaction as the states ----
+
+
+def touch_record(offset: int, i: int, customer: str, seconds_ago: float, partition: int = 0,
+                 type_: str = "touch", kind: str | None = None) -> Record:
+    body = EventIn.model_validate({
+        "event_id": f"e{i}", "type": type_, "customer_id": customer, "channel": "phone",
+        "occurred_at": (NOW - timedelta(seconds=seconds_ago)).isoformat(), **({"kind": kind} if kind else {}),
+    })
+    return Record(EVENTS, partition, offset, encode(EventEnvelope(producer="p", received_at=NOW, event=body)))
+
+
+async def lists_of(redis: Redis, prefix: str) -> dict[str, dict[str, float]]:
+    keys = RedisKeys(prefix)
+    return {name: dict(await redis.zrange(keys.customer_list(name), 0, -1, withscores=True))
+            for name in ("throttled", "cooling_off", "to_activate")}
+
+
+async def test_the_lists_follow_the_lifecycle_in_the_same_commit(redis_client: Redis, unique: str) -> None:
+    processor, _, clock, _ = make(redis_client, unique)
+    keys = RedisKeys(unique)
+    profile = ProfileEnvelope(customer_id="s1", updated_at=NOW,
+                              profile=ProfileIn(stage="intent", owner_rep_id="alice", tier="A"))
+    records = [Record(PROFILES, 0, 0, encode(profile))]
+    records += [touch_record(o, o, "s1", 5 * 3600 - o * 3600) for o in range(5)]  # 5 unanswered: cooling off
+    await processor.process(records)
+    now_ms = int(NOW.timestamp() * 1000)
+    assert await lists_of(redis_client, unique) == {"throttled": {}, "cooling_off": {"s1": -now_ms},
+                                                   "to_activate": {}}
+    assert await redis_client.zscore(keys.customer_list_by("cooling_off", "rep", "alice"), "s1") == -now_ms
+    assert await redis_client.zscore(keys.customer_list_by("cooling_off", "tier", "A"), "s1") == -now_ms
+    clock.advance(15 * DAY_MS)  # the rest (14 days without touches) is over
+    (rested,) = await processor.fire_due([0])
+    assert rested["type"] == "fatigue.re_engage" and rested["lifecycle"] == "to_activate"
+    found = await lists_of(redis_client, unique)
+    assert found["cooling_off"] == {} and list(found["to_activate"]) == ["s1"]
+    assert await redis_client.zcard(keys.customer_list_by("cooling_off", "rep", "alice")) == 0
+    snap = await snapshot_of(redis_client, unique, "s1")
+    assert snap["lifecycle"]["list"] == "to_activate"
+    await processor.process([touch_record(5, 99, "s1", -15 * DAY_MS / 1000 + 1, type_="response", kind="reply")])
+    assert await lists_of(redis_client, unique) == {"throttled": {}, "cooling_off": {}, "to_activate": {}}
+    assert await redis_client.hlen(keys.customer_list_entries()) == 0
+
+
+async def test_a_conflicting_writer_leaves_the_lists_as_exact_as_the_states(redis_client: Redis, unique: str) -> None:
+    first, _, _, _ = make(redis_client, unique)
+    second, _, _, _ = make(redis_client, unique)
+    txn = await first._store.read(["c1"], [])
+    await second.process([touch_record(o, o, "c1", 3600 - o * 60) for o in range(5)])  # c1 cooling off
+    from scorer.store import Changes, CommitConflict
+
+    with pytest.raises(CommitConflict):
+        await txn.commit(Changes(states={}, lists={"c1": None}))
+    assert list((await lists_of(redis_client, unique))["cooling_off"]) == ["c1"]

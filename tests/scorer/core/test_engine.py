@@ -128,22 +128,31 @@ def test_reply_latency_uses_in_reply_to_else_latest_touch_on_channel() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stage", "idle_days", "fires"),
-    [("prospect", 4, False), ("prospect", 5, True), ("loyal", 89, False), ("loyal", 90, True), (None, 30, True)],
+    ("stage", "idle_ms", "fires", "rule"),
+    [
+        ("prospect", 5 * DAY_MS, False, None),
+        ("prospect", 6 * DAY_MS, False, None),  # cadence 5 d + tolerance 1 d: not yet, "longer than" is strict
+        ("prospect", 6 * DAY_MS + 1, True, "cadence_overdue"),
+        ("customer", 31 * DAY_MS + 1, True, "cadence_overdue"),
+        (None, 31 * DAY_MS + 1, True, "cadence_overdue"),
+        # loyal: cadence 90 d + 1 d, but 90 days without any response come first (cadence.silence)
+        ("loyal", 90 * DAY_MS - 1, False, None),
+        ("loyal", 90 * DAY_MS, True, "no_response"),
+    ],
 )
-def test_re_engage_follows_the_stage_cadence(stage: str | None, idle_days: int, fires: bool) -> None:
+def test_re_engage_follows_the_stage_cadence(stage: str | None, idle_ms: int, fires: bool, rule: str | None) -> None:
     state = CustomerState("c1")
     if stage:
         engine.apply_profile(state, {"stage": stage}, NOW, POLICY)
     feed(state, [touch(1, NOW)])
     due = engine.next_due_ms(state, POLICY)
     assert due is not None
-    actions = engine.on_due(state, NOW + idle_days * DAY_MS, POLICY)
+    actions = engine.on_due(state, NOW + idle_ms, POLICY)
     assert [a["type"] for a in actions] == (["fatigue.re_engage"] if fires else [])
     if fires:
-        assert actions[0]["reasons"][0]["rule"] == "cadence_overdue"
+        assert actions[0]["reasons"][0]["rule"] == rule
         assert state.status == DORMANT
-        assert engine.on_due(state, NOW + 2 * idle_days * DAY_MS, POLICY) == []  # once, not every tick
+        assert engine.on_due(state, NOW + 2 * idle_ms, POLICY) == []  # once, not every tick
 
 
 def test_do_not_contact_is_never_re_engaged() -> None:
@@ -157,9 +166,9 @@ def test_do_not_contact_is_never_re_engaged() -> None:
 def test_a_touch_wakes_a_dormant_customer_silently() -> None:
     state = CustomerState("c1")
     feed(state, [touch(1, NOW)])
-    engine.on_due(state, NOW + 31 * DAY_MS, POLICY)
+    engine.on_due(state, NOW + 32 * DAY_MS, POLICY)
     assert state.status == DORMANT
-    assert feed(state, [touch(2, NOW + 31 * DAY_MS)], now=NOW + 31 * DAY_MS) == []
+    assert feed(state, [touch(2, NOW + 32 * DAY_MS)], now=NOW + 32 * DAY_MS) == []
     assert state.status == NORMAL
 
 

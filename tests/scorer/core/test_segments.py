@@ -54,7 +54,8 @@ def test_the_most_specific_segment_sets_the_cap(profile: dict, touches: int, thr
 
 def test_segment_cadence_and_weekly_cap() -> None:
     loyal = touched({"tier": "A", "stage": "loyal"}, 1)
-    assert engine.re_engage_due_ms(loyal, POLICY) == NOW - 25 * DAY_MS + 120 * DAY_MS
+    tolerance = DAY_MS  # strictly after last touch + cadence + cadence.tolerance
+    assert engine.re_engage_due_ms(loyal, POLICY) == NOW - 25 * DAY_MS + 120 * DAY_MS + tolerance + 1
     prospect = touched({"stage": "prospect"}, 0)
     engine.apply_event(prospect, ContactEvent("x", "touch", "c1", "phone", NOW - 2 * DAY_MS, kind="value"), NOW, POLICY)
     result = decide(snapshot(prospect, NOW, POLICY), POLICY, "email", "value", NOW)

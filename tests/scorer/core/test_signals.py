@@ -104,13 +104,15 @@ def test_re_engage_is_not_repeated_within_its_cooldown() -> None:
     state = CustomerState("c1")
     engine.apply_profile(state, {"stage": "prospect"}, NOW, policy)
     feed(state, [touch(1, NOW), response(1, NOW + HOUR_MS, "reply")], policy)
-    (first,) = engine.on_due(state, NOW + 5 * DAY_MS, policy)
+    overdue = 6 * DAY_MS + 1  # cadence 5 d + tolerance 1 d, strictly after
+    (first,) = engine.on_due(state, NOW + overdue, policy)
     assert first["type"] == "fatigue.re_engage"
-    feed(state, [touch(2, NOW + 6 * DAY_MS)], policy, now=NOW + 6 * DAY_MS)  # touched: normal again
-    assert engine.on_due(state, NOW + 11 * DAY_MS, policy) == []  # overdue again, 6 days after the ping
+    touched = NOW + 6 * DAY_MS + HOUR_MS
+    feed(state, [touch(2, touched)], policy, now=touched)  # touched: normal again
+    assert engine.on_due(state, touched + overdue, policy) == []  # overdue again, 6 days after the ping
     assert state.status == "dormant"
     feed(state, [touch(3, NOW + 13 * DAY_MS)], policy, now=NOW + 13 * DAY_MS)
-    (again,) = engine.on_due(state, NOW + 18 * DAY_MS, policy)  # 13 days after the first ping
+    (again,) = engine.on_due(state, NOW + 13 * DAY_MS + overdue, policy)  # 13 days after the first ping
     assert again["type"] == "fatigue.re_engage"
 
 
@@ -185,8 +187,12 @@ def test_engagement_drop_of_15_percent(silent: int, fires: bool) -> None:
 def test_all_active_reasons_are_listed_and_status_changes_once() -> None:
     state = CustomerState("c1")
     actions = feed(state, [touch(i, NOW - (20 - i) * HOUR_MS) for i in range(13)], DEFAULT)
-    assert [a["type"] for a in actions] == ["fatigue.throttle"]  # at the 5th touch, not again at the 13th
+    # at the 5th touch; at the 13th an update naming the cap (more severe), not one per touch
+    assert [(a["type"], a["previous_status"]) for a in actions] == [("fatigue.throttle", "normal"),
+                                                                   ("fatigue.throttle", "throttled")]
     assert actions[0]["reasons"][0]["rule"] == "unanswered_streak"
+    assert actions[1]["escalation"] == ["frequency_cap"]
+    assert [r["rule"] for r in actions[1]["reasons"]] == ["frequency_cap", "unanswered_streak"]
     assert snapshot(state, NOW, DEFAULT)["signals"]["active"] == ["frequency_cap", "unanswered_streak"]
     assert state.status == THROTTLED
     feed(state, [response(1, NOW, "reply")], DEFAULT)

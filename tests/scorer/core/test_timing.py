@@ -44,5 +44,5 @@ def test_no_suggestion_without_enough_answers() -> None:
     state = CustomerState("c1")
     start = 1_790_000_000_000
     engine.apply_event(state, ContactEvent("t", "touch", "c1", "email", start, kind="value"), start, POLICY)
-    (action,) = engine.on_due(state, start + 31 * DAY_MS, POLICY)
+    (action,) = engine.on_due(state, start + 32 * DAY_MS, POLICY)
     assert "best_channel" not in action and "best_time" not in action

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
 import pytest
 
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
 from scorer.core.views import snapshot
+from services.contract import to_ms
 from services.durations import DAY_MS, HOUR_MS
 from services.policy.decision import ALLOW, DEFER, DENY, decide
-from services.policy.model import default_policy
+from services.policy.model import default_policy, parse_policy
 
 POLICY = default_policy()
 NOW = 1_790_000_000_000
@@ -52,11 +56,25 @@ def test_unsubscribe_closes_only_that_channel(channel: str, expected: str) -> No
     assert decide(snap, POLICY, channel, "value", NOW).decision == expected
 
 
-def test_throttled_defers_until_the_pause_ends() -> None:
+def test_cooling_off_defers_until_the_rest_ends() -> None:
+    """An unanswered streak ends on a response, or after its rest (14 days without touches) from
+    the throttle's start: that end is known."""
     snap = build([("touch", "email", 20 - i, "promo") for i in range(5)])  # unanswered streak of 5
     result = decide(snap, POLICY, "phone", "value", NOW)
     assert result.decision == DEFER and result.reasons[0]["rule"] == "throttled"
-    assert result.next_allowed_ms is None  # ends when the customer responds, not at a known time
+    assert result.reasons[0]["state"] == "cooling_off"
+    assert result.next_allowed_ms == NOW + 14 * DAY_MS
+
+
+def test_a_throttle_without_a_rest_has_no_known_end_and_says_why() -> None:
+    policy = parse_policy("signals:\n  unanswered_streak: {rest: null}\n", "no-rest")
+    state = CustomerState("c1")
+    for i in range(5):
+        engine.apply_event(state, ContactEvent(f"t{i}", "touch", "c1", "email", NOW - (20 - i) * DAY_MS,
+                                               kind="promo"), NOW, policy)
+    result = decide(snapshot(state, NOW, policy), policy, "phone", "value", NOW)
+    assert result.decision == DEFER and result.next_allowed_ms is None
+    assert "ends when the customer responds" in result.reasons[0]["detail"]
 
 
 def test_one_more_touch_over_the_monthly_cap_is_deferred_until_one_leaves() -> None:
@@ -101,3 +119,93 @@ def test_entering_the_annoying_band_allows_with_a_warning() -> None:
     assert result.decision == ALLOW
     assert [r["rule"] for r in result.reasons] == ["frequency_band_warning"]
     assert result.counts["counted_touches_30d"] == 8
+
+
+# ---- quiet hours in the customer's local time ----
+
+SHANGHAI_1300 = to_ms(datetime(2026, 11, 23, 13, 0, tzinfo=ZoneInfo("Asia/Shanghai")))
+
+
+def local_snapshot(timezone: str | None, now: int, events: list[tuple[str, str, int, str]] | None = None) -> dict:
+    state = CustomerState("c1")
+    engine.apply_profile(state, {"stage": "customer", **({"timezone": timezone} if timezone else {})}, now, POLICY)
+    for i, (type_, channel, at, kind) in enumerate(events or []):
+        engine.apply_event(state, ContactEvent(f"e{i}", type_, "c1", channel, at, kind=kind, producer="p"), now, POLICY)
+    return snapshot(state, now, POLICY)
+
+
+@pytest.mark.parametrize(("channel", "expected"), [("sms", DEFER), ("push", DEFER), ("phone", DEFER),
+                                                   ("email", ALLOW), ("wecom", ALLOW)])
+def test_no_push_sms_or_phone_over_lunch_in_the_customers_time(channel: str, expected: str) -> None:
+    snap = local_snapshot("Asia/Shanghai", SHANGHAI_1300)
+    result = decide(snap, POLICY, channel, "value", SHANGHAI_1300)
+    assert result.decision == expected
+    if expected == DEFER:
+        assert result.reasons == [{"rule": "quiet_hours", "channel": channel, "window": "12:00-13:30",
+                                   "timezone": "Asia/Shanghai",
+                                   "detail": f"no {channel} 12:00-13:30 in the customer's local time (Asia/Shanghai)"}]
+        assert result.next_allowed_ms == SHANGHAI_1300 + 30 * 60_000
+
+
+def test_customers_without_a_time_zone_are_not_held_by_quiet_hours() -> None:
+    assert decide(local_snapshot(None, SHANGHAI_1300), POLICY, "sms", "value", SHANGHAI_1300).decision == ALLOW
+
+
+def test_a_minimum_gap_ending_at_night_is_allowed_in_the_morning_across_dst() -> None:
+    """A phone touch at 21:30 New York the evening before the clocks go forward: its 1-day gap ends
+    at 21:30 the next evening, inside the night's quiet hours — so the next allowed moment is 08:00
+    the morning after, in summer time by then."""
+    ny = ZoneInfo("America/New_York")
+    touched = to_ms(datetime(2026, 3, 7, 21, 30, tzinfo=ny))
+    now = touched + HOUR_MS
+    snap = local_snapshot("America/New_York", now, [("touch", "phone", touched, "value")])
+    result = decide(snap, POLICY, "phone", "value", now)
+    assert result.decision == DEFER and {r["rule"] for r in result.reasons} == {"min_gap", "quiet_hours"}
+    assert result.next_allowed_ms == to_ms(datetime(2026, 3, 9, 8, 0, tzinfo=ny))  # summer time by then
+    assert decide(snap, POLICY, "phone", "value", result.next_allowed_ms).decision == ALLOW
+
+
+# ---- no two teams touching for the same thing ----
+
+
+def campaign_snapshot(now: int) -> dict:
+    state = CustomerState("c1")
+    at = now - 2 * DAY_MS
+    engine.apply_event(state, ContactEvent("t1", "touch", "c1", "email", at, kind="promo", rep_id="alice",
+                                           campaign_id="spring-sale", producer="p"), now, POLICY)
+    engine.apply_event(state, ContactEvent("r1", "response", "c1", "email", at + HOUR_MS, kind="open",
+                                           producer="p"), now, POLICY)
+    return snapshot(state, now, POLICY)
+
+
+def test_a_second_touch_of_the_same_campaign_is_denied_with_the_earlier_touch() -> None:
+    snap = campaign_snapshot(NOW)
+    result = decide(snap, POLICY, "phone", "promo", NOW, campaign_id="spring-sale")
+    assert result.decision == DENY
+    (reason,) = result.reasons
+    assert reason["rule"] == "same_campaign" and reason["window"] == "7d"
+    assert reason["earlier_touch"] == {"at": format_ms(NOW - 2 * DAY_MS), "rep_id": "alice", "channel": "email"}
+    assert "alice" in reason["detail"] and format_ms(NOW - 2 * DAY_MS) in reason["detail"]
+    assert result.next_allowed_ms == NOW - 2 * DAY_MS + 7 * DAY_MS
+    assert decide(snap, POLICY, "phone", "promo", NOW, campaign_id="winter").decision == ALLOW
+    assert decide(snap, POLICY, "phone", "promo", NOW).decision == ALLOW
+    assert decide(snap, POLICY, "phone", "promo", NOW + 5 * DAY_MS, campaign_id="spring-sale").decision == ALLOW
+
+
+def test_the_campaign_rule_can_be_switched_off() -> None:
+    policy = parse_policy("sending:\n  same_campaign_gap: null\n", "off")
+    snap = campaign_snapshot(NOW)
+    assert decide(snap, policy, "phone", "promo", NOW, campaign_id="spring-sale").decision == ALLOW
+
+
+def test_campaigns_kept_are_bounded_and_only_within_the_gap() -> None:
+    state = CustomerState("c1")
+    for i in range(80):
+        at = NOW - (79 - i) * HOUR_MS
+        engine.apply_event(state, ContactEvent(f"t{i}", "touch", "c1", "email", at, kind="promo", campaign_id=f"k{i}",
+                                               producer="p"), at, POLICY)
+    assert len(state.campaigns) == 50 and "k79" in state.campaigns and "k0" not in state.campaigns
+    later = NOW + 8 * DAY_MS
+    engine.apply_event(state, ContactEvent("x", "touch", "c1", "email", later, kind="promo", campaign_id="new",
+                                           producer="p"), later, POLICY)
+    assert list(state.campaigns) == ["new"]

@@ -51,3 +51,52 @@ def test_bad_durations(text: str) -> None:
 def test_invalid_policy_names_line_and_reason(document: str, expected: str) -> None:
     with pytest.raises(PolicyError, match=expected):
         parse_policy(document, "p.yaml")
+
+
+# ---- the lifecycle and sending knobs (issue 10) ----
+
+
+def test_lifecycle_and_sending_defaults() -> None:
+    policy = default_policy()
+    assert policy.cadence_tolerance_ms == DAY_MS and policy.escalation_factor == 2.0
+    assert policy.throttle_update_cooldown_ms == 7 * DAY_MS
+    assert {r: policy.signals.rest_ms(r) for r in ("unanswered_streak", "reply_latency_slowdown",
+                                                   "response_rate_drop", "engagement_drop")} == dict.fromkeys(
+        ("unanswered_streak", "reply_latency_slowdown", "response_rate_drop", "engagement_drop"), 14 * DAY_MS)
+    assert [(sorted(q.channels), q.start_minute, q.end_minute) for q in policy.sending.quiet_hours] == [
+        (["phone", "push", "sms"], 12 * 60, 13 * 60 + 30), (["phone", "push", "sms"], 21 * 60, 8 * 60)]
+    assert policy.sending.same_campaign_gap is not None and policy.sending.same_campaign_gap.ms == 7 * DAY_MS
+
+
+def test_knobs_that_switch_off_or_take_zero() -> None:
+    policy = parse_policy(
+        "cadence: {tolerance: '0'}\nsignals:\n  unanswered_streak: {rest: null}\n"
+        "sending:\n  quiet_hours: []\n  same_campaign_gap: null\n", "p")
+    assert policy.cadence_tolerance_ms == 0 and policy.signals.rest_ms("unanswered_streak") is None
+    assert policy.sending.quiet_hours == () and policy.sending.same_campaign_gap is None
+
+
+def test_unquoted_times_in_yaml_are_read_as_written() -> None:
+    """PyYAML reads an unquoted 21:00 as the base-60 number 1260; the schema reads it back as 21:00."""
+    policy = parse_policy("sending:\n  quiet_hours: [{channels: [sms], from: 21:00, to: 08:00}]\n", "p")
+    assert [(q.start_minute, q.end_minute) for q in policy.sending.quiet_hours] == [(21 * 60, 8 * 60)]
+
+
+@pytest.mark.parametrize(
+    ("document", "expected"),
+    [
+        ("sending:\n  quiet_hours: [{channels: [sms], from: '25:00', to: '08:00'}]\n",
+         r"p\.yaml:2: sending\.quiet_hours\.0\.from: '25:00' is not a time of day"),
+        ("sending:\n  quiet_hours: [{channels: [sms], from: '08:00', to: '08:00'}]\n", r"would be empty"),
+        ("sending:\n  quiet_hours: [{channels: [], from: '21:00', to: '08:00'}]\n", r"quiet_hours\.0\.channels"),
+        ("sending:\n  quiet_hours: [{channels: [fax], from: '21:00', to: '08:00'}]\n", r"quiet_hours\.0\.channels"),
+        ("sending:\n  same_campaign_gap: soon\n", r"same_campaign_gap: 'soon' is not a duration"),
+        ("signals:\n  unanswered_streak: {rest: 0d}\n", r"unanswered_streak\.rest: '0d' must be longer than zero"),
+        ("cadence:\n  tolerance: -1d\n", r"cadence\.tolerance: '-1d' is not a duration"),
+        ("frequency:\n  escalation_factor: 1.0\n", r"frequency\.escalation_factor"),
+        ("cooldowns:\n  throttle_update: never\n", r"cooldowns\.throttle_update: 'never' is not a duration"),
+    ],
+)
+def test_invalid_lifecycle_and_sending_knobs_name_line_and_reason(document: str, expected: str) -> None:
+    with pytest.raises(PolicyError, match=expected):
+        parse_policy(document, "p.yaml")

@@ -35,9 +35,10 @@ def test_policy_values_fill_in_defaults() -> None:
     values = policy_values(STRICT)
     assert values["frequency"] == {
         "window": "30d", "warn_above": 4, "throttle_above": 5, "recover_at_or_below": 2,
-        "uncounted_kinds": ["transactional"],
+        "uncounted_kinds": ["transactional"], "escalation_factor": 2.0,
     }
     assert values["cadence"]["by_stage"]["loyal"] == "90d"
+    assert values["sending"]["quiet_hours"][0] == {"channels": ["push", "sms", "phone"], "from": "12:00", "to": "13:30"}
     assert policy_values(DEFAULT_POLICY_FILE.read_text()) == policy_values("{}")
     assert "for" in values["sending"]["quiet_periods"][0]  # the names the YAML uses, not Python's
 

@@ -1,0 +1,116 @@
+"""`fatigue customers list LIST`: the lists reps work from, read from Redis like the API reads them;
+`fatigue customers reindex`: put customers whose states predate the lists on them.
+
+Uses REDIS_URL and FATIGUE_REDIS_PREFIX (services/settings.py `CommonSettings`), the shared reader
+(services/customer_lists.py) and the policy in force for the API (the stored one, else the packaged
+default) for `next allowed`. Same items, order and cursor as `GET /v1/customers?list=…`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import IO, Any
+
+from redis.exceptions import RedisError
+
+from services.customer_lists import InvalidCursor, ListReader, list_item
+from services.errors import FatigueError, PolicyError, StoreUnavailable
+from services.policy.model import Policy, default_policy
+from services.policy.store import PolicySource
+from services.redisio import make_redis
+from services.settings import CommonSettings
+
+
+class BadCursor(FatigueError):
+    """`--cursor` is not one this list gave out."""
+
+    operator_action = "Start again without --cursor, or pass the `next cursor` printed by the page before."
+
+
+@dataclass(frozen=True)
+class ListOptions:
+    name: str
+    owner_rep_id: str | None = None
+    tier: str | None = None
+    stage: str | None = None
+    limit: int = 50
+    cursor: str | None = None
+    all_pages: bool = False
+    json: bool = False
+
+
+async def list_customers(settings: CommonSettings, options: ListOptions, out: IO[str]) -> None:
+    redis = make_redis(settings)
+    try:
+        reader = ListReader(redis, settings.keys)
+        policy = await _policy(PolicySource(redis, settings.keys))
+        cursor, shown = options.cursor, 0
+        while True:
+            page = await reader.page(options.name, owner_rep_id=options.owner_rep_id, tier=options.tier,
+                                     stage=options.stage, limit=options.limit, cursor=cursor)
+            now_ms = int(datetime.now(UTC).timestamp() * 1000)
+            items = [list_item(c, snap, policy, now_ms) for c, _, snap in page.items]
+            out.writelines(_json_line(i) if options.json else _line(i) for i in items)
+            shown += len(items)
+            cursor = page.next_cursor
+            if cursor is None or not options.all_pages:
+                break
+        if not options.json:
+            noun = "customer" if shown == 1 else "customers"
+            out.write(f"{shown} {noun} on {options.name}" + (f"; next cursor: {cursor}\n" if cursor else "\n"))
+    except InvalidCursor as exc:
+        raise BadCursor(f"--cursor: {exc}") from exc
+    except RedisError as exc:
+        raise StoreUnavailable(f"Redis at {settings.redis_url.split('@')[-1]} did not answer: {exc}") from exc
+    finally:
+        await redis.aclose()
+
+
+async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> int:
+    """Every stored customer state's list entry, written as a scorer writes it (one transaction
+    per batch, recomputed when a running scorer changes one of them meanwhile)."""
+    from scorer.store import StateStore
+
+    redis = make_redis(settings)
+    try:
+        store = StateStore(redis, settings.keys, "reindex")
+        cursor, seen, moved = 0, 0, 0
+        while True:
+            cursor, ids = await store.customer_ids(cursor, batch)
+            if ids:
+                moved += await store.reindex_lists(ids)
+                seen += len(ids)
+            if cursor == 0:
+                break
+        out.write(f"{seen} customer states read; {moved} list entries written or moved\n")
+        return moved
+    finally:
+        await redis.aclose()
+
+
+async def _policy(source: PolicySource) -> Policy:
+    try:
+        return (await source.current(default_policy()))[1]
+    except PolicyError:
+        return default_policy()
+
+
+def _when(ms: int | None) -> str:
+    return "-" if ms is None else datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="minutes")[:16] + "Z"
+
+
+def _line(item: dict[str, Any]) -> str:
+    step = item["next_step"]
+    best = step.get("best_time") or {}
+    how = " ".join(x for x in (step.get("channel"), best.get("local"), best.get("timezone")) if x) or "-"
+    rules = ",".join(r["rule"] for r in item["reasons"]) or "-"
+    since = (item.get("overdue_since") or item.get("since") or "-")[:16]
+    return (f"{item['customer_id']:<24} rep {item.get('owner_rep_id') or '-':<10} "
+            f"{item.get('tier') or '-'}/{item.get('stage') or '-':<12} since {since:<16}  "
+            f"next {_when(item['next_allowed_ms']):<17}  via {how:<28}  {rules}\n")
+
+
+def _json_line(item: dict[str, Any]) -> str:
+    return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
