@@ -3,8 +3,8 @@
 Parsing proves a policy well-formed, not runnable: a window or cool-off long enough to push a
 moment past what the core can represent only fails once an event meets it. `dry_run` replays a
 small canned history through exactly the functions the live scorer calls per record and per timer
-(`engine.apply_event` / `apply_profile` / `on_due` / `next_due_ms`, `views.snapshot`, the state's
-JSON round trip) and the pre-send decision the API answers with, for one customer in every
+(`engine.apply_event` / `apply_profile` / `on_due` / `next_due_ms`, `views.snapshot`, the lists'
+entry, the state's JSON round trip) and the pre-send decision the API answers with, for one customer in every
 segment, then follows each customer's timers well past the longest duration. Any exception is a
 PolicyError naming what failed. Pure: the time comes in as `now_ms`; well under a second on one core.
 
@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from scorer.core import engine
+from scorer.core import engine, lifecycle
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from services.contract import Channel, ResponseKind, Stage, Tier, TouchKind
@@ -140,6 +140,7 @@ def _fire_timers(state: CustomerState, policy: Policy, *, until_ms: int, steps: 
 def _round_trip(state: CustomerState, now_ms: int, policy: Policy) -> CustomerState:
     """What the scorer stores and the API serves, as it would: JSON both ways, and a decision."""
     snap = json.loads(json.dumps(snapshot(state, now_ms, policy)))
+    lifecycle.list_entry(state)
     for channel in ("email", "sms", "phone"):
         decide(snap, policy, channel, "promo", now_ms)
     return CustomerState.from_json(json.loads(json.dumps(state.to_json())))
