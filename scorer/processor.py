@@ -254,9 +254,9 @@ class Processor:
             changes.states[item.decoded.customer_id] = state
             partition_of[item.decoded.customer_id] = record.partition
         for customer_id, state in changes.states.items():
-            changes.snapshots[customer_id] = snapshot(state, now_ms, policy)
-            changes.lists[customer_id] = list_entry_of(state)
             due = engine.next_due_ms(state, policy)
+            changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=due)
+            changes.lists[customer_id] = list_entry_of(state)
             changes.due.setdefault(partition_of[customer_id], {})[customer_id] = due
         return changes, actions, letters
 
@@ -329,9 +329,9 @@ class Processor:
                 continue
             actions += engine.on_due(state, now_ms, policy)
             changes.states[customer_id] = state
-            changes.snapshots[customer_id] = snapshot(state, now_ms, policy)
-            changes.lists[customer_id] = list_entry_of(state)
             entries[customer_id] = engine.next_due_ms(state, policy)
+            changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=entries[customer_id])
+            changes.lists[customer_id] = list_entry_of(state)
         changes.due[partition] = entries
         return changes, actions
 

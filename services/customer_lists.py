@@ -24,10 +24,9 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 
 from services.names import CUSTOMER_LISTS, LIST_COOLING_OFF, LIST_THROTTLED, RedisKeys
 from services.policy.decision import ALLOW, decide
@@ -87,7 +86,16 @@ class ListEntry:
             (rep, self.rep), (tier, self.tier), (stage, self.stage)))
 
 
-def queue_index_change(pipe: Pipeline, keys: RedisKeys, customer_id: str, old: ListEntry | None,
+class IndexWriter(Protocol):
+    """Where index changes are queued: a MULTI pipeline, or the scorer's batch of writes."""
+
+    def zadd(self, key: str, mapping: dict[str, int], /) -> Any: ...
+    def zrem(self, key: str, /, *members: str) -> Any: ...
+    def hset(self, key: str, field: str, value: str, /) -> Any: ...
+    def hdel(self, key: str, /, *fields: str) -> Any: ...
+
+
+def queue_index_change(pipe: IndexWriter, keys: RedisKeys, customer_id: str, old: ListEntry | None,
                        new: ListEntry | None) -> None:
     """Queue on a MULTI pipeline what moves a customer from `old` to `new` (None: on no list)."""
     if old == new:

@@ -13,6 +13,7 @@ situation is one message, never one per event.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import json
 import math
 import statistics
@@ -24,7 +25,6 @@ from scorer.core.lifecycle import COOLING_OFF, NORMAL, THROTTLED, TO_ACTIVATE, F
 from scorer.core.recording import NEGATIVE_KINDS, record
 from scorer.core.state import STATUS_OF_PHASE, TIME_BOUND_RULES, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
-from scorer.core.windows import in_window, leaves_window_at
 from services.actions import Action, Reason
 from services.durations import DAY_MS
 from services.names import ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
@@ -390,15 +390,10 @@ def throttle_until_ms(state: CustomerState, now_ms: int, policy: Policy, reasons
 
 def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Policy, limit: int = 10_000) -> list[int]:
     """When each counted touch now inside the window leaves it (sorted; at most `limit`)."""
-    leaving: list[tuple[int, int]] = []
-    for key, series in state.counts.series.items():
-        if key.type != "touch" or key.kind in policy.uncounted_kinds:
-            continue
-        for start, size, count in series.buckets():
-            if in_window(start, size, window_ms, now_ms):
-                leaving.append((leaves_window_at(start, size, window_ms), count))
+    leaving = [series.leaving(window_ms, now_ms) for key, series in state.counts.series.items()
+               if key.type == "touch" and key.kind not in policy.uncounted_kinds]
     times: list[int] = []
-    for leaves_at, count in sorted(leaving):
+    for leaves_at, count in heapq.merge(*leaving):
         times.extend([leaves_at] * min(count, limit - len(times)))
         if len(times) >= limit:
             break

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import time
+
+YEAR_10000_MS = 253_402_300_800_000
+"""RFC 3339 has four-digit years: moments from 1970 up to (not including) the year 10000 are written."""
 
 
 def format_ms(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """`2026-11-23T09:30:00.000Z`: RFC 3339, UTC, milliseconds (snapshots hold a dozen of these).
+    ValueError for a moment outside 1970..9999 (RFC 3339 cannot write it)."""
+    if not 0 <= ms < YEAR_10000_MS:
+        raise ValueError(f"{ms} ms since the epoch is out of range for RFC 3339 (1970 to 9999)")
+    seconds, millis = divmod(int(ms), 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{millis:03d}Z"
 
 
 def format_optional(ms: int | None) -> str | None:

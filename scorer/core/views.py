@@ -92,20 +92,43 @@ def _campaigns(state: CustomerState) -> dict[str, dict[str, Any]]:
             for c, (ts, rep, channel) in sorted(state.campaigns.items())}
 
 
-def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
+def _window_table(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
+    """Touches and responses per window: in total, by channel and by kind (zeros left out), from one
+    pass over each series' buckets."""
+    ordered = sorted(policy.windows, key=lambda w: w.ms)
+    table = state.counts.table(tuple(w.ms for w in ordered), now_ms)
+    windows: dict[str, Any] = {}
+    for i, window in enumerate(ordered):
+        groups: dict[str, dict[str, Any]] = {
+            "touch": {"total": 0, "by_channel": {}, "by_kind": {}},
+            "response": {"total": 0, "by_channel": {}, "by_kind": {}},
+        }
+        for key, per_window in table.items():
+            n = per_window[i]
+            if n and key.type in groups:
+                group = groups[key.type]
+                group["total"] += n
+                group["by_channel"][key.channel] = group["by_channel"].get(key.channel, 0) + n
+                group["by_kind"][key.kind] = group["by_kind"].get(key.kind, 0) + n
+        windows[window.label] = {
+            plural: {"total": groups[type_]["total"],
+                     "by_channel": dict(sorted(groups[type_]["by_channel"].items())),
+                     "by_kind": dict(sorted(groups[type_]["by_kind"].items()))}
+            for plural, type_ in (("touches", "touch"), ("responses", "response"))
+        }
+    return {window.label: windows[window.label] for window in policy.windows}
+
+
+_UNKNOWN = -1
+
+
+def snapshot(state: CustomerState, now_ms: int, policy: Policy, *, next_due: int | None = _UNKNOWN) -> dict[str, Any]:
+    """The public view of a customer at `now_ms` (docs/api.md). `next_due`: the customer's next due
+    time when the caller has it (`engine.next_due_ms`), so it is not computed twice."""
     policy = policy.for_profile(state.profile)
     now_ms = max(now_ms, state.clock_ms)
     last_ms, median_ms = reply_latency(state)
-    windows = {}
-    for window in policy.windows:
-        windows[window.label] = {
-            plural: {
-                "total": state.counts.count(window.ms, now_ms, type_=type_),
-                "by_channel": state.counts.breakdown(window.ms, now_ms, type_=type_, by="channel"),
-                "by_kind": state.counts.breakdown(window.ms, now_ms, type_=type_, by="kind"),
-            }
-            for plural, type_ in (("touches", "touch"), ("responses", "response"))
-        }
+    windows = _window_table(state, now_ms, policy)
     return {
         "customer_id": state.customer_id,
         "status": state.status,
@@ -138,7 +161,7 @@ def snapshot(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any
         "first_seen_at": format_optional(state.first_seen_ms),
         "last_touch_at": format_optional(state.last_touch_ms),
         "last_response_at": format_optional(state.last_response_ms),
-        "next_check_at": format_optional(next_due_ms(state, policy)),
+        "next_check_at": format_optional(next_due_ms(state, policy) if next_due == _UNKNOWN else next_due),
         "last_action": state.last_action,
         "events_counted": state.events_counted,
         "lifecycle": _lifecycle(state, now_ms, policy),

@@ -13,6 +13,7 @@ one bucket longer, never shorter).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
@@ -44,27 +45,54 @@ def leaves_window_at(bucket_start_ms: int, bucket_size_ms: int, window_ms: int) 
     return bucket_start_ms + bucket_size_ms + window_ms
 
 
+@dataclass(slots=True)
+class _ByEnd:
+    """A series' buckets ordered by their end, with running totals: windows by bisection."""
+
+    items: list[tuple[int, int, int]]
+    """(start_ms, size_ms, count), ascending by end (start + size)."""
+    ends: list[int]
+    before: list[int]
+    """before[i]: the count of items[:i]."""
+
+
 @dataclass
 class Series:
     """Counts of one series in fine (minute) and coarse (hour) buckets, keyed by bucket start ms."""
 
     fine: dict[int, int] = field(default_factory=dict)
     coarse: dict[int, int] = field(default_factory=dict)
+    _by_end: _ByEnd | None = field(default=None, repr=False, compare=False)
+    """Derived from the buckets on first use after a change (add and advance drop it)."""
 
     def add(self, ts_ms: int, now_ms: int, count: int = 1) -> None:
         start, size = bucket_of(ts_ms, now_ms)
         target = self.fine if size == FINE_MS else self.coarse
         target[start] = target.get(start, 0) + count
+        self._by_end = None
 
     def advance(self, now_ms: int, retention_ms: int) -> None:
         """Fold minute buckets that left the fine horizon; drop buckets past the retention."""
         horizon = now_ms - FINE_HORIZON_MS
-        for start in [s for s in self.fine if s + FINE_MS <= horizon]:
+        folded = [s for s in self.fine if s + FINE_MS <= horizon]
+        for start in folded:
             hour = start - start % COARSE_MS
             self.coarse[hour] = self.coarse.get(hour, 0) + self.fine.pop(start)
         oldest = now_ms - retention_ms
-        for start in [s for s in self.coarse if s + COARSE_MS <= oldest]:
+        dropped = [s for s in self.coarse if s + COARSE_MS <= oldest]
+        for start in dropped:
             del self.coarse[start]
+        if folded or dropped:
+            self._by_end = None
+
+    def by_end(self) -> _ByEnd:
+        if self._by_end is None:
+            items = sorted(self.buckets(), key=lambda b: b[0] + b[1])
+            before = [0]
+            for _, _, c in items:
+                before.append(before[-1] + c)
+            self._by_end = _ByEnd(items, [start + size for start, size, _ in items], before)
+        return self._by_end
 
     def buckets(self) -> Iterator[tuple[int, int, int]]:
         """(start_ms, size_ms, count) of every non-empty bucket."""
@@ -74,17 +102,36 @@ class Series:
             yield start, COARSE_MS, count
 
     def count(self, window_ms: int, now_ms: int) -> int:
-        return sum(c for s, size, c in self.buckets() if in_window(s, size, window_ms, now_ms))
+        """Events in buckets that end after `now_ms - window_ms` (see `in_window`)."""
+        index = self.by_end()
+        return index.before[-1] - index.before[bisect_right(index.ends, now_ms - window_ms)]
+
+    def counts(self, windows_ms: tuple[int, ...], now_ms: int) -> list[int]:
+        """`count` for every window of `windows_ms`."""
+        index = self.by_end()
+        total = index.before[-1]
+        return [total - index.before[bisect_right(index.ends, now_ms - w)] for w in windows_ms]
 
     def next_expiry_ms(self, windows_ms: Iterable[int], now_ms: int) -> int | None:
-        """The earliest moment after `now_ms` at which this series leaves one of the windows."""
+        """The earliest moment after `now_ms` at which this series leaves one of the windows.
+
+        When a bucket leaves a window grows with the bucket's end (`leaves_window_at` rounds a minute
+        to its hour, which keeps that order), so the first bucket in end order still to leave is found
+        by bisection."""
+        items = self.by_end().items
         soonest: int | None = None
         for window_ms in windows_ms:
-            for start, size, _ in self.buckets():
-                leaves_at = leaves_window_at(start, size, window_ms)
-                if leaves_at > now_ms and (soonest is None or leaves_at < soonest):
-                    soonest = leaves_at
+            i = bisect_right(items, now_ms, key=lambda b, w=window_ms: leaves_window_at(b[0], b[1], w))  # type: ignore[misc]
+            if i < len(items):
+                leaves_at = leaves_window_at(items[i][0], items[i][1], window_ms)
+                soonest = leaves_at if soonest is None else min(soonest, leaves_at)
         return soonest
+
+    def leaving(self, window_ms: int, now_ms: int) -> list[tuple[int, int]]:
+        """(when it leaves the window, count) of every bucket now inside it, soonest first."""
+        index = self.by_end()
+        first = bisect_right(index.ends, now_ms - window_ms)
+        return [(leaves_window_at(start, size, window_ms), c) for start, size, c in index.items[first:]]
 
     def is_empty(self) -> bool:
         return not self.fine and not self.coarse
@@ -95,7 +142,7 @@ class Series:
 
     @classmethod
     def from_json(cls, rows: list[list[int]]) -> Series:
-        series = cls()
+        series = cls()  # nothing derived yet: by_end is built on first use
         for start_min, size_min, count in rows:
             target = series.fine if size_min * MINUTE_MS == FINE_MS else series.coarse
             target[start_min * MINUTE_MS] = count
@@ -162,6 +209,11 @@ class WindowCounts:
                     group = getattr(key, by)
                     totals[group] = totals.get(group, 0) + n
         return dict(sorted(totals.items()))
+
+    def table(self, windows_ms: tuple[int, ...], now_ms: int) -> dict[SeriesKey, list[int]]:
+        """Every series' counts in every window (ascending `windows_ms`), one pass per series: what a
+        snapshot needs, instead of a pass per window, type, channel and kind."""
+        return {key: series.counts(windows_ms, now_ms) for key, series in self.series.items()}
 
     def next_expiry_ms(self, windows_ms: Iterable[int], now_ms: int) -> int | None:
         windows = list(windows_ms)

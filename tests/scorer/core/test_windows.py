@@ -5,7 +5,15 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scorer.core.windows import FINE_HORIZON_MS, Series, SeriesKey, WindowCounts, bucket_of, in_window
+from scorer.core.windows import (
+    FINE_HORIZON_MS,
+    Series,
+    SeriesKey,
+    WindowCounts,
+    bucket_of,
+    in_window,
+    leaves_window_at,
+)
 from services.durations import DAY_MS, HOUR_MS, MINUTE_MS
 
 T0 = 1_790_000_000_000
@@ -110,3 +118,54 @@ def test_leave_times_are_exact_including_the_fold_into_hours(offsets_ms: list[in
         before.advance(leaves - 1, RETENTION_MS)
         at.advance(leaves, RETENTION_MS)
         assert before.count(window, leaves - 1) - at.count(window, leaves) >= count
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrivals=st.lists(st.tuples(offsets, st.integers(min_value=0, max_value=3 * DAY_MS)), max_size=60),
+    query_after=st.integers(min_value=0, max_value=120 * DAY_MS),
+    windows=st.lists(st.integers(min_value=MINUTE_MS, max_value=400 * DAY_MS), min_size=1, max_size=6, unique=True),
+)
+def test_all_windows_in_one_pass_equal_one_window_at_a_time(
+    arrivals: list[tuple[int, int]], query_after: int, windows: list[int]
+) -> None:
+    """`Series.counts` (one pass for every window, what snapshots use) equals `count` per window and
+    the brute-force recount."""
+    series, now, kept = Series(), T0, []
+    for offset, gap in arrivals:
+        now += gap
+        series.add(now + offset, now)
+        series.advance(now, 400 * DAY_MS)
+        kept.append(now + offset)
+    now += query_after
+    ordered = tuple(sorted(windows))
+    assert series.counts(ordered, now) == [series.count(w, now) for w in ordered]
+
+
+def brute_next_expiry(series: Series, windows: list[int], now: int) -> int | None:
+    times = [leaves_window_at(start, size, w) for w in windows for start, size, _ in series.buckets()
+             if leaves_window_at(start, size, w) > now]
+    return min(times) if times else None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    arrivals=st.lists(st.tuples(offsets, st.integers(min_value=0, max_value=3 * DAY_MS)), max_size=60),
+    query_after=st.integers(min_value=0, max_value=120 * DAY_MS),
+    windows=st.lists(st.integers(min_value=MINUTE_MS, max_value=400 * DAY_MS), min_size=1, max_size=6, unique=True),
+)
+def test_expiry_and_leave_times_found_by_bisection_equal_a_scan_of_every_bucket(
+    arrivals: list[tuple[int, int]], query_after: int, windows: list[int]
+) -> None:
+    series, now = Series(), T0
+    for offset, gap in arrivals:
+        now += gap
+        series.add(now + offset, now)
+        series.advance(now, 400 * DAY_MS)
+    now += query_after
+    assert series.next_expiry_ms(windows, now) == brute_next_expiry(series, windows, now)
+    for w in windows:
+        expected = sorted((leaves_window_at(s, size, w), c) for s, size, c in series.buckets()
+                          if in_window(s, size, w, now))
+        assert sorted(series.leaving(w, now)) == expected
+        assert [t for t, _ in series.leaving(w, now)] == sorted(t for t, _ in expected)  # soonest first
