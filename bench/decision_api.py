@@ -6,6 +6,8 @@ requests cycle through the customers and four channels, `kind=promo`. Contenders
 
 - the load generator's own ceiling: the same generator (bench/loadgen.py, closed loop, 32
   connections) against a stub server answering at once;
+- the framework's floor: a minimal FastAPI app with the decision's path and parameters and no I/O,
+  served like ours (bench/api_floor.py): what FastAPI + uvicorn cost here before any of our work;
 - the decision API at its maximum (closed loop, 32 connections);
 - the decision API open loop at each of `decision_rates` requests/s (p50 / p99 from when each
   request was due).
@@ -21,10 +23,11 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import profiling
-from bench.apis import API_KEY, ApiProcess, loadgen, measure, refused, start_stub
+from bench.apis import API_KEY, ApiProcess, loadgen, measure, refused, start_stub, wait_http
 from bench.dataset import delete_prefix
 from bench.decision import snapshots
 from bench.harness import RESULTS_DIR, Contender, Context, Figure, Sample, interleave, relate, single
+from bench.procs import Child, spawn
 from services.names import RedisKeys
 
 SECTION = "4 decision"
@@ -53,6 +56,7 @@ async def run(ctx: Context) -> list[Figure]:
     redis_prefix = f"bench:{ctx.run_id}:decision:"
     api = await ApiProcess.start(ctx, "api-decision", f"bench{ctx.run_id}d.", redis_prefix)
     stub, stub_port = await start_stub(ctx)
+    floor, floor_port = await start_floor(ctx)
     spec = {"kind": "decision", "key": API_KEY, "customers": customers}
     try:
         await populate(api, redis_prefix, customers)
@@ -65,6 +69,14 @@ async def run(ctx: Context) -> list[Figure]:
             return Sample(result["rate"], {"p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
                                            "generator_cpu_us_per_request": result["generator_cpu_s"]
                                            / max(1, result["count"]) * 1e6})
+
+        async def framework() -> Sample:
+            cpu0 = floor.cpu_s()
+            result = await loadgen(floor_port, spec, duration_s=seconds, concurrency=CONCURRENCY, workdir=ctx.workdir)
+            _check(result)
+            cpu_us = (floor.cpu_s() - cpu0) / max(1, result["count"]) * 1e6
+            return Sample(result["rate"], {"p50_ms": result["p50_ms"], "p99_ms": result["p99_ms"],
+                                           "cpu_us_per_request": cpu_us})
 
         async def maximum() -> Sample:
             result = await measure(api, spec, ctx=ctx, duration_s=seconds, concurrency=CONCURRENCY)
@@ -84,6 +96,8 @@ async def run(ctx: Context) -> list[Figure]:
         contenders = [
             Contender(SECTION, "load generator ceiling (stub server, closed loop)", "requests/s", ceiling,
                       short="generator ceiling"),
+            Contender(SECTION, "FastAPI floor: one route, no I/O (closed loop)", "requests/s", framework,
+                      short="FastAPI floor"),
             Contender(SECTION, "decision API, max rate (closed loop)", "requests/s", maximum,
                       target=">= 4,000 on one process"),
             *[Contender(SECTION, f"decision API at {rate:,}/s open loop: p99", "ms", at(rate),
@@ -91,13 +105,28 @@ async def run(ctx: Context) -> list[Figure]:
         ]
         figures = await interleave(contenders, ctx.rounds, say=ctx.say)
         relate(figures[1], figures[0])
+        relate(figures[2], figures[1])
         if ctx.profile:
             await profile(ctx, api, spec, seconds)
-        return figures + _redis_figure(figures[1])
+        return figures + _redis_figure(figures[2])
     finally:
         stub.kill9()
+        floor.kill9()
         await delete_prefix(api.redis, redis_prefix)
         await api.stop()
+
+
+async def start_floor(ctx: Context) -> tuple[Child, int]:
+    import os
+    import sys
+
+    from fatigue.embedded import free_port
+
+    port = free_port()
+    child = spawn("api-floor", [sys.executable, "-m", "bench.api_floor", "--port", str(port)], dict(os.environ),
+                  ctx.workdir / "floor")
+    await wait_http(f"http://127.0.0.1:{port}/v1/customers/c1/decision?channel=email", child)
+    return child, port
 
 
 def _check(result: dict[str, Any]) -> None:

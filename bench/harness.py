@@ -206,6 +206,8 @@ def format_table(figures: Sequence[Figure]) -> str:
         runs = " ".join(_num(r) for r in f.runs) if len(f.runs) > 1 else ""
         load = " ".join(f"{x:.1f}" for x in f.load)
         ratio = f"{f.ratio:.2f}x {f.ratio_to}" if f.ratio is not None and f.ratio == f.ratio and f.ratio_to else ""
+        if f.ratio is not None and 0 < f.ratio < 0.1:
+            ratio = f"{f.ratio:.3f}x {f.ratio_to}"
         also = "  ".join(f"{SHORT.get(k, k)} {_num(v)}" for k, v in f.also.items())
         tail = "  ".join(x for x in (also, f"target {f.target}" if f.target else "", f.note or "") if x)
         rows.append((f.section, f.name, _num(f.value), f.unit, runs, load, ratio, tail))

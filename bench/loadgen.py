@@ -135,9 +135,13 @@ class Tally:
         self.latencies: list[float] = []
         self.statuses: dict[int, int] = {}
         self.errors = 0
+        self.answered = 0
+        self.last_answer = 0.0
         self.sample_bodies: dict[int, str] = {}
 
     def record(self, status: int, body: bytes, latency_s: float) -> None:
+        self.answered += 1
+        self.last_answer = time.monotonic()
         self.latencies.append(latency_s)
         self.statuses[status] = self.statuses.get(status, 0) + 1
         if status not in self.sample_bodies:
@@ -149,8 +153,8 @@ class Tally:
         def q(p: float) -> float:
             return lat[max(0, math.ceil(p * len(lat)) - 1)] * 1000 if lat else float("nan")
 
-        return {"count": len(lat), "errors": self.errors, "unanswered": unanswered, "elapsed_s": elapsed_s,
-                "rate": len(lat) / elapsed_s if elapsed_s else 0.0, "offered": offered,
+        return {"count": self.answered, "errors": self.errors, "unanswered": unanswered, "elapsed_s": elapsed_s,
+                "rate": self.answered / elapsed_s if elapsed_s else 0.0, "offered": offered,
                 "p50_ms": q(0.50), "p90_ms": q(0.90), "p99_ms": q(0.99), "max_ms": q(1.0),
                 "statuses": {str(k): v for k, v in self.statuses.items()}, "sample_bodies": self.sample_bodies}
 
@@ -245,9 +249,11 @@ async def open_loop(host: str, port: int, make: Callable[[int], bytes], rate: fl
     for _ in range(concurrency):
         run.free.put_nowait(await connect(host, port))
     run.loop.add_signal_handler(signal.SIGTERM, run.stopping.set)  # stop early, still report
+    began = time.monotonic()
     sent = await run.schedule(int(rate * duration_s))
     unanswered = await run.drain(sent, min(drain_s, 1.0) if run.stopping.is_set() else drain_s)
-    return run.tally.summary(sent / rate, rate, unanswered)
+    elapsed = max(sent / rate, run.tally.last_answer - began)  # answers per second, backlog included
+    return run.tally.summary(elapsed, rate, unanswered)
 
 
 class StubServer(asyncio.Protocol):

@@ -17,12 +17,12 @@ from pathlib import Path
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 AREAS = (
-    ("fastapi", "fastapi"), ("starlette", "starlette"), ("pydantic", "pydantic"), ("uvicorn", "uvicorn"),
-    ("h11", "h11"), ("httptools", "httptools"), ("uvloop", "uvloop"), ("redis", "redis-py"),
-    ("aiokafka", "aiokafka"), ("anyio", "anyio (thread pool)"), ("prometheus_client", "prometheus_client"),
-    ("asyncio", "asyncio"), ("json", "json (stdlib)"), ("orjson", "orjson"), ("concurrent", "thread pool"),
-    ("threading", "thread pool"), ("logging", "logging"), ("/ingest/", "ingest (ours)"),
-    ("/services/", "services (ours)"), ("/scorer/", "scorer (ours)"), ("/notifier/", "notifier (ours)"),
+    ("/ingest/", "ingest (ours)"), ("/services/", "services (ours)"), ("/scorer/", "scorer (ours)"),
+    ("/notifier/", "notifier (ours)"), ("/fastapi/", "fastapi"), ("/starlette/", "starlette"),
+    ("/pydantic", "pydantic"), ("/uvicorn/", "uvicorn"), ("/h11/", "h11"), ("/httptools/", "httptools"),
+    ("/uvloop/", "uvloop"), ("/redis/", "redis-py"), ("/aiokafka/", "aiokafka"), ("/anyio/", "anyio (thread pool)"),
+    ("/prometheus_client/", "prometheus_client"), ("/asyncio/", "asyncio"), ("/json/", "json (stdlib)"),
+    ("/concurrent/", "thread pool"), ("/threading.py", "thread pool"), ("/logging/", "logging"),
 )
 
 
@@ -39,7 +39,7 @@ async def record(pid: int, seconds: float, path: Path, rate_hz: int = 200) -> bo
     path.parent.mkdir(parents=True, exist_ok=True)
     proc = await asyncio.create_subprocess_exec(
         exe, "record", "--pid", str(pid), "--duration", str(max(1, round(seconds))), "--rate", str(rate_hz),
-        "--format", "raw", "--output", str(path), "--nonblocking", stdout=asyncio.subprocess.DEVNULL,
+        "--format", "raw", "--threads", "--output", str(path), "--nonblocking", stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.DEVNULL)
     return await proc.wait() == 0 and path.exists()
 
@@ -70,6 +70,7 @@ def _frames(stack: str) -> list[tuple[str, str]]:
 
 
 def area_of(file: str) -> str:
+    file = "/" + file.lstrip("/")  # py-spy gives paths relative to sys.path entries
     for needle, name in AREAS:
         if needle in file:
             return name
@@ -103,8 +104,10 @@ def summarize(path: Path, top: int = 18) -> str:
     lines = [f"{total:,} busy samples; {100 * (total - main_thread) / total:.1f}% outside the busiest thread "
              f"(the event loop): {len(threads) - 1} other threads", "", "by package of the running frame:"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in areas.most_common()]
-    lines += ["", "top functions, inclusive:"]
-    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top)]
+    shared = [name for name, n in inclusive.items() if n > 0.45 * total]  # the stack every request runs under
+    lines += ["", f"top functions, inclusive (leaving out {len(shared)} frames on the path of most samples):"]
+    lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in inclusive.most_common(top + len(shared))
+              if name not in shared][:top]
     lines += ["", "top functions, exclusive (self):"]
     lines += [f"  {100 * n / total:5.1f}%  {name}" for name, n in exclusive.most_common(top)]
     return "\n".join(lines)

@@ -37,7 +37,7 @@ from bench.harness import Context, Figure, Report
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
         "rounds": 3, "warmup": 0.1,
-        "stream_events": 80_000, "stream_customers": 8_000,
+        "stream_events": 60_000, "stream_customers": 6_000,
         "edge_events": 30_000,
         "http_seconds": 5.0, "http_rates": [500, 1000, 2000, 3000], "decision_rates": [1000, 2000, 4000],
         "decision_customers": 10_000, "import_events": 100_000,

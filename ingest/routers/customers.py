@@ -114,8 +114,8 @@ async def get_decision(
     channel: Annotated[Channel, Query(description="The channel of the planned touch.")],
     kind: Annotated[TouchKind | None, Query(description="The kind of the planned touch.")] = None,
 ) -> DecisionOut:
-    version, policy = await policies.current()
-    snapshot = await snapshots.get(customer_id)
+    snapshot, stamp = await snapshots.get_with_policy_stamp(customer_id)  # one Redis round trip
+    version, policy = await policies.in_force_at(stamp)
     now = datetime.now(UTC)
     kind_value = None if kind is None else kind.value
     result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000))
