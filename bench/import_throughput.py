@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -41,20 +40,18 @@ def write_history(path: Path, events: int, customers: int, id_prefix: str = "b")
 
 def run_import(history: Path, workdir: Path, env: dict[str, str], batch: int,
                progress: bool = True) -> tuple[float, float]:
-    """`fatigue import` of `history` in a child process: (wall seconds, the child's peak RSS in MiB).
-
-    The peak is the largest of this process's waited-for children so far (getrusage), so the bench
-    suite's caller reads it right after its first import or compares sizes in separate processes."""
+    """`fatigue import` of `history` in a child process: (wall seconds, that child's peak RSS in MiB)."""
     command = [sys.executable, "-m", "fatigue.cli", "import", str(history), "--batch", str(batch),
                "--checkpoint", str(workdir / "cp.json"), "--report", str(workdir / "report.csv"),
                *([] if progress else ["--no-progress"])]
     began = time.monotonic()
-    done = subprocess.run(command, env=env, check=False, stdout=None if progress else subprocess.DEVNULL)
+    proc = subprocess.Popen(command, env=env, stdout=None if progress else subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the largest child's so far
+    proc.returncode = os.waitstatus_to_exitcode(status)
     elapsed = time.monotonic() - began
-    peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    if done.returncode != 0:
-        raise RuntimeError(f"fatigue import exited {done.returncode}")
-    return elapsed, peak_mib
+    if proc.returncode != 0:
+        raise RuntimeError(f"fatigue import exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> None:

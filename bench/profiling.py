@@ -49,8 +49,15 @@ _RUNNERS = frozenset({
     "BaseEventLoop.run_until_complete", "BaseEventLoop._run_once", "asyncio_run", "Server.run", "Server.serve",
     "_dispatch", "Handle._run", "Thread.run", "Thread._bootstrap", "Thread._bootstrap_inner", "_worker",
     "Server._serve", "execute_from_commandline",
+    # the ASGI stack every request passes through (middlewares, routers): wrappers, not work
+    "wrap_app_handling_exceptions.<locals>.wrapped_app", "request_response.<locals>.app.<locals>.app",
+    "request_response.<locals>.app", "APIRoute.handle", "_IncludedRouter._handle_selected", "_IncludedRouter.handle",
+    "APIRouter.app", "APIRouter.handle", "Router.__call__", "AsyncExitStackMiddleware.__call__",
+    "BodySizeLimit.__call__", "ExceptionMiddleware.__call__", "ExceptionTelemetryMiddleware.__call__",
+    "ServerErrorMiddleware.__call__", "Starlette.__call__", "ProxyHeadersMiddleware.__call__", "FastAPI.__call__",
+    "RequestResponseCycle.run_asgi", "get_request_handler.<locals>.app",
 })
-"""Frames every busy sample of a thread runs under: left out of the inclusive list."""
+"""Frames every busy sample of a thread (or every request) runs under: left out of the inclusive list."""
 
 
 def _thread(stack: str) -> str:

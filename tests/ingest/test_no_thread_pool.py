@@ -21,7 +21,7 @@ def runs_on_the_loop(call: Any) -> bool:
     """What FastAPI awaits directly: a coroutine function, or an object whose __call__ is one."""
     if inspect.iscoroutinefunction(call):
         return True
-    dunder = getattr(type(call), "__call__", None)
+    dunder = inspect.getattr_static(type(call), "__call__", None)
     return not inspect.isfunction(call) and inspect.iscoroutinefunction(dunder)
 
 
