@@ -2,8 +2,9 @@
 
 Every dependency is an `async def` (FastAPI runs a plain `def` one in its thread pool: a hop per
 dependency per request, tests/ingest/test_no_thread_pool.py), and the stores of the hot paths
-(snapshots, de-duplication, the accept path) are built once in the app's lifespan and handed out
-as they are: each dependency FastAPI solves costs tens of µs per request (docs/performance.md).
+(snapshots, de-duplication, the accept path, the identity map, the rejected store) are built once in
+the app's lifespan and handed out as they are: each dependency FastAPI solves costs tens of µs per
+request (docs/performance.md).
 """
 
 from __future__ import annotations
