@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import
+.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -25,7 +25,13 @@ lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/mypy fatigue services ingest scorer notifier
 
-bench: bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import  ## all benchmarks (figures in docs/performance.md)
+bench: dev  ## the benchmark suite: table on stdout, JSON in bench/results/ (docs/performance.md; < 20 min)
+	nice -n 5 $(PY) -m bench.suite
+
+bench-quick: dev  ## the suite at reduced sizes (a few minutes): run it for every change to a hot path
+	nice -n 5 $(PY) -m bench.suite --quick
+
+bench-extra: bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import  ## the standalone benchmarks
 
 bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5

@@ -83,7 +83,7 @@ async def main_async(rounds: int) -> list[float]:
     env.pop("KAFKA_BOOTSTRAP_SERVERS", None)
     env.pop("REDIS_URL", None)
     with tempfile.TemporaryDirectory() as workdir:
-        proc = subprocess.Popen([sys.executable, "-m", "fatigue.cli", "up", "--port", str(api_port),  # noqa: ASYNC220
+        proc = subprocess.Popen([sys.executable, "-m", "fatigue.cli", "up", "--port", str(api_port),
                                  "--workdir", workdir], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
             return await measure(rounds, f"http://127.0.0.1:{api_port}", arrivals)

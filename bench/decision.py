@@ -52,7 +52,8 @@ def main() -> None:
     args = parser.parse_args()
     raw = snapshots(args.customers)
     policy = default_policy()
-    rates, outcomes = [], {}
+    rates: list[float] = []
+    outcomes: dict[str, int] = {}
     for _ in range(args.runs):
         started = time.perf_counter()
         for i, text in enumerate(raw):

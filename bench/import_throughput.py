@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -26,17 +25,33 @@ from pathlib import Path
 from fatigue.embedded import start_stack
 
 
-def write_history(path: Path, events: int, customers: int) -> None:
+def write_history(path: Path, events: int, customers: int, id_prefix: str = "b") -> None:
     start = datetime.now(UTC) - timedelta(days=60)
     step_s = 60 * 24 * 3600 / events
     with path.open("w", encoding="utf-8") as handle:
         for i in range(events):
             at = (start + timedelta(seconds=i * step_s)).isoformat()
             response = i % 5 == 4
-            event = {"event_id": f"b{i}", "type": "response" if response else "touch",
+            event = {"event_id": f"{id_prefix}{i}", "type": "response" if response else "touch",
                      "customer_id": f"cust-{i % customers}", "channel": ("email", "sms", "phone")[i % 3],
                      "occurred_at": at, "kind": "open" if response else "promo"}
             handle.write(json.dumps(event, separators=(",", ":")) + "\n")
+
+
+def run_import(history: Path, workdir: Path, env: dict[str, str], batch: int,
+               progress: bool = True) -> tuple[float, float]:
+    """`fatigue import` of `history` in a child process: (wall seconds, that child's peak RSS in MiB)."""
+    command = [sys.executable, "-m", "fatigue.cli", "import", str(history), "--batch", str(batch),
+               "--checkpoint", str(workdir / "cp.json"), "--report", str(workdir / "report.csv"),
+               *([] if progress else ["--no-progress"])]
+    began = time.monotonic()
+    proc = subprocess.Popen(command, env=env, stdout=None if progress else subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the largest child's so far
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    elapsed = time.monotonic() - began
+    if proc.returncode != 0:
+        raise RuntimeError(f"fatigue import exited {proc.returncode}")
+    return elapsed, usage.ru_maxrss / 1024
 
 
 def main() -> None:
@@ -55,14 +70,10 @@ def main() -> None:
               f"{time.monotonic() - began:.1f} s")
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": stack.kafka_bootstrap_servers, "REDIS_URL": stack.redis_url,
                "FATIGUE_TOPIC_PREFIX": "bench.", "FATIGUE_REDIS_PREFIX": "bench:"}
-        command = [sys.executable, "-m", "fatigue.cli", "import", str(history), "--batch", str(args.batch),
-                   "--checkpoint", str(workdir / "cp.json"), "--report", str(workdir / "report.csv")]
-        began = time.monotonic()
-        done = subprocess.run(command, env=env, check=False)
-        elapsed = time.monotonic() - began
-        peak_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-        if done.returncode != 0:
-            raise SystemExit(f"fatigue import exited {done.returncode}")
+        try:
+            elapsed, peak_mib = run_import(history, workdir, env, args.batch)
+        except RuntimeError as exc:
+            raise SystemExit(str(exc)) from None
         print(f"import: {args.events:,} events in {elapsed:.1f} s = {args.events / elapsed:,.0f} events/s "
               f"(batch {args.batch}); peak RSS of the importer {peak_mib:,.0f} MiB")
     finally:

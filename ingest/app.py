@@ -13,15 +13,20 @@ from typing import Any
 
 import uvicorn
 from fastapi import APIRouter, Depends, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from fastapi_offline import FastAPIOffline
 from prometheus_client import CollectorRegistry
 
 from ingest import openapi
+from ingest.accept import AcceptPath
 from ingest.adapters import crm
+from ingest.adapters.rejected import RejectedStore
 from ingest.adapters.sendgrid import load_public_key
 from ingest.auth import RateLimiter, require_api_keys
-from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, refuse_unknown_query, require_api_key
+from ingest.dedup import DedupStore
+from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, require_api_key
 from ingest.errors import install_error_handlers
+from ingest.identity import IdentityMap
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
@@ -36,10 +41,14 @@ from services.policy.model import PolicyCheck, PolicyDoc
 from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import IngestSettings
+from services.snapshots import SnapshotReader
 
 log = logging.getLogger(__name__)
 
 API_PREFIX = "/v1"
+NO_OPENTELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
+"""FastAPI's built-in OpenTelemetry bridge is off: the API reports through Prometheus (docs/metrics.md),
+and with the bridge on every request looks its three OTel providers up in the environment."""
 DESCRIPTION = """Record contacts with customers and read their contact-fatigue state.
 
 Every `/v1` route needs `Authorization: Bearer <api key>`. Errors answer
@@ -52,12 +61,26 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings: IngestSettings = app.state.settings
     app.state.publisher = EventPublisher(settings)
     app.state.redis = make_redis(settings)
-    app.state.policy_cache = PolicyCache(PolicySource(app.state.redis, settings.keys))
+    _build_stores(app.state, settings)
     try:
         yield
     finally:
         await app.state.publisher.close()
         await app.state.redis.aclose()
+
+
+def _build_stores(state: Any, settings: IngestSettings) -> None:
+    """What the routes read and write through, built once per app (ingest/deps.py hands them out)."""
+    redis = state.redis
+    state.policy_cache = PolicyCache(PolicySource(redis, settings.keys))
+    state.snapshots = SnapshotReader(redis, settings.keys)
+    state.dedup = DedupStore(redis, settings.keys, settings.dedup_ttl_s)
+    state.accept = AcceptPath(state.publisher, state.dedup, topic=settings.events_topic,
+                              max_future_skew_s=settings.max_future_skew_s,
+                              claim_wait_s=settings.kafka_request_timeout_s + 1)
+    state.identity = IdentityMap(redis, settings.keys, settings.identity_hash_key.get_secret_value().encode())
+    state.rejected = RejectedStore(redis, settings.keys, max_entries=settings.adapter_rejected_max,
+                                   ttl_s=settings.adapter_rejected_ttl_s)
 
 
 def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = None,
@@ -69,7 +92,7 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
     `resolver` resolves webhook hosts for the destination check (tests inject one)."""
     # Swagger UI (/docs) and ReDoc (/redoc) from assets the fastapi-offline package ships: no CDN.
     app = FastAPIOffline(title="Contact fatigue API", version="1", description=DESCRIPTION, lifespan=_lifespan,
-                         generate_unique_id_function=openapi.operation_id)
+                         generate_unique_id_function=openapi.operation_id, telemetry=NO_OPENTELEMETRY)
     app.state.settings = settings
     app.state.policy_check = policy_check
     app.state.resolver = resolver
@@ -83,17 +106,16 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
         limit_bytes=settings.max_body_bytes,
         on_refused=lambda: metrics.requests_refused.labels(reason="size").inc(),
     )
-    authenticated = Depends(require_api_key)
-    known_query = Depends(refuse_unknown_query)
+    authenticated = Depends(require_api_key)  # the key, its rate and no unknown query parameter
     # A router whose routes all need one scope gets it here; the others declare it per route.
     scoped: tuple[tuple[APIRouter, list[Any]], ...] = (
         (events.router, [NEEDS_INGEST]), (profiles.router, [NEEDS_INGEST]), (customers.router, []),
         (subscriptions.router, [NEEDS_ADMIN]), (deliveries.router, [NEEDS_ADMIN]), (policy.router, []),
     )
     for router, scopes in scoped:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, known_query, *scopes])
+        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, *scopes])
     app.include_router(health.router)
-    _install_adapters(app, settings, [authenticated, known_query, NEEDS_ADMIN])
+    _install_adapters(app, settings, [authenticated, NEEDS_ADMIN])
     openapi.install(app, [EventIn, PolicyDoc])
     install_telemetry(app, metrics.http)
     return app
@@ -137,4 +159,7 @@ def main(policy_check: PolicyCheck | None = None) -> None:
     setup_logging(settings.log_level, service="api", fmt=settings.log_format, known_secrets=_key_secrets(settings))
     app = create_app(settings, policy_check=policy_check)
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    # uvloop and httptools (pinned dependencies): libuv's event loop and llhttp's parser, not asyncio's
+    # loop and h11 — a large share of a small request's CPU (docs/performance.md).
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, loop="uvloop",
+                http="httptools")

@@ -10,6 +10,10 @@ event that was not stored.
 
 Redis is an optimisation here, not a dependency: when it does not answer, events go through
 unclaimed and the scorer's own de-duplication by event_id keeps the counts right.
+
+A batch's claims and its confirmations are one command each (a Lua script over all its keys), not
+one command per event in a pipeline: redis-py spends most of a pipeline's time packing and parsing
+commands one by one, which was a quarter of a 100-event POST's CPU (docs/performance.md).
 """
 
 from __future__ import annotations
@@ -34,6 +38,24 @@ PENDING = "pending"
 DONE = "done"
 WAIT_STEP_S = 0.02
 
+# KEYS: the dedup keys of one batch. ARGV: pending value, pending TTL (s). Claims every key not
+# claimed yet (SET NX EX) and returns each key's previous value (nil: claimed now).
+_CLAIM_SCRIPT = """
+local previous = {}
+for i, key in ipairs(KEYS) do
+  previous[i] = redis.call('SET', key, ARGV[1], 'NX', 'EX', ARGV[2], 'GET')
+end
+return previous
+"""
+
+# KEYS: the dedup keys of one batch. ARGV: done value, TTL (s). Marks every key done.
+_CONFIRM_SCRIPT = """
+for _, key in ipairs(KEYS) do
+  redis.call('SET', key, ARGV[1], 'EX', ARGV[2])
+end
+return #KEYS
+"""
+
 
 @dataclass
 class Claim:
@@ -55,6 +77,8 @@ class DedupStore:
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
         self._pending_ttl_s = pending_ttl_s
+        self._claim_script = redis.register_script(_CLAIM_SCRIPT)
+        self._confirm_script = redis.register_script(_CONFIRM_SCRIPT)
 
     async def claim(self, producer: str, event_ids: Sequence[str], *, wait_s: float) -> Claim:
         """Claim the ids not yet stored; wait up to `wait_s` for ids another request is publishing."""
@@ -85,10 +109,7 @@ class DedupStore:
     async def _try_claim(self, producer: str, event_ids: list[str]) -> tuple[list[str], set[str], list[str]]:
         keys = [self._keys.dedup(producer, event_id) for event_id in event_ids]
         async with asyncio.timeout(self._timeout_s):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.set(key, PENDING, nx=True, ex=self._pending_ttl_s, get=True)
-                previous = await pipe.execute()
+            previous = await self._claim_script(keys=keys, args=[PENDING, self._pending_ttl_s])
         states = [old.decode() if isinstance(old, bytes) else old for old in previous]
         won = [eid for eid, old in zip(event_ids, states, strict=True) if old is None]
         duplicates = {eid for eid, old in zip(event_ids, states, strict=True) if old is not None and old != PENDING}
@@ -106,16 +127,13 @@ class DedupStore:
     async def _set_all(self, producer: str, event_ids: Sequence[str], *, release: bool) -> None:
         if not event_ids:
             return
+        keys = [self._keys.dedup(producer, event_id) for event_id in event_ids]
         try:
             async with asyncio.timeout(self._timeout_s):
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for event_id in event_ids:
-                        key = self._keys.dedup(producer, event_id)
-                        if release:
-                            pipe.delete(key)
-                        else:
-                            pipe.set(key, DONE, ex=self._ttl_s)
-                    await pipe.execute()
+                if release:
+                    await self._redis.delete(*keys)
+                else:
+                    await self._confirm_script(keys=keys, args=[DONE, self._ttl_s])
         except (RedisError, OSError, TimeoutError) as exc:
             what = "release" if release else "confirm"
             log.warning("could not %s %d de-duplication claims: %r", what, len(event_ids), exc)

@@ -1,9 +1,16 @@
-"""Annotated dependencies: everything a route needs comes from the app built by create_app."""
+"""Annotated dependencies: everything a route needs comes from the app built by create_app.
+
+Every dependency is an `async def` (FastAPI runs a plain `def` one in its thread pool: a hop per
+dependency per request, tests/ingest/test_no_thread_pool.py), and the stores of the hot paths
+(snapshots, de-duplication, the accept path, the identity map, the rejected store) are built once in
+the app's lifespan and handed out as they are: each dependency FastAPI solves costs tens of µs per
+request (docs/performance.md).
+"""
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -35,19 +42,19 @@ bearer = HTTPBearer(
 )
 
 
-def get_settings(request: Request) -> IngestSettings:
+async def get_settings(request: Request) -> IngestSettings:
     return request.app.state.settings  # type: ignore[no-any-return]
 
 
-def get_metrics(request: Request) -> IngestMetrics:
+async def get_metrics(request: Request) -> IngestMetrics:
     return request.app.state.metrics  # type: ignore[no-any-return]
 
 
-def get_publisher(request: Request) -> EventPublisher:
+async def get_publisher(request: Request) -> EventPublisher:
     return request.app.state.publisher  # type: ignore[no-any-return]
 
 
-def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> Redis:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
@@ -57,13 +64,11 @@ PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
 RedisDep = Annotated[Redis, Depends(get_redis)]
 
 
-def require_api_key(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    metrics: MetricsDep,
-) -> ApiKey:
-    """The caller's API key; 401 with `WWW-Authenticate: Bearer` when absent or unknown, 429 with
-    Retry-After when the key is over its rate."""
+def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
+    """The caller's key, after the checks every authenticated operation makes, in this order: 401 with
+    `WWW-Authenticate: Bearer` when the key is absent or unknown, 429 with Retry-After when it is over
+    its rate, 422 naming a query parameter the operation does not take."""
+    metrics: IngestMetrics = request.app.state.metrics
     key = match_api_key(credentials.credentials if credentials else None, request.app.state.api_keys)
     if key is None:
         metrics.requests_refused.labels(reason="auth").inc()
@@ -79,18 +84,46 @@ def require_api_key(
             raise ApiError(429, "rate_limited", f"API key {key.name!r} is over its rate of {key.rate}; retry after "
                            "Retry-After seconds", headers={"Retry-After": retry_after_header(wait_s)})
     request.state.api_key_name = key.name  # the access log names the key, never shows it (ingest/telemetry.py)
+    refuse_unknown_query(request)
     return key
+
+
+async def _caller(request: Request, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
+    """`authenticate` once per request: its key is kept on the request (a second call neither
+    authenticates again nor takes a second token of the key's rate)."""
+    key: ApiKey | None = getattr(request.state, "api_key", None)
+    if key is None:
+        key = request.state.api_key = authenticate(request, credentials)
+    return key
+
+
+async def require_api_key(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> ApiKey:
+    """The caller's API key (`authenticate`): every /v1 router depends on it.
+
+    The scope checks below read the key it kept instead of depending on it: FastAPI solves a
+    dependency's own dependencies again wherever it is used, even when its value is cached, and each
+    one solved costs tens of µs per request (docs/performance.md)."""
+    return await _caller(request, credentials)
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
 
 
-def require_scope(scope: str) -> Callable[..., ApiKey]:
-    """A dependency: the caller's key, which must hold `scope`; 403 naming the scope otherwise."""
+def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:
+    """A dependency: the caller's key, which must hold `scope`; 403 naming the scope otherwise.
+    Use the module's one instance per scope (NEEDS_* / *Key below), so FastAPI calls it once per request.
+    It authenticates itself when no `require_api_key` ran before it (it never lets a caller through
+    unauthenticated)."""
 
-    def check(request: Request, key: ApiKeyDep, metrics: MetricsDep) -> ApiKey:
+    async def check(request: Request) -> ApiKey:
+        key: ApiKey | None = getattr(request.state, "api_key", None)
+        if key is None:
+            key = await _caller(request, await bearer(request))
         if not key.may(scope):
-            metrics.requests_refused.labels(reason="forbidden").inc()
+            request.app.state.metrics.requests_refused.labels(reason="forbidden").inc()
             raise ApiError(
                 403, "forbidden",
                 f"API key {key.name!r} lacks the {scope!r} scope, which {request.method} {request.url.path} needs "
@@ -122,7 +155,11 @@ def _query_names(route: APIRoute) -> frozenset[str]:
 
 
 def refuse_unknown_query(request: Request) -> None:
-    """A query parameter the operation does not know is a 422 naming it (a typo must not be ignored)."""
+    """A query parameter the operation does not know, or one given twice (every parameter of this API
+    takes one value), is a 422 naming it: a typo must not be ignored, nor all values but the last.
+    Checked by `require_api_key` for every authenticated operation."""
+    if not request.scope.get("query_string"):
+        return
     route = request.scope.get("route")
     if not isinstance(route, APIRoute):
         return
@@ -131,36 +168,41 @@ def refuse_unknown_query(request: Request) -> None:
         known = ", ".join(sorted(_query_names(route))) or "none"
         raise ApiError(422, "invalid_request",
                        f"unknown query parameter {unknown[0]!r} (this operation takes: {known})")
+    names = [name for name, _ in request.query_params.multi_items()]
+    if len(names) != len(set(names)):
+        twice = next(name for name in names if names.count(name) > 1)
+        raise ApiError(422, "invalid_request", f"query parameter {twice!r} is given more than once; give it once")
 
 
-IngestKey = Annotated[ApiKey, Depends(require_scope(SCOPE_INGEST))]
-ReadKey = Annotated[ApiKey, Depends(require_scope(SCOPE_READ))]
-AdminKey = Annotated[ApiKey, Depends(require_scope(SCOPE_ADMIN))]
-NEEDS_ADMIN = Depends(require_scope(SCOPE_ADMIN))
-NEEDS_READ = Depends(require_scope(SCOPE_READ))
-NEEDS_INGEST = Depends(require_scope(SCOPE_INGEST))
+_SCOPE_CHECKS = {scope: require_scope(scope) for scope in (SCOPE_INGEST, SCOPE_READ, SCOPE_ADMIN)}
+IngestKey = Annotated[ApiKey, Depends(_SCOPE_CHECKS[SCOPE_INGEST])]
+ReadKey = Annotated[ApiKey, Depends(_SCOPE_CHECKS[SCOPE_READ])]
+AdminKey = Annotated[ApiKey, Depends(_SCOPE_CHECKS[SCOPE_ADMIN])]
+NEEDS_ADMIN = Depends(_SCOPE_CHECKS[SCOPE_ADMIN])
+NEEDS_READ = Depends(_SCOPE_CHECKS[SCOPE_READ])
+NEEDS_INGEST = Depends(_SCOPE_CHECKS[SCOPE_INGEST])
 
 
-def get_dedup(redis: RedisDep, settings: SettingsDep) -> DedupStore:
-    return DedupStore(redis, settings.keys, settings.dedup_ttl_s)
+async def get_dedup(request: Request) -> DedupStore:
+    return request.app.state.dedup  # type: ignore[no-any-return]
 
 
-def get_snapshots(redis: RedisDep, settings: SettingsDep) -> SnapshotReader:
-    return SnapshotReader(redis, settings.keys)
+async def get_snapshots(request: Request) -> SnapshotReader:
+    return request.app.state.snapshots  # type: ignore[no-any-return]
 
 
-def get_subscriptions(redis: RedisDep, settings: SettingsDep) -> SubscriptionStore:
+async def get_subscriptions(redis: RedisDep, settings: SettingsDep) -> SubscriptionStore:
     return SubscriptionStore(redis, settings.keys)
 
 
-def get_policy_cache(request: Request) -> PolicyCache:
+async def get_policy_cache(request: Request) -> PolicyCache:
     return request.app.state.policy_cache  # type: ignore[no-any-return]
 
 
 PolicyCacheDep = Annotated[PolicyCache, Depends(get_policy_cache)]
 
 
-def get_policy_store(redis: RedisDep, settings: SettingsDep) -> PolicyStore:
+async def get_policy_store(redis: RedisDep, settings: SettingsDep) -> PolicyStore:
     return PolicyStore(redis, settings.keys)
 
 
@@ -170,7 +212,7 @@ SubscriptionsDep = Annotated[SubscriptionStore, Depends(get_subscriptions)]
 PolicyStoreDep = Annotated[PolicyStore, Depends(get_policy_store)]
 
 
-def get_endpoint_health(redis: RedisDep, settings: SettingsDep) -> EndpointHealthStore:
+async def get_endpoint_health(redis: RedisDep, settings: SettingsDep) -> EndpointHealthStore:
     return EndpointHealthStore(redis, settings.keys)
 
 
@@ -180,24 +222,22 @@ EndpointHealthDep = Annotated[EndpointHealthStore, Depends(get_endpoint_health)]
 # ---- intake (issue 12): the shared accept path, the identity map, the adapters' rejected store ----
 
 
-def get_accept_path(publisher: PublisherDep, dedup: DedupDep, settings: SettingsDep) -> AcceptPath:
-    return AcceptPath(publisher, dedup, topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
-                      claim_wait_s=settings.kafka_request_timeout_s + 1)
+async def get_accept_path(request: Request) -> AcceptPath:
+    return request.app.state.accept  # type: ignore[no-any-return]
 
 
 AcceptDep = Annotated[AcceptPath, Depends(get_accept_path)]
 
 
-def get_identity_map(redis: RedisDep, settings: SettingsDep) -> IdentityMap:
-    return IdentityMap(redis, settings.keys, settings.identity_hash_key.get_secret_value().encode())
+async def get_identity_map(request: Request) -> IdentityMap:
+    return request.app.state.identity  # type: ignore[no-any-return]
 
 
 IdentityDep = Annotated[IdentityMap, Depends(get_identity_map)]
 
 
-def get_rejected_store(redis: RedisDep, settings: SettingsDep) -> RejectedStore:
-    return RejectedStore(redis, settings.keys, max_entries=settings.adapter_rejected_max,
-                         ttl_s=settings.adapter_rejected_ttl_s)
+async def get_rejected_store(request: Request) -> RejectedStore:
+    return request.app.state.rejected  # type: ignore[no-any-return]
 
 
 RejectedDep = Annotated[RejectedStore, Depends(get_rejected_store)]
@@ -206,7 +246,7 @@ RejectedDep = Annotated[RejectedStore, Depends(get_rejected_store)]
 # -- customer lists (issue 10): the lists reps work from, read from what the scorer wrote --
 
 
-def get_list_reader(redis: RedisDep, settings: SettingsDep) -> ListReader:
+async def get_list_reader(redis: RedisDep, settings: SettingsDep) -> ListReader:
     return ListReader(redis, settings.keys)
 
 

@@ -1,6 +1,8 @@
 """The policy the API applies (pre-send decisions): the stored one, else the packaged default.
 
-One cheap GET of the version per use; the document is read and parsed only when it moved. A
+One cheap GET of the version per use (`current`), or none when the caller read the version stamp
+together with the snapshot it decides on (`in_force_at`: one Redis round trip per decision); the
+document is read and parsed only when the stamp moved. A
 stored policy that does not parse (written by hand into Redis) is logged and the last good one
 (or the default) stays in force — as in the scorer: both are `services.policy.resolver.PolicyResolver`,
 which also says why the API's fallback is the packaged default, not a scorer's FATIGUE_POLICY_FILE.
@@ -22,11 +24,25 @@ class PolicyCache:
         # poll_s=0: the stored version is checked on every use, so a PUT is in force for the next decision.
         self._policies = PolicyResolver(source, fallback=fallback or default_policy(), poll_s=0.0,
                                         on_event=self._report)
+        self._stamp: str | None = None
+        self._stamp_loaded = False
 
     async def current(self) -> tuple[int | None, Policy]:
         """(stored version or None, policy in force). Raises StoreUnavailable when Redis fails."""
         in_force = await self._policies.refresh()
         return in_force.version, in_force.policy
+
+    async def in_force_at(self, stamp: str | None) -> tuple[int | None, Policy]:
+        """(stored version or None, policy in force) when the stored version stamp is `stamp`, as the
+        caller just read it (`SnapshotReader.get_with_policy_stamp`). Nothing is read while the stamp
+        is the one last loaded; when it moved, `current()` loads what is stored now — at least as new
+        as `stamp`, since the counter only grows. Raises StoreUnavailable when Redis fails."""
+        if self._stamp_loaded and stamp == self._stamp:
+            in_force = self._policies.in_force
+            return in_force.version, in_force.policy
+        version, policy = await self.current()
+        self._stamp, self._stamp_loaded = stamp, True
+        return version, policy
 
     @staticmethod
     def _report(event: PolicyEvent) -> None:

@@ -201,6 +201,11 @@ def from_ms(ms: int | None) -> datetime | None:
     return None if ms is None else datetime.fromtimestamp(ms / 1000, UTC)
 
 
+_KIND_VALUES: dict[type[StrEnum], frozenset[str]] = {kinds: frozenset(k.value for k in kinds)
+                                                      for kinds in (TouchKind, ResponseKind)}
+"""The values of each kind enum, computed once (not per validated event)."""
+
+
 class EventIn(BaseModel):
     """One touch or response as upstream systems post it."""
 
@@ -245,7 +250,7 @@ class EventIn(BaseModel):
         if self.kind is None:
             return self
         allowed = TouchKind if self.type == EventType.TOUCH else ResponseKind
-        if self.kind not in {k.value for k in allowed}:
+        if self.kind not in _KIND_VALUES[allowed]:
             names = ", ".join(k.value for k in allowed)
             raise ValueError(f"kind {self.kind!r} is not a {self.type} kind (one of: {names})")
         return self

@@ -131,8 +131,8 @@ async def get_decision(
         description="The campaign the touch is for: a touch of the same campaign within "
         "sending.same_campaign_gap is denied, naming the earlier touch's rep and time.")] = None,
 ) -> DecisionOut:
-    version, policy = await policies.current()
-    snapshot = await snapshots.get(customer_id)
+    snapshot, stamp = await snapshots.get_with_policy_stamp(customer_id)  # one Redis round trip
+    version, policy = await policies.in_force_at(stamp)
     now = datetime.now(UTC)
     kind_value = None if kind is None else kind.value
     result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000), campaign_id)

@@ -26,7 +26,7 @@ _INVALID: dict[int | str, dict[str, Any]] = {
 }
 
 
-def get_deliveries(redis: RedisDep, settings: SettingsDep) -> DeliveryStore:
+async def get_deliveries(redis: RedisDep, settings: SettingsDep) -> DeliveryStore:
     return DeliveryStore(redis, settings.keys)
 
 

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ingest import cloudevents
 from ingest.accept import EventsInFlight
-from ingest.deps import AcceptDep, ApiKeyDep, MetricsDep, SettingsDep
+from ingest.deps import AcceptDep, IngestKey, MetricsDep, SettingsDep
 from ingest.errors import ApiError, broker_unavailable, service_unavailable
 from ingest.schemas import ErrorCode, ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
 from ingest.validation import BodyRefused, parse_json, split_batch
@@ -51,7 +51,7 @@ EVENTS_BODY_SCHEMA = {
 )
 async def post_events(
     request: Request,
-    api_key: ApiKeyDep,
+    api_key: IngestKey,
     settings: SettingsDep,
     intake: AcceptDep,
     metrics: MetricsDep,

@@ -218,3 +218,8 @@ def test_fatigue_api_without_keys_exits_with_a_clear_message() -> None:
     assert done.returncode != 0
     assert "fatigue api: no API key configured: set FATIGUE_API_KEYS" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_query_parameter_given_twice_is_refused(api: httpx.AsyncClient) -> None:
+    response = await api.get("/v1/deliveries?status=failed&status=pending")
+    assert_error(response, 422, "invalid_request", "'status' is given more than once")

@@ -1,0 +1,159 @@
+"""Section 2: the pure core and the Processor without I/O, on the same events (the cost of the edge).
+
+- pure core: the events decoded once up front, then `engine.apply_event` per event on states in
+  a dict, with the clock passed in: what the decision logic itself costs.
+- Processor without I/O: `scorer.processor.Processor` as the scorer builds it (default policy,
+  batches of `ScorerSettings().batch_max_events` records in topic order), but on a `MemoryStore`
+  that keeps what `scorer.store.StateStore` would write to Redis — the same JSON of states and
+  snapshots, due times, offsets — in dicts, an in-memory action publisher and dead-letter sink.
+  Everything the edge does per batch is in it (decoding the envelopes, the core, snapshots, due
+  times, serialising), only the network is not.
+
+The events are section 1's generator (`bench.dataset`, 10 events per customer over 30 days).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+
+from bench.dataset import Dataset
+from bench.harness import Contender, Context, Figure, Sample, interleave, relate
+from scorer.clock import ManualClock
+from scorer.core import engine
+from scorer.core.state import ContactEvent, CustomerState
+from scorer.processor import Processor, Record
+from scorer.publisher import MemoryActionPublisher
+from scorer.store import Changes
+from services.deadletter import MemoryDeadLetterSink
+from services.metrics import ScorerMetrics
+from services.policy.model import default_policy
+from services.settings import ScorerSettings
+
+SECTION = "2 edge"
+EVENTS, PROFILES = "bench.events.v1", "bench.profiles.v1"
+
+
+class MemoryTransaction:
+    def __init__(self, store: MemoryStore, states: dict[str, CustomerState], offsets: dict[str, int]) -> None:
+        self._store = store
+        self.states = states
+        self.offsets = offsets
+
+    async def commit(self, changes: Changes) -> None:
+        s = self._store
+        for customer_id in changes.erased:
+            s.states.pop(customer_id, None)
+            s.snapshots.pop(customer_id, None)
+        for customer_id, state in changes.states.items():
+            s.states[customer_id] = json.dumps(state.to_json(), separators=(",", ":"))
+        for customer_id, snap in changes.snapshots.items():
+            s.snapshots[customer_id] = json.dumps(snap, separators=(",", ":"))
+        for partition, entries in changes.due.items():
+            due = s.due.setdefault(partition, {})
+            for customer_id, at in entries.items():
+                if at is None:
+                    due.pop(customer_id, None)
+                else:
+                    due[customer_id] = at
+        s.offsets.update(changes.offsets)
+
+    async def abort(self) -> None:
+        pass
+
+
+class MemoryStore:
+    """What `StateStore` keeps in Redis, kept in dicts (same JSON); duck-typed for the Processor."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, str] = {}
+        self.snapshots: dict[str, str] = {}
+        self.due: dict[int, dict[str, int]] = {}
+        self.offsets: dict[str, int] = {}
+
+    async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> MemoryTransaction:
+        states = {c: CustomerState.from_json(json.loads(raw)) for c in set(customer_ids)
+                  if (raw := self.states.get(c))}
+        offsets = {tp: self.offsets[tp] for tp in set(tps) if tp in self.offsets}
+        return MemoryTransaction(self, states, offsets)
+
+    async def due_customers(self, partition: int, now_ms: int, limit: int) -> list[str]:
+        due = self.due.get(partition, {})
+        return sorted((c for c, at in due.items() if at <= now_ms), key=lambda c: due[c])[:limit]
+
+    async def postpone(self, partition: int, customer_id: str, until_ms: int) -> None:
+        self.due.setdefault(partition, {})[customer_id] = until_ms
+
+
+def records_of(data: Dataset) -> list[Record]:
+    next_offset: dict[int, int] = {}
+    out = []
+    for partition, key, value in data.records:
+        offset = next_offset.get(partition, 0)
+        next_offset[partition] = offset + 1
+        out.append(Record(EVENTS, partition, offset, value, key))
+    return out
+
+
+def make_processor(now_ms: int) -> tuple[Processor, MemoryStore]:
+    store = MemoryStore()
+    processor = Processor(
+        store, MemoryActionPublisher(), default_policy, ManualClock(now_ms),  # type: ignore[arg-type]
+        ScorerMetrics(CollectorRegistry()), events_topic=EVENTS, profiles_topic=PROFILES,
+        dead_letters=MemoryDeadLetterSink(),
+    )
+    return processor, store
+
+
+def run_core(events: list[ContactEvent], now_ms: int) -> float:
+    policy = default_policy()
+    states: dict[str, CustomerState] = {}
+    started = time.perf_counter()
+    for event in events:
+        state = states.get(event.customer_id)
+        if state is None:
+            state = states[event.customer_id] = CustomerState(event.customer_id)
+        engine.apply_event(state, event, now_ms, policy)
+    return len(events) / (time.perf_counter() - started)
+
+
+async def run_processor(records: list[Record], now_ms: int, batch: int) -> Sample:
+    processor, store = make_processor(now_ms)
+    started = time.perf_counter()
+    cpu = time.process_time()
+    for i in range(0, len(records), batch):
+        await processor.process(records[i:i + batch])
+    elapsed = time.perf_counter() - started
+    assert len(store.states) > 0
+    return Sample(len(records) / elapsed, {"cpu_us_per_event": (time.process_time() - cpu) / len(records) * 1e6})
+
+
+async def run(ctx: Context) -> list[Figure]:
+    events = ctx.size("edge_events")
+    data = Dataset.make(events, max(1, events // 10), 6, seed=11)
+    records = records_of(data)
+    now_ms = int(time.time() * 1000)
+    decoder, _ = make_processor(now_ms)
+    decoded = [decoder.decode(r).decoded for r in records]
+    core_events = [d.event for d in decoded if d is not None and d.event is not None]
+    batch = ScorerSettings().batch_max_events
+    ctx.say(f"  section 2: {len(records):,} events of {data.customers:,} customers, Processor batches of {batch}")
+
+    async def core() -> Sample:
+        cpu = time.process_time()
+        rate = run_core(core_events, now_ms)
+        return Sample(rate, {"cpu_us_per_event": (time.process_time() - cpu) / len(core_events) * 1e6})
+
+    async def processor() -> Sample:
+        return await run_processor(records, now_ms, batch)
+
+    figures = await interleave([
+        Contender(SECTION, "pure core: engine.apply_event", "events/s", core, short="pure core"),
+        Contender(SECTION, "Processor without I/O (memory store, same JSON)", "events/s", processor,
+                  target=">= 50% of the pure core"),
+    ], ctx.rounds, say=ctx.say)
+    relate(figures[1], figures[0])
+    return figures
