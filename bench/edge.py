@@ -5,7 +5,8 @@
 - Processor without I/O: `scorer.processor.Processor` as the scorer builds it (default policy,
   batches of `ScorerSettings().batch_max_events` records in topic order), but on a `MemoryStore`
   that keeps what `scorer.store.StateStore` would write to Redis — the same JSON of states and
-  snapshots, due times, offsets — in dicts, an in-memory action publisher and dead-letter sink.
+  snapshots (orjson, as the store writes them), due times, offsets — in dicts, an in-memory
+  action publisher and dead-letter sink.
   Everything the edge does per batch is in it (decoding the envelopes, the core, snapshots, due
   times, serialising), only the network is not.
 
@@ -14,10 +15,10 @@ The events are section 1's generator (`bench.dataset`, 10 events per customer ov
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterable
 
+import orjson
 from prometheus_client import CollectorRegistry
 
 from bench.dataset import Dataset
@@ -49,9 +50,9 @@ class MemoryTransaction:
             s.states.pop(customer_id, None)
             s.snapshots.pop(customer_id, None)
         for customer_id, state in changes.states.items():
-            s.states[customer_id] = json.dumps(state.to_json(), separators=(",", ":"))
+            s.states[customer_id] = orjson.dumps(state.to_json())
         for customer_id, snap in changes.snapshots.items():
-            s.snapshots[customer_id] = json.dumps(snap, separators=(",", ":"))
+            s.snapshots[customer_id] = orjson.dumps(snap)
         for partition, entries in changes.due.items():
             due = s.due.setdefault(partition, {})
             for customer_id, at in entries.items():
@@ -69,13 +70,13 @@ class MemoryStore:
     """What `StateStore` keeps in Redis, kept in dicts (same JSON); duck-typed for the Processor."""
 
     def __init__(self) -> None:
-        self.states: dict[str, str] = {}
-        self.snapshots: dict[str, str] = {}
+        self.states: dict[str, bytes] = {}
+        self.snapshots: dict[str, bytes] = {}
         self.due: dict[int, dict[str, int]] = {}
         self.offsets: dict[str, int] = {}
 
     async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> MemoryTransaction:
-        states = {c: CustomerState.from_json(json.loads(raw)) for c in set(customer_ids)
+        states = {c: CustomerState.from_json(orjson.loads(raw)) for c in set(customer_ids)
                   if (raw := self.states.get(c))}
         offsets = {tp: self.offsets[tp] for tp in set(tps) if tp in self.offsets}
         return MemoryTransaction(self, states, offsets)
