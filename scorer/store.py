@@ -170,8 +170,13 @@ local i, n = 1, #ARGV
 while i <= n do
   local op = ARGV[i]
   if op == 'S' then redis.call('SET', ARGV[i+1], ARGV[i+2]); i = i + 3
+  elseif op == 'M' then
+    local n = tonumber(ARGV[i+1])
+    redis.call('MSET', unpack(ARGV, i + 2, i + 1 + 2 * n)); i = i + 2 + 2 * n
   elseif op == 'D' then redis.call('DEL', ARGV[i+1]); i = i + 2
-  elseif op == 'Z' then redis.call('ZADD', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
+  elseif op == 'Z' then
+    local n = tonumber(ARGV[i+2])
+    redis.call('ZADD', ARGV[i+1], unpack(ARGV, i + 3, i + 2 + 2 * n)); i = i + 3 + 2 * n
   elseif op == 'R' then redis.call('ZREM', ARGV[i+1], ARGV[i+2]); i = i + 3
   elseif op == 'H' then redis.call('HSET', ARGV[i+1], ARGV[i+2], ARGV[i+3]); i = i + 4
   elseif op == 'X' then redis.call('HDEL', ARGV[i+1], ARGV[i+2]); i = i + 3
@@ -180,7 +185,12 @@ end
 return n
 """
 """Applies a flat list of writes (op code, then its arguments), all or nothing (Redis runs a script
-atomically); queued inside the batch's MULTI so the WATCH still guards it."""
+atomically); queued inside the batch's MULTI so the WATCH still guards it. `M n k1 v1 …` is one
+MSET of n keys, `Z key n s1 m1 …` one ZADD of n members: a batch's states, snapshots and due times
+are a few commands for Redis to run, not one per customer."""
+
+MAX_PAIRS = 500
+"""Keys per MSET and members per ZADD in one op: far below what Lua's `unpack` can spread."""
 
 
 class Ops:
@@ -192,13 +202,24 @@ class Ops:
     def set(self, key: str, value: bytes | str) -> None:
         self.args += ["S", key, value]
 
+    def mset(self, pairs: list[tuple[str, bytes | str]]) -> None:
+        for i in range(0, len(pairs), MAX_PAIRS):
+            chunk = pairs[i:i + MAX_PAIRS]
+            self.args += ["M", len(chunk)]
+            for key, value in chunk:
+                self.args += [key, value]
+
     def delete(self, *keys: str) -> None:
         for key in keys:
             self.args += ["D", key]
 
     def zadd(self, key: str, mapping: dict[str, int]) -> None:
-        for member, score in mapping.items():
-            self.args += ["Z", key, score, member]
+        members = list(mapping.items())
+        for i in range(0, len(members), MAX_PAIRS):
+            chunk = members[i:i + MAX_PAIRS]
+            self.args += ["Z", key, len(chunk)]
+            for member, score in chunk:
+                self.args += [score, member]
 
     def zrem(self, key: str, *members: str) -> None:
         for member in members:
@@ -253,17 +274,14 @@ class Transaction:
         ops = Ops()
         for customer_id in changes.erased:
             ops.delete(*customer_keys(self._keys, customer_id).values())
-        for customer_id, state in changes.states.items():
-            ops.set(self._keys.state(customer_id), orjson.dumps(state.to_json()))
-        for customer_id, snap in changes.snapshots.items():
-            ops.set(self._keys.snapshot(customer_id), orjson.dumps(snap))
+        values: list[tuple[str, bytes | str]] = [
+            (self._keys.state(c), orjson.dumps(state.to_json())) for c, state in changes.states.items()]
+        values += [(self._keys.snapshot(c), orjson.dumps(snap)) for c, snap in changes.snapshots.items()]
+        ops.mset(values)
         for partition, entries in changes.due.items():
             key = self._keys.due(self._group, partition)
-            for customer_id, due in entries.items():
-                if due is None:
-                    ops.zrem(key, customer_id)
-                else:
-                    ops.zadd(key, {customer_id: due})
+            ops.zrem(key, *[c for c, due in entries.items() if due is None])
+            ops.zadd(key, {c: due for c, due in entries.items() if due is not None})
         for customer_id, entry in changes.lists.items():
             queue_index_change(ops, self._keys, customer_id, self.list_entries.get(customer_id), entry)
         offsets = self._keys.offsets(self._group)

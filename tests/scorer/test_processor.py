@@ -179,3 +179,26 @@ async def test_a_conflicting_writer_leaves_the_lists_as_exact_as_the_states(redi
     with pytest.raises(CommitConflict):
         await txn.commit(Changes(states={}, lists={"c1": None}))
     assert list((await lists_of(redis_client, unique))["cooling_off"]) == ["c1"]
+
+
+async def test_a_batch_larger_than_one_write_chunk_commits_every_customer(redis_client: Redis, unique: str) -> None:
+    """States, snapshots and due times go to Redis as MSETs and ZADDs of at most MAX_PAIRS entries
+    each: a batch of more customers than that spans several, all in the one transaction."""
+    from scorer.store import MAX_PAIRS
+
+    processor, _, _, _ = make(redis_client, unique)
+    n = MAX_PAIRS + 37  # states + snapshots: 2n values, three MSETs; due times: two ZADDs
+    await processor.process([event_record(o, o, customer=f"c{o}") for o in range(n)])
+    keys = RedisKeys(unique)
+    states = await redis_client.mget([keys.state(f"c{o}") for o in range(n)])
+    snapshots = await redis_client.mget([keys.snapshot(f"c{o}") for o in range(n)])
+    assert all(states) and all(snapshots)
+    assert [json.loads(s)["customer_id"] for s in snapshots] == [f"c{o}" for o in range(n)]
+    due = dict(await redis_client.zrange(keys.due("g", 0), 0, -1, withscores=True))
+    assert set(due) == {f"c{o}" for o in range(n)}
+    assert int(due["c0"]) == json_ms(json.loads(snapshots[0])["next_check_at"])
+    assert await redis_client.hget(keys.offsets("g"), f"{EVENTS}/0") == str(n - 1)
+
+
+def json_ms(text: str) -> int:
+    return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
