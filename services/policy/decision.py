@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from services.contract import parse_rfc3339, to_ms
+from services.durations import parse_duration_ms
 from services.localtime import minute_label, quiet_until_ms, zone_of
 from services.policy.model import Policy, QuietHours
 
@@ -47,16 +48,53 @@ def _ms(text: str | None) -> int | None:
     return to_ms(parse_rfc3339(text)) if text else None
 
 
-def _future(times: list[str], now_ms: int) -> list[int]:
-    return sorted(t for t in (_ms(x) for x in times) if t is not None and t > now_ms)
+@dataclass(frozen=True)
+class Counted:
+    """Counted touches of one window at the decision's moment: how many, and when the known ones
+    leave the window (soonest first, only those still to leave)."""
+
+    count: int
+    leaves_at: list[int]
 
 
-def _cap_wait(leaves_at: list[int], cap: int) -> int | None:
+def _counted(block: Any, now_ms: int, window_ms: int | None = None) -> Counted:
+    """What a snapshot's `frequency` or `weekly` block says about now.
+
+    The snapshot lists when its *first* 50 counted touches leave the window (views.MAX_LEAVES) and
+    how many there were at its `as_of`: the count now is that number less the listed ones gone
+    since, so a customer touched 63 times in the window is not seen as 50. When the policy's window
+    is not the one the snapshot was written for (the policy changed since), each touch leaves the
+    new window `new - old` later than the old one: the times are shifted (exact for a shorter
+    window; a longer one cannot see touches older than the old window until the scorer writes the
+    customer's snapshot again, at its next event or due time)."""
+    block = block if isinstance(block, dict) else {}
+    raw = block.get("leaves_at")
+    leaves = [t for t in (_ms(x) for x in raw if isinstance(x, str)) if t is not None] if isinstance(raw, list) else []
+    written_for = _window_ms(block.get("window"))
+    if window_ms is not None and written_for is not None and written_for != window_ms:
+        leaves = [t - written_for + window_ms for t in leaves]
+    leaves.sort()
+    stated = block.get("counted_touches")
+    total = max(stated if isinstance(stated, int) and not isinstance(stated, bool) else 0, len(leaves))
+    future = [t for t in leaves if t > now_ms]
+    return Counted(total - (len(leaves) - len(future)), future)
+
+
+def _window_ms(label: Any) -> int | None:
+    if not isinstance(label, str):
+        return None
+    try:
+        return parse_duration_ms(label)
+    except ValueError:
+        return None
+
+
+def _cap_wait(counted: Counted, cap: int) -> int | None:
     """When one more touch fits under `cap` (None: not known from the leave times kept)."""
-    must_leave = len(leaves_at) - cap + 1
+    must_leave = counted.count - cap + 1
     if must_leave <= 0:
         return None
-    return leaves_at[must_leave - 1] if must_leave <= len(leaves_at) else None
+    return counted.leaves_at[must_leave - 1] if must_leave <= len(counted.leaves_at) else None
 
 
 def decide(
@@ -71,9 +109,9 @@ def decide(
         return Decision(ALLOW, [{"rule": "no_history", "detail": "nothing recorded for this customer yet"}])
     profile = snapshot.get("profile") or {}
     policy = policy.for_profile(profile)
-    monthly = _future(snapshot.get("frequency", {}).get("leaves_at", []), now_ms)
-    weekly = _future(snapshot.get("weekly", {}).get("leaves_at", []), now_ms)
-    counts = {"counted_touches_30d": len(monthly), "counted_touches_7d": len(weekly),
+    monthly = _counted(snapshot.get("frequency"), now_ms, policy.frequency_window.ms)
+    weekly = _counted(snapshot.get("weekly"), now_ms)
+    counts = {"counted_touches_30d": monthly.count, "counted_touches_7d": weekly.count,
               "window": policy.frequency_window.label}
     if kind in policy.uncounted_kinds:
         return Decision(ALLOW, [{"rule": "transactional", "detail": f"{kind} touches are not counted"}], counts=counts)
@@ -86,9 +124,9 @@ def decide(
         return Decision(DEFER, [reason for _, reason in waits], _next_allowed(waits, profile, policy, channel, now_ms),
                         counts)
     reasons = []
-    if len(monthly) + 1 > policy.warn_above:
+    if monthly.count + 1 > policy.warn_above:
         reasons.append({"rule": "frequency_band_warning", "window": policy.frequency_window.label,
-                        "observed": len(monthly) + 1, "threshold": policy.warn_above,
+                        "observed": monthly.count + 1, "threshold": policy.warn_above,
                         "detail": "above this many touches a month customers tend to feel annoyed"})
     return Decision(ALLOW, reasons, counts=counts)
 
@@ -172,8 +210,8 @@ def _waits(
     profile: dict[str, Any],
     policy: Policy,
     channel: str,
-    monthly: list[int],
-    weekly: list[int],
+    monthly: Counted,
+    weekly: Counted,
     now_ms: int,
 ) -> list[Wait]:
     """(until, reason) for every rule that says not now; until None = not at a known time."""
@@ -181,13 +219,13 @@ def _waits(
     throttled = _throttled(snapshot, now_ms)
     if throttled is not None:
         waits.append(throttled)
-    for rule, times, cap, window in (
+    for rule, counted, cap, window in (
         ("frequency_cap", monthly, policy.throttle_above, policy.frequency_window.label),
         ("weekly_cap", weekly, policy.sending.weekly_cap(profile.get("stage")), "7d"),
     ):
-        if len(times) + 1 > cap:
-            waits.append((_cap_wait(times, cap), {"rule": rule, "window": window, "observed": len(times),
-                                                  "threshold": cap}))
+        if counted.count + 1 > cap:
+            waits.append((_cap_wait(counted, cap), {"rule": rule, "window": window, "observed": counted.count,
+                                                    "threshold": cap}))
     last = _ms(snapshot.get("last_touch_by_channel", {}).get(channel))
     gap = policy.sending.min_gap_ms(channel)
     if last is not None and now_ms < last + gap:

@@ -209,3 +209,60 @@ def test_campaigns_kept_are_bounded_and_only_within_the_gap() -> None:
     engine.apply_event(state, ContactEvent("x", "touch", "c1", "email", later, kind="promo", campaign_id="new",
                                            producer="p"), later, POLICY)
     assert list(state.campaigns) == ["new"]
+
+
+def test_more_touches_than_the_snapshot_lists_are_all_counted() -> None:
+    """The snapshot lists the leave times of its first 50 touches only; a policy with a cap above 50
+    must still see all 70 (and say when enough have left: the known 20th leave time)."""
+    policy = parse_policy("frequency:\n  throttle_above: 60\n  recover_at_or_below: 40\n", "high-cap")
+    state = CustomerState("c1")
+    for i in range(70):  # 70 answered touches over the last 28 days
+        at = NOW - int((28 - i * 0.4) * DAY_MS)
+        engine.apply_event(state, ContactEvent(f"t{i}", "touch", "c1", "phone", at, kind="value", producer="p"),
+                           NOW, policy)
+        engine.apply_event(state, ContactEvent(f"r{i}", "response", "c1", "phone", at + 60_000, kind="reply",
+                                               producer="p"), NOW, policy)
+    snap = snapshot(state, NOW, policy)
+    assert snap["frequency"]["counted_touches"] == 70 and len(snap["frequency"]["leaves_at"]) == 50
+    result = decide(snap, policy, "email", "value", NOW)
+    assert result.counts["counted_touches_30d"] == 70
+    cap = next(r for r in result.reasons if r["rule"] == "frequency_cap")
+    assert cap["observed"] == 70 and cap["threshold"] == 60
+    # 11 must leave before one more fits under 60: the cap holds until the 11th listed leave time
+    eleventh = to_ms_text(snap["frequency"]["leaves_at"][10])
+    assert frequency_cap(decide(snap, policy, "email", "value", eleventh - 1)) == (60, 60)
+    assert frequency_cap(decide(snap, policy, "email", "value", eleventh)) is None
+    later = to_ms_text(snap["frequency"]["leaves_at"][29])
+    assert decide(snap, policy, "email", "value", later).counts["counted_touches_30d"] == 40
+
+
+def test_a_shorter_frequency_window_since_the_snapshot_counts_by_the_new_window() -> None:
+    """PUT /v1/policy changes the frequency window; until the scorer rewrites a customer's snapshot
+    the decision shifts its leave times to the new window instead of counting by the old one."""
+    snap = build([("touch", "phone", d, "value") for d in (25, 20, 16, 12, 9, 6, 3, 1)]
+                 + [("response", "phone", d - 0.01, "reply") for d in (25, 20, 16, 12, 9, 6, 3, 1)])
+    assert snap["frequency"]["window"] == "30d" and snap["frequency"]["counted_touches"] == 8
+    two_weeks = parse_policy("windows: [24h, 7d, 14d, 30d, 90d]\nfrequency:\n  window: 14d\n  throttle_above: 4\n"
+                             "  recover_at_or_below: 2\n", "14d")
+    result = decide(snap, two_weeks, "phone", "value", NOW)
+    assert result.counts["counted_touches_30d"] == 5  # the touches of 12, 9, 6, 3 and 1 days ago
+    cap = next(r for r in result.reasons if r["rule"] == "frequency_cap")
+    assert (cap["observed"], cap["threshold"], cap["window"]) == (5, 4, "14d")
+    # the touch of 12 days ago leaves the 14-day window 2 days from now (an hour bucket: up to an
+    # hour later; by the old 30-day window, 18 days from now), the one of 9 days ago in 5 days: then
+    # one more fits under 4
+    assert frequency_cap(decide(snap, two_weeks, "phone", "value", NOW + 2 * DAY_MS - 1)) == (5, 4)
+    assert frequency_cap(decide(snap, two_weeks, "phone", "value", NOW + 2 * DAY_MS + HOUR_MS)) == (4, 4)
+    assert frequency_cap(decide(snap, two_weeks, "phone", "value", NOW + 5 * DAY_MS - 1)) == (4, 4)
+    assert frequency_cap(decide(snap, two_weeks, "phone", "value", NOW + 5 * DAY_MS + HOUR_MS)) is None
+    assert NOW + 5 * DAY_MS <= result.next_allowed_ms <= NOW + 5 * DAY_MS + HOUR_MS
+
+
+def frequency_cap(result) -> tuple[int, int] | None:  # type: ignore[no-untyped-def]
+    """(observed, threshold) of the decision's frequency_cap reason, None when the cap does not hold."""
+    found = [r for r in result.reasons if r["rule"] == "frequency_cap"]
+    return (found[0]["observed"], found[0]["threshold"]) if found else None
+
+
+def to_ms_text(text: str) -> int:
+    return to_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
