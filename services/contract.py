@@ -99,6 +99,9 @@ class Stage(StrEnum):
     LOYAL = "loyal"
 
 
+_LEAP_SECOND = re.compile(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:)60(?:\.\d+)?([+-]\d{2}:\d{2})$")
+
+
 def parse_rfc3339(value: Any) -> datetime:
     """Parse an RFC 3339 timestamp that carries an explicit offset; anything else is refused."""
     if not isinstance(value, str):
@@ -110,6 +113,9 @@ def parse_rfc3339(value: Any) -> datetime:
     text = value.upper().replace(" ", "T")
     if text.endswith("Z"):
         text = text[:-1] + "+00:00"
+    leap = _LEAP_SECOND.match(text)
+    if leap:  # RFC 3339 5.6/5.7 allows a leap second (:60); Python cannot hold it: its last microsecond
+        text = f"{leap.group(1)}59.999999{leap.group(2)}"
     whole, _, frac_and_tz = text.partition(".")
     if frac_and_tz:  # Python accepts at most 6 fraction digits; keep microseconds.
         digits = re.match(r"\d+", frac_and_tz)

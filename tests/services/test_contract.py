@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC
 from typing import Any
 
 import pytest
@@ -101,3 +102,19 @@ def test_iana_time_zones_are_accepted(timezone: str) -> None:
 def test_the_envelope_is_bounded_like_the_event() -> None:
     body = {"producer": "p", "received_at": "0001-01-01T00:00:00+00:00", "event": event()}
     assert "outside the supported range" in refusal(EventEnvelope, body)
+
+
+@pytest.mark.parametrize(("text", "utc"), [
+    ("2016-12-31T23:59:60Z", "2016-12-31T23:59:59.999999+00:00"),  # the last leap second (IERS)
+    ("2016-12-31T23:59:60.250Z", "2016-12-31T23:59:59.999999+00:00"),
+    ("2017-01-01T07:59:60+08:00", "2016-12-31T23:59:59.999999+00:00"),  # the same second in Shanghai
+])
+def test_a_leap_second_is_accepted_as_the_last_instant_of_its_minute(text: str, utc: str) -> None:
+    """RFC 3339 section 5.6 allows time-second 60; Python cannot hold it, so it becomes 59.999999,
+    which keeps the order of events around it."""
+    moment = EventIn.model_validate(event(occurred_at=text)).occurred_at
+    assert moment.astimezone(UTC).isoformat() == utc
+
+
+def test_a_second_beyond_60_is_refused_naming_the_field() -> None:
+    assert refusal(EventIn, event(occurred_at="2016-12-31T23:59:61Z")).startswith("occurred_at:")
