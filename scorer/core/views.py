@@ -92,31 +92,43 @@ def _campaigns(state: CustomerState) -> dict[str, dict[str, Any]]:
             for c, (ts, rep, channel) in sorted(state.campaigns.items())}
 
 
+_GROUPS = (("touches", "touch"), ("responses", "response"))
+
+
+def _sorted(counts: dict[str, int]) -> dict[str, int]:
+    return dict(sorted(counts.items())) if len(counts) > 1 else counts
+
+
 def _window_table(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
     """Touches and responses per window: in total, by channel and by kind (zeros left out), from one
-    pass over each series' buckets."""
+    pass over each series' counts in every window (`WindowCounts.table`)."""
     ordered = sorted(policy.windows, key=lambda w: w.ms)
+    n = len(ordered)
     table = state.counts.table(tuple(w.ms for w in ordered), now_ms)
+    sums: dict[str, tuple[list[int], list[dict[str, int]], list[dict[str, int]]]] = {
+        type_: ([0] * n, [{} for _ in range(n)], [{} for _ in range(n)]) for _, type_ in _GROUPS}
+    for key, per_window in table.items():
+        found = sums.get(key.type)
+        if found is None:
+            continue
+        totals, by_channel, by_kind = found
+        channel, kind = key.channel, key.kind
+        for i, count in enumerate(per_window):
+            if count:
+                totals[i] += count
+                channels, kinds = by_channel[i], by_kind[i]
+                channels[channel] = channels.get(channel, 0) + count
+                kinds[kind] = kinds.get(kind, 0) + count
+    position = {w.label: i for i, w in enumerate(ordered)}
     windows: dict[str, Any] = {}
-    for i, window in enumerate(ordered):
-        groups: dict[str, dict[str, Any]] = {
-            "touch": {"total": 0, "by_channel": {}, "by_kind": {}},
-            "response": {"total": 0, "by_channel": {}, "by_kind": {}},
-        }
-        for key, per_window in table.items():
-            n = per_window[i]
-            if n and key.type in groups:
-                group = groups[key.type]
-                group["total"] += n
-                group["by_channel"][key.channel] = group["by_channel"].get(key.channel, 0) + n
-                group["by_kind"][key.kind] = group["by_kind"].get(key.kind, 0) + n
+    for window in policy.windows:
+        i = position[window.label]
         windows[window.label] = {
-            plural: {"total": groups[type_]["total"],
-                     "by_channel": dict(sorted(groups[type_]["by_channel"].items())),
-                     "by_kind": dict(sorted(groups[type_]["by_kind"].items()))}
-            for plural, type_ in (("touches", "touch"), ("responses", "response"))
+            plural: {"total": sums[type_][0][i], "by_channel": _sorted(sums[type_][1][i]),
+                     "by_kind": _sorted(sums[type_][2][i])}
+            for plural, type_ in _GROUPS
         }
-    return {window.label: windows[window.label] for window in policy.windows}
+    return windows
 
 
 _UNKNOWN = -1

@@ -16,6 +16,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from services.durations import HOUR_MS, MINUTE_MS
 
@@ -43,6 +44,10 @@ def leaves_window_at(bucket_start_ms: int, bucket_size_ms: int, window_ms: int) 
     if bucket_size_ms == FINE_MS and window_ms >= FINE_HORIZON_MS:
         bucket_start_ms, bucket_size_ms = bucket_start_ms - bucket_start_ms % COARSE_MS, COARSE_MS
     return bucket_start_ms + bucket_size_ms + window_ms
+
+
+def _end_of(bucket: tuple[int, int, int]) -> int:
+    return bucket[0] + bucket[1]
 
 
 @dataclass(slots=True)
@@ -86,12 +91,19 @@ class Series:
             self._by_end = None
 
     def by_end(self) -> _ByEnd:
+        """The buckets in end order with running totals; built once after each change. A state read
+        from Redis starts with none built, so this runs for every series of every customer of a
+        batch: most series hold one bucket, and that case skips the sort."""
         if self._by_end is None:
-            items = sorted(self.buckets(), key=lambda b: b[0] + b[1])
-            before = [0]
-            for _, _, c in items:
-                before.append(before[-1] + c)
-            self._by_end = _ByEnd(items, [start + size for start, size, _ in items], before)
+            fine, coarse = self.fine, self.coarse
+            if len(fine) + len(coarse) == 1:
+                ((start, count),), size = (fine.items(), FINE_MS) if fine else (coarse.items(), COARSE_MS)
+                self._by_end = _ByEnd([(start, size, count)], [start + size], [0, count])
+            else:
+                items = [(s, FINE_MS, c) for s, c in fine.items()] + [(s, COARSE_MS, c) for s, c in coarse.items()]
+                items.sort(key=_end_of)
+                ends = [s + size for s, size, _ in items]
+                self._by_end = _ByEnd(items, ends, [0, *accumulate(c for _, _, c in items)])
         return self._by_end
 
     def buckets(self) -> Iterator[tuple[int, int, int]]:
