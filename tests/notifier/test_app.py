@@ -307,9 +307,11 @@ async def test_a_slow_endpoint_does_not_delay_a_healthy_one(
         store = store_of(redis_client, notifier_settings)
         async with running(notifier_settings) as task:
             await wait_until(lambda: bool(receiver.for_action(action)), task, "the healthy delivery")
+            # the slow endpoint's request is on its way too (both attempts start together; which
+            # reaches its server first is the scheduler's business) and its first attempt, which
+            # lasts until the 2 s timeout, is still going on: the healthy one did not wait for it
+            await wait_until(lambda: slow.arrived >= 1, task, "the slow endpoint's request")
             slow_record = await store.get(webhook_id(action["action_id"], slow_sub.id))
-            # the slow endpoint got its request, and its first attempt is still going on
-            assert slow.arrived >= 1
             assert slow_record is not None and (slow_record.status, slow_record.attempts) == ("pending", 0)
     healthy = await store.get(webhook_id(action["action_id"], subscription.id))
     assert healthy is not None and healthy.status == "delivered"
