@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import signal
 from collections.abc import Awaitable
@@ -24,9 +25,10 @@ from notifier.delivery import SenderConfig, WebhookSender
 from notifier.dispatch import Dispatcher
 from notifier.health import NotifierHealth, start_web
 from notifier.ledger import RedisLedger
+from notifier.pinned import vetted_transport
 from notifier.scheduler import DeliveryScheduler
 from services.deadletter import KafkaDeadLetterSink
-from services.delivery.destinations import Resolver, system_resolver
+from services.delivery.destinations import Resolver, system_resolver, vetted_addresses
 from services.delivery.digests import DigestStore
 from services.delivery.health import CircuitConfig, EndpointHealthStore
 from services.delivery.store import DeliveryStore
@@ -72,9 +74,13 @@ def make_consumer(
     return consumer
 
 
-def make_http_client() -> httpx.AsyncClient:
-    """Redirects are not followed (they would bypass the destination check); no proxy from env."""
-    return httpx.AsyncClient(follow_redirects=False, trust_env=False)
+def make_http_client(settings: NotifierSettings, resolve: Resolver = system_resolver) -> httpx.AsyncClient:
+    """Redirects are not followed (they would bypass the destination check); no proxy from env;
+    connections go only to addresses the destination check allowed when they are opened
+    (notifier/pinned.py)."""
+    check = functools.partial(vetted_addresses, allow_private=settings.allow_private_destinations,
+                              allow_loopback=settings.allow_loopback_destinations, resolve=resolve)
+    return httpx.AsyncClient(follow_redirects=False, trust_env=False, transport=vetted_transport(check))
 
 
 def make_sender(
@@ -164,7 +170,7 @@ async def run(
             resources.push_async_callback((await serve_web(settings, registry, health)).cleanup)
         redis = make_redis(settings)
         resources.push_async_callback(redis.aclose)
-        client = await resources.enter_async_context(make_http_client())
+        client = await resources.enter_async_context(make_http_client(settings, resolve))
         consumer = make_consumer(settings, session_timeout_ms=session_timeout_ms,
                                  heartbeat_interval_ms=heartbeat_interval_ms,
                                  rebalance_timeout_ms=rebalance_timeout_ms, listener=health)

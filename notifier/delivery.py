@@ -213,6 +213,8 @@ class WebhookSender:
                 await _drain(response)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise AttemptFailed(f"no response within {timeout_s}s", retriable=True, result="timeout") from exc
+        except DestinationUnresolved as exc:  # DNS failed when the connection was opened (notifier/pinned.py)
+            raise AttemptFailed(str(exc), retriable=True, result="error") from exc
         except httpx.TransportError as exc:
             raise AttemptFailed(f"connection failed: {exc!r}", retriable=True, result="error") from exc
         except httpx.HTTPError as exc:

@@ -1,8 +1,10 @@
 """Which webhook destinations are allowed: refuses private, loopback and other internal addresses.
 
 A webhook URL is user input that makes our servers send requests; without this check anyone with
-an API key could reach internal services (SSRF). The check runs when a subscription is created
-and again before every attempt on the addresses the name resolves to then (DNS can change).
+an API key could reach internal services (SSRF). The check runs when a subscription is created,
+again before every attempt on the addresses the name resolves to then (DNS can change), and when
+the notifier opens a connection, which goes to one of the addresses checked at that moment
+(notifier/pinned.py: no second DNS answer to rebind to).
 
 - The URL itself must be one the HTTP client sends as written: http or https, a host name of
   valid labels (each at most 63 characters, 253 in all, after IDNA encoding) or an IP literal, no
@@ -149,6 +151,20 @@ def check_destination(
 ) -> list[str]:
     """Raise DestinationRefused unless every address `url` resolves to is allowed; return them."""
     host, port = parse_destination(url)
+    return vetted_addresses(host, port, allow_private=allow_private, allow_loopback=allow_loopback, resolve=resolve)
+
+
+def vetted_addresses(
+    host: str,
+    port: int,
+    *,
+    allow_private: bool,
+    allow_loopback: bool,
+    resolve: Resolver = system_resolver,
+) -> list[str]:
+    """The addresses `host` resolves to, when every one is allowed; else DestinationRefused
+    (DestinationUnresolved while DNS fails). What the notifier's connections are opened to
+    (notifier/pinned.py), so the answer checked is the answer used."""
     addresses = list(resolve(host, port))
     if not addresses:
         raise DestinationRefused(f"host {host!r} resolves to no address")
