@@ -234,6 +234,7 @@ class Processor:
         changes, actions, letters = Changes(), [], []
         states = dict(txn.states)
         partition_of: dict[str, int] = {}
+        earliest_received: int | None = None
         for item in items:
             record = item.record
             tp = tp_field(record.topic, record.partition)
@@ -253,6 +254,11 @@ class Processor:
             actions += self._apply_one(state, item.decoded, now_ms, policy)
             changes.states[item.decoded.customer_id] = state
             partition_of[item.decoded.customer_id] = record.partition
+            received = item.decoded.received_at_ms
+            if received is not None and (earliest_received is None or received < earliest_received):
+                earliest_received = received
+        if earliest_received is not None:  # the batch's oldest event: one slow partition is not hidden
+            self._metrics.lag_seconds.set(max(0, now_ms - earliest_received) / 1000)
         for customer_id, state in changes.states.items():
             due = engine.next_due_ms(state, policy)
             changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=due)
@@ -284,8 +290,6 @@ class Processor:
         self._metrics.events.labels(outcome.result).inc()
         if outcome.result != engine.COUNTED:
             log.debug("event %s of %s not counted: %s", item.event.event_id, item.customer_id, outcome.reason)
-        if item.received_at_ms is not None:
-            self._metrics.lag_seconds.set(max(0, now_ms - item.received_at_ms) / 1000)
         return outcome.actions
 
     def count_letters(self, letters: list[DeadLetter]) -> None:

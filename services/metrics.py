@@ -93,7 +93,7 @@ class ScorerMetrics:
         )
         self.lag_seconds = Gauge(
             "fatigue_scorer_event_lag_seconds",
-            "Processing time minus arrival time of the last processed event.",
+            "Processing time minus API arrival time of the oldest event of the last batch.",
             registry=registry,
         )
         self.commit_conflicts = Counter(

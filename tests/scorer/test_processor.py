@@ -202,3 +202,18 @@ async def test_a_batch_larger_than_one_write_chunk_commits_every_customer(redis_
 
 def json_ms(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000)
+
+
+async def test_the_lag_gauge_reports_the_oldest_event_of_the_batch(redis_client: Redis, unique: str) -> None:
+    """One partition an hour behind, the other current, the current one processed last: the gauge
+    says an hour (the last event's lag would hide the slow partition)."""
+    processor, _, _, metrics = make(redis_client, unique)
+
+    def received(offset: int, customer: str, partition: int, ago: timedelta) -> Record:
+        body = EventIn.model_validate({"event_id": f"{customer}-{offset}", "type": "touch", "customer_id": customer,
+                                       "channel": "email", "occurred_at": (NOW - ago).isoformat()})
+        value = encode(EventEnvelope(producer="p", received_at=NOW - ago, event=body))
+        return Record(EVENTS, partition, offset, value)
+
+    await processor.process([received(0, "slow", 0, timedelta(hours=1)), received(0, "fresh", 1, timedelta(seconds=2))])
+    assert metrics.lag_seconds._value.get() == pytest.approx(3600)
