@@ -23,6 +23,7 @@ from standardwebhooks.webhooks import Webhook
 
 from fatigue.embedded import free_port
 from tests.helpers import FAST_GROUP_ENV, over_contacted, stop_process, wait_until
+from tests.notifier.receivers import serving_on_loopback
 
 pytestmark = pytest.mark.integration
 
@@ -51,16 +52,8 @@ class Receiver:
 @pytest.fixture
 async def receiver() -> AsyncIterator[tuple[Receiver, str]]:
     rec = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", rec.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        yield rec, f"http://127.0.0.1:{port}/hook"
-    finally:
-        await runner.cleanup()
+    async with serving_on_loopback(rec.handle) as url:
+        yield rec, url
 
 
 @pytest.fixture

@@ -15,15 +15,36 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import socket
 import time
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 from aiohttp import web
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from fatigue.embedded import free_port
+
+
+@contextlib.asynccontextmanager
+async def serving_on_loopback(
+    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """A real HTTP server on a free loopback port answering POST /hook with `handle`; yields the URL.
+    The socket is bound before the server starts, so no other process can take the port between."""
+    app = web.Application()
+    app.router.add_post("/hook", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    try:
+        await web.SockSite(runner, sock).start()
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
+    finally:
+        await runner.cleanup()
+        sock.close()
 
 
 @dataclass(frozen=True)

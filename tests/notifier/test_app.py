@@ -7,7 +7,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -33,7 +32,7 @@ from services.kafka import make_producer
 from services.names import ACTION_RECOVERED, ACTION_THROTTLE
 from services.settings import CommonSettings, NotifierSettings
 from tests.notifier.helpers import make_action
-from tests.notifier.receivers import signature_verifies
+from tests.notifier.receivers import serving_on_loopback, signature_verifies
 
 pytestmark = pytest.mark.integration
 
@@ -90,22 +89,13 @@ async def receiver() -> AsyncIterator[Receiver]:
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[Receiver]:
     rec = Receiver()
-    app = web.Application()
+
     async def handle(request: web.Request) -> web.Response:
         return await rec.handle(request)  # looked up per request: a test may wrap it
 
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    rec.url = f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    try:
-        await web.SockSite(runner, sock).start()
+    async with serving_on_loopback(handle) as url:
+        rec.url = url
         yield rec
-    finally:
-        await runner.cleanup()
-        sock.close()
 
 
 @pytest.fixture

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import hashlib
 import hmac
 import json
-import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -44,6 +42,7 @@ from services.delivery.subscriptions import Subscription, generate_secret
 from services.errors import DestinationUnresolved
 from services.metrics import NotifierMetrics
 from tests.notifier.helpers import make_action, make_subscription, public_resolver
+from tests.notifier.receivers import serving_on_loopback
 
 Handler = Callable[[httpx.Request], httpx.Response]
 ATTEMPTS = "fatigue_notifier_attempts_total"
@@ -432,25 +431,6 @@ async def loopback_receiver() -> AsyncIterator[tuple[str, list[Got]]]:
 
     async with serving_on_loopback(handle) as url:
         yield url, got
-
-
-@contextlib.asynccontextmanager
-async def serving_on_loopback(
-    handle: Callable[[web.Request], Awaitable[web.StreamResponse]],
-) -> AsyncIterator[str]:
-    """A real HTTP server on a free loopback port answering POST /hook with `handle`; yields the URL."""
-    app = web.Application()
-    app.router.add_post("/hook", handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        await web.SockSite(runner, sock).start()
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}/hook"
-    finally:
-        await runner.cleanup()
-        sock.close()
 
 
 async def attempt_over_http(sub: Subscription, action: Any) -> AttemptOutcome:

@@ -9,8 +9,8 @@ would reach the receiver.
 from __future__ import annotations
 
 import contextlib
-import socket
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
 import pytest
 from aiohttp import web
@@ -22,6 +22,7 @@ from services.errors import DestinationUnresolved
 from services.metrics import NotifierMetrics
 from services.settings import NotifierSettings
 from tests.notifier.helpers import make_action, make_subscription
+from tests.notifier.receivers import serving_on_loopback
 
 PUBLIC = "93.184.216.34"
 
@@ -38,18 +39,8 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def receiving() -> AsyncIterator[tuple[Receiver, int]]:
     receiver = Receiver()
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    try:
-        await web.SockSite(runner, sock).start()
-        yield receiver, sock.getsockname()[1]
-    finally:
-        await runner.cleanup()
-        sock.close()
+    async with serving_on_loopback(receiver.handle) as url:
+        yield receiver, urlsplit(url).port or 0
 
 
 class Scripted:
