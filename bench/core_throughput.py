@@ -37,7 +37,9 @@ def make_events(customers: int, events: int, seed: int) -> list[ContactEvent]:
     return out
 
 
-def run_once(events: list[ContactEvent]) -> tuple[float, dict[str, CustomerState]]:
+def run_once(events: list[ContactEvent], now_ms: int | None = None) -> tuple[float, dict[str, CustomerState]]:
+    """`engine.apply_event` over `events` on fresh states: (seconds, states). The clock reads each
+    event's own time, or `now_ms` for all of them (bench/edge.py: the Processor's fixed clock)."""
     policy = default_policy()
     states: dict[str, CustomerState] = {}
     started = time.perf_counter()
@@ -45,7 +47,7 @@ def run_once(events: list[ContactEvent]) -> tuple[float, dict[str, CustomerState
         state = states.get(event.customer_id)
         if state is None:
             state = states[event.customer_id] = CustomerState(event.customer_id)
-        engine.apply_event(state, event, event.occurred_at_ms, policy)
+        engine.apply_event(state, event, event.occurred_at_ms if now_ms is None else now_ms, policy)
     return time.perf_counter() - started, states
 
 

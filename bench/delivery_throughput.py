@@ -242,7 +242,9 @@ class Env:
     async def scheduler(self, store: DeliveryStore, metrics: NotifierMetrics) -> AsyncIterator[asyncio.Task[None]]:
         """The scheduler running, as `notifier.app.run` builds it (the resolver answers 127.0.0.1)."""
         s = self.settings
-        loopback = lambda host, port: [LOOPBACK]  # noqa: E731
+        def loopback(host: str, port: int) -> list[str]:
+            return [LOOPBACK]
+
         async with make_http_client(s, loopback) as client:
             scheduler = make_scheduler(s, self.redis, store, client, metrics, loopback)
             stop = asyncio.Event()

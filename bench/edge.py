@@ -21,10 +21,10 @@ from collections.abc import Iterable
 import orjson
 from prometheus_client import CollectorRegistry
 
+from bench.core_throughput import run_once
 from bench.dataset import Dataset
 from bench.harness import Contender, Context, Figure, Sample, interleave, relate
 from scorer.clock import ManualClock
-from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.processor import Processor, Record
 from scorer.publisher import MemoryActionPublisher
@@ -110,15 +110,8 @@ def make_processor(now_ms: int) -> tuple[Processor, MemoryStore]:
 
 
 def run_core(events: list[ContactEvent], now_ms: int) -> float:
-    policy = default_policy()
-    states: dict[str, CustomerState] = {}
-    started = time.perf_counter()
-    for event in events:
-        state = states.get(event.customer_id)
-        if state is None:
-            state = states[event.customer_id] = CustomerState(event.customer_id)
-        engine.apply_event(state, event, now_ms, policy)
-    return len(events) / (time.perf_counter() - started)
+    elapsed, _ = run_once(events, now_ms)
+    return len(events) / elapsed
 
 
 async def run_processor(records: list[Record], now_ms: int, batch: int) -> Sample:

@@ -169,8 +169,7 @@ APPLY_OPS = """
 local i, n = 1, #ARGV
 while i <= n do
   local op = ARGV[i]
-  if op == 'S' then redis.call('SET', ARGV[i+1], ARGV[i+2]); i = i + 3
-  elseif op == 'M' then
+  if op == 'M' then
     local n = tonumber(ARGV[i+1])
     redis.call('MSET', unpack(ARGV, i + 2, i + 1 + 2 * n)); i = i + 2 + 2 * n
   elseif op == 'D' then redis.call('DEL', ARGV[i+1]); i = i + 2
@@ -198,9 +197,6 @@ class Ops:
 
     def __init__(self) -> None:
         self.args: list[bytes | str | int] = []
-
-    def set(self, key: str, value: bytes | str) -> None:
-        self.args += ["S", key, value]
 
     def mset(self, pairs: list[tuple[str, bytes | str]]) -> None:
         for i in range(0, len(pairs), MAX_PAIRS):
