@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import
+.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ bench-extra: bench-core bench-decision bench-latency bench-delivery bench-backte
 bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
 
-bench-decision: dev  ## pre-send decision: snapshot JSON parse + decide, per second on one core
+bench-decision: dev  ## pre-send decision: stored snapshot decoded + decide, per second on one core
 	$(PY) -m bench.decision --customers 2000 --runs 5
 
 bench-latency: dev  ## POST /v1/events -> signed webhook received, through the whole stack
@@ -50,3 +50,6 @@ bench-backtest: dev  ## fatigue backtest replay: events/s and timers fired over 
 
 bench-import: dev  ## fatigue import of 1,000,000 events: events/s and the importer's peak RSS
 	$(PY) -m bench.import_throughput --events 1000000 --customers 50000
+
+dictionary: dev  ## train a new zstd dictionary for stored states and snapshots (services/zstd_dictionaries/)
+	$(PY) -m bench.train_dictionary

@@ -1,5 +1,6 @@
-"""Benchmark of the pre-send decision as the API computes it: parse the snapshot JSON read from
-Redis, then `services.policy.decision.decide` under the default policy.
+"""Benchmark of the pre-send decision as the API computes it: decode the stored snapshot read from
+Redis (services/stored_values.py, as the scorer writes it by default), then
+`services.policy.decision.decide` under the default policy.
 
     python -m bench.decision [--customers 2000] [--runs 5]
 
@@ -10,7 +11,6 @@ Reports decisions/s on one core (median of the runs) and the median snapshot siz
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import statistics
 import time
@@ -21,12 +21,16 @@ from scorer.core.views import snapshot
 from services.durations import DAY_MS, HOUR_MS
 from services.policy.decision import decide
 from services.policy.model import default_policy
+from services.snapshots import parse_snapshot
+from services.stored_values import ValueEncoder
 
 NOW = 1_790_000_000_000
 CHANNELS = ("email", "sms", "phone", "wecom")
 
 
-def snapshots(customers: int) -> list[str]:
+def snapshots(customers: int) -> list[bytes]:
+    """The customers' snapshots as the scorer stores them (services/stored_values.py, default format)."""
+    encoder = ValueEncoder()
     rng = random.Random(3)
     policy = default_policy()
     out = []
@@ -41,7 +45,7 @@ def snapshots(customers: int) -> list[str]:
             if rng.random() < 0.5:
                 engine.apply_event(state, ContactEvent(f"r{i}", "response", state.customer_id, channel,
                                                        at + HOUR_MS, kind=rng.choice(["open", "reply"])), NOW, policy)
-        out.append(json.dumps(snapshot(state, NOW, policy)))
+        out.append(encoder.encode(snapshot(state, NOW, policy)))
     return out
 
 
@@ -57,11 +61,11 @@ def main() -> None:
     for _ in range(args.runs):
         started = time.perf_counter()
         for i, text in enumerate(raw):
-            result = decide(json.loads(text), policy, CHANNELS[i % len(CHANNELS)], "promo", NOW)
+            result = decide(parse_snapshot(text), policy, CHANNELS[i % len(CHANNELS)], "promo", NOW)
             outcomes[result.decision] = outcomes.get(result.decision, 0) + 1
         rates.append(len(raw) / (time.perf_counter() - started))
     sizes = sorted(len(t) for t in raw)
-    print(f"pre-send decision (snapshot JSON parse + decide), {len(raw):,} customers, {args.runs} runs")
+    print(f"pre-send decision (stored snapshot decoded + decide), {len(raw):,} customers, {args.runs} runs")
     print(f"  decisions/s (one core): median {statistics.median(rates):,.0f}  min {min(rates):,.0f}  "
           f"max {max(rates):,.0f}  ->  {1e6 / statistics.median(rates):,.0f} us per decision")
     print(f"  snapshot bytes: median {statistics.median(sizes):,.0f}  max {sizes[-1]:,}")

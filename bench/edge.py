@@ -4,8 +4,8 @@
   a dict, with the clock passed in: what the decision logic itself costs.
 - Processor without I/O: `scorer.processor.Processor` as the scorer builds it (default policy,
   batches of `ScorerSettings().batch_max_events` records in topic order), but on a `MemoryStore`
-  that keeps what `scorer.store.StateStore` would write to Redis — the same JSON of states and
-  snapshots (orjson, as the store writes them), due times, offsets — in dicts, an in-memory
+  that keeps what `scorer.store.StateStore` would write to Redis — the same values of states and
+  snapshots (services/stored_values.py, the default format), due times, offsets — in dicts, an in-memory
   action publisher and dead-letter sink.
   Everything the edge does per batch is in it (decoding the envelopes, the core, snapshots, due
   times, serialising), only the network is not.
@@ -18,7 +18,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable
 
-import orjson
 from prometheus_client import CollectorRegistry
 
 from bench.core_throughput import run_once
@@ -33,6 +32,7 @@ from services.deadletter import MemoryDeadLetterSink
 from services.metrics import ScorerMetrics
 from services.policy.model import default_policy
 from services.settings import ScorerSettings
+from services.stored_values import ValueEncoder, loads
 
 SECTION = "2 edge"
 EVENTS, PROFILES = "bench.events.v1", "bench.profiles.v1"
@@ -50,9 +50,9 @@ class MemoryTransaction:
             s.states.pop(customer_id, None)
             s.snapshots.pop(customer_id, None)
         for customer_id, state in changes.states.items():
-            s.states[customer_id] = orjson.dumps(state.to_json())
+            s.states[customer_id] = s.encoder.encode(state.to_json())
         for customer_id, snap in changes.snapshots.items():
-            s.snapshots[customer_id] = orjson.dumps(snap)
+            s.snapshots[customer_id] = s.encoder.encode(snap)
         for partition, entries in changes.due.items():
             due = s.due.setdefault(partition, {})
             for customer_id, at in entries.items():
@@ -67,16 +67,18 @@ class MemoryTransaction:
 
 
 class MemoryStore:
-    """What `StateStore` keeps in Redis, kept in dicts (same JSON); duck-typed for the Processor."""
+    """What `StateStore` keeps in Redis, kept in dicts (same values: the default stored format of
+    services/stored_values.py unless another encoder is given); duck-typed for the Processor."""
 
-    def __init__(self) -> None:
+    def __init__(self, encoder: ValueEncoder | None = None) -> None:
+        self.encoder = encoder or ValueEncoder()
         self.states: dict[str, bytes] = {}
         self.snapshots: dict[str, bytes] = {}
         self.due: dict[int, dict[str, int]] = {}
         self.offsets: dict[str, int] = {}
 
     async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> MemoryTransaction:
-        states = {c: CustomerState.from_json(orjson.loads(raw)) for c in set(customer_ids)
+        states = {c: CustomerState.from_json(loads(raw)) for c in set(customer_ids)
                   if (raw := self.states.get(c))}
         offsets = {tp: self.offsets[tp] for tp in set(tps) if tp in self.offsets}
         return MemoryTransaction(self, states, offsets)
@@ -99,8 +101,8 @@ def records_of(data: Dataset) -> list[Record]:
     return out
 
 
-def make_processor(now_ms: int) -> tuple[Processor, MemoryStore]:
-    store = MemoryStore()
+def make_processor(now_ms: int, encoder: ValueEncoder | None = None) -> tuple[Processor, MemoryStore]:
+    store = MemoryStore(encoder)
     processor = Processor(
         store, MemoryActionPublisher(), default_policy, ManualClock(now_ms),  # type: ignore[arg-type]
         ScorerMetrics(CollectorRegistry()), events_topic=EVENTS, profiles_topic=PROFILES,
@@ -146,7 +148,7 @@ async def run(ctx: Context) -> list[Figure]:
 
     figures = await interleave([
         Contender(SECTION, "pure core: engine.apply_event", "events/s", core, short="pure core"),
-        Contender(SECTION, "Processor without I/O (memory store, same JSON)", "events/s", processor,
+        Contender(SECTION, "Processor without I/O (memory store, same stored values)", "events/s", processor,
                   target=">= 50% of the pure core"),
     ], ctx.rounds, say=ctx.say)
     relate(figures[1], figures[0])

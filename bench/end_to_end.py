@@ -31,6 +31,7 @@ from bench.harness import Context, Figure, Sample, load_1m, median, percentile, 
 from bench.procs import Child, service, stop_all
 from fatigue.embedded import free_port
 from services.names import RedisKeys
+from services.snapshots import parse_snapshot
 
 SECTION = "5 end to end"
 TOUCHES = 13
@@ -103,7 +104,7 @@ class Stack:
         while customer not in self.receiver.arrivals or snapshot_at is None:
             if snapshot_at is None:
                 raw = await self.redis.get(key)
-                if raw and orjson.loads(raw).get("events_counted", 0) >= TOUCHES:
+                if raw and parse_snapshot(raw).get("events_counted", 0) >= TOUCHES:
                     snapshot_at = time.monotonic()
             if time.monotonic() - started > timeout_s:
                 dead = [c.name for c in self.children if not c.alive()]

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 
 from ingest.validation import describe_errors
 from services.errors import BrokerUnavailable, StoreUnavailable
+from services.snapshots import SnapshotUnreadable
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +119,12 @@ async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
         "store_unavailable", "the state store is unavailable: it did not answer; retry after Retry-After"))
 
 
+async def _snapshot_unreadable(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, SnapshotUnreadable)
+    log.error("%s", exc)
+    return error_response(ApiError(500, "bad_snapshot", str(exc)))
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(ApiError(500, "internal_error", "internal error; see the server log"))
@@ -130,4 +137,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
     app.add_exception_handler(RedisError, _store_unavailable)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
+    app.add_exception_handler(SnapshotUnreadable, _snapshot_unreadable)
     app.add_exception_handler(Exception, _unexpected)

@@ -36,6 +36,7 @@ from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver,
 from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import ScorerSettings
+from services.stored_values import ValueEncoder
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +142,7 @@ class Scorer:
         self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
         self.exit_code = 0
         self.processor = Processor(
-            StateStore(self.redis, settings.keys, settings.scorer_app_id),
+            StateStore(self.redis, settings.keys, settings.scorer_app_id, ValueEncoder(settings.store_format)),
             self.publisher,
             lambda: self.policy,
             SystemClock(),

@@ -23,7 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from redis.asyncio import Redis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
@@ -34,6 +33,7 @@ from services.customer_lists import ListEntry, queue_index_change
 from services.erasure import customer_keys
 from services.errors import FatigueError, StoreUnavailable
 from services.names import RedisKeys
+from services.stored_values import ValueEncoder, loads
 
 
 class CommitConflict(FatigueError):
@@ -43,7 +43,7 @@ class CommitConflict(FatigueError):
 
 
 class StateUnreadable(Exception):
-    """A stored customer state is not valid JSON or not a state this build reads (not an outage).
+    """A stored customer state is not a value or a state this build reads (not an outage).
 
     The processor treats it like a failure of the core: that customer's records are dead-lettered
     instead of stopping everyone's."""
@@ -79,10 +79,12 @@ def list_entry_of(state: CustomerState) -> ListEntry | None:
 
 
 class StateStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, group: str) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, group: str, encoder: ValueEncoder | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self._group = group
+        self._encoder = encoder or ValueEncoder()
+        """How states and snapshots are written (services/stored_values.py); any format is read."""
 
     async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> Transaction:
         """Start a transaction: WATCH and read the customers' states and the offsets of `tps`."""
@@ -108,7 +110,7 @@ class StateStore:
         except (StateUnreadable, ValueError, TypeError):
             await pipe.reset()
             raise
-        return Transaction(pipe, self._keys, self._group, states, offsets, entries)
+        return Transaction(pipe, self._keys, self._group, states, offsets, entries, self._encoder)
 
     async def reindex_lists(self, customer_ids: list[str], attempts: int = 5) -> int:
         """Put these customers on the lists their stored states say (for states written before the
@@ -160,7 +162,7 @@ def _parse_entry(customer_id: str, raw: str | bytes) -> ListEntry:
 
 def _parse_state(customer_id: str, raw: str | bytes) -> CustomerState:
     try:
-        return CustomerState.from_json(orjson.loads(raw))
+        return CustomerState.from_json(loads(raw))
     except Exception as exc:  # any shape a hand-written or corrupt value may have
         raise StateUnreadable(f"stored state of {customer_id!r} is unreadable: {type(exc).__name__}: {exc}") from exc
 
@@ -240,6 +242,7 @@ class Transaction:
         states: dict[str, CustomerState],
         offsets: dict[str, int],
         list_entries: dict[str, ListEntry] | None = None,
+        encoder: ValueEncoder | None = None,
     ) -> None:
         self._pipe = pipe
         self._keys = keys
@@ -248,6 +251,7 @@ class Transaction:
         self.offsets = offsets
         self.list_entries = list_entries or {}
         """customer_id -> the list entry written with its state (read under the same WATCH)."""
+        self._encoder = encoder or ValueEncoder()
 
     async def commit(self, changes: Changes) -> None:
         """Every write of the batch as one script call inside MULTI/EXEC: atomic with the WATCH, and one
@@ -270,9 +274,10 @@ class Transaction:
         ops = Ops()
         for customer_id in changes.erased:
             ops.delete(*customer_keys(self._keys, customer_id).values())
+        encode = self._encoder.encode
         values: list[tuple[str, bytes | str]] = [
-            (self._keys.state(c), orjson.dumps(state.to_json())) for c, state in changes.states.items()]
-        values += [(self._keys.snapshot(c), orjson.dumps(snap)) for c, snap in changes.snapshots.items()]
+            (self._keys.state(c), encode(state.to_json())) for c, state in changes.states.items()]
+        values += [(self._keys.snapshot(c), encode(snap)) for c, snap in changes.snapshots.items()]
         ops.mset(values)
         for partition, entries in changes.due.items():
             key = self._keys.due(self._group, partition)

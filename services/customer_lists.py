@@ -31,6 +31,7 @@ from redis.asyncio import Redis
 from services.names import CUSTOMER_LISTS, LIST_COOLING_OFF, LIST_THROTTLED, RedisKeys
 from services.policy.decision import ALLOW, decide
 from services.policy.model import Policy
+from services.snapshots import parse_snapshot
 
 MAX_SCANNED_PER_PAGE = 2000
 """With a tier/stage filter beyond the one index used, at most this many entries are looked at per
@@ -172,7 +173,7 @@ class ListReader:
                 exhausted = True  # nothing after the last one looked at
                 break
         snapshots = await self._redis.mget([self._keys.snapshot(m) for m, _ in found]) if found else []
-        items = [(m, s, json.loads(raw)) for (m, s), raw in zip(found, snapshots, strict=True) if raw]
+        items = [(m, s, parse_snapshot(raw, m)) for (m, s), raw in zip(found, snapshots, strict=True) if raw]
         next_cursor = None if exhausted or position is None else encode_cursor(name, position[0], position[1])
         return ListPage(items, next_cursor)
 

@@ -41,11 +41,12 @@ class RedisKeys:
         self.prefix = prefix
 
     def state(self, customer_id: str) -> str:
-        """Scorer-private per-customer state (JSON)."""
+        """Scorer-private per-customer state (JSON, stored as services/stored_values.py says)."""
         return f"{self.prefix}state:{customer_id}"
 
     def snapshot(self, customer_id: str) -> str:
-        """Public per-customer snapshot the API serves (JSON, see docs/api.md)."""
+        """Per-customer snapshot the API serves (JSON, see docs/api.md; stored as services/stored_values.py
+        says: compressed by default, `stored_values.loads` reads either format)."""
         return f"{self.prefix}snapshot:{customer_id}"
 
     def offsets(self, group: str) -> str:

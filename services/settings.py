@@ -19,6 +19,7 @@ from services.apikeys import ApiKey, Rate, parse_api_keys
 from services.errors import ConfigError
 from services.logs import LogFormat
 from services.names import RedisKeys, topic
+from services.stored_values import StoreFormat
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -269,6 +270,10 @@ class ScorerSettings(CommonSettings):
     data_dir: Path = Path(".fatigue/scorer")
     stall_s: float = Field(default=300.0, gt=0)
     """/healthz fails when a batch (outage retries included) or the timer loop is stuck this long."""
+    store_format: StoreFormat = "zstd"
+    """How customer states and snapshots are written to Redis: `zstd` (base64 of a zstd frame with the
+    shipped dictionary, about a quarter of the JSON) or `json` (readable with redis-cli). Every
+    reader accepts both (services/stored_values.py)."""
 
 
 class NotifierSettings(CommonSettings):

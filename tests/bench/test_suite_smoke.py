@@ -27,7 +27,7 @@ EXPECTED = {
           "naive Faust agent, count per customer in a Table", "our scorer, 1 worker process",
           "our scorer, 2 worker processes", "scorer (1 worker): Redis commands per event",
           "scorer (2 workers): Redis commands per event", "state + snapshot bytes per customer (section 1 data)"],
-    "2": ["pure core: engine.apply_event", "Processor without I/O (memory store, same JSON)"],
+    "2": ["pure core: engine.apply_event", "Processor without I/O (memory store, same stored values)"],
     "3": ["raw produce, batches of 100 (8 in flight, acks=all)", "POST /v1/events, batches of 100 (8 connections)",
           "POST /v1/events, 1 event per request, max (32 connections)", "POST 1 event at 100/s open loop: p99",
           "fatigue import, batches of 1,000", "POST /v1/events (1 event): Redis commands per event",

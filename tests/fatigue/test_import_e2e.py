@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
+from services import stored_values
 from services.settings import CommonSettings
 from tests.helpers import FAST_GROUP_ENV, service_process, wait_until
 from tests.ingest.helpers import consume, ingest_settings_for, running_api, value_of
@@ -63,7 +64,7 @@ def scorer_env(infra_env: dict[str, str], unique: str, tmp_path: Path) -> dict[s
 
 async def snapshots(redis: Redis, settings: CommonSettings, customers: list[str]) -> dict[str, dict]:
     raw = await redis.mget([settings.keys.snapshot(c) for c in customers])
-    return {c: json.loads(r) for c, r in zip(customers, raw, strict=True) if r}
+    return {c: stored_values.loads(r) for c, r in zip(customers, raw, strict=True) if r}
 
 
 async def test_killed_halfway_and_resumed_every_event_is_stored_once(

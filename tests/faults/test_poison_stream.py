@@ -14,6 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from fatigue.embedded import free_port
+from services import stored_values
 from services.deadletter import decode_dead_letter
 from services.kafka import make_producer
 from services.settings import CommonSettings
@@ -74,7 +75,7 @@ async def test_poison_records_mid_stream_are_dead_lettered_and_the_rest_counted(
     with service_process("scorer", env, tmp_path):
         async def all_counted() -> bool:
             raws = await redis_client.mget([common_settings.keys.snapshot(c) for c in customers])
-            return all(raw and json.loads(raw)["events_counted"] == 7 for raw in raws)
+            return all(raw and stored_values.loads(raw)["events_counted"] == 7 for raw in raws)
 
         await wait_until(all_counted, 90, "every healthy customer's 7 events counted")
         letters = await dead_letters(common_settings, expected=3)

@@ -10,6 +10,7 @@ import pytest
 from redis.asyncio import Redis
 
 from services.settings import CommonSettings, IngestSettings
+from services.stored_values import ValueEncoder
 from tests.ingest.helpers import closed_port_address, consume, ingest_settings_for, running_api, value_of
 
 pytestmark = pytest.mark.integration
@@ -110,6 +111,31 @@ async def test_an_unreadable_snapshot_is_500_not_garbage(
         "code": "bad_snapshot",
         "message": "the stored state of 'bad' is unreadable: status: is required",
     }
+
+
+async def test_a_compressed_snapshot_is_served_like_a_json_one(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    """What the scorer writes by default (services/stored_values.py) reads as the same document."""
+    await redis_client.set(settings.keys.snapshot("cust-9"), ValueEncoder("zstd").encode(SNAPSHOT))
+    await redis_client.set(settings.keys.snapshot("cust-j"), json.dumps({**SNAPSHOT, "customer_id": "cust-j"}))
+    zipped, plain = (await api.get("/v1/customers/cust-9")).json(), (await api.get("/v1/customers/cust-j")).json()
+    assert zipped == {**plain, "customer_id": "cust-9"} and zipped["status"] == "throttled"
+    decision = (await api.get("/v1/customers/cust-9/decision", params={"channel": "email"})).json()
+    assert datetime.fromisoformat(decision["snapshot_as_of"]) == datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("raw", ["KLUv/QBYAQAAeyJh", "{broken", "KLUv!!!!"])
+async def test_a_corrupt_stored_snapshot_is_500_naming_the_customer_for_reads_and_decisions(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis, raw: str
+) -> None:
+    await redis_client.set(settings.keys.snapshot("bad"), raw)
+    for path, params in (("/v1/customers/bad", {}), ("/v1/customers/bad/decision", {"channel": "sms"})):
+        response = await api.get(path, params=params)
+        assert response.status_code == 500, (path, response.text)
+        error = response.json()["error"]
+        assert error["code"] == "bad_snapshot"
+        assert error["message"].startswith("the stored state of 'bad' is unreadable: ")
 
 
 async def test_customer_with_redis_down_is_503(common_settings: CommonSettings) -> None:

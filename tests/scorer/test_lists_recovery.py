@@ -13,7 +13,6 @@ state read back), and with the snapshots.
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ from redis.asyncio import Redis
 
 from scorer.core.state import CustomerState
 from scorer.store import list_entry_of
+from services import stored_values
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.customer_lists import ListEntry, ListReader
 from services.kafka import make_producer
@@ -111,7 +111,7 @@ async def test_sigkill_under_load_keeps_the_lists_exact(
     keys = [common_settings.keys.snapshot(c) for c in customers]
 
     async def counted() -> int:
-        return sum(json.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
+        return sum(stored_values.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
 
     await produce_profiles(common_settings, customers)
     await produce_events(common_settings, stream[: len(stream) // 3])
@@ -131,7 +131,7 @@ async def test_sigkill_under_load_keeps_the_lists_exact(
         await wait_until(moved, 60, "the answered and the rested customers on to_activate")
         await asyncio.sleep(1)  # and timers firing while it is stopped
 
-    states = {c: CustomerState.from_json(json.loads(r)) for c, r in zip(
+    states = {c: CustomerState.from_json(stored_values.loads(r)) for c, r in zip(
         customers, await redis_client.mget([common_settings.keys.state(c) for c in customers]), strict=True) if r}
     assert len(states) == len(customers) and all(s.events_counted == len(per_customer[c]) for c, s in states.items())
     expected_entries = {c: e for c, s in states.items() if (e := list_entry_of(s)) is not None}
@@ -139,7 +139,7 @@ async def test_sigkill_under_load_keeps_the_lists_exact(
                       for c, raw in (await redis_client.hgetall(common_settings.keys.customer_list_entries())).items()}
     assert stored_entries == expected_entries
     assert await index_of(redis_client, common_settings) == recount(expected_entries, common_settings)
-    snapshots = {c: json.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
+    snapshots = {c: stored_values.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
     assert {c: s["lifecycle"]["list"] for c, s in snapshots.items() if s["lifecycle"]["list"]} == {
         c: e.name for c, e in expected_entries.items()}
     by_list = {name: sorted(((e.score, c) for c, e in expected_entries.items() if e.name == name)) for name in

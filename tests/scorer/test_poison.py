@@ -16,6 +16,7 @@ from scorer.core import engine
 from scorer.processor import Processor, Record
 from scorer.publisher import MemoryActionPublisher
 from scorer.store import StateStore
+from services import stored_values
 from services.contract import EventEnvelope, EventIn, encode
 from services.deadletter import MemoryDeadLetterSink
 from services.durations import DAY_MS
@@ -63,7 +64,7 @@ class Harness:
 
     async def counted(self, customer: str) -> int:
         raw = await self.redis.get(self.keys.snapshot(customer))
-        return int(json.loads(raw)["events_counted"]) if raw else 0
+        return int(stored_values.loads(raw)["events_counted"]) if raw else 0
 
     async def committed_offset(self) -> int:
         return int(await self.redis.hget(self.keys.offsets("g"), f"{EVENTS}/0"))

@@ -17,6 +17,7 @@ from redis.asyncio import Redis
 
 from fatigue.embedded import free_port
 from scorer.app import PolicyReloader
+from services import stored_values
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.policy.model import parse_policy
@@ -207,7 +208,7 @@ async def test_the_running_worker_applies_a_put_policy_and_keeps_it_over_an_inva
 
     async def snapshot(customer: str) -> dict | None:
         raw = await redis_client.get(keys.snapshot(customer))
-        return json.loads(raw) if raw else None
+        return stored_values.loads(raw) if raw else None
 
     async def counted(customer: str, n: int) -> dict | None:
         snap = await snapshot(customer)

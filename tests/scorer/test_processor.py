@@ -6,7 +6,6 @@ Faust worker on the real broker is covered in test_worker.py.
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from scorer.clock import ManualClock
 from scorer.processor import Processor, Record
 from scorer.publisher import MemoryActionPublisher
 from scorer.store import StateStore
+from services import stored_values
 from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode
 from services.deadletter import MemoryDeadLetterSink
 from services.durations import DAY_MS
@@ -53,7 +53,7 @@ def make(redis: Redis, prefix: str) -> tuple[Processor, MemoryActionPublisher, M
 async def snapshot_of(redis: Redis, prefix: str, customer: str) -> dict:
     raw = await redis.get(RedisKeys(prefix).snapshot(customer))
     assert raw, f"no snapshot for {customer}"
-    return json.loads(raw)
+    return stored_values.loads(raw)
 
 
 async def test_batch_commits_state_snapshot_and_offsets_together(redis_client: Redis, unique: str) -> None:
@@ -193,10 +193,10 @@ async def test_a_batch_larger_than_one_write_chunk_commits_every_customer(redis_
     states = await redis_client.mget([keys.state(f"c{o}") for o in range(n)])
     snapshots = await redis_client.mget([keys.snapshot(f"c{o}") for o in range(n)])
     assert all(states) and all(snapshots)
-    assert [json.loads(s)["customer_id"] for s in snapshots] == [f"c{o}" for o in range(n)]
+    assert [stored_values.loads(s)["customer_id"] for s in snapshots] == [f"c{o}" for o in range(n)]
     due = dict(await redis_client.zrange(keys.due("g", 0), 0, -1, withscores=True))
     assert set(due) == {f"c{o}" for o in range(n)}
-    assert int(due["c0"]) == json_ms(json.loads(snapshots[0])["next_check_at"])
+    assert int(due["c0"]) == json_ms(stored_values.loads(snapshots[0])["next_check_at"])
     assert await redis_client.hget(keys.offsets("g"), f"{EVENTS}/0") == str(n - 1)
 
 

@@ -9,7 +9,6 @@ of the raw events.
 
 from __future__ import annotations
 
-import json
 import random
 import signal
 from datetime import UTC, datetime
@@ -19,6 +18,7 @@ import pytest
 from redis.asyncio import Redis
 
 from scorer.core.windows import bucket_of, in_window
+from services import stored_values
 from services.contract import parse_rfc3339, to_ms
 from services.settings import CommonSettings
 from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, wait_until
@@ -54,7 +54,7 @@ async def test_sigkill_under_batching_load_keeps_windows_exact(
     keys = [common_settings.keys.snapshot(c) for c in customers]
 
     async def counted() -> int:
-        return sum(json.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
+        return sum(stored_values.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
 
     await produce_events(common_settings, stream[:1000])
     with service_process("scorer", env, tmp_path) as proc:
@@ -73,7 +73,7 @@ async def test_sigkill_under_batching_load_keeps_windows_exact(
             return done >= len(stream) + 500
 
         await wait_until(drained, 60, "the duplicates consumed")
-        snapshots = {c: json.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
+        snapshots = {c: stored_values.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
 
     for customer, snap in snapshots.items():
         assert snap["events_counted"] == 50, customer

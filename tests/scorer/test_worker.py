@@ -10,6 +10,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
+from services import stored_values
 from services.settings import CommonSettings
 from tests.helpers import FAST_GROUP_ENV, event, over_contacted, produce_events, service_process, wait_until
 
@@ -54,7 +55,7 @@ async def test_thirteen_touches_throttle_once(
 
         async def throttled() -> dict | None:
             raw = await redis_client.get(snapshot_key)
-            snap = json.loads(raw) if raw else None
+            snap = stored_values.loads(raw) if raw else None
             return snap if snap and snap["status"] == "throttled" else None
 
         snap = await wait_until(throttled, 60, "customer throttled in the snapshot")
@@ -75,7 +76,7 @@ async def test_sigkill_and_restart_neither_loses_nor_double_counts(
 
     async def total_counted() -> int:
         raws = await redis_client.mget([common_settings.keys.snapshot(c) for c in customers])
-        return sum(json.loads(r)["events_counted"] for r in raws if r)
+        return sum(stored_values.loads(r)["events_counted"] for r in raws if r)
 
     await produce_events(common_settings, first)
     with service_process("scorer", env, tmp_path) as proc:

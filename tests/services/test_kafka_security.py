@@ -32,6 +32,7 @@ from fatigue.embedded import LOOPBACK, EmbeddedStack, free_port, tansu_binary, w
 from notifier.app import make_consumer
 from scorer.app import Scorer
 from scorer.transport import faust_credentials
+from services import stored_values
 from services.errors import BrokerUnavailable, ConfigError
 from services.kafka import ensure_topics, kafka_security_kwargs, make_producer, topic_specs
 from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings
@@ -388,7 +389,7 @@ async def test_api_scorer_and_notifier_work_over_mutual_tls(
     with service_process("scorer", tls_env, tmp_path):
         actions = await _read_actions(NotifierSettings.from_env(tls_env), expected=1)
     assert [a["type"] for a in actions] == ["fatigue.throttle"]
-    snapshot = json.loads(await redis_client.get(settings.keys.snapshot("cust-tls")) or "{}")
+    snapshot = stored_values.loads(await redis_client.get(settings.keys.snapshot("cust-tls")) or "{}")
     assert snapshot["status"] == "throttled"
     assert set(tls_front.client_names) == {"fatigue-client"}  # every connection: TLS with the client certificate
 
