@@ -23,6 +23,7 @@ from scorer.dryrun import check_policy
 from scorer.health import Liveness
 from scorer.processor import Processor, Record
 from scorer.publisher import KafkaActionPublisher
+from scorer.state_cache import StateCache
 from scorer.store import StateStore
 from scorer.transport import TunedApp, faust_credentials
 from services.deadletter import KafkaDeadLetterSink
@@ -142,7 +143,8 @@ class Scorer:
         self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
         self.exit_code = 0
         self.processor = Processor(
-            StateStore(self.redis, settings.keys, settings.scorer_app_id, ValueEncoder(settings.store_format)),
+            StateStore(self.redis, settings.keys, settings.scorer_app_id, ValueEncoder(settings.store_format),
+                       StateCache(settings.state_cache_size, self._count_cache_lookup)),
             self.publisher,
             lambda: self.policy,
             SystemClock(),
@@ -154,6 +156,9 @@ class Scorer:
             on_policy_failure=self.reloader.on_policy_failure,
         )
         self.app = self._build_app()
+
+    def _count_cache_lookup(self, hit: bool) -> None:
+        self.metrics.state_cache.labels("hit" if hit else "miss").inc()
 
     @property
     def policy(self) -> Policy:

@@ -29,6 +29,7 @@ from redis.exceptions import RedisError, WatchError
 
 from scorer.core import lifecycle
 from scorer.core.state import CustomerState
+from scorer.state_cache import StateCache
 from services.customer_lists import ListEntry, queue_index_change
 from services.erasure import customer_keys
 from services.errors import FatigueError, StoreUnavailable
@@ -79,12 +80,15 @@ def list_entry_of(state: CustomerState) -> ListEntry | None:
 
 
 class StateStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, group: str, encoder: ValueEncoder | None = None) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, group: str, encoder: ValueEncoder | None = None,
+                 cache: StateCache | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self._group = group
         self._encoder = encoder or ValueEncoder()
         """How states and snapshots are written (services/stored_values.py); any format is read."""
+        self._cache = cache
+        """States this store committed, decoded (scorer/state_cache.py); None: decode every read."""
 
     async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> Transaction:
         """Start a transaction: WATCH and read the customers' states and the offsets of `tps`."""
@@ -104,13 +108,21 @@ class StateStore:
             await pipe.reset()
             raise StoreUnavailable(f"reading scorer state from Redis failed: {exc}") from exc
         try:
-            states = {c: _parse_state(c, r) for c, r in zip(ids, raw_states, strict=True) if r}
+            states = self._states(ids, raw_states)
             offsets = {tp: int(o) for tp, o in zip(tp_list, raw_offsets, strict=True) if o is not None}
             entries = {c: _parse_entry(c, e) for c, e in zip(ids, raw_entries, strict=True) if e}
         except (StateUnreadable, ValueError, TypeError):
             await pipe.reset()
             raise
-        return Transaction(pipe, self._keys, self._group, states, offsets, entries, self._encoder)
+        return Transaction(pipe, self._keys, self._group, states, offsets, entries, self._encoder, self._cache)
+
+    def _states(self, ids: list[str], raw_states: list[str | bytes | None]) -> dict[str, CustomerState]:
+        cache, states = self._cache, {}
+        for customer_id, raw in zip(ids, raw_states, strict=True):
+            if raw:
+                cached = None if cache is None else cache.take(customer_id, raw)
+                states[customer_id] = cached if cached is not None else _parse_state(customer_id, raw)
+        return states
 
     async def reindex_lists(self, customer_ids: list[str], attempts: int = 5) -> int:
         """Put these customers on the lists their stored states say (for states written before the
@@ -243,6 +255,7 @@ class Transaction:
         offsets: dict[str, int],
         list_entries: dict[str, ListEntry] | None = None,
         encoder: ValueEncoder | None = None,
+        cache: StateCache | None = None,
     ) -> None:
         self._pipe = pipe
         self._keys = keys
@@ -252,17 +265,21 @@ class Transaction:
         self.list_entries = list_entries or {}
         """customer_id -> the list entry written with its state (read under the same WATCH)."""
         self._encoder = encoder or ValueEncoder()
+        self._cache = cache
 
     async def commit(self, changes: Changes) -> None:
         """Every write of the batch as one script call inside MULTI/EXEC: atomic with the WATCH, and one
         command to encode and one answer to parse instead of several per customer."""
-        ops = self._ops(changes)
+        written: dict[str, bytes] = {}
+        ops = self._ops(changes, written)
         pipe = self._pipe
         try:
             pipe.multi()
             if ops.args:
                 pipe.execute_command("EVAL", APPLY_OPS, 0, *ops.args)
             await pipe.execute()
+            if self._cache is not None:
+                self._remember(changes, written)
         except WatchError as exc:
             raise CommitConflict("customer state changed under this batch") from exc
         except RedisError as exc:
@@ -270,13 +287,22 @@ class Transaction:
         finally:
             await pipe.reset()
 
-    def _ops(self, changes: Changes) -> Ops:
+    def _remember(self, changes: Changes, written: dict[str, bytes]) -> None:
+        """After a commit: the states as committed go (back) to the cache, erased customers leave it."""
+        assert self._cache is not None
+        for customer_id in changes.erased:
+            self._cache.forget(customer_id)
+        for customer_id, value in written.items():
+            self._cache.put(customer_id, value.decode(), changes.states[customer_id])
+
+    def _ops(self, changes: Changes, written: dict[str, bytes]) -> Ops:
         ops = Ops()
         for customer_id in changes.erased:
             ops.delete(*customer_keys(self._keys, customer_id).values())
         encode = self._encoder.encode
-        values: list[tuple[str, bytes | str]] = [
-            (self._keys.state(c), encode(state.to_json())) for c, state in changes.states.items()]
+        for customer_id, state in changes.states.items():
+            written[customer_id] = encode(state.to_json())
+        values: list[tuple[str, bytes | str]] = [(self._keys.state(c), v) for c, v in written.items()]
         values += [(self._keys.snapshot(c), encode(snap)) for c, snap in changes.snapshots.items()]
         ops.mset(values)
         for partition, entries in changes.due.items():

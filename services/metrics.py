@@ -125,12 +125,20 @@ class ScorerMetrics:
             "Due timers of one customer the core failed on; the timer is postponed by an hour.",
             registry=registry,
         )
+        self.state_cache = Counter(
+            "fatigue_scorer_state_cache_total",
+            "Customer states a batch read, by result: hit (the worker's decoded copy of the stored value "
+            "was used) or miss (decoded from Redis: first read, evicted, or written by someone else).",
+            ["result"],
+            registry=registry,
+        )
         self.consumer = ConsumerMetrics(registry)
         install_defaults(registry, "scorer")
         zero(self.events, SCORER_OUTCOMES)
         zero(self.actions, ACTION_TYPES)
         zero(self.policy_reload_failures, POLICY_SOURCES)
         zero(self.dead_letters, DEAD_LETTER_STAGES)
+        zero(self.state_cache, ("hit", "miss"))
 
 
 class NotifierMetrics:

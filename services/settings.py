@@ -274,6 +274,9 @@ class ScorerSettings(CommonSettings):
     """How customer states and snapshots are written to Redis: `zstd` (base64 of a zstd frame with the
     shipped dictionary, about a quarter of the JSON) or `json` (readable with redis-cli). Every
     reader accepts both (services/stored_values.py)."""
+    state_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
+    """Customer states a worker keeps decoded after committing them (scorer/state_cache.py), ~11 KiB
+    each; 0: decode every state read."""
 
 
 class NotifierSettings(CommonSettings):
