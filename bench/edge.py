@@ -5,7 +5,8 @@
 - Processor without I/O: `scorer.processor.Processor` as the scorer builds it (default policy,
   batches of `ScorerSettings().batch_max_events` records in topic order), but on a `MemoryStore`
   that keeps what `scorer.store.StateStore` would write to Redis — the same values of states and
-  snapshots (services/stored_values.py, the default format), due times, offsets — in dicts, an in-memory
+  snapshots (services/stored_values.py, the default format; states read through the scorer's cache of
+  decoded states, scorer/state_cache.py), due times, offsets — in dicts, an in-memory
   action publisher and dead-letter sink.
   Everything the edge does per batch is in it (decoding the envelopes, the core, snapshots, due
   times, serialising), only the network is not.
@@ -27,6 +28,7 @@ from scorer.clock import ManualClock
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.processor import Processor, Record
 from scorer.publisher import MemoryActionPublisher
+from scorer.state_cache import StateCache
 from scorer.store import Changes
 from services.deadletter import MemoryDeadLetterSink
 from services.metrics import ScorerMetrics
@@ -49,8 +51,11 @@ class MemoryTransaction:
         for customer_id in changes.erased:
             s.states.pop(customer_id, None)
             s.snapshots.pop(customer_id, None)
+        for customer_id in changes.erased:
+            s.cache.forget(customer_id)
         for customer_id, state in changes.states.items():
-            s.states[customer_id] = s.encoder.encode(state.to_json())
+            s.states[customer_id] = value = s.encoder.encode(state.to_json())
+            s.cache.put(customer_id, value, state)
         for customer_id, snap in changes.snapshots.items():
             s.snapshots[customer_id] = s.encoder.encode(snap)
         for partition, entries in changes.due.items():
@@ -68,18 +73,23 @@ class MemoryTransaction:
 
 class MemoryStore:
     """What `StateStore` keeps in Redis, kept in dicts (same values: the default stored format of
-    services/stored_values.py unless another encoder is given); duck-typed for the Processor."""
+    services/stored_values.py unless another encoder is given), read through the same state cache;
+    duck-typed for the Processor."""
 
     def __init__(self, encoder: ValueEncoder | None = None) -> None:
         self.encoder = encoder or ValueEncoder()
+        self.cache = StateCache(ScorerSettings().state_cache_size)
+        """The scorer's cache of decoded states, used as `StateStore` uses it (scorer/state_cache.py)."""
         self.states: dict[str, bytes] = {}
         self.snapshots: dict[str, bytes] = {}
         self.due: dict[int, dict[str, int]] = {}
         self.offsets: dict[str, int] = {}
 
     async def read(self, customer_ids: Iterable[str], tps: Iterable[str]) -> MemoryTransaction:
-        states = {c: CustomerState.from_json(loads(raw)) for c in set(customer_ids)
-                  if (raw := self.states.get(c))}
+        states = {}
+        for c in set(customer_ids):
+            if raw := self.states.get(c):
+                states[c] = self.cache.take(c, raw) or CustomerState.from_json(loads(raw))
         offsets = {tp: self.offsets[tp] for tp in set(tps) if tp in self.offsets}
         return MemoryTransaction(self, states, offsets)
 

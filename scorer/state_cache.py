@@ -32,7 +32,7 @@ class StateCache:
         if capacity < 0:
             raise ValueError(f"state cache capacity must be >= 0, not {capacity}")
         self.capacity = capacity
-        self._entries: OrderedDict[str, tuple[str, CustomerState]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[str | bytes, CustomerState]] = OrderedDict()
         self._on_lookup = on_lookup
         """Told of every lookup: True for a hit (for the scorer's metrics)."""
 
@@ -48,7 +48,7 @@ class StateCache:
             self._on_lookup(hit)
         return entry[1] if hit and entry is not None else None
 
-    def put(self, customer_id: str, stored: str, state: CustomerState) -> None:
+    def put(self, customer_id: str, stored: str | bytes, state: CustomerState) -> None:
         """Remember a state just committed as `stored` (the value as Redis returns it)."""
         if not self.capacity:
             return
