@@ -10,6 +10,7 @@
     fatigue import FILE... [--map ...] ...       load a history of events through the API's accept path
     fatigue dlq list|replay [--stage S] ...      the dead-letter topic: show letters, publish them back
     fatigue customers list LIST [--owner-rep-id] the lists reps work from (cooling_off, to_activate, throttled)
+    fatigue customers show ID [--state]          one customer's stored snapshot (or state), decoded
 """
 
 from __future__ import annotations
@@ -220,15 +221,26 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ls.add_argument("--json", action="store_true", help="one JSON object per customer and line")
     what.add_parser("reindex", help="put customers whose stored states predate the lists on them (once, after "
                     "upgrading; safe while scorers run)")
+    show = what.add_parser(
+        "show", help="one customer's stored snapshot (or state) as JSON, whichever format it is stored in",
+        description="Prints the customer's snapshot as the scorer stored it, decoded (stored values are "
+        "compressed by default: docs/architecture.md, 'Stored values'); --state prints the scorer's state "
+        "instead. Exit status 1 when nothing is stored for the customer.")
+    show.add_argument("customer_id", metavar="CUSTOMER_ID")
+    show.add_argument("--state", action="store_true", help="the scorer's state instead of the snapshot")
 
 
 def _customers(args: argparse.Namespace) -> None:
-    from fatigue.customers import ListOptions, list_customers, reindex
+    from fatigue.customers import ListOptions, list_customers, reindex, show
     from services.settings import CommonSettings
 
     settings = CommonSettings.load("customers")
     if args.customers_command == "reindex":
         asyncio.run(reindex(settings, sys.stdout))
+        return
+    if args.customers_command == "show":
+        if not asyncio.run(show(settings, args.customer_id, sys.stdout, state=args.state)):
+            raise SystemExit(1)
         return
     options = ListOptions(args.list_name, args.owner_rep_id, args.tier, args.stage, args.limit, args.cursor,
                           args.all_pages, args.json)

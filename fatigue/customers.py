@@ -1,5 +1,7 @@
 """`fatigue customers list LIST`: the lists reps work from, read from Redis like the API reads them;
-`fatigue customers reindex`: put customers whose states predate the lists on them.
+`fatigue customers reindex`: put customers whose states predate the lists on them;
+`fatigue customers show ID [--state]`: one customer's stored snapshot or state, decoded from whichever
+format it is stored in (services/stored_values.py), as indented JSON.
 
 Uses REDIS_URL and FATIGUE_REDIS_PREFIX (services/settings.py `CommonSettings`), the shared reader
 (services/customer_lists.py) and the policy in force for the API (the stored one, else the packaged
@@ -15,6 +17,7 @@ from typing import IO, Any
 
 from redis.exceptions import RedisError
 
+from services import stored_values
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.policy.model import Policy, default_policy
@@ -88,6 +91,35 @@ async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> i
         return moved
     finally:
         await redis.aclose()
+
+
+async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, state: bool = False) -> bool:
+    """Print the stored snapshot (or state) of one customer; False when none is stored. A value that
+    does not decode is a StoredValueUnreadable naming why."""
+    redis = make_redis(settings)
+    try:
+        key = settings.keys.state(customer_id) if state else settings.keys.snapshot(customer_id)
+        raw = await redis.get(key)
+    except RedisError as exc:
+        raise StoreUnavailable(f"Redis at {settings.redis_url.split('@')[-1]} did not answer: {exc}") from exc
+    finally:
+        await redis.aclose()
+    if raw is None:
+        what = "state" if state else "snapshot"
+        out.write(f"no {what} stored for customer {customer_id!r} (key {key})\n")
+        return False
+    try:
+        document = stored_values.loads(raw)
+    except ValueError as exc:
+        raise UnreadableValue(f"the value at {key} is unreadable: {exc}") from exc
+    out.write(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
+    return True
+
+
+class UnreadableValue(FatigueError):
+    """A stored value does not decode (corrupt, hand-written, or from a newer version)."""
+
+    operator_action = "Check the value with redis-cli; a newer version's dictionary may be missing from this one."
 
 
 async def _policy(source: PolicySource) -> Policy:

@@ -188,3 +188,26 @@ async def run_reindex(settings: IngestSettings) -> str:
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
     return out.decode()
+
+
+async def test_the_command_shows_a_customers_stored_snapshot_and_state_decoded(
+    fed: Feed, settings: IngestSettings, redis_client: Redis
+) -> None:
+    assert (await redis_client.get(settings.keys.snapshot("quiet-1"))).startswith("KLUv")  # compressed
+    code, out, _ = await run_cli(settings, "customers", "show", "quiet-1")
+    assert code == 0 and json.loads(out)["lifecycle"]["list"] == "cooling_off"
+    code, out, _ = await run_cli(settings, "customers", "show", "quiet-1", "--state")
+    assert code == 0 and json.loads(out)["customer_id"] == "quiet-1" and "counts" in json.loads(out)
+    code, out, _ = await run_cli(settings, "customers", "show", "nobody")
+    assert code == 1 and out.startswith("no snapshot stored for customer 'nobody'")
+    await redis_client.set(settings.keys.snapshot("broken"), "KLUv/QBYAQAAeyJh")
+    code, _, err = await run_cli(settings, "customers", "show", "broken")
+    assert code == 2 and "snapshot:broken is unreadable: " in err and "what to do:" in err
+
+
+async def run_cli(settings: IngestSettings, *args: str) -> tuple[int | None, str, str]:
+    env = {**os.environ, "REDIS_URL": settings.redis_url, "FATIGUE_REDIS_PREFIX": settings.redis_prefix}
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fatigue.cli", *args, env=env,
+                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    return proc.returncode, out.decode(), err.decode()
