@@ -22,6 +22,7 @@ from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.policy.model import Policy, default_policy
 from services.policy.store import PolicySource
+from services.redaction import mask_url
 from services.redisio import make_redis
 from services.settings import CommonSettings
 
@@ -66,7 +67,7 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
     except InvalidCursor as exc:
         raise BadCursor(f"--cursor: {exc}") from exc
     except RedisError as exc:
-        raise StoreUnavailable(f"Redis at {settings.redis_url.split('@')[-1]} did not answer: {exc}") from exc
+        raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
 
@@ -101,7 +102,7 @@ async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, stat
         key = settings.keys.state(customer_id) if state else settings.keys.snapshot(customer_id)
         raw = await redis.get(key)
     except RedisError as exc:
-        raise StoreUnavailable(f"Redis at {settings.redis_url.split('@')[-1]} did not answer: {exc}") from exc
+        raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
     if raw is None:
@@ -120,6 +121,10 @@ class UnreadableValue(FatigueError):
     """A stored value does not decode (corrupt, hand-written, or from a newer version)."""
 
     operator_action = "Check the value with redis-cli; a newer version's dictionary may be missing from this one."
+
+
+def redis_unavailable(settings: CommonSettings, exc: RedisError) -> StoreUnavailable:
+    return StoreUnavailable(f"Redis at {mask_url(settings.redis_url)} did not answer: {exc}")
 
 
 async def _policy(source: PolicySource) -> Policy:

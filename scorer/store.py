@@ -114,7 +114,8 @@ class StateStore:
         except (StateUnreadable, ValueError, TypeError):
             await pipe.reset()
             raise
-        return Transaction(pipe, self._keys, self._group, states, offsets, entries, self._encoder, self._cache)
+        return Transaction(pipe, self._keys, self._group, states, offsets, entries, encoder=self._encoder,
+                           cache=self._cache)
 
     def _states(self, ids: list[str], raw_states: list[str | bytes | None]) -> dict[str, CustomerState]:
         cache, states = self._cache, {}
@@ -254,8 +255,9 @@ class Transaction:
         states: dict[str, CustomerState],
         offsets: dict[str, int],
         list_entries: dict[str, ListEntry] | None = None,
-        encoder: ValueEncoder | None = None,
-        cache: StateCache | None = None,
+        *,
+        encoder: ValueEncoder,
+        cache: StateCache | None,
     ) -> None:
         self._pipe = pipe
         self._keys = keys
@@ -264,7 +266,7 @@ class Transaction:
         self.offsets = offsets
         self.list_entries = list_entries or {}
         """customer_id -> the list entry written with its state (read under the same WATCH)."""
-        self._encoder = encoder or ValueEncoder()
+        self._encoder = encoder
         self._cache = cache
 
     async def commit(self, changes: Changes) -> None:

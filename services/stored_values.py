@@ -82,17 +82,13 @@ class ValueEncoder:
     def __init__(self, store_format: StoreFormat = "zstd", dictionary: str = CURRENT_DICTIONARY) -> None:
         if store_format not in STORE_FORMATS:
             raise ValueError(f"store format must be one of {', '.join(STORE_FORMATS)}, not {store_format!r}")
-        self.store_format = store_format
         self._compressor = None
         if store_format == "zstd":
             self._compressor = zstd.ZstdCompressor(COMPRESSION_LEVEL, zstd_dict=_dictionaries()[dictionary])
 
     def encode(self, document: Any) -> bytes:
         """One JSON-serialisable document as the value to store."""
-        return self.encode_bytes(orjson.dumps(document))
-
-    def encode_bytes(self, text: bytes) -> bytes:
-        """A document's JSON text as the value to store."""
+        text = orjson.dumps(document)
         if self._compressor is None:
             return text
         return b64encode(self._compressor.compress(text, zstd.ZstdCompressor.FLUSH_FRAME))
