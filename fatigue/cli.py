@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 
 from services.errors import FatigueError
+from services.settings import DEFAULT_TIMER_SETTLE_S
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -86,6 +87,16 @@ def _rfc3339_ms(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _non_negative_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0 <= value <= 86_400:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 0 to 86400 seconds")
+    return value
+
+
 def _backtest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cmd = sub.add_parser(
         "backtest",
@@ -110,6 +121,10 @@ def _backtest_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
                      help="write a weekly chart of actions (with --customer: that customer's timeline)")
     cmd.add_argument("--compare", type=Path, default=None, metavar="OTHER.yaml",
                      help="replay with this policy too and show both side by side")
+    cmd.add_argument("--settle", dest="settle_s", type=_non_negative_seconds, default=DEFAULT_TIMER_SETTLE_S,
+                     metavar="SECONDS", help="as the scorer's FATIGUE_TIMER_SETTLE_S: a customer's timers wait this "
+                     "long after their latest arrival, and older events are history told once caught up "
+                     f"(default: {DEFAULT_TIMER_SETTLE_S:g})")
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -189,7 +204,8 @@ def _backtest(args: argparse.Namespace) -> None:
 
     options = Options(events=args.events, policy=args.policy, profiles=args.profiles, fmt=args.fmt,
                       until_ms=args.until, producer=args.producer, skip_invalid=args.skip_invalid,
-                      customer=args.customer, json=args.json, plot=args.plot, compare=args.compare)
+                      customer=args.customer, json=args.json, plot=args.plot, compare=args.compare,
+                      settle_s=args.settle_s)
     try:
         run(options, sys.stdout, sys.stderr)
         sys.stdout.flush()

@@ -154,6 +154,7 @@ class Scorer:
             dead_letters=self.dead_letters,
             fallback_policy=self.reloader.fallback_for_failure,
             on_policy_failure=self.reloader.on_policy_failure,
+            timer_settle_s=settings.timer_settle_s,
         )
         self.app = self._build_app()
 

@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-from scorer.core import engine, lifecycle
+from scorer.core import engine, lifecycle, timeline, timers
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from services.contract import Channel, ResponseKind, Stage, Tier, TouchKind
@@ -114,10 +114,12 @@ def _run_customer(customer_id: str, profile: dict[str, Any], policy: Policy, now
     state = CustomerState(customer_id)
     events = history(customer_id, now_ms)
     if profile:
-        engine.apply_profile(state, profile, events[0].occurred_at_ms, policy)
+        timeline.apply_profile(state, profile, events[0].occurred_at_ms, policy)
     for number, event in enumerate(events):
         _fire_timers(state, policy, until_ms=event.occurred_at_ms, steps=TIMER_STEPS_BETWEEN)
+        # What timeline.apply_event does, with the timers before it bounded (above) for time's sake.
         engine.apply_event(state, event, max(event.occurred_at_ms, state.clock_ms), policy)
+        state.due_ms = timers.next_firing_ms(state, policy, state.clock_ms)
         if number % ROUND_TRIP_EVERY == 0:
             state = _round_trip(state, state.clock_ms, policy)
     _fire_timers(state, policy, until_ms=now_ms + JUMPS_DAYS[-1] * DAY_MS, steps=TIMER_STEPS_AFTER)
@@ -130,11 +132,12 @@ def _run_customer(customer_id: str, profile: dict[str, Any], policy: Policy, now
 
 
 def _fire_timers(state: CustomerState, policy: Policy, *, until_ms: int, steps: int) -> None:
+    """Up to `steps` due times up to `until_ms`, one at a time (timeline.advance fires them all)."""
     for _ in range(steps):
-        due = engine.next_due_ms(state, policy)
+        due = state.due_ms
         if due is None or due > until_ms:
             break
-        engine.on_due(state, max(due, state.clock_ms), policy)
+        timeline.advance(state, max(due, 0), policy)
 
 
 def _round_trip(state: CustomerState, now_ms: int, policy: Policy) -> CustomerState:

@@ -27,8 +27,8 @@ from typing import Protocol
 from pydantic import ValidationError
 
 from scorer.clock import Clock
-from scorer.core import engine
-from scorer.core.state import ContactEvent, CustomerState
+from scorer.core import delivery, engine, timeline
+from scorer.core.state import DUE_UNKNOWN, ContactEvent, CustomerState
 from scorer.core.views import snapshot
 from scorer.history import contact_event
 from scorer.publisher import ActionPublisher
@@ -66,6 +66,8 @@ class Decoded:
     event: ContactEvent | None = None
     profile: dict[str, object] | None = None
     received_at_ms: int | None = None
+    updated_at_ms: int = 0
+    """A profile change: when it was made (its envelope's `updated_at`, the moment of the timeline it is)."""
     erase: bool = False
     """A tombstone on the profiles topic: the customer was erased (DELETE /v1/customers/{id})."""
 
@@ -93,6 +95,27 @@ def _customer_of_key(key: bytes) -> str:
     customer_id = key.decode("utf-8")
     ProfileEnvelope.model_validate({"customer_id": customer_id, "updated_at": "2000-01-01T00:00:00Z", "profile": {}})
     return customer_id
+
+
+def in_event_time(arrived: list[Decoded]) -> list[Decoded]:
+    """One customer's records of a batch: the events between two profile changes in the order they
+    happened (stable for equal times), the profile changes where they came. What arrives together is
+    evaluated in event time, as if it had come in order."""
+    ordered: list[Decoded] = []
+    run: list[Decoded] = []
+    for decoded in arrived:
+        if decoded.event is not None:
+            run.append(decoded)
+            continue
+        ordered += sorted(run, key=_occurred_at)
+        run = []
+        ordered.append(decoded)
+    return ordered + sorted(run, key=_occurred_at)
+
+
+def _occurred_at(decoded: Decoded) -> int:
+    assert decoded.event is not None
+    return decoded.event.occurred_at_ms
 
 
 def event_from_envelope(envelope: EventEnvelope) -> ContactEvent:
@@ -130,6 +153,7 @@ class Processor:
         dead_letters: DeadLetterSink,
         fallback_policy: Callable[[], Policy | None] = lambda: None,
         on_policy_failure: Callable[[BaseException], Awaitable[None]] | None = None,
+        timer_settle_s: float = 0.0,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -141,6 +165,7 @@ class Processor:
         self._dead_letters = dead_letters
         self._fallback_policy = fallback_policy
         self._on_policy_failure = on_policy_failure
+        self._settle_ms = int(timer_settle_s * 1000)
         self._lock = asyncio.Lock()  # the agent and the timer never interleave
 
     def policy_in_force(self) -> Policy:
@@ -162,7 +187,7 @@ class Processor:
             if record.topic == self._profiles_topic:
                 penv = ProfileEnvelope.model_validate_json(record.value)
                 profile = penv.profile.model_dump(exclude_none=True, mode="json")
-                return Item(record, Decoded(penv.customer_id, profile=profile))
+                return Item(record, Decoded(penv.customer_id, profile=profile, updated_at_ms=to_ms(penv.updated_at)))
             raise ValueError(f"unexpected topic {record.topic!r}")
         except (ValidationError, ValueError, RecursionError, OverflowError) as exc:  # UnicodeError is a ValueError
             return Item(record, error=exc, stage=DECODE_STAGE)
@@ -231,9 +256,11 @@ class Processor:
     def _apply_all(self, txn: Transaction, items: list[Item], policy: Policy) -> tuple[Changes, list[Action],
                                                                                       list[DeadLetter]]:
         now_ms = self._clock.now_ms()
-        changes, actions, letters = Changes(), [], []
+        changes, letters = Changes(), []
         states = dict(txn.states)
         partition_of: dict[str, int] = {}
+        arrived: dict[str, list[Decoded]] = {}
+        """customer -> what this batch brings them, in arrival order (applied below, in event time)."""
         earliest_received: int | None = None
         for item in items:
             record = item.record
@@ -246,25 +273,54 @@ class Processor:
                 letters.append(self._letter(item, now_ms))
                 continue
             assert item.decoded is not None
+            customer_id = item.decoded.customer_id
             if item.decoded.erase:
-                self._erase(item.decoded.customer_id, record.partition, states, changes)
+                arrived.pop(customer_id, None)  # what came before the erasure is erased with it
+                self._erase(customer_id, record.partition, states, changes)
                 continue
-            changes.erased.discard(item.decoded.customer_id)
-            state = states.setdefault(item.decoded.customer_id, CustomerState(item.decoded.customer_id))
-            actions += self._apply_one(state, item.decoded, now_ms, policy)
-            changes.states[item.decoded.customer_id] = state
-            partition_of[item.decoded.customer_id] = record.partition
+            changes.erased.discard(customer_id)
+            arrived.setdefault(customer_id, []).append(item.decoded)
+            partition_of[customer_id] = record.partition
             received = item.decoded.received_at_ms
             if received is not None and (earliest_received is None or received < earliest_received):
                 earliest_received = received
         if earliest_received is not None:  # the batch's oldest event: one slow partition is not hidden
             self._metrics.lag_seconds.set(max(0, now_ms - earliest_received) / 1000)
+        actions: list[Action] = []
+        for customer_id, decoded in arrived.items():
+            state = states.setdefault(customer_id, CustomerState(customer_id))
+            made = [a for d in in_event_time(decoded) for a in self._apply_one(state, d, policy)]
+            if self._settle_ms == 0:  # no settle: the clock fires what is due at once
+                made += timeline.advance(state, now_ms, policy)
+            newest = max((d.event.occurred_at_ms for d in decoded if d.event is not None), default=None)
+            actions += self._decide(state, made, now_ms, wait=delivery.is_history(newest, now_ms, self._settle_ms))
+            changes.states[customer_id] = state
         for customer_id, state in changes.states.items():
-            due = engine.next_due_ms(state, policy)
+            due = self._fire_at(state, policy, now_ms, arrived=True)
             changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=due)
             changes.lists[customer_id] = list_entry_of(state)
             changes.due.setdefault(partition_of[customer_id], {})[customer_id] = due
         return changes, actions, letters
+
+    def _decide(self, state: CustomerState, made: list[Action], now_ms: int, *, wait: bool = False) -> list[Action]:
+        """The one message (at most) the rep gets for what one piece of work made (scorer/core/delivery.py)."""
+        decision = delivery.decide(state, made, now_ms, wait=wait)
+        for action, reason in decision.withheld:
+            self._metrics.actions_withheld.labels(reason).inc()
+            log.debug("action %s %s for %s withheld (%s)", action["action_id"], action["type"],
+                      action["customer_id"], reason)
+        return [decision.sent] if decision.sent is not None else []
+
+    def _fire_at(self, state: CustomerState, policy: Policy, now_ms: int, *, arrived: bool) -> int | None:
+        """When the due-time index fires the customer: its next due time (in event time), or earlier
+        when a count in a window changes (the stored snapshot stays current); never sooner than
+        `timer_settle` after an arrival, so that what arrives together is evaluated together."""
+        windows = [w.ms for w in policy.for_profile(state.profile).windows]
+        due = now_ms if state.due_ms == DUE_UNKNOWN or state.pending_action is not None else state.due_ms
+        times = [t for t in (due, state.counts.next_expiry_ms(windows, now_ms)) if t is not None]
+        if not times:
+            return None
+        return max(min(times), now_ms + self._settle_ms) if arrived else min(times)
 
     def _erase(self, customer_id: str, partition: int, states: dict[str, CustomerState], changes: Changes) -> None:
         states.pop(customer_id, None)
@@ -281,12 +337,12 @@ class Processor:
         return DeadLetter.of(item.stage, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
                              value=r.value, error=item.error, failed_at_ms=now_ms, timestamp_ms=r.timestamp_ms)
 
-    def _apply_one(self, state: CustomerState, item: Decoded, now_ms: int, policy: Policy) -> list[Action]:
+    def _apply_one(self, state: CustomerState, item: Decoded, policy: Policy) -> list[Action]:
         if item.profile is not None:
             self._metrics.events.labels("profile").inc()
-            return engine.apply_profile(state, item.profile, now_ms, policy)
+            return timeline.apply_profile(state, item.profile, item.updated_at_ms, policy)
         assert item.event is not None
-        outcome = engine.apply_event(state, item.event, now_ms, policy)
+        outcome = timeline.apply_event(state, item.event, policy)
         self._metrics.events.labels(outcome.result).inc()
         if outcome.result != engine.COUNTED:
             log.debug("event %s of %s not counted: %s", item.event.event_id, item.customer_id, outcome.reason)
@@ -331,9 +387,9 @@ class Processor:
             if state is None:
                 entries[customer_id] = None
                 continue
-            actions += engine.on_due(state, now_ms, policy)
+            actions += self._decide(state, timeline.advance(state, now_ms, policy), now_ms)
             changes.states[customer_id] = state
-            entries[customer_id] = engine.next_due_ms(state, policy)
+            entries[customer_id] = self._fire_at(state, policy, now_ms, arrived=False)
             changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=entries[customer_id])
             changes.lists[customer_id] = list_entry_of(state)
         changes.due[partition] = entries

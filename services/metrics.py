@@ -18,7 +18,7 @@ from prometheus_client.process_collector import ProcessCollector
 
 from services.delivery.health import STATES as ENDPOINT_STATES
 from services.delivery.subscriptions import FORMATS as SUBSCRIPTION_FORMATS
-from services.names import ACTION_TYPES
+from services.names import ACTION_TYPES, WITHHELD_REASONS
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -78,7 +78,16 @@ class ScorerMetrics:
             registry=registry,
         )
         self.actions = Counter(
-            "fatigue_scorer_actions_total", "Actions emitted, by type.", ["type"], registry=registry
+            "fatigue_scorer_actions_total", "Actions sent to the rep (published), by type.", ["type"],
+            registry=registry,
+        )
+        self.actions_withheld = Counter(
+            "fatigue_scorer_actions_withheld_total",
+            "Transitions recorded but not sent, by reason: superseded (a later one of the same customer, "
+            "made before anything was sent, says where they are), ended (over before it could be told), "
+            "unseen (a recovery from a throttle the rep was never told of).",
+            ["reason"],
+            registry=registry,
         )
         self.batch_seconds = Histogram(
             "fatigue_scorer_batch_seconds",
@@ -136,6 +145,7 @@ class ScorerMetrics:
         install_defaults(registry, "scorer")
         zero(self.events, SCORER_OUTCOMES)
         zero(self.actions, ACTION_TYPES)
+        zero(self.actions_withheld, WITHHELD_REASONS)
         zero(self.policy_reload_failures, POLICY_SOURCES)
         zero(self.dead_letters, DEAD_LETTER_STAGES)
         zero(self.state_cache, ("hit", "miss"))

@@ -22,6 +22,14 @@ ACTION_THROTTLE = "fatigue.throttle"
 ACTION_RE_ENGAGE = "fatigue.re_engage"
 ACTION_RECOVERED = "fatigue.recovered"
 ACTION_TYPES = (ACTION_THROTTLE, ACTION_RE_ENGAGE, ACTION_RECOVERED)
+WITHHELD_SUPERSEDED = "superseded"
+"""A later transition of the same customer, made before anything was sent, says where they are."""
+WITHHELD_ENDED = "ended"
+"""The situation ended silently before it could be told (a to_activate a later touch ended)."""
+WITHHELD_UNSEEN = "unseen"
+"""A recovery from a throttle the rep was never told of (history)."""
+WITHHELD_REASONS = (WITHHELD_SUPERSEDED, WITHHELD_ENDED, WITHHELD_UNSEEN)
+"""Why the scorer did not send a transition (scorer/core/delivery.py; fatigue_scorer_actions_withheld_total)."""
 ACTION_DIGEST = "fatigue.digest"
 """Made by the notifier, never on the actions topic: one rep's alerts over a storm limit, in one message."""
 

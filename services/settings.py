@@ -252,6 +252,10 @@ class IngestSettings(CommonSettings):
         return value
 
 
+DEFAULT_TIMER_SETTLE_S = 30.0
+"""FATIGUE_TIMER_SETTLE_S's default; also `fatigue backtest --settle`'s."""
+
+
 class ScorerSettings(CommonSettings):
     """The stream processor (scorer/)."""
 
@@ -280,6 +284,11 @@ class ScorerSettings(CommonSettings):
     state_cache_size: int = Field(default=10_000, ge=0, le=10_000_000)
     """Customer states a worker keeps decoded after committing them (scorer/state_cache.py), ~11 KiB
     each; 0: decode every state read."""
+    timer_settle_s: float = Field(default=DEFAULT_TIMER_SETTLE_S, ge=0, le=86_400)
+    """A customer's due timers fire by the clock no sooner than this after the latest arrival of one of
+    their events (they are evaluated at their due time whatever it is): history sent over some seconds
+    — an import, a late batch — is evaluated in event time before the clock fires anything, and the
+    rep hears only where it leaves the customer (docs/architecture.md)."""
 
 
 class NotifierSettings(CommonSettings):

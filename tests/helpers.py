@@ -27,6 +27,8 @@ FAST_GROUP_ENV = {
     "FATIGUE_BROKER_REBALANCE_TIMEOUT_S": "5",
     "FATIGUE_TICK_INTERVAL_S": "0.5",
     "FATIGUE_FETCH_MAX_WAIT_MS": "50",
+    # A customer's timers wait this long after their latest event before the clock fires them.
+    "FATIGUE_TIMER_SETTLE_S": "1",
 }
 
 

@@ -25,10 +25,9 @@ from scorer.backtest.simulation import (
     ProfileChange,
     Simulation,
     Step,
-    first_live_due_at_or_after,
-    rules_due_ms,
     simulate,
 )
+from scorer.core.timers import first_live_due_at_or_after, rules_due_ms
 
 __all__ = [
     "Arrival", "Options", "OptionsConflict", "OutputFailed", "PlotUnavailable", "ProfileChange", "Simulation", "Step",

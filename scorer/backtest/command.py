@@ -10,12 +10,20 @@ from pathlib import Path
 from typing import IO
 
 from scorer.backtest.plot import matplotlib_classes, write_plot, write_timeline_plot
-from scorer.backtest.report import Inputs, json_lines, render_comparison, render_report, render_timeline
+from scorer.backtest.report import (
+    Inputs,
+    delivered_ids,
+    json_lines,
+    render_comparison,
+    render_report,
+    render_timeline,
+)
 from scorer.backtest.simulation import Arrival, ProfileChange, Simulation, simulate
 from scorer.core.state import ContactEvent
 from scorer.history import EventRow, Loaded, ProfileRow, contact_event, load_events, load_profiles
 from services.errors import FatigueError
 from services.policy.model import DEFAULT_POLICY_FILE, Policy, load_policy
+from services.settings import DEFAULT_TIMER_SETTLE_S
 
 MAX_SKIPPED_SHOWN = 20
 
@@ -45,6 +53,9 @@ class Options:
     json: bool = False
     plot: Path | None = None
     compare: Path | None = None
+    settle_s: float = DEFAULT_TIMER_SETTLE_S
+    """As the live scorer's FATIGUE_TIMER_SETTLE_S: how long a customer's timers wait after their latest
+    arrival, and how old events must be to be history (told once caught up)."""
 
 
 def _profile_changes(loaded: Loaded[ProfileRow]) -> list[ProfileChange]:
@@ -90,7 +101,7 @@ def run(options: Options, out: IO[str], err: IO[str]) -> None:
         return
     actions = [a for a in sim.actions if options.customer in (None, a["customer_id"])]
     if options.json:
-        out.writelines(json_lines(actions))
+        out.writelines(json_lines(actions, delivered=delivered_ids(sim)))
     elif options.customer is not None:
         out.write(render_timeline(sim, options.customer))
     else:
@@ -105,7 +116,8 @@ def run(options: Options, out: IO[str], err: IO[str]) -> None:
 
 def _replay(history: list[ContactEvent | Arrival], changes: list[ProfileChange], policy: Policy,
             options: Options) -> Simulation:
-    sim = simulate(history, changes, policy, until_ms=options.until_ms, follow=options.customer)
+    sim = simulate(history, changes, policy, until_ms=options.until_ms, follow=options.customer,
+                   settle_ms=int(options.settle_s * 1000))
     if options.customer is not None and options.customer not in sim.customers:
         raise UnknownCustomer(f"customer {options.customer!r} has no events or profile in the replayed history")
     return sim
@@ -113,7 +125,7 @@ def _replay(history: list[ContactEvent | Arrival], changes: list[ProfileChange],
 
 def _write_comparison(a: Simulation, b: Simulation, inputs: Inputs, options: Options, out: IO[str]) -> None:
     if options.json:
-        out.writelines(json_lines(a.actions, "A"))
-        out.writelines(json_lines(b.actions, "B"))
+        out.writelines(json_lines(a.actions, "A", delivered_ids(a)))
+        out.writelines(json_lines(b.actions, "B", delivered_ids(b)))
     else:
         out.write(render_comparison(a, b, inputs, _policy_name(options.compare)))

@@ -21,8 +21,9 @@ TOP_RULES = 3
 MAX_DIFFERENCES_SHOWN = 50
 
 
-def action_record(action: Action, policy: str | None = None) -> dict[str, Any]:
-    """The `--json` line of one action (`policy`: A or B with `--compare`)."""
+def action_record(action: Action, policy: str | None = None, delivered: bool | None = None) -> dict[str, Any]:
+    """The `--json` line of one action (`policy`: A or B with `--compare`; `delivered`: whether the
+    live scorer would have sent it to the rep, when known)."""
     profile = action.get("profile") or {}
     record = {
         "customer_id": action["customer_id"],
@@ -35,12 +36,21 @@ def action_record(action: Action, policy: str | None = None) -> dict[str, Any]:
         "stage": profile.get("stage"),
         "suggestion": action["suggestion"],
     }
+    if delivered is not None:
+        record["delivered"] = delivered
     return record if policy is None else {"policy": policy, **record}
 
 
-def json_lines(actions: Iterable[Action], policy: str | None = None) -> Iterator[str]:
+def json_lines(actions: Iterable[Action], policy: str | None = None,
+               delivered: set[str] | None = None) -> Iterator[str]:
+    """One JSON line per action; with `delivered` (action ids), each says whether it was sent."""
     for action in actions:
-        yield json.dumps(action_record(action, policy), ensure_ascii=False, separators=(",", ":")) + "\n"
+        sent = None if delivered is None else action["action_id"] in delivered
+        yield json.dumps(action_record(action, policy, sent), ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+def delivered_ids(sim: Simulation) -> set[str]:
+    return {a["action_id"] for a in sim.delivered}
 
 
 def iso_week(ms: int) -> str:
@@ -117,6 +127,13 @@ def _action_counts(actions: list[Action]) -> str:
     return ", ".join(f"{kinds[t]} {t}" for t, _ in ACTION_COLUMNS)
 
 
+def _withheld(sim: Simulation) -> str:
+    """Why transitions were not sent (scorer/core/delivery.py)."""
+    if not sim.withheld:
+        return ""
+    return " (withheld: " + ", ".join(f"{n} {reason}" for reason, n in sorted(sim.withheld.items())) + ")"
+
+
 def render_report(sim: Simulation, inputs: Inputs) -> str:
     by_segment, total = segments(sim.actions)
     lines = [
@@ -126,6 +143,7 @@ def render_report(sim: Simulation, inputs: Inputs) -> str:
         f"  customers        {len(sim.customers)} ({inputs.profiles} profile rows); "
         f"{sim.timers_fired} timers fired",
         "  actions          " + _action_counts(sim.actions),
+        "  reps would get   " + _action_counts(sim.delivered) + _withheld(sim),
         "",
         "Customers per ISO week (UTC, of the action) x tier x stage:",
     ]

@@ -2,16 +2,17 @@
 
 The clock is simulated. Events are replayed in arrival order — their `received_at` when the
 history has it (an `Arrival`; an event older than the grace period behind the newest one of its
-customer is then late and ignored, as live), else their `occurred_at` — ties in input order, each
-with `now` = its arrival. Before an event at time t every due timer at or before t fires, in due
-order, exactly like the live scorer's due-time index would fire it (`engine.on_due` at the due
-time, then the customer's next due time is scheduled again). After the last event the timers keep
-firing up to `until`. No Faust, Kafka or Redis: the same input gives the same output, byte for byte.
+customer is then late and ignored, as live), else their `occurred_at` — ties in input order. Each
+is evaluated at its own time, never at its arrival (scorer/core/timeline.py: event time decides,
+processing time only fires): arrivals only say when the due timers of the customers fire. Before
+an event arriving at time t every due timer at or before t fires, in due order, at its due time,
+exactly like the live scorer's due-time index fires it. After the last event the timers keep firing
+up to `until`. No Faust, Kafka or Redis: the same input gives the same output, byte for byte.
 
-Only the live timers that can change an outcome are fired (`rules_due_ms`): the live due time also
-follows every window bucket leaving every window (for the snapshot), and most of those firings
-change nothing — no action, no rule's state. `simulate(..., every_timer=True)` fires every live
-timer instead; both emit the same actions at the same moments (tests/scorer/test_backtest_timers.py).
+Only the live timers that can change an outcome are fired (scorer/core/timers.py): the live due
+times also follow every window bucket leaving every window, and most of those firings change
+nothing. `simulate(..., every_timer=True)` fires every live timer instead; both emit the same actions
+at the same moments (tests/scorer/test_backtest_timers.py).
 """
 
 from __future__ import annotations
@@ -23,13 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from scorer.core import engine, lifecycle, signals
+from scorer.core import delivery, engine, timeline
 from scorer.core.advice import plural
-from scorer.core.state import THROTTLED, ContactEvent, CustomerState
+from scorer.core.state import DUE_UNKNOWN, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
-from scorer.core.windows import FINE_HORIZON_MS
 from services.actions import Action, Reason
-from services.durations import HOUR_MS
 from services.policy.model import Policy
 
 OUTCOME_WORDS = {engine.COUNTED: "recorded", engine.DUPLICATE: "duplicate", engine.LATE: "late"}
@@ -74,6 +73,14 @@ class Simulation:
     start_ms: int | None = None
     end_ms: int | None = None
     timers_fired: int = 0
+    delivered: list[Action] = field(default_factory=list)
+    """What the reps would get from the live scorer (scorer/core/delivery.py): at most one message
+    per customer and piece of work, history told once it has caught up with the clock."""
+    withheld: Counter[str] = field(default_factory=Counter)
+    """Transitions recorded but not sent, by reason (names.WITHHELD_REASONS)."""
+    behind_clock: int = 0
+    """Events that arrived after the customer's timeline had passed them (a timer fired at a later
+    moment): counted in their windows at their own time, evaluated at the customer's clock."""
     after_until: int = 0
     timeline: list[Step] = field(default_factory=list)
     """Steps of the followed customer (`follow`), in time order."""
@@ -91,84 +98,25 @@ class _Item:
     payload: Arrival | ProfileChange = field(compare=False)
 
 
-def rules_due_ms(state: CustomerState, policy: Policy, evaluated_ms: int) -> int | None:
-    """A lower bound of the first moment after `evaluated_ms` (the customer's last evaluation) at
-    which `engine.on_due` could decide otherwise than then, if no event or profile comes in between;
-    None: never. Until then an `on_due` emits nothing and leaves the rules' state as it is.
-
-    What on_due reads that changes with time alone, the state being otherwise fixed:
-      - the lifecycle: a normal customer's cadence / silence deadline, the rest / silence of one
-        cooling off (`engine.lifecycle_due_ms`; not filtered, like the live due time);
-      - recovery: the end of the minimum throttle;
-      - frequency_cap: while active, the moment the counted touches in its window fall to
-        `recover_at_or_below` (counts only fall with time: buckets leave the windows, see
-        `_counts_only_fall`); while inactive it cannot become active without a touch; and while
-        the escalation key `frequency_cap_severe` holds, the moment they fall below
-        `escalation_factor` x the cap (an update goes out when a key starts to hold again);
-      - complaint: the end of the cool-off after the latest complaint;
-      - reply_latency_slowdown: a baseline sample leaving the baseline window;
-      - response_rate_drop / engagement_drop: read `min(now, watermark)`, fixed once now >= the
-        watermark.
-    unanswered_streak and the escalations do not depend on time.
-    """
-    policy = policy.for_profile(state.profile)
-    if not _hysteresis_settles(policy):
-        return evaluated_ms  # a rule may flip at every evaluation: due at once, every live timer counts
-    times = [engine.lifecycle_due_ms(state, policy)]
-    if state.status == THROTTLED:
-        times.append(engine.due_times(state, policy, state.clock_ms)[0])
-    times.append(signals.complaint_ends_ms(state, policy))
-    if "frequency_cap" in state.active_rules:  # at once if it fell already (after a duplicate event)
-        times.append(max(engine.pause_until_ms(state, state.clock_ms, policy), evaluated_ms + 1))
-    if lifecycle.SEVERE_CAP in state.held_keys:  # an escalation key that stops holding as touches leave
-        times.append(max(engine.severe_ends_ms(state, state.clock_ms, policy), evaluated_ms + 1))
-    if policy.signals.latency_enabled:
-        baseline_ms = policy.signals.latency_baseline.ms
-        times += [ts + baseline_ms for ts, _ in state.latency_samples]
-    times.append(state.watermark_ms)
-    later = [t for t in times if t is not None and t > evaluated_ms]
-    if (due := times[0]) is not None and due <= evaluated_ms:
-        later.append(due)  # overdue already
-    return min(later) if later else None
-
-
-def _hysteresis_settles(policy: Policy) -> bool:
-    """A rule with hysteresis gives the same answer when evaluated twice at the same moment only if
-    its recovery threshold is below its trigger (the policy schema insists on it)."""
-    s = policy.signals
-    return policy.recover_at_or_below < policy.throttle_above and s.latency_recover_factor < s.latency_slowdown_factor
-
-
-def _counts_only_fall(policy: Policy) -> bool:
-    """True when a window count can only fall between two events and every future moment it falls
-    at is already a live due time (`leaves_window_at`). A window between 47 h and 48 h is the
-    exception: a minute bucket folded into its hour may come back into it (the fold at the 48 h
-    horizon extends the bucket to the end of its hour)."""
-    return all(not (FINE_HORIZON_MS - HOUR_MS <= w.ms < FINE_HORIZON_MS) for w in policy.windows)
-
-
-def first_live_due_at_or_after(state: CustomerState, policy: Policy, at_ms: int) -> int | None:
-    """The first due time >= at_ms the live scorer's timers would reach, skipping no-op firings:
-    with nothing changing in between, its successive due times are the candidates of
-    `engine.next_due_ms` in order (`engine.due_times`: window expiries, the end of the minimum
-    throttle, the lifecycle's deadline, the end of a complaint's cool-off)."""
-    policy = policy.for_profile(state.profile)
-    times = [t for t in engine.due_times(state, policy, at_ms - 1) if t is not None and t >= at_ms]
-    return min(times) if times else None
-
-
 class _Replay:
-    def __init__(self, policy: Policy, follow: str | None, every_timer: bool) -> None:
+    def __init__(self, policy: Policy, follow: str | None, every_timer: bool, settle_ms: int) -> None:
         self.policy = policy
         self.follow = follow
-        self.every_timer = every_timer or not _counts_only_fall(policy)
+        self.every_timer = every_timer
+        self.settle_ms = settle_ms
         self.states: dict[str, CustomerState] = {}
-        self.heap: list[tuple[int, str, bool]] = []
-        self.due: dict[str, tuple[int, bool]] = {}
-        """customer -> (due time, exact): not exact, the first live due time at or after it is
-        looked up when it comes (`first_live_due_at_or_after`; often an event comes first)."""
-        self.evaluated: dict[str, int] = {}
-        """customer -> the clock of its last rule evaluation (events, profiles, timers)."""
+        self.heap: list[tuple[int, str]] = []
+        """(when the timer fires, customer), like the live due-time index: the customer's `due_ms`, not
+        before `settle_ms` after its latest arrival. An entry that is not the customer's current one
+        is skipped when it comes up."""
+        self.fire_at: dict[str, int] = {}
+        self.settled_at: dict[str, int] = {}
+        """customer -> its latest arrival + settle_ms: its timers do not fire by the clock before."""
+        self.unit: dict[str, list[Action]] = {}
+        """customer -> the transitions what arrived at `unit_at` made: one piece of work, like one
+        batch of the live scorer, decided on together (scorer/core/delivery.py) when time moves on."""
+        self.unit_newest: dict[str, int] = {}
+        self.unit_at: int | None = None
         self.result = Simulation()
 
     def state(self, customer_id: str) -> CustomerState:
@@ -177,75 +125,97 @@ class _Replay:
             self.result.customers.add(customer_id)
         return self.states[customer_id]
 
-    def schedule(self, state: CustomerState, not_before_ms: int) -> None:
-        """Index the customer's next due time (one entry per customer, like the live sorted set).
-
-        The live due time, or, unless `every_timer`, the first live due time at which a rule's
-        outcome can change (`rules_due_ms`): the live timers before it would change nothing. When
-        that is after the clock, the live timers from the clock on are the candidates of
-        `next_due_ms` in order, all after the clock; when it is not, it is the live due time itself."""
-        if self.every_timer:
-            self._enqueue(state.customer_id, self._live_due(state, not_before_ms), exact=True)
+    def schedule(self, state: CustomerState) -> None:
+        customer_id = state.customer_id
+        if state.due_ms == DUE_UNKNOWN or (state.due_ms is None and state.pending_action is None):
+            self.fire_at.pop(customer_id, None)
             return
-        rules_due = rules_due_ms(state, self.policy, self.evaluated.get(state.customer_id, -1))
-        if rules_due is not None and rules_due <= state.clock_ms:
-            self._enqueue(state.customer_id, self._live_due(state, not_before_ms), exact=True)
-        else:
-            self._enqueue(state.customer_id, rules_due, exact=False)
-
-    def _live_due(self, state: CustomerState, not_before_ms: int) -> int | None:
-        due = engine.next_due_ms(state, self.policy)
-        return None if due is None else max(due, not_before_ms)
-
-    def _enqueue(self, customer_id: str, due: int | None, *, exact: bool) -> None:
-        if due is None:
-            self.due.pop(customer_id, None)
-        elif self.due.get(customer_id) != (due, exact):
-            self.due[customer_id] = (due, exact)
-            heapq.heappush(self.heap, (due, customer_id, exact))
+        if state.due_ms is None:  # a pending message only: decided when the settle is over
+            state_due = self.settled_at.get(customer_id, state.clock_ms)
+            if self.fire_at.get(customer_id) != state_due:
+                self.fire_at[customer_id] = state_due
+                heapq.heappush(self.heap, (state_due, customer_id))
+            return
+        due = state.due_ms if state.pending_action is None else min(state.due_ms, state.clock_ms)
+        fire_at = max(due, self.settled_at.get(customer_id, due))
+        if self.fire_at.get(customer_id) != fire_at:
+            self.fire_at[customer_id] = fire_at
+            heapq.heappush(self.heap, (fire_at, customer_id))
 
     def fire_until(self, now_ms: int) -> None:
         while self.heap and self.heap[0][0] <= now_ms:
-            due_ms, customer_id, exact = heapq.heappop(self.heap)
-            if self.due.get(customer_id) != (due_ms, exact):
-                continue  # superseded by a later schedule
-            del self.due[customer_id]
+            fire_at, customer_id = heapq.heappop(self.heap)
+            if self.fire_at.get(customer_id) != fire_at or customer_id in self.unit:
+                continue  # superseded by a later schedule, or to be advanced with its unit
+            del self.fire_at[customer_id]
             state = self.states[customer_id]
-            if not exact:  # the state has not changed since it was scheduled
-                self._enqueue(customer_id, first_live_due_at_or_after(state, self.policy, due_ms), exact=True)
-                continue
             self.result.timers_fired += 1
-            self.emit(state, engine.on_due(state, due_ms, self.policy))
-            self.evaluated[customer_id] = state.clock_ms
-            self.schedule(state, due_ms + 1)  # time moves on even if a rule asked for now again
+            fired = timeline.advance(state, fire_at, self.policy, every_timer=self.every_timer)
+            self.emit(state, fired)
+            self.deliver(delivery.decide(state, fired, fire_at))
+            self.schedule(state)
+
+    def begin(self, at_ms: int, customer_id: str) -> CustomerState:
+        """What arrives at `at_ms` joins the unit of that moment; a later moment closes it first."""
+        if self.unit_at is not None and at_ms != self.unit_at:
+            self.flush()
+        self.fire_until(at_ms)
+        self.unit_at = at_ms
+        self.unit.setdefault(customer_id, [])
+        return self.state(customer_id)
+
+    def flush(self) -> None:
+        """Decide what the rep hears of the unit's transitions, as the live scorer does after a batch."""
+        assert self.unit_at is not None or not self.unit
+        for customer_id, made in self.unit.items():
+            state = self.states[customer_id]
+            assert self.unit_at is not None
+            if self.settle_ms == 0:  # no settle: the clock fires what is due at once (as live)
+                fired = timeline.advance(state, self.unit_at, self.policy, every_timer=self.every_timer)
+                self.emit(state, fired)
+                made = made + fired
+            wait = delivery.is_history(self.unit_newest.get(customer_id), self.unit_at, self.settle_ms)
+            self.deliver(delivery.decide(state, made, self.unit_at, wait=wait))
+            self.schedule(state)
+        self.unit.clear()
+        self.unit_newest.clear()
+        self.unit_at = None
+
+    def deliver(self, decision: delivery.Decision) -> None:
+        if decision.sent is not None:
+            self.result.delivered.append(decision.sent)
+        self.result.withheld.update(reason for _, reason in decision.withheld)
 
     def apply_profile(self, change: ProfileChange, now_ms: int) -> None:
-        self.fire_until(now_ms)
-        state = self.state(change.customer_id)
-        actions = engine.apply_profile(state, change.profile, now_ms, self.policy)
-        self.evaluated[change.customer_id] = state.clock_ms
+        state = self.begin(now_ms, change.customer_id)
+        actions = timeline.apply_profile(state, change.profile, now_ms, self.policy, every_timer=self.every_timer)
         if change.customer_id == self.follow:
-            self.result.timeline.append(Step(state.clock_ms, "profile", _profile_text(change.profile)))
+            self.result.timeline.append(Step(max(state.clock_ms, now_ms), "profile", _profile_text(change.profile)))
             self.result.followed_profile = change.profile
         self.emit(state, actions)
-        self.schedule(state, now_ms)
+        self.unit[change.customer_id] += actions
+        self.schedule(state)
 
     def apply_event(self, arrival: Arrival) -> None:
         event, now_ms = arrival.event, arrival.at_ms
-        self.fire_until(now_ms)
-        state = self.state(event.customer_id)
-        outcome = engine.apply_event(state, event, now_ms, self.policy)
-        if outcome.result == engine.COUNTED:  # duplicates and late events are not evaluated
-            self.evaluated[event.customer_id] = state.clock_ms
-            if event.type == "touch" and (event.kind or "-") not in self.policy.uncounted_kinds:
-                self.result.outcomes[CAP_TOUCHES] += 1
+        state = self.begin(now_ms, event.customer_id)
+        self.settled_at[event.customer_id] = now_ms + self.settle_ms
+        newest = self.unit_newest.get(event.customer_id, event.occurred_at_ms)
+        self.unit_newest[event.customer_id] = max(newest, event.occurred_at_ms)
+        outcome = timeline.apply_event(state, event, self.policy, every_timer=self.every_timer)
+        if outcome.result == engine.COUNTED and event.occurred_at_ms < state.clock_ms:
+            self.result.behind_clock += 1
+        if outcome.result == engine.COUNTED and event.type == "touch" and (
+                event.kind or "-") not in self.policy.uncounted_kinds:
+            self.result.outcomes[CAP_TOUCHES] += 1
         self.result.outcomes[outcome.result] += 1
         if event.customer_id == self.follow:
             self.result.timeline.append(_event_step(state, event, outcome, self.policy, now_ms))
             if outcome.result == engine.COUNTED:
                 self.result.followed_events.append(event)
         self.emit(state, outcome.actions)
-        self.schedule(state, now_ms)
+        self.unit[event.customer_id] += outcome.actions
+        self.schedule(state)
 
     def emit(self, state: CustomerState, actions: list[Action]) -> None:
         self.result.actions.extend(actions)
@@ -261,15 +231,18 @@ def simulate(
     until_ms: int | None = None,
     follow: str | None = None,
     every_timer: bool = False,
+    settle_ms: int = 0,
 ) -> Simulation:
     """Replay events and profiles with a simulated clock; `follow` records one customer's timeline.
 
     An event arrives at its `occurred_at`, or when its `Arrival` says. The clock runs to `until_ms`
     (default: the last arrival or timed profile); events and profiles after it are left out
     (`after_until` counts the events). `every_timer`: fire every live timer, also those that cannot
-    change an outcome (the reference the tests compare with; slower).
+    change an outcome (the reference the tests compare with; slower). `settle_ms`: a customer's
+    timers fire by the clock no sooner than this after its latest arrival, as the live scorer's do
+    (`FATIGUE_TIMER_SETTLE_S`); they are evaluated at their due time whatever it is.
     """
-    replay = _Replay(policy, follow, every_timer)
+    replay = _Replay(policy, follow, every_timer, settle_ms)
     arrivals = [e if isinstance(e, Arrival) else Arrival(e, e.occurred_at_ms) for e in events]
     profiles = list(profiles)
     times = [a.at_ms for a in arrivals] + [p.at_ms for p in profiles if p.at_ms is not None]
@@ -285,6 +258,7 @@ def simulate(
             replay.apply_event(item.payload)
         else:
             replay.apply_profile(item.payload, item.at_ms)
+    replay.flush()
     replay.fire_until(end_ms)
     return replay.result
 

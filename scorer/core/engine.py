@@ -50,11 +50,11 @@ class Outcome:
 
 def apply_event(state: CustomerState, event: ContactEvent, now_ms: int, policy: Policy) -> Outcome:
     policy = policy.for_profile(state.profile)
-    now_ms = _tick_clock(state, now_ms, policy)
     if event.dedup_key in state.seen:
         return Outcome(DUPLICATE, reason=f"event {event.event_id!r} already counted")
     if state.watermark_ms is not None and event.occurred_at_ms < state.watermark_ms - policy.grace_ms:
         return Outcome(LATE, reason="older than the grace period behind the newest event of this customer")
+    now_ms = _tick_clock(state, now_ms, policy)  # neither a duplicate nor a late event moves the clock
     woke = record(state, event, now_ms, policy)
     return Outcome(COUNTED, _evaluate(state, now_ms, policy, event.dedup_key, woke=woke))
 
@@ -188,7 +188,7 @@ def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str, *
         phase=state.phase,
         conditions=tuple(rules),
         held=throttled and now_ms < _throttle_held_until(state, policy),
-        overdue=tuple(rule for rule, due in _dormancy_dues(state, policy).items() if now_ms >= due),
+        overdue=_overdue_now(state, now_ms, policy, lifting=throttled),
         rest_over=rest is not None and now_ms >= rest,
         escalations=tuple(escalations),
         timer=timer,
@@ -200,6 +200,16 @@ def _evaluate(state: CustomerState, now_ms: int, policy: Policy, trigger: str, *
     if move is None:
         return []
     return _carry_out(state, move, facts, reasons, now_ms, policy, trigger)
+
+
+def _overdue_now(state: CustomerState, now_ms: int, policy: Policy, *, lifting: bool) -> tuple[str, ...]:
+    """The dormancy rules that hold at `now_ms`. A normal customer is overdue the first millisecond
+    strictly after cadence + tolerance; a throttle lifting at the very moment cadence + tolerance has
+    elapsed already counts it (one situation, one message: not `recovered` now and `re_engage` a
+    millisecond later)."""
+    dues = _dormancy_dues(state, policy)
+    return tuple(rule for rule, due in dues.items()
+                 if now_ms >= (due - 1 if lifting and rule == "cadence_overdue" else due))
 
 
 def _carry_out(state: CustomerState, move: Move, facts: Facts, reasons: list[Reason], now_ms: int,
@@ -281,7 +291,7 @@ def _to_activate(state: CustomerState, move: Move, facts: Facts, now_ms: int, po
     suggestion = " ".join(sentences) + advice.next_step(channel, when)
     previous = state.status
     _enter(state, TO_ACTIVATE, now_ms)
-    state.overdue_since_ms = min(start_ms) if start_ms else now_ms
+    state.overdue_since_ms = min(min(start_ms), now_ms) if start_ms else now_ms
     if move.told is None:
         return []  # re-engaged within the cooldown: the to_activate list shows it
     if move.told == ACTION_RE_ENGAGE:

@@ -35,6 +35,9 @@ TIME_BOUND_RULES = frozenset({"frequency_cap", "complaint"})
 """Fatigue conditions that end at a known time without anyone doing anything (touches leave the
 window, the complaint cool-off passes). The others end on a response, or after a rest."""
 
+DUE_UNKNOWN = -1
+"""`CustomerState.due_ms` of a state whose next due time is still to be computed."""
+
 MAX_RECENT_TOUCHES = 200
 MAX_SEEN_IDS = 5000
 MAX_COMPLAINTS = 20
@@ -119,6 +122,14 @@ class CustomerState:
     """When the rep was last told (or the list said) the customer has gone quiet."""
     campaigns: dict[str, tuple[int, str | None, str]] = field(default_factory=dict)
     """campaign_id -> (occurred_at_ms, rep_id, channel) of its latest counted touch (bounded)."""
+    due_ms: int | None = DUE_UNKNOWN
+    """When the customer's timeline must be evaluated next with no event in between, in event time
+    (scorer/core/timeline.py); None: never; DUE_UNKNOWN: to be computed (a state from before it was kept)."""
+    told_status: str = NORMAL
+    """The status the rep was last told (scorer/core/delivery.py): what a withheld history leaves them knowing."""
+    pending_action: dict[str, Any] | None = None
+    """The latest transition not delivered yet because the customer's timeline has not caught up with
+    processing time (history, waiting for its timers); decided on when it has."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -162,8 +173,13 @@ class CustomerState:
             "held_keys": self.held_keys,
             "silence_alerted_ms": self.silence_alerted_ms,
             "campaigns": {c: list(v) for c, v in self.campaigns.items()},
+            "told_status": self.told_status if self.told_status != self.status else None,
+            "pending_action": self.pending_action,
         }
-        return {k: v for k, v in fields.items() if v is not None and v != {} and v != []}
+        kept = {k: v for k, v in fields.items() if v is not None and v != {} and v != []}
+        if self.due_ms != DUE_UNKNOWN:
+            kept["due_ms"] = self.due_ms  # null: no timer
+        return kept
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> CustomerState:
@@ -207,6 +223,9 @@ class CustomerState:
             held_keys=list(data.get("held_keys", [])),
             silence_alerted_ms=data.get("silence_alerted_ms"),
             campaigns={c: (v[0], v[1], v[2]) for c, v in data.get("campaigns", {}).items()},
+            due_ms=data.get("due_ms", DUE_UNKNOWN),
+            told_status=data.get("told_status") or data["status"],
+            pending_action=data.get("pending_action"),
         )
 
 

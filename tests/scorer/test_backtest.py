@@ -382,7 +382,7 @@ cooldowns:
   min_throttle: 3s
 """
 
-EXPECTED_LIVE = Counter({
+EXPECTED_TRANSITIONS = Counter({
     ("hot-1", "fatigue.throttle"): 1,
     ("hot-2", "fatigue.throttle"): 1,
     ("streak-1", "fatigue.throttle"): 1,
@@ -396,6 +396,21 @@ EXPECTED_LIVE = Counter({
     ("lift-1", "fatigue.re_engage"): 1,  # ... lifted by a late answer into neglect: one message
     ("flood-1", "fatigue.throttle"): 2,  # the streak, then an update naming the cap
 })
+"""Every transition, in event time: what the backtest lists."""
+
+EXPECTED_DELIVERED = Counter({
+    ("hot-1", "fatigue.throttle"): 1,
+    ("hot-2", "fatigue.throttle"): 1,
+    ("streak-1", "fatigue.re_engage"): 1,  # the throttle and its recovery were over before anyone was told
+    ("quiet-1", "fatigue.re_engage"): 1,
+    ("prospect-1", "fatigue.re_engage"): 1,
+    ("txn-1", "fatigue.re_engage"): 1,
+    ("dup-1", "fatigue.re_engage"): 1,
+    ("lift-1", "fatigue.re_engage"): 1,  # where the history leaves them
+    ("flood-1", "fatigue.throttle"): 1,  # one message naming the streak and the cap
+})
+"""What the reps get: the events arrive together, seconds after they happened (history, told once
+the customer's timeline has caught up: FATIGUE_TIMER_SETTLE_S=1), and the timers after them."""
 
 
 def live_history(base: datetime) -> list[dict[str, Any]]:
@@ -487,24 +502,32 @@ async def test_live_scorer_and_backtest_give_the_same_actions(
             await produce_profile(common_settings, "prospect-1", profile)
             snapshot_key = common_settings.keys.snapshot("prospect-1")
             await wait_until(lambda: redis_client.exists(snapshot_key), 60, "the worker applying the profile")
-            events = live_history(datetime.now(UTC))
+            produced_at = datetime.now(UTC)
+            events = live_history(produced_at)
             await produce_events(common_settings, events)
-            live = await asyncio.wait_for(collect_actions(consumer, sum(EXPECTED_LIVE.values()), 40), 50)
+            live = await asyncio.wait_for(collect_actions(consumer, sum(EXPECTED_DELIVERED.values()), 40), 50)
     finally:
         await consumer.stop()
     until = datetime.now(UTC).isoformat()
 
-    events_file = write_jsonl(tmp_path / "events.jsonl", events)
+    # The same history, received when the live scorer received it
+    arrived = [{**e, "received_at": produced_at.isoformat()} for e in events]
+    events_file = write_jsonl(tmp_path / "events.jsonl", arrived)
     profiles_file = write_jsonl(tmp_path / "profiles.jsonl", [{"customer_id": "prospect-1", **profile}])
     out, _ = backtest(capsys, events_file, "--policy", policy_file, "--profiles", profiles_file,
-                      "--producer", "tests", "--until", until, "--json")
+                      "--producer", "tests", "--until", until, "--settle", "1", "--json")
     replayed = actions_of(out)
+    delivered = [a for a in replayed if a["delivered"]]
 
-    assert Counter((a["customer_id"], a["type"]) for a in live) == EXPECTED_LIVE
-    assert Counter((a["customer_id"], a["action"]) for a in replayed) == EXPECTED_LIVE
+    assert Counter((a["customer_id"], a["type"]) for a in live) == EXPECTED_DELIVERED
+    assert Counter((a["customer_id"], a["action"]) for a in replayed) == EXPECTED_TRANSITIONS
+    assert Counter((a["customer_id"], a["action"]) for a in delivered) == EXPECTED_DELIVERED
     live_reasons = sorted((a["customer_id"], a["type"], reason_keys(a)) for a in live)
-    assert sorted((a["customer_id"], a["action"], reason_keys(a)) for a in replayed) == live_reasons
+    assert sorted((a["customer_id"], a["action"], reason_keys(a)) for a in delivered) == live_reasons
     assert ("hot-1", "fatigue.throttle", [("frequency_cap", "30d", 12, 13)]) in live_reasons
+    [flood] = [a for a in live if a["customer_id"] == "flood-1"]
+    assert [r["rule"] for r in flood["reasons"]] == ["frequency_cap", "unanswered_streak"]
+    assert "escalation" not in flood and flood["previous_status"] == "normal"
     prospect = next(a for a in replayed if a["customer_id"] == "prospect-1")
     live_prospect = next(a for a in live if a["customer_id"] == "prospect-1")
     assert (prospect["tier"], prospect["stage"]) == ("A", "prospect")

@@ -59,9 +59,13 @@ async def snapshot_of(redis: Redis, prefix: str, customer: str) -> dict:
 async def test_batch_commits_state_snapshot_and_offsets_together(redis_client: Redis, unique: str) -> None:
     processor, publisher, _, _ = make(redis_client, unique)
     await processor.process([event_record(o, o, days_ago=20 - o) for o in range(13)])
-    # unanswered: the streak throttles at the 5th touch, the cap (13 in 30 days) is an update
-    assert [(a["type"], a.get("escalation")) for a in publisher.published] == [
-        ("fatigue.throttle", None), ("fatigue.throttle", ["frequency_cap"])]
+    # Unanswered: the streak throttles at the 5th touch, the cap (13 in 30 days) is an update; both in
+    # one batch: the rep gets one message naming every active reason (issue 17), the update's moment.
+    [sent] = publisher.published
+    assert (sent["type"], sent.get("escalation"), sent["previous_status"]) == ("fatigue.throttle", None, "normal")
+    assert [r["rule"] for r in sent["reasons"]] == ["frequency_cap", "unanswered_streak"]
+    assert sent["at"] == (NOW - timedelta(days=8)).isoformat().replace("+00:00", ".000Z")
+    assert sent["suggestion"].startswith("Cool down: 13 touches in 30d (cap 12); 13 touches in a row")
     snap = await snapshot_of(redis_client, unique, "c1")
     assert snap["status"] == "throttled" and snap["windows"]["30d"]["touches"]["total"] == 13
     assert await redis_client.hget(RedisKeys(unique).offsets("g"), f"{EVENTS}/0") == "12"
@@ -151,11 +155,11 @@ async def test_the_lists_follow_the_lifecycle_in_the_same_commit(redis_client: R
     records = [Record(PROFILES, 0, 0, encode(profile))]
     records += [touch_record(o, o, "s1", 5 * 3600 - o * 3600) for o in range(5)]  # 5 unanswered: cooling off
     await processor.process(records)
-    now_ms = int(NOW.timestamp() * 1000)
-    assert await lists_of(redis_client, unique) == {"throttled": {}, "cooling_off": {"s1": -now_ms},
+    fifth_touch_ms = int(NOW.timestamp() * 1000) - 3_600_000  # cooling off since then, in event time
+    assert await lists_of(redis_client, unique) == {"throttled": {}, "cooling_off": {"s1": -fifth_touch_ms},
                                                    "to_activate": {}}
-    assert await redis_client.zscore(keys.customer_list_by("cooling_off", "rep", "alice"), "s1") == -now_ms
-    assert await redis_client.zscore(keys.customer_list_by("cooling_off", "tier", "A"), "s1") == -now_ms
+    assert await redis_client.zscore(keys.customer_list_by("cooling_off", "rep", "alice"), "s1") == -fifth_touch_ms
+    assert await redis_client.zscore(keys.customer_list_by("cooling_off", "tier", "A"), "s1") == -fifth_touch_ms
     clock.advance(15 * DAY_MS)  # the rest (14 days without touches) is over
     (rested,) = await processor.fire_due([0])
     assert rested["type"] == "fatigue.re_engage" and rested["lifecycle"] == "to_activate"
@@ -164,7 +168,9 @@ async def test_the_lists_follow_the_lifecycle_in_the_same_commit(redis_client: R
     assert await redis_client.zcard(keys.customer_list_by("cooling_off", "rep", "alice")) == 0
     snap = await snapshot_of(redis_client, unique, "s1")
     assert snap["lifecycle"]["list"] == "to_activate"
-    await processor.process([touch_record(5, 99, "s1", -15 * DAY_MS / 1000 + 1, type_="response", kind="reply")])
+    # A touch ends the to_activate (a reply would too, but the reps' own silence — 15 days against the
+    # 7-day cadence of stage intent — would put the customer straight back on the list).
+    await processor.process([touch_record(5, 99, "s1", -15 * DAY_MS / 1000 + 1)])
     assert await lists_of(redis_client, unique) == {"throttled": {}, "cooling_off": {}, "to_activate": {}}
     assert await redis_client.hlen(keys.customer_list_entries()) == 0
 

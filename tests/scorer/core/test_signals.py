@@ -8,7 +8,7 @@ from scorer.core import engine
 from scorer.core.state import NORMAL, THROTTLED, ContactEvent, CustomerState
 from scorer.core.timefmt import format_ms
 from scorer.core.views import snapshot
-from services.durations import DAY_MS, HOUR_MS
+from services.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from services.policy.model import Policy, default_policy, parse_policy
 
 DEFAULT = default_policy()
@@ -48,8 +48,24 @@ def test_a_complaint_throttles_at_once_and_lifts_after_the_cool_off() -> None:
     due = engine.next_due_ms(state, policy)
     assert due is not None and due <= NOW + 30 * DAY_MS
     assert engine.on_due(state, NOW + 30 * DAY_MS - 1, policy) == []
-    lifted, *_ = engine.on_due(state, NOW + 30 * DAY_MS, policy)  # (and re_engage: 31 days without a touch)
-    assert lifted["type"] == "fatigue.recovered" and lifted["reasons"][0]["rule"] == "complaint_cleared"
+    # The cool-off ends the very moment 30 d cadence + 1 d tolerance have passed since the touch: one
+    # message says both (issue 17: not `recovered` now and `re_engage` a millisecond later).
+    [lifted] = engine.on_due(state, NOW + 30 * DAY_MS, policy)
+    assert lifted["type"] == "fatigue.re_engage" and lifted["at"] == format_ms(NOW + 30 * DAY_MS)
+    assert [r["rule"] for r in lifted["reasons"]] == ["complaint_cleared", "cadence_overdue"]
+    assert lifted["reasons"][1]["observed"] == 31
+    assert engine.on_due(state, NOW + 30 * DAY_MS + 1, policy) == []
+
+
+def test_a_cool_off_ending_a_minute_before_the_cadence_passes_recovers_then_re_engages() -> None:
+    """Not a coinciding deadline: two moments, two messages (each true when it is sent)."""
+    policy = only("complaint")
+    state = CustomerState("c1")
+    feed(state, [touch(1, NOW - DAY_MS + MINUTE_MS), response(1, NOW, "complaint")], policy)
+    [lifted] = engine.on_due(state, NOW + 30 * DAY_MS, policy)
+    assert lifted["type"] == "fatigue.recovered"
+    [neglected] = engine.on_due(state, NOW + 30 * DAY_MS + MINUTE_MS + 1, policy)
+    assert neglected["type"] == "fatigue.re_engage"
 
 
 def test_unsubscribe_closes_that_channel_only() -> None:
