@@ -5,14 +5,18 @@ topic with the original bytes and the reason (services/deadletter.py). `list` sh
 last; `replay` publishes the original key and value of the selected letters to their source
 topic (acks=all), where they are processed again like any record. Replaying twice is harmless
 for events (the scorer counts an event id once) and for profiles (a profile replaces the last).
+A truncated letter (an original value over the letter's 64 KiB bound) holds only the start of the
+value: it is never replayed, `replay` skips it and counts it, and the original stays findable by
+its source position, size and SHA-256.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -20,9 +24,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from services.deadletter import DeadLetter, decode_dead_letter
-from services.errors import BadRecord, BrokerUnavailable
-from services.kafka import kafka_security_kwargs, make_producer
+from services.errors import BadRecord, BrokerUnavailable, RecordRefused
+from services.kafka import kafka_security_kwargs, make_producer, send_each
+from services.kafka_errors import as_fatigue_error
 from services.settings import CommonSettings
+
+log = logging.getLogger(__name__)
 
 IDLE_POLLS = 2
 POLL_MS = 500
@@ -98,20 +105,41 @@ def _select(position: str, value: bytes | None, selection: Selection) -> list[Fo
     return [Found(position, letter)] if selection.wants(letter) else []
 
 
-async def replay(settings: CommonSettings, letters: Iterable[DeadLetter]) -> int:
-    """Publish each letter's original key and value to its source topic; how many were acknowledged."""
+def _report_refusal(letter: DeadLetter, error: RecordRefused) -> None:
+    log.warning("letter of %s[%d]@%d not replayed: %s", letter.topic, letter.partition, letter.offset, error)
+
+
+async def replay(settings: CommonSettings, letters: Iterable[DeadLetter],
+                 on_refused: Callable[[DeadLetter, RecordRefused], None] = _report_refusal) -> int:
+    """Publish each whole letter's original key and value to its source topic; how many were acknowledged.
+
+    A truncated letter (its value cut to the letter's bound) is never published: it is skipped here, and
+    `run_replay` says so. A letter whose record the source topic refuses for its own properties (too
+    large) is reported to `on_refused` and the others go on. Raises BrokerUnavailable (an outage: run
+    again; letters already published are published again, which replaying allows) or BrokerMisconfigured.
+    """
+    by_topic: dict[str, list[DeadLetter]] = {}
+    for letter in letters:
+        if not letter.truncated:
+            by_topic.setdefault(letter.topic, []).append(letter)
     producer = make_producer(settings, "fatigue-dlq-replay")
     try:
         await producer.start()
     except KafkaError as exc:
         await producer.stop()
-        raise BrokerUnavailable(f"cannot reach Kafka: {exc}") from exc
+        raise as_fatigue_error(exc, "cannot start the replay producer") from exc
     try:
-        futures = [await producer.send(letter.topic, key=letter.key, value=letter.value) for letter in letters]
-        await asyncio.wait_for(asyncio.gather(*futures), settings.kafka_request_timeout_s * max(1, len(futures)))
-        return len(futures)
-    except (KafkaError, TimeoutError) as exc:
-        raise BrokerUnavailable(f"the replay was not acknowledged by the broker: {exc!r}") from exc
+        acked = 0
+        for topic, chosen in by_topic.items():
+            sent = await send_each(producer, topic, [(letter.key, letter.value) for letter in chosen],
+                                   timeout_s=settings.kafka_request_timeout_s * max(1, len(chosen)),
+                                   limit_bytes=settings.kafka_max_request_bytes)
+            if sent.failure is not None:
+                raise sent.failure
+            for index, error in sorted(sent.refused.items()):
+                on_refused(chosen[index], error)
+            acked += len(sent.acked)
+        return acked
     finally:
         await producer.stop()
 
@@ -122,8 +150,9 @@ def describe(found: Found) -> str:
     letter = found.letter
     value = letter.value or b""
     preview = value[:80].decode("utf-8", "replace").replace("\n", " ")
+    cut = f"  TRUNCATED (original: {_original(letter)})" if letter.truncated else ""
     return (f"{found.position}  {_iso(letter.failed_at_ms)}  {letter.stage:<17} {letter.topic}[{letter.partition}]"
-            f"@{letter.offset}  {letter.error_class}: {letter.error_message[:160]}  value={preview!r}")
+            f"@{letter.offset}  {letter.error_class}: {letter.error_message[:160]}  value={preview!r}{cut}")
 
 
 def as_json(found: Found) -> str:
@@ -136,6 +165,8 @@ def as_json(found: Found) -> str:
         "error": {"class": letter.error_class, "message": letter.error_message},
         "key": None if letter.key is None else letter.key.decode("utf-8", "replace"),
         "value": None if letter.value is None else letter.value.decode("utf-8", "replace"),
+        "truncated": letter.truncated, "key_size": letter.key_size, "key_sha256": letter.key_sha256,
+        "value_size": letter.value_size, "value_sha256": letter.value_sha256,
     }, ensure_ascii=False)
 
 
@@ -161,13 +192,34 @@ def run_list(settings: CommonSettings, selection: Selection, *, json_lines: bool
 
 
 def run_replay(settings: CommonSettings, selection: Selection, *, dry_run: bool, out: TextIO = sys.stdout) -> int:
-    letters = [f.letter for f in asyncio.run(read_letters(settings, selection)) if f.letter is not None]
+    found = [f.letter for f in asyncio.run(read_letters(settings, selection)) if f.letter is not None]
+    letters = [letter for letter in found if not letter.truncated]
+    truncated = [letter for letter in found if letter.truncated]
+    for letter in truncated:
+        out.write(f"skip {_where(letter)}: truncated letter, the original ({_original(letter)}) is not in it; "
+                  "republish it from its source topic\n")
+    verb = "would replay" if dry_run else "replay"
     for letter in letters:
-        out.write(f"{'would replay' if dry_run else 'replay'} {letter.topic}[{letter.partition}]@{letter.offset} "
-                  f"({letter.stage}: {letter.error_class})\n")
+        out.write(f"{verb} {_where(letter)} ({letter.stage}: {letter.error_class})\n")
+    skipped = f"; {len(truncated)} truncated letters skipped (not replayable as they are)" if truncated else ""
     if dry_run:
-        out.write(f"{len(letters)} dead letters would be published back (dry run: nothing sent)\n")
+        out.write(f"{len(letters)} dead letters would be published back (dry run: nothing sent){skipped}\n")
         return len(letters)
-    sent = asyncio.run(replay(settings, letters))
-    out.write(f"{sent} dead letters published back to their source topics\n")
+
+    def refused(letter: DeadLetter, error: RecordRefused) -> None:
+        out.write(f"refused {_where(letter)}: {error}\n")
+
+    sent = asyncio.run(replay(settings, letters, on_refused=refused))
+    out.write(f"{sent} dead letters published back to their source topics{skipped}\n")
     return sent
+
+
+def _where(letter: DeadLetter) -> str:
+    return f"{letter.topic}[{letter.partition}]@{letter.offset}"
+
+
+def _original(letter: DeadLetter) -> str:
+    parts = [f"{what} {size:,} bytes, sha256 {digest}"
+             for what, size, digest in (("key", letter.key_size, letter.key_sha256),
+                                        ("value", letter.value_size, letter.value_sha256)) if size is not None]
+    return "; ".join(parts) or "no key, no value"

@@ -6,7 +6,9 @@ renamed by a column mapping, validated by the contract code of every intake
 (ingest/accept.py: claim ids -> publish envelopes acks=all -> confirm). Memory stays constant:
 one batch, whatever the size of the files.
 
-- Invalid rows go to the validation report (CSV: file, row, field, reason), never to Kafka.
+- Invalid rows go to the validation report (CSV: file, row, field, reason), never to Kafka. A valid
+  event the event log refuses for its own properties (too large) is reported there too (field
+  `(event)`, its event id and the limit), counted as refused and never retried.
 - `--dry-run` validates and reports, and touches neither Kafka nor Redis.
 - `--rate` caps events per second so live traffic is not starved.
 - A checkpoint file records, per file, the last row whose batch Kafka acknowledged (written
@@ -30,10 +32,10 @@ from typing import IO, Any, Protocol
 
 import yaml
 
-from ingest.accept import AcceptPath, EventsInFlight
+from ingest.accept import Accepted, AcceptPath, EventsInFlight
 from ingest.validation import check_events
 from services.contract import EventIn
-from services.errors import BrokerUnavailable, ConfigError, FatigueError
+from services.errors import BrokerUnavailable, ConfigError, FatigueError, RecordRefused
 from services.history_rows import format_of, open_text, rows
 
 CHECKPOINT_VERSION = 1
@@ -136,6 +138,8 @@ class Counts:
     invalid: int = 0
     accepted: int = 0
     duplicates: int = 0
+    refused: int = 0
+    """Valid events the event log refused for their own properties (too large): in the report, not retried."""
 
 
 @dataclass
@@ -225,6 +229,7 @@ class Importer:
         self._checkpoint = Checkpoint(producer=job.producer)
         self._stored_since_start = 0
         self._started = clock()
+        self._report: Any = None
 
     @property
     def counts(self) -> Counts:
@@ -234,7 +239,7 @@ class Importer:
         job = self._job
         if job.resume and job.checkpoint_path is not None:
             self._checkpoint = Checkpoint.load(job.checkpoint_path, job.producer)
-        writer = csv.writer(report)
+        writer = self._report = csv.writer(report)
         if report.tell() == 0:
             writer.writerow(["file", "row", "field", "reason"])
         for path in job.files:
@@ -291,13 +296,21 @@ class Importer:
             stored = await self._accept_with_retry(batch)
             self.counts.accepted += stored.count
             self.counts.duplicates += stored.duplicates
+            self._refused(key, stored.refused)
             self._stored_since_start += len(batch)
         self._checkpoint.files[key] = last_line
         self._save()
         self._progress.set_postfix_str(f"stored {self.counts.accepted}, dup {self.counts.duplicates}, "
                                        f"invalid {self.counts.invalid}", refresh=False)
 
-    async def _accept_with_retry(self, batch: list[EventIn]) -> Any:
+    def _refused(self, file_key: str, refused: list[tuple[EventIn, RecordRefused]]) -> None:
+        """Events the event log refused (too large): one report row each, counted, never retried."""
+        self.counts.refused += len(refused)
+        for event, error in refused:
+            self._report.writerow([file_key, "", "(event)", f"event_id {event.event_id}: not stored: {error}"])
+
+    async def _accept_with_retry(self, batch: list[EventIn]) -> Accepted:
+        """Only outages are retried (a minute); a refused event is in the result; BrokerMisconfigured stops."""
         assert self._accept is not None
         for attempt in range(60):
             try:

@@ -70,7 +70,8 @@ def run_import(args: argparse.Namespace) -> int:
     verb = "validated (dry run, nothing written)" if job.dry_run else "imported"
     sys.stderr.write(
         f"{verb}: {counts.rows} rows, {counts.valid} valid, {counts.invalid} invalid (see {args.report}), "
-        f"{counts.accepted} stored, {counts.duplicates} duplicates; {counts.rows / elapsed:,.0f} rows/s, "
+        f"{counts.accepted} stored, {counts.duplicates} duplicates, {counts.refused} refused as too large; "
+        f"{counts.rows / elapsed:,.0f} rows/s, "
         f"peak RSS {peak_mib:,.0f} MiB\n")
     return 0
 

@@ -11,15 +11,22 @@ it came:
    `EventEnvelope`s keyed by customer id, acks=all; the claims confirmed after the
    acknowledgement, or released when the publish failed (so a retry is not a duplicate).
 
-`accept` raises `BrokerUnavailable` (nothing acknowledged: retry) and `EventsInFlight` (another
-writer is publishing some of these ids right now: nothing was published, retry shortly).
+Each event's claim follows what became of its record (services/kafka_errors.py): acknowledged ->
+confirmed (a retry finds it a duplicate and does not send it again); refused for its own properties
+(too large for the events topic) -> released and returned in `Accepted.refused`, never retried;
+not sent because of an outage -> released, and `accept` raises.
+
+`accept` raises `BrokerUnavailable` (an outage: the events not acknowledged may be retried, those
+acknowledged count as duplicates then), `BrokerMisconfigured` (the brokers refuse this client or
+topic) and `EventsInFlight` (another writer is publishing some of these ids right now: nothing was
+published, retry shortly).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,12 +34,13 @@ from ingest.dedup import DedupStore
 from ingest.publisher import Record
 from ingest.validation import CheckedBatch, check_events, first_occurrences
 from services.contract import EventEnvelope, EventIn, encode
-from services.errors import FatigueError
+from services.errors import FatigueError, RecordRefused
+from services.kafka import Sent
 
 
 class Publisher(Protocol):
-    async def publish_many(self, topic: str, records: Sequence[Record]) -> None:
-        """Return once the brokers acknowledged every record (acks=all); BrokerUnavailable otherwise."""
+    async def publish_each(self, topic: str, records: Sequence[Record]) -> Sent:
+        """What became of each record (acks=all): acknowledged, refused, or not sent (`failure`)."""
         ...
 
 
@@ -54,6 +62,8 @@ class Accepted:
 
     events: list[EventIn]
     duplicates: int
+    refused: list[tuple[EventIn, RecordRefused]] = field(default_factory=list)
+    """Events the event log refused for their own properties (too large): not stored, not to be retried."""
 
     @property
     def count(self) -> int:
@@ -93,10 +103,19 @@ class AcceptPath:
         claimed = set(claim.claimed)
         fresh = [event for event in unique if event.event_id in claimed]
         try:
-            if fresh:
-                await self._publisher.publish_many(self._topic, envelope_records(fresh, producer, received_at))
+            sent = await self._publisher.publish_each(self._topic, envelope_records(fresh, producer, received_at))
         except BaseException:
             await asyncio.shield(self._dedup.release(producer, claim.claimed))
             raise
-        await self._dedup.confirm(producer, claim.claimed)
-        return Accepted(events=fresh, duplicates=repeats + len(claim.duplicates))
+        stored = [fresh[i] for i in sorted(sent.acked)]
+        await self._settle_claims(producer, claim.claimed, stored)
+        if sent.failure is not None:
+            raise sent.failure
+        return Accepted(events=stored, duplicates=repeats + len(claim.duplicates),
+                        refused=[(fresh[i], error) for i, error in sorted(sent.refused.items())])
+
+    async def _settle_claims(self, producer: str, claimed: list[str], stored: list[EventIn]) -> None:
+        """Confirm the claims of the stored events, release the others (shielded: it must happen)."""
+        stored_ids = {event.event_id for event in stored}
+        await asyncio.shield(self._dedup.confirm(producer, [i for i in claimed if i in stored_ids]))
+        await asyncio.shield(self._dedup.release(producer, [i for i in claimed if i not in stored_ids]))

@@ -18,13 +18,16 @@ from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
 
 from ingest.validation import describe_errors
-from services.errors import BrokerUnavailable, StoreUnavailable
+from services.errors import BrokerMisconfigured, BrokerUnavailable, RecordRefused, StoreUnavailable
+from services.kafka_errors import TOO_LARGE
 from services.snapshots import SnapshotUnreadable
 
 log = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 5
 """What 503 answers put in `Retry-After`."""
+REFUSED_STAGE = "api.publish"
+"""The `stage` label of records the event log refused, in `fatigue_records_refused_total`."""
 
 _CODES_BY_STATUS = {
     400: "bad_request",
@@ -77,9 +80,37 @@ def broker_unavailable(exc: BrokerUnavailable) -> ApiError:
     """What the client is told; the details (which broker, which error) go to the server log only."""
     log.warning("event log unavailable: %s", exc)
     return service_unavailable(
-        "broker_unavailable", "the event log is unavailable: it did not acknowledge the write, nothing was stored; "
-        "retry after Retry-After"
+        "broker_unavailable", "the event log is unavailable: it did not acknowledge the write; retry after "
+        "Retry-After (nothing was stored, or what was is recognised as a duplicate then)"
     )
+
+
+def broker_misconfigured(exc: BrokerMisconfigured) -> ApiError:
+    """The brokers refuse this service (authorization, topic, version): an operator must act. The
+    details go to the server log only; the client may retry later."""
+    log.error("the event log refused this service: %s — %s", exc, exc.operator_action)
+    return service_unavailable(
+        "broker_misconfigured", "the event log refused this service (its configuration: see the server log); "
+        "nothing was stored; retry after Retry-After"
+    )
+
+
+def refusal_text(exc: RecordRefused) -> str:
+    """What a client is told about a record the event log refused: the size and the limit, no internals."""
+    if exc.reason == TOO_LARGE and exc.record_bytes is not None and exc.limit_bytes is not None:
+        return (f"too large for the event log: {exc.record_bytes:,} bytes as a record, the limit is "
+                f"{exc.limit_bytes:,} bytes (or lower, per topic); not stored, make it smaller")
+    if exc.reason == TOO_LARGE:
+        return "too large for the event log (its topic's max.message.bytes); not stored, make it smaller"
+    return "refused by the event log as an invalid record; not stored"
+
+
+def record_refused(exc: RecordRefused) -> ApiError:
+    """A record the event log refused for its own properties: 413 when too large, else 422; never retried."""
+    log.warning("the event log refused a record: %s", exc)
+    if exc.reason == TOO_LARGE:
+        return ApiError(413, "record_too_large", f"the record is {refusal_text(exc)}")
+    return ApiError(422, "record_refused", f"the record was {refusal_text(exc)}")
 
 
 async def _api_error(_: Request, exc: Exception) -> JSONResponse:
@@ -113,6 +144,18 @@ async def _broker_unavailable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(broker_unavailable(exc))
 
 
+async def _broker_misconfigured(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, BrokerMisconfigured)
+    request.app.state.metrics.requests_refused.labels(reason="broker_misconfigured").inc()
+    return error_response(broker_misconfigured(exc))
+
+
+async def _record_refused(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RecordRefused)
+    request.app.state.metrics.refused_records.labels(stage=REFUSED_STAGE, reason=exc.reason).inc()
+    return error_response(record_refused(exc))
+
+
 async def _store_unavailable(_: Request, exc: Exception) -> JSONResponse:
     log.warning("state store (Redis) unavailable: %s", exc)
     return error_response(service_unavailable(
@@ -135,6 +178,8 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(BrokerUnavailable, _broker_unavailable)
+    app.add_exception_handler(BrokerMisconfigured, _broker_misconfigured)
+    app.add_exception_handler(RecordRefused, _record_refused)
     app.add_exception_handler(RedisError, _store_unavailable)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(SnapshotUnreadable, _snapshot_unreadable)

@@ -8,12 +8,16 @@ key = customer id) to the intake topic (`<prefix>intake.v1`). This consumer grou
    a valid event goes to the dead-letter topic (stage `intake.validate`) with the reason, counted;
 3. forwards the valid ones through the shared accept path (claim ids, publish envelopes to the
    events topic with acks=all, confirm), de-duplicated per producer (record header `producer`,
-   else FATIGUE_INTAKE_PRODUCER);
-4. commits the batch's offsets only then.
+   else FATIGUE_INTAKE_PRODUCER); an event the events topic refuses for its own properties (too
+   large) goes to the dead-letter topic too (stage `intake.forward`), never retried;
+4. publishes the batch's dead letters (each at most 128 KiB: services/deadletter.py), then commits
+   the batch's offsets.
 
-A Kafka or Redis outage is retried in place (nothing committed meanwhile); a crash re-reads from
-the last commit and the de-duplication claims make the re-forward a no-op. Scale out with more
-processes, up to the intake topic's partition count.
+Errors are classified once (services/kafka_errors.py). A Kafka outage is retried in place (nothing
+committed meanwhile; what was acknowledged is not sent again); a record refused for its own
+properties never is; a configuration error (not authorized, unknown topic) stops the process with
+the operator action. A crash re-reads from the last commit and the de-duplication claims make the
+re-forward a no-op. Scale out with more processes, up to the intake topic's partition count.
 """
 
 from __future__ import annotations
@@ -25,12 +29,12 @@ import logging
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -40,8 +44,9 @@ from ingest.publisher import EventPublisher
 from ingest.validation import BodyRefused, parse_json
 from services.contract import EventIn, to_ms
 from services.deadletter import DeadLetter, DeadLetterSink, KafkaDeadLetterSink
-from services.errors import BrokerUnavailable, ConfigError, FatigueError
+from services.errors import BrokerMisconfigured, BrokerUnavailable, ConfigError, FatigueError, RecordRefused
 from services.kafka import ensure_topics, kafka_security_kwargs
+from services.kafka_errors import as_fatigue_error
 from services.logs import setup_logging
 from services.metrics import IntakeMetrics
 from services.names import HEADER_PRODUCER
@@ -51,6 +56,11 @@ from services.settings import IntakeSettings
 log = logging.getLogger(__name__)
 
 STAGE = "intake.validate"
+FORWARD_STAGE = "intake.forward"
+"""Dead letters of valid events the events topic refused (too large)."""
+REFUSED_FORWARD = "intake.forward"
+REFUSED_FETCH = "intake.fetch"
+"""`stage` labels of `fatigue_records_refused_total` (services/metrics.REFUSED_STAGES_INTAKE)."""
 CLIENT_ID = "fatigue-intake"
 MAX_PRODUCER_CHARS = 100
 T = TypeVar("T")
@@ -62,8 +72,8 @@ class InvalidRecord(ValueError):
 
 @dataclass
 class Checked:
-    events: dict[str, list[EventIn]]
-    """Valid events by producer, in record order."""
+    events: dict[str, list[tuple[ConsumerRecord, EventIn]]]
+    """Valid events by producer, with their records, in record order."""
     letters: list[DeadLetter]
 
 
@@ -94,8 +104,23 @@ def check_records(records: list[ConsumerRecord], accept: AcceptPath, default_pro
                 value=record.value, error=InvalidRecord(str(exc)), failed_at_ms=to_ms(now),
                 timestamp_ms=record.timestamp))
             continue
-        checked.events.setdefault(producer, []).append(event)
+        checked.events.setdefault(producer, []).append((record, event))
     return checked
+
+
+def refused_letters(pairs: list[tuple[ConsumerRecord, EventIn]], refused: list[tuple[EventIn, RecordRefused]],
+                    now: datetime) -> list[DeadLetter]:
+    """Dead letters (stage intake.forward) of the intake records whose events the events topic refused."""
+    record_of: dict[str, ConsumerRecord] = {}
+    for record, event in pairs:
+        record_of.setdefault(event.event_id, record)
+    letters = []
+    for event, error in refused:
+        record = record_of[event.event_id]
+        letters.append(DeadLetter.of(
+            FORWARD_STAGE, topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+            value=record.value, error=error, failed_at_ms=to_ms(now), timestamp_ms=record.timestamp))
+    return letters
 
 
 def _one_event(value: bytes | None, accept: AcceptPath, now: datetime) -> EventIn:
@@ -106,6 +131,17 @@ def _one_event(value: bytes | None, accept: AcceptPath, now: datetime) -> EventI
     if batch.rejected:
         raise InvalidRecord(batch.rejected[0].error)
     return batch.valid[0][1]
+
+
+@dataclass
+class Tally:
+    """What one batch did, counted once it is committed (a batch retried in place counts once)."""
+
+    accepted: int = 0
+    duplicates: int = 0
+    invalid: int = 0
+    refused: list[str] = field(default_factory=list)
+    """The reason of each valid event the events topic refused."""
 
 
 class IntakeWorker:
@@ -122,41 +158,78 @@ class IntakeWorker:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             self._metrics.last_poll.set(time.time())
-            batches = await self._consumer.getmany(timeout_ms=self._settings.fetch_max_wait_ms,
-                                                   max_records=self._settings.intake_batch_max)
+            batches = await self._poll(stop)
             for tp, records in batches.items():
                 if not records:
                     continue
                 started = time.perf_counter()
-                if not await self._handle(records, stop):
+                tally = await self._handle(records, stop)
+                if tally is None:
                     return  # stopping in the middle of a retry: nothing committed, re-read next time
                 await self._consumer.commit({tp: records[-1].offset + 1})
+                self._count(tally)
                 self._metrics.batch_seconds.observe(time.perf_counter() - started)
 
-    async def _handle(self, records: list[ConsumerRecord], stop: asyncio.Event) -> bool:
+    async def _poll(self, stop: asyncio.Event) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """One fetch. An outage is waited out (counted as a retry); a record the client cannot fetch is
+        logged at ERROR and counted (one larger than the fetch size: aiokafka moves past it; a corrupt
+        batch is fetched again until an operator moves the group's offset past it); a configuration
+        error stops the worker (BrokerMisconfigured)."""
+        try:
+            return await self._consumer.getmany(timeout_ms=self._settings.fetch_max_wait_ms,
+                                                max_records=self._settings.intake_batch_max)
+        except KafkaError as exc:
+            error = as_fatigue_error(exc, f"reading {self._settings.intake_topic}")
+            if isinstance(error, BrokerMisconfigured):
+                raise error from exc
+            if isinstance(error, RecordRefused):
+                self._metrics.refused_records.labels(stage=REFUSED_FETCH, reason=error.reason).inc()
+                log.error("intake record not readable, not processed: %s", error)
+            else:
+                self._metrics.retries.labels(reason="broker_unavailable").inc()
+                log.warning("intake topic not read, retrying in %gs: %s", self._settings.retry_backoff_s, error)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._settings.retry_backoff_s)
+            return {}
+
+    async def _handle(self, records: list[ConsumerRecord], stop: asyncio.Event) -> Tally | None:
+        """Forward a batch's valid events and publish its dead letters; None when stopped meanwhile."""
         now = datetime.now(UTC)
         checked = check_records(records, self._accept, self._settings.intake_producer, now)
-        if await self._until_done(lambda: self._published(checked.letters), stop) is None:
-            return False
-        for letter in checked.letters:
-            log.warning("intake record %s/%d@%d dead-lettered: %s", letter.topic, letter.partition, letter.offset,
-                        letter.error_message)
-        self._metrics.records.labels(outcome="invalid").inc(len(checked.letters))
-        for producer, events in checked.events.items():
-            forward = functools.partial(self._accept.accept, events, producer=producer, received_at=now)
+        tally = Tally(invalid=len(checked.letters))
+        letters = list(checked.letters)
+        for producer, pairs in checked.events.items():
+            forward = functools.partial(self._accept.accept, [event for _, event in pairs], producer=producer,
+                                        received_at=now)
             stored = await self._until_done(forward, stop)
             if stored is None:
-                return False
-            self._metrics.records.labels(outcome="accepted").inc(stored.count)
-            self._metrics.records.labels(outcome="duplicate").inc(stored.duplicates)
-        return True
+                return None
+            tally.accepted += stored.count
+            tally.duplicates += stored.duplicates
+            tally.refused += [error.reason for _, error in stored.refused]
+            letters += refused_letters(pairs, stored.refused, now)
+        if await self._until_done(lambda: self._published(letters), stop) is None:
+            return None
+        for letter in letters:
+            log.warning("intake record %s/%d@%d dead-lettered (%s): %s", letter.topic, letter.partition,
+                        letter.offset, letter.stage, letter.error_message)
+        return tally
+
+    def _count(self, tally: Tally) -> None:
+        self._metrics.records.labels(outcome="invalid").inc(tally.invalid)
+        self._metrics.records.labels(outcome="accepted").inc(tally.accepted)
+        self._metrics.records.labels(outcome="duplicate").inc(tally.duplicates)
+        self._metrics.records.labels(outcome="refused").inc(len(tally.refused))
+        for reason in tally.refused:
+            self._metrics.refused_records.labels(stage=REFUSED_FORWARD, reason=reason).inc()
 
     async def _published(self, letters: list[DeadLetter]) -> bool:
         await self._dead_letters.publish(letters)
         return True
 
     async def _until_done(self, attempt: Callable[[], Awaitable[T]], stop: asyncio.Event) -> T | None:
-        """Run `attempt` until it succeeds (its result) or `stop` is set (None); only outages are retried."""
+        """Run `attempt` until it succeeds (its result) or `stop` is set (None). Only outages are retried
+        (BrokerUnavailable, EventsInFlight); BrokerMisconfigured and anything else propagate."""
         while True:
             try:
                 return await attempt()
@@ -193,7 +266,7 @@ async def run(settings: IntakeSettings, stop: asyncio.Event, registry: Collector
     await ensure_topics(settings)
     redis = make_redis(settings)
     publisher = EventPublisher(settings, client_id=CLIENT_ID)
-    dead_letters = KafkaDeadLetterSink(settings, client_id=CLIENT_ID)
+    dead_letters = KafkaDeadLetterSink(settings, client_id=CLIENT_ID, on_refused=metrics.count_refused_letter)
     accept = AcceptPath(publisher, DedupStore(redis, settings.keys, settings.dedup_ttl_s),
                         topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
                         claim_wait_s=settings.kafka_request_timeout_s + 1)
@@ -202,7 +275,8 @@ async def run(settings: IntakeSettings, stop: asyncio.Event, registry: Collector
         try:
             await consumer.start()
         except KafkaError as exc:
-            raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
+            where = f"cannot start the intake consumer on {settings.kafka_bootstrap_servers}"
+            raise as_fatigue_error(exc, where) from exc
         log.info("intake consuming %s as group %s", settings.intake_topic, settings.intake_group_id)
         await IntakeWorker(consumer, accept, dead_letters, settings, metrics).run(stop)
     finally:

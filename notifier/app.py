@@ -33,8 +33,9 @@ from services.delivery.digests import DigestStore
 from services.delivery.health import CircuitConfig, EndpointHealthStore
 from services.delivery.store import DeliveryStore
 from services.delivery.subscriptions import SubscriptionStore
-from services.errors import BrokerUnavailable, ConfigError, FatigueError
+from services.errors import ConfigError, FatigueError
 from services.kafka import kafka_security_kwargs
+from services.kafka_errors import as_fatigue_error
 from services.lag import LagReporter
 from services.logs import setup_logging
 from services.metrics import NotifierMetrics
@@ -125,7 +126,8 @@ async def _start_consumer(consumer: AIOKafkaConsumer, settings: NotifierSettings
         await consumer.start()
     except KafkaError as exc:
         await consumer.stop()
-        raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
+        where = f"cannot start the notifier's consumer on {settings.kafka_bootstrap_servers}"
+        raise as_fatigue_error(exc, where) from exc
 
 
 async def serve_web(settings: NotifierSettings, registry: CollectorRegistry, health: NotifierHealth) -> web.AppRunner:
@@ -159,7 +161,8 @@ async def run(
     `retry_schedule_s`. After `stop`, attempts in flight get `shutdown_grace_s` (default: the
     delivery timeout) to finish; what is still in flight then is cancelled and, its claim
     expiring, sent again (by this or another notifier).
-    Raises BrokerUnavailable / StoreUnavailable when Kafka / Redis cannot be used.
+    Raises BrokerUnavailable / StoreUnavailable when Kafka / Redis cannot be used, BrokerMisconfigured
+    when the brokers refuse this client (services/kafka_errors.py).
     """
     stop = stop or asyncio.Event()
     registry = registry or CollectorRegistry()
@@ -183,7 +186,8 @@ async def run(
         scheduler = make_scheduler(settings, redis, store, client, metrics, resolve)
         scheduler.on_round = lambda: health.beat("scheduler")
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)
-        dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-notifier-dead-letters")
+        dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-notifier-dead-letters",
+                                           on_refused=metrics.count_refused_letter)
         resources.push_async_callback(dead_letters.close)
         log.info("notifier consuming %s as group %s", settings.actions_topic, settings.notifier_group_id)
         grace_s = settings.delivery_timeout_s if shutdown_grace_s is None else shutdown_grace_s

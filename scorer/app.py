@@ -22,12 +22,12 @@ from scorer.clock import SystemClock
 from scorer.dryrun import check_policy
 from scorer.health import Liveness
 from scorer.processor import Processor, Record
-from scorer.publisher import KafkaActionPublisher
+from scorer.publisher import PUBLISH_STAGE, KafkaActionPublisher
 from scorer.state_cache import StateCache
 from scorer.store import StateStore
 from scorer.transport import TunedApp, faust_credentials
 from services.deadletter import KafkaDeadLetterSink
-from services.errors import FatigueError, StoreUnavailable
+from services.errors import FatigueError, RecordRefused, StoreUnavailable
 from services.kafka import kafka_security_kwargs
 from services.lag import LAG_INTERVAL_S, LagReporter
 from services.logs import setup_logging
@@ -138,8 +138,9 @@ class Scorer:
         self.reloader = PolicyReloader(
             PolicySource(self.redis, settings.keys), settings.policy_file or DEFAULT_POLICY_FILE, self.metrics
         )
-        self.publisher = KafkaActionPublisher(settings)
-        self.dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-scorer-dead-letters")
+        self.dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-scorer-dead-letters",
+                                                on_refused=self.metrics.count_refused_letter)
+        self.publisher = KafkaActionPublisher(settings, self.dead_letters, on_refused=self._count_refused_action)
         self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
         self.exit_code = 0
         self.processor = Processor(
@@ -157,6 +158,10 @@ class Scorer:
             timer_settle_s=settings.timer_settle_s,
         )
         self.app = self._build_app()
+
+    def _count_refused_action(self, error: RecordRefused) -> None:
+        self.metrics.refused_records.labels(stage="scorer.actions", reason=error.reason).inc()
+        self.metrics.dead_letters.labels(stage=PUBLISH_STAGE).inc()
 
     def _count_cache_lookup(self, hit: bool) -> None:
         self.metrics.state_cache.labels("hit" if hit else "miss").inc()

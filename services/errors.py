@@ -37,6 +37,37 @@ class BrokerUnavailable(FatigueError):
     operator_action = "Check that the Kafka brokers in KAFKA_BOOTSTRAP_SERVERS are up and reachable."
 
 
+class BrokerMisconfigured(ConfigError):
+    """The brokers refused this client or its topic, not one record: not authorized (ACLs, SASL), the
+    topic unknown or invalid, a protocol version or setting the brokers do not support. Not an outage
+    (waiting does not fix it) and not the record's fault (it is never dead-lettered for it)."""
+
+    operator_action = (
+        "Fix the Kafka side named in the message: grant this client's principal Describe and Write on the "
+        "topic (and Read on its consumer group), create the topic (`fatigue topics` / ensure_topics), or fix "
+        "FATIGUE_KAFKA_* settings; then restart the process."
+    )
+
+
+class RecordRefused(FatigueError):
+    """The brokers (or the producer's own size check) refused one record for its own properties: too
+    large for FATIGUE_KAFKA_MAX_REQUEST_BYTES or the topic's `max.message.bytes`, or invalid. Sending it
+    again cannot succeed, so it is never retried: the record is dead-lettered (consumers) or answered
+    4xx (the API). `reason` is a bounded metric label (services/kafka_errors.RECORD_REASONS)."""
+
+    operator_action = (
+        "None for the stream. If such records are legitimate, raise the topic's max.message.bytes and "
+        "FATIGUE_KAFKA_MAX_REQUEST_BYTES together."
+    )
+
+    def __init__(self, message: str, *, reason: str, record_bytes: int | None = None,
+                 limit_bytes: int | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.record_bytes = record_bytes
+        self.limit_bytes = limit_bytes
+
+
 class StoreUnavailable(FatigueError):
     """Redis did not answer. Operator action: check REDIS_URL and the Redis server."""
 

@@ -1,20 +1,25 @@
 """Kafka plumbing shared by the services: how clients connect (TLS, SASL), producers with
-acks=all, topic creation."""
+acks=all that report per record (acknowledged, refused for its own properties, or not sent because
+of an outage: services/kafka_errors.py decides which), topic creation."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import ssl
+from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
-from services.errors import BrokerUnavailable, ConfigError
+from services.errors import BrokerMisconfigured, BrokerUnavailable, ConfigError, FatigueError, RecordRefused
+from services.kafka_errors import TOO_LARGE, as_fatigue_error
 from services.settings import KAFKA_SASL_PROTOCOLS, KAFKA_TLS_PROTOCOLS, CommonSettings
 
 log = logging.getLogger(__name__)
@@ -76,28 +81,117 @@ def _no_key_password() -> NoReturn:
 
 
 def make_producer(settings: CommonSettings, client_id: str) -> AIOKafkaProducer:
-    """A producer that only reports success once all in-sync replicas have the record."""
+    """A producer that only reports success once all in-sync replicas have the record, and refuses
+    (MessageSizeTooLargeError, before sending) a record over FATIGUE_KAFKA_MAX_REQUEST_BYTES."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         client_id=client_id,
         acks="all",
         enable_idempotence=settings.kafka_idempotence,
         request_timeout_ms=int(settings.kafka_request_timeout_s * 1000),
+        max_request_size=settings.kafka_max_request_bytes,
         linger_ms=2,
         **kafka_security_kwargs(settings),
     )
 
 
+METADATA_GRACE_S = 1.0
+Record = tuple[bytes | None, bytes | None]
+"""(key, value) of one Kafka record."""
+
+
+@dataclass
+class Sent:
+    """What became of each record of one `send_each`, by index: acknowledged (`acked`), refused for its
+    own properties (`refused`: never send it again), or neither, because of `failure` (an outage or a
+    configuration error: those may be sent again once it is over; the acknowledged ones must not be)."""
+
+    acked: set[int] = field(default_factory=set)
+    refused: dict[int, RecordRefused] = field(default_factory=dict)
+    failure: BrokerUnavailable | BrokerMisconfigured | None = None
+
+    def fail(self, error: FatigueError) -> None:
+        """Keep the most telling failure: a configuration error over an outage, else the first."""
+        if isinstance(error, BrokerMisconfigured) or self.failure is None:
+            assert isinstance(error, BrokerUnavailable | BrokerMisconfigured)
+            self.failure = error
+
+
+async def send_each(producer: AIOKafkaProducer, topic: str, records: Sequence[Record], *, timeout_s: float,
+                    limit_bytes: int) -> Sent:
+    """Send `records` to `topic` and find out what became of each one, within `timeout_s` in total.
+
+    Never raises for a Kafka error: each is classified (services/kafka_errors.py) into the result. A
+    record refused before sending (aiokafka checks `max_request_size`) does not stop the others; an
+    outage or configuration error does (the rest is not sent). A record still unacknowledged at the
+    deadline counts as not sent (aiokafka may still store it later: at least once, not exactly once).
+    Sending may take METADATA_GRACE_S longer: aiokafka waits up to its request timeout for a topic's
+    metadata before it says the topic is unknown (a configuration error, not an outage).
+    """
+    sent = Sent()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    futures: dict[int, asyncio.Future[object]] = {}
+    try:
+        async with asyncio.timeout_at(deadline + METADATA_GRACE_S):
+            for index, (key, value) in enumerate(records):
+                try:
+                    futures[index] = await producer.send(topic, key=key, value=value)
+                except KafkaError as exc:
+                    _settle(sent, index, exc, topic, limit_bytes, records[index])
+                    if sent.failure is not None:
+                        break
+    except TimeoutError:
+        sent.fail(BrokerUnavailable(f"sending to {topic}: no room or no metadata within {timeout_s:g}s"))
+    if futures:
+        await asyncio.wait(futures.values(), timeout=max(0.0, deadline - loop.time()))
+    for index, future in futures.items():
+        if not future.done():
+            future.add_done_callback(_retrieve)
+            sent.fail(BrokerUnavailable(f"sending to {topic}: no acknowledgement within {timeout_s:g}s"))
+        elif future.cancelled():
+            sent.fail(BrokerUnavailable(f"sending to {topic}: the send was cancelled"))
+        elif (error := future.exception()) is not None:
+            _settle(sent, index, error, topic, limit_bytes, records[index])
+        else:
+            sent.acked.add(index)
+    return sent
+
+
+def _settle(sent: Sent, index: int, exc: BaseException, topic: str, limit_bytes: int, record: Record) -> None:
+    error = as_fatigue_error(exc, f"sending to {topic}")
+    if not isinstance(error, RecordRefused):
+        sent.fail(error)
+        return
+    if error.reason == TOO_LARGE:
+        size = DefaultRecordBatchBuilder.estimate_size_in_bytes(record[0], record[1], [])  # what aiokafka checks
+        error = RecordRefused(f"{error}; the record is {size:,} bytes, the producer's limit {limit_bytes:,} "
+                              f"(FATIGUE_KAFKA_MAX_REQUEST_BYTES; the topic's max.message.bytes may be lower)",
+                              reason=TOO_LARGE, record_bytes=size, limit_bytes=limit_bytes)
+    sent.refused[index] = error
+
+
+def _retrieve(future: asyncio.Future[object]) -> None:
+    """Mark a late failure as seen, so asyncio does not log 'exception was never retrieved'."""
+    if not future.cancelled():
+        future.exception()
+
+
+REMEMBERED_ACKS = 10_000
+"""How many acknowledged record ids an AckedProducer remembers, so a retry does not send them again."""
+
+
 class AckedProducer:
     """A producer started on first use (and again after a failed start) whose `send_all` returns only
-    once the brokers acknowledged every record (acks=all). What the scorer's action publisher and
-    every dead-letter sink write through."""
+    once the brokers acknowledged or refused every record (acks=all). What the scorer's action
+    publisher and every dead-letter sink write through."""
 
     def __init__(self, settings: CommonSettings, client_id: str, what: str) -> None:
         self._settings = settings
         self._client_id = client_id
         self._what = what
         self._producer: AIOKafkaProducer | None = None
+        self._acked: OrderedDict[str, None] = OrderedDict()
 
     async def _started(self) -> AIOKafkaProducer:
         if self._producer is None:
@@ -106,20 +200,36 @@ class AckedProducer:
                 await producer.start()
             except KafkaError as exc:
                 await producer.stop()
-                raise BrokerUnavailable(f"cannot start the {self._what} producer: {exc}") from exc
+                raise as_fatigue_error(exc, f"starting the {self._what} producer") from exc
             self._producer = producer
         return self._producer
 
-    async def send_all(self, topic: str, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
-        """(key, value) records to `topic`; BrokerUnavailable unless all were acknowledged in time."""
-        if not records:
-            return
+    async def send_all(self, topic: str, records: Sequence[Record],
+                       ids: Sequence[str] | None = None) -> dict[int, RecordRefused]:
+        """Send (key, value) records to `topic`; return those refused for their own properties (by index).
+
+        With `ids` (one per record), a record whose id an earlier call had acknowledged is not sent again:
+        when an outage interrupts a call, the caller's retry with the same records sends only the rest.
+        Raises BrokerUnavailable (outage: retry) or BrokerMisconfigured (do not retry in place).
+        """
+        todo = [i for i in range(len(records)) if ids is None or ids[i] not in self._acked]
+        if not todo:
+            return {}
         producer = await self._started()
-        try:
-            futures = [await producer.send(topic, key=key, value=value) for key, value in records]
-            await asyncio.wait_for(asyncio.gather(*futures), self._settings.kafka_request_timeout_s)
-        except (KafkaError, TimeoutError) as exc:
-            raise BrokerUnavailable(f"{self._what} records were not acknowledged by the broker: {exc!r}") from exc
+        timeout_s = 2 * self._settings.kafka_request_timeout_s  # aiokafka settles every record by then
+        sent = await send_each(producer, topic, [records[i] for i in todo], timeout_s=timeout_s,
+                               limit_bytes=self._settings.kafka_max_request_bytes)
+        if ids is not None:
+            for j in sent.acked:
+                self._remember(ids[todo[j]])
+        if sent.failure is not None:
+            raise sent.failure
+        return {todo[j]: error for j, error in sent.refused.items()}
+
+    def _remember(self, record_id: str) -> None:
+        self._acked[record_id] = None
+        if len(self._acked) > REMEMBERED_ACKS:
+            self._acked.popitem(last=False)
 
     async def close(self) -> None:
         if self._producer is not None:

@@ -7,7 +7,7 @@ several apps in one process never collide on the global registry.
 from __future__ import annotations
 
 import platform
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from importlib import metadata
 
 from prometheus_client import GC_COLLECTOR, CollectorRegistry, Counter, Gauge, Histogram
@@ -18,6 +18,8 @@ from prometheus_client.process_collector import ProcessCollector
 
 from services.delivery.health import STATES as ENDPOINT_STATES
 from services.delivery.subscriptions import FORMATS as SUBSCRIPTION_FORMATS
+from services.errors import RecordRefused
+from services.kafka_errors import RECORD_REASONS
 from services.names import ACTION_TYPES, WITHHELD_REASONS
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -33,7 +35,7 @@ class IngestMetrics:
         )
         self.requests_refused = Counter(
             "fatigue_ingest_requests_refused_total",
-            "Whole requests refused, by reason (auth, body, size, broker_unavailable).",
+            "Whole requests refused, by reason (auth, body, size, broker_unavailable, broker_misconfigured).",
             ["reason"],
             registry=registry,
         )
@@ -63,6 +65,7 @@ class IngestMetrics:
             registry=registry,
         )
         self.http = HttpMetrics(registry)
+        self.refused_records = refused_records(registry, REFUSED_STAGES_API)
         install_defaults(registry, "api")
         zero(self.events, INGEST_OUTCOMES)
         zero(self.requests_refused, REFUSAL_REASONS)
@@ -125,7 +128,8 @@ class ScorerMetrics:
         self.dead_letters = Counter(
             "fatigue_scorer_dead_letters_total",
             "Records sent to the dead-letter topic instead of stopping the stream, by stage "
-            "(scorer.decode: not a valid record; scorer.process: the core failed on it).",
+            "(scorer.decode: not a valid record; scorer.process: the core failed on it; scorer.publish: an "
+            "action the actions topic refused, too large).",
             ["stage"],
             registry=registry,
         )
@@ -142,6 +146,8 @@ class ScorerMetrics:
             registry=registry,
         )
         self.consumer = ConsumerMetrics(registry)
+        self.refused_records = refused_records(registry, REFUSED_STAGES_SCORER)
+        self.count_refused_letter = refused_letter_counter(self.refused_records, "scorer.dead_letter")
         install_defaults(registry, "scorer")
         zero(self.events, SCORER_OUTCOMES)
         zero(self.actions, ACTION_TYPES)
@@ -223,6 +229,8 @@ class NotifierMetrics:
             registry=registry,
         )
         self.consumer = ConsumerMetrics(registry)
+        self.refused_records = refused_records(registry, REFUSED_STAGES_NOTIFIER)
+        self.count_refused_letter = refused_letter_counter(self.refused_records, "notifier.dead_letter")
         install_defaults(registry, "notifier")
         zero(self.deliveries, DELIVERY_OUTCOMES, [*SUBSCRIPTION_FORMATS, "unknown"])
         zero(self.attempts, ATTEMPT_RESULTS)
@@ -238,14 +246,16 @@ class IntakeMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.records = Counter(
             "fatigue_intake_records_total",
-            "Records read from the intake topic, by outcome (accepted, duplicate, invalid: sent to the "
-            "dead-letter topic with the reason).",
+            "Records read from the intake topic, by outcome (accepted, duplicate; invalid: sent to the "
+            "dead-letter topic with the reason; refused: a valid event the events topic refused, too large, "
+            "dead-lettered too).",
             ["outcome"],
             registry=registry,
         )
         self.retries = Counter(
             "fatigue_intake_retries_total",
-            "Batches retried in place because Kafka or Redis did not answer (nothing committed meanwhile), by reason.",
+            "Batches retried in place (nothing committed meanwhile), by reason: broker_unavailable (a Kafka "
+            "outage, never a refused record), in_flight (another writer is storing the same event ids).",
             ["reason"],
             registry=registry,
         )
@@ -260,8 +270,11 @@ class IntakeMetrics:
             "When the consumer loop last polled the intake topic (stale: the loop is stuck).",
             registry=registry,
         )
+        self.refused_records = refused_records(registry, REFUSED_STAGES_INTAKE)
         install_defaults(registry, "intake")
-        zero(self.records, ("accepted", "duplicate", "invalid"))
+        self.count_refused_letter = refused_letter_counter(self.refused_records, "intake.dead_letter")
+        zero(self.records, INTAKE_OUTCOMES)
+        zero(self.retries, INTAKE_RETRY_REASONS)
 
 
 # ---- Operations (issue 13): defaults on every registry, HTTP RED, consumer lag, zero series ----
@@ -269,16 +282,24 @@ class IntakeMetrics:
 # The known values of each label, created at zero so that `rate()` and `increase()` see the first
 # occurrence (a series that appears with the value 1 has no increase to show).
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
-REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable")
+REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable", "broker_misconfigured")
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
 POLICY_SOURCES = ("store", "file", "runtime")
-DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process")
+DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process", "scorer.publish")
 DELIVERY_OUTCOMES = ("delivered", "failed", "refused", "duplicate")
 ATTEMPT_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DEFER_REASONS = ("rate_limit", "endpoint_busy", "circuit_open")
 HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 HTTP_UNMATCHED_ROUTE = "unmatched"
 """The `route` label of a request that matched no route (a 404): paths never become labels."""
+
+INTAKE_OUTCOMES = ("accepted", "duplicate", "invalid", "refused")
+INTAKE_RETRY_REASONS = ("broker_unavailable", "in_flight")
+REFUSED_STAGES_API = ("api.publish",)
+REFUSED_STAGES_INTAKE = ("intake.fetch", "intake.forward", "intake.dead_letter")
+REFUSED_STAGES_SCORER = ("scorer.actions", "scorer.dead_letter")
+REFUSED_STAGES_NOTIFIER = ("notifier.dead_letter",)
+"""Where a record refused by the brokers for its own properties was being sent (docs/metrics.md)."""
 
 BUILD_INFO = "fatigue_build_info"
 DISTRIBUTION = "contact-fatigue"
@@ -313,6 +334,26 @@ def install_defaults(registry: CollectorRegistry, service: str) -> None:
                  "service it is.", ["version", "python_version", "service"], registry=registry)
     info.labels(version(), platform.python_version(), service).set(1)
     registry._fatigue_defaults = service  # type: ignore[attr-defined]
+
+
+def refused_records(registry: CollectorRegistry, stages: Sequence[str]) -> Counter:
+    """`fatigue_records_refused_total{stage, reason}` of one service, every series created at 0."""
+    counter = Counter(
+        "fatigue_records_refused_total",
+        "Records the Kafka brokers (or the producer's own size check) refused for their own properties, by "
+        "stage and reason (too_large, invalid): never retried; dead-lettered, or answered 4xx by the API.",
+        ["stage", "reason"],
+        registry=registry,
+    )
+    zero(counter, stages, RECORD_REASONS)
+    return counter
+
+
+def refused_letter_counter(counter: Counter, stage: str) -> Callable[[RecordRefused], None]:
+    """The `on_refused` callback of a KafkaDeadLetterSink: counts a refused letter under `stage`."""
+    def count(error: RecordRefused) -> None:
+        counter.labels(stage=stage, reason=error.reason).inc()
+    return count
 
 
 class HttpMetrics:

@@ -51,6 +51,10 @@ class CommonSettings(BaseSettings):
     kafka_idempotence: bool = False
     """aiokafka's idempotent producer; on for real Kafka, off for the embedded broker (it refuses it)."""
     kafka_request_timeout_s: float = Field(default=10.0, gt=0)
+    kafka_max_request_bytes: int = Field(default=1_048_576, ge=1024, le=1_073_741_824)
+    """The largest record a producer sends (aiokafka's `max_request_size`, checked before sending). Keep it
+    at or below the topics' `max.message.bytes` (Kafka's default: 1,048,588). A larger record is refused
+    on its own (dead-lettered, or a 413 at the API), never retried (services/kafka_errors.py)."""
     broker_session_timeout_s: float = Field(default=30.0, gt=0)
     broker_heartbeat_interval_s: float = Field(default=3.0, gt=0)
     broker_rebalance_timeout_s: float = Field(default=60.0, gt=0)

@@ -2,7 +2,8 @@
 
 1. Candidates without a customer id are looked up in the identity map, all in one round trip.
 2. Those still without a customer, and those the contract refuses, go to the rejected store (the
-   provider gets a 2xx: retrying would not change them).
+   provider gets a 2xx: retrying would not change them); so do events the event log refuses for their
+   own properties (too large for the events topic).
 3. The rest go through the shared accept path (ingest/accept.py) as producer `adapter:<provider>`.
 
 The rejected store is written only once the accepted events are acknowledged, so a provider's
@@ -17,8 +18,10 @@ from datetime import datetime
 from ingest.accept import AcceptPath
 from ingest.adapters.common import Candidate, Mapped
 from ingest.adapters.rejected import INVALID, NO_CUSTOMER, RejectedEntry, RejectedStore
+from ingest.errors import refusal_text
 from ingest.identity import IdentityMap
-from services.contract import to_ms
+from services.contract import EventIn, to_ms
+from services.errors import RecordRefused
 from services.names import ADAPTER_PRODUCER_PREFIX
 
 
@@ -29,6 +32,8 @@ class AdapterOutcome:
     unmapped: int
     invalid: int
     ignored: int
+    refused_reasons: tuple[str, ...] = ()
+    """The reason of each event the event log refused (counted in `invalid` too)."""
 
     def body(self) -> dict[str, int]:
         return {"accepted": self.accepted, "duplicates": self.duplicates, "unmapped": self.unmapped,
@@ -67,8 +72,22 @@ async def ingest_mapped(mapped: Mapped, *, provider: str, accept: AcceptPath, id
         candidate = resolved[rejection.index]
         recipient = candidate.identity.value if candidate.identity else None
         entries.append(RejectedEntry(provider, INVALID, rejection.error, recipient, candidate.event, candidate.source))
+    unmapped = len(entries) - len(batch.rejected)
     stored = await accept.accept([event for _, event in batch.valid], producer=producer_of(provider), received_at=now)
+    entries += _refused(provider, stored.refused, {event.event_id: resolved[i] for i, event in batch.valid})
     await rejected.add(entries, to_ms(now))
-    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates,
-                          unmapped=len(entries) - len(batch.rejected), invalid=len(batch.rejected),
-                          ignored=len(mapped.ignored))
+    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates, unmapped=unmapped,
+                          invalid=len(entries) - unmapped, ignored=len(mapped.ignored),
+                          refused_reasons=tuple(error.reason for _, error in stored.refused))
+
+
+def _refused(provider: str, refused: list[tuple[EventIn, RecordRefused]],
+             candidate_of: dict[str, Candidate]) -> list[RejectedEntry]:
+    """Events the event log refused for their own properties (too large): kept as invalid, never retried."""
+    entries = []
+    for event, error in refused:
+        candidate = candidate_of[event.event_id]
+        recipient = candidate.identity.value if candidate.identity else None
+        entries.append(RejectedEntry(provider, INVALID, refusal_text(error), recipient, candidate.event,
+                                     candidate.source))
+    return entries

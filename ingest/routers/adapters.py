@@ -35,7 +35,7 @@ from ingest.adapters.intake import AdapterOutcome, ingest_mapped
 from ingest.adapters.rejected import RejectedStore
 from ingest.auth import match_api_key
 from ingest.deps import AcceptDep, IdentityDep, MetricsDep, RedisDep, RejectedDep, SettingsDep, bearer
-from ingest.errors import ApiError, broker_unavailable, service_unavailable
+from ingest.errors import REFUSED_STAGE, ApiError, broker_unavailable, service_unavailable
 from ingest.identity import IdentityMap
 from ingest.schemas import AdapterAccepted, ErrorOut, RejectedPage
 from ingest.validation import BodyRefused, parse_json
@@ -108,6 +108,8 @@ async def _store(mapped: Mapped, provider: str, intake: AcceptDep, identities: I
                                 ("ignored", outcome.ignored)):
         if count:
             metrics.adapter_events.labels(provider=provider, outcome=outcome_name).inc(count)
+    for reason in outcome.refused_reasons:
+        metrics.refused_records.labels(stage=REFUSED_STAGE, reason=reason).inc()
     return outcome
 
 

@@ -12,10 +12,11 @@ from fastapi.responses import JSONResponse
 from ingest import cloudevents
 from ingest.accept import EventsInFlight
 from ingest.deps import AcceptDep, IngestKey, MetricsDep, SettingsDep
-from ingest.errors import ApiError, broker_unavailable, service_unavailable
+from ingest.errors import REFUSED_STAGE, ApiError, broker_unavailable, refusal_text, service_unavailable
 from ingest.schemas import ErrorCode, ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
 from ingest.validation import BodyRefused, parse_json, split_batch
-from services.errors import BrokerUnavailable
+from services.contract import EventIn
+from services.errors import BrokerUnavailable, RecordRefused
 from services.metrics import IngestMetrics
 
 router = APIRouter(tags=["events"])
@@ -80,7 +81,24 @@ async def post_events(
         metrics.publish_latency.observe(time.perf_counter() - started)
     metrics.events.labels(outcome="accepted").inc(stored.count)
     metrics.events.labels(outcome="duplicate").inc(stored.duplicates)
+    rejected = sorted(rejected + _refused(stored.refused, batch.valid, positions, metrics), key=lambda r: r.index)
+    if stored.refused and not stored.count and not stored.duplicates:
+        return _all_rejected(rejected)
     return EventsAccepted(accepted=stored.count, duplicates=stored.duplicates, rejected=rejected)
+
+
+def _refused(refused: list[tuple[EventIn, RecordRefused]], valid: list[tuple[int, EventIn]], positions: list[int],
+             metrics: IngestMetrics) -> list[RejectedItem]:
+    """Events the event log refused for their own properties (too large): rejected items, never retried."""
+    index_of: dict[str, int] = {}
+    for i, event in valid:
+        index_of.setdefault(event.event_id, positions[i])
+    items = []
+    for event, error in refused:
+        metrics.refused_records.labels(stage=REFUSED_STAGE, reason=error.reason).inc()
+        metrics.events.labels(outcome="rejected").inc()
+        items.append(RejectedItem(index=index_of[event.event_id], error=refusal_text(error)))
+    return items
 
 
 class _NotAnEvent:

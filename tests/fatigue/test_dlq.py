@@ -3,6 +3,7 @@ back to their source topic so the scorer counts them after a fix."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import time
@@ -73,3 +74,36 @@ async def test_the_command_lists_and_replays_dry(common_settings: CommonSettings
     dry = subprocess.run([sys.executable, "-m", "fatigue.cli", "dlq", "replay", "--dry-run"], env=env,
                          capture_output=True, text=True, timeout=60, check=True)
     assert "1 dead letters would be published back" in dry.stdout
+
+
+async def test_a_truncated_letter_is_listed_as_such_and_never_replayed_cut(
+        common_settings: CommonSettings, infra_env: dict[str, str]) -> None:
+    """A letter keeps at most 64 KiB of the original value (so it always fits the dead-letter topic);
+    publishing that prefix back would be a new, wrong record: replay skips it, counts it and says why."""
+    import os
+    import subprocess
+    import sys
+
+    source = common_settings.profiles_topic  # a topic of this test's own: nothing else writes to it here
+    big = b'{"pad": "' + b"x" * 100_000 + b'"}'
+    now = int(time.time() * 1000)
+    sink = KafkaDeadLetterSink(common_settings, "test")
+    await sink.publish([letter(source, "intake.validate", 1, big, now), letter(source, "scorer.decode", 2, b"{}", now)])
+    await sink.close()
+    env = {**os.environ, **infra_env}
+    listed = subprocess.run([sys.executable, "-m", "fatigue.cli", "dlq", "list"], env=env, capture_output=True,
+                            text=True, timeout=60, check=True)
+    assert f"TRUNCATED (original: key 6 bytes, sha256 {hashlib.sha256(b'cust-1').hexdigest()}; value " \
+           f"{len(big):,} bytes, sha256 {hashlib.sha256(big).hexdigest()})" in listed.stdout
+    replayed = subprocess.run([sys.executable, "-m", "fatigue.cli", "dlq", "replay"], env=env, capture_output=True,
+                              text=True, timeout=60, check=True)
+    assert "1 dead letters published back to their source topics; 1 truncated letters skipped" in replayed.stdout
+    assert f"skip {source}[1]@1: truncated letter" in replayed.stdout
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=common_settings.kafka_bootstrap_servers,
+                                auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        batch = await consumer.getmany(timeout_ms=5000)
+    finally:
+        await consumer.stop()
+    assert [r.value for records in batch.values() for r in records] == [b"{}"]

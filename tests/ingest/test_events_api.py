@@ -126,3 +126,32 @@ async def test_redis_down_skips_de_duplication_but_still_accepts(common_settings
             response = await api.post("/v1/events", json=event(event_id="same"))
             assert response.status_code == 202 and response.json()["accepted"] == 1
     assert len(await published(settings, expected=2)) == 2  # the scorer de-duplicates by event_id
+
+
+async def test_an_event_too_large_for_the_event_log_is_rejected_by_index_and_never_retried(
+    common_settings: CommonSettings, redis_client: Redis
+) -> None:
+    """Issue 17 (errors classified once): an event the event log refuses for its own size is a rejected
+    item naming its index and the limit, never a 503 to retry forever; the others are stored. The
+    limit is set here on the API's producer (FATIGUE_KAFKA_MAX_REQUEST_BYTES = 2048: aiokafka's
+    `max_request_size`, checked before sending): the embedded broker enforces no max.message.bytes."""
+    settings = ingest_settings_for(common_settings, kafka_max_request_bytes=2048)
+    large = event(event_id="big", attributes={"notes": "n" * 4000})
+    batch = [event(event_id="a"), large, event(event_id="b")]
+    async with running_api(settings) as api:
+        mixed = await api.post("/v1/events", json=batch)
+        alone = await api.post("/v1/events", json=large)
+        again = await api.post("/v1/events", json=batch)
+        metrics = (await api.get("/metrics")).text
+    assert mixed.status_code == 202, mixed.text
+    assert (mixed.json()["accepted"], [r["index"] for r in mixed.json()["rejected"]]) == (2, [1])
+    assert "the limit is 2,048 bytes" in mixed.json()["rejected"][0]["error"]
+    assert alone.status_code == 422, alone.text
+    assert alone.json()["error"]["code"] == "all_events_rejected" and alone.json()["rejected"][0]["index"] == 0
+    # the stored ones were marked, the refused one was not: a retry stores nothing twice and refuses it again
+    assert (again.status_code, again.json()["accepted"], again.json()["duplicates"]) == (202, 0, 2)
+    assert [r["index"] for r in again.json()["rejected"]] == [1]
+    assert sorted(v["event"]["event_id"] for v in await published(settings, expected=2)) == ["a", "b"]
+    assert 'fatigue_records_refused_total{reason="too_large",stage="api.publish"} 3.0' in metrics
+    assert 'fatigue_ingest_requests_refused_total{reason="broker_unavailable"} 0.0' in metrics
+    assert await redis_client.exists(settings.keys.dedup(API_KEY_NAME, "big")) == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from redis.asyncio import Redis
 from fatigue.embedded import free_port
 from notifier.app import run
 from notifier.signing import webhook_id
+from services import deadletter
 from services.actions import Action, encode_action
 from services.deadletter import decode_dead_letter
 from services.delivery.store import DeliveryRecord, DeliveryStore
@@ -359,6 +361,38 @@ async def test_bad_record_is_skipped_and_later_actions_still_delivered(
         await reader.stop()
     [letter] = [decode_dead_letter(r.value) for records in batch.values() for r in records]
     assert (letter.stage, letter.value, letter.key) == ("notifier.dispatch", b"{broken", b"cust-1")
+
+
+async def test_an_oversized_bad_record_is_dead_lettered_cut_to_the_bound_and_later_actions_delivered(
+    notifier_settings: NotifierSettings, subscription: Subscription, receiver: Receiver
+) -> None:
+    """Issue 17 #1 at the notifier: the letter of a ~900 KB record (base64 + metadata: 1.2 MB) was refused
+    and taken for an outage, stopping the notifier. The limit is set here on the producers
+    (FATIGUE_KAFKA_MAX_REQUEST_BYTES = Kafka's default 1 MiB, aiokafka's `max_request_size`, checked
+    before sending): the embedded broker enforces no max.message.bytes."""
+    settings = notifier_settings.model_copy(update={"kafka_max_request_bytes": 1_048_576})
+    huge = b'{"not": "an action", "pad": "' + b"p" * 900_000 + b'"}'
+    producer = make_producer(settings, "notifier-test")
+    await producer.start()
+    try:
+        await producer.send_and_wait(settings.actions_topic, huge, key=b"cust-1")
+    finally:
+        await producer.stop()
+    registry = CollectorRegistry()
+    async with running(settings, registry) as task:
+        await deliver_sentinel(settings, receiver, task)
+    assert registry.get_sample_value("fatigue_notifier_bad_records_total") == 1
+    reader = AIOKafkaConsumer(settings.dead_letter_topic, auto_offset_reset="earliest",
+                              bootstrap_servers=settings.kafka_bootstrap_servers)
+    await reader.start()
+    try:
+        batch = await reader.getmany(timeout_ms=5000)
+    finally:
+        await reader.stop()
+    [letter] = [decode_dead_letter(r.value) for records in batch.values() for r in records]
+    assert (letter.stage, letter.truncated) == ("notifier.dispatch", True)
+    assert letter.value == huge[:deadletter.MAX_VALUE_BYTES]
+    assert (letter.value_size, letter.value_sha256) == (len(huge), hashlib.sha256(huge).hexdigest())
 
 
 async def test_main_runs_until_sigterm_and_exits_cleanly(

@@ -1,5 +1,6 @@
 """A stream never stops for one record: poison records go to the dead-letter sink with their reason,
-everything else is processed exactly. Real Redis; the Kafka side is an in-memory sink."""
+everything else is processed exactly. Real Redis; the Kafka side is an in-memory sink, except for the
+action the real broker refuses."""
 
 from __future__ import annotations
 
@@ -14,15 +15,17 @@ from redis.asyncio import Redis
 from scorer.clock import ManualClock
 from scorer.core import engine
 from scorer.processor import Processor, Record
-from scorer.publisher import MemoryActionPublisher
+from scorer.publisher import KafkaActionPublisher, MemoryActionPublisher
 from scorer.store import StateStore
 from services import stored_values
 from services.contract import EventEnvelope, EventIn, encode
-from services.deadletter import MemoryDeadLetterSink
+from services.deadletter import KafkaDeadLetterSink, MemoryDeadLetterSink, decode_dead_letter
 from services.durations import DAY_MS
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.policy.model import Policy, default_policy
+from services.settings import CommonSettings
+from tests.ingest.helpers import consume
 
 pytestmark = pytest.mark.integration
 
@@ -204,3 +207,34 @@ async def test_a_tombstone_without_a_usable_key_is_dead_lettered(redis_client: R
     h = Harness(redis_client, unique)
     await h.processor.process([Record(PROFILES, 0, 0, None, key=b"not a valid id!"), touch(1, "c1")])
     assert [letter.offset for letter in h.letters.letters] == [0] and await h.counted("c1") == 1
+
+
+async def test_an_action_the_actions_topic_refuses_is_dead_lettered_and_the_batch_commits(
+    redis_client: Redis, unique: str, common_settings: CommonSettings
+) -> None:
+    """Issue 17 (errors classified once): an action the brokers refuse for its own size cannot be published
+    by retrying; it used to fail the batch as "broker unavailable", retried in place forever, blocking
+    the partition. Real broker and Redis. The actions topic's limit is set here on the action producer
+    (FATIGUE_KAFKA_MAX_REQUEST_BYTES = 1024, aiokafka's `max_request_size`, checked before sending; the
+    embedded broker enforces no max.message.bytes), the dead-letter producer keeps the default 1 MiB."""
+    h = Harness(redis_client, unique)
+    refused: list[BaseException] = []
+    letters = KafkaDeadLetterSink(common_settings, "test-scorer-letters")
+    small = common_settings.model_copy(update={"kafka_max_request_bytes": 1024})
+    publisher = KafkaActionPublisher(small, letters, on_refused=refused.append)
+    h.processor = Processor(StateStore(redis_client, h.keys, "g"), publisher, default_policy, h.clock, h.metrics,
+                            events_topic=EVENTS, profiles_topic=PROFILES, dead_letters=letters)
+    long_id = "c" * 200  # its actions are over 1024 bytes as records
+    try:
+        actions = await h.processor.process([touch(i, long_id) for i in range(13)])
+    finally:
+        await publisher.close()
+        await letters.close()
+    assert actions and len(refused) == len(actions)
+    assert await h.committed_offset() == 12 and await h.counted(long_id) == 13
+    on_topic = await consume(common_settings.kafka_bootstrap_servers, common_settings.dead_letter_topic,
+                             expected=len(actions))
+    dead = [decode_dead_letter(r.value) for r in on_topic]
+    assert {d.stage for d in dead} == {"scorer.publish"} and {d.topic for d in dead} == {common_settings.actions_topic}
+    assert sorted(json.loads(d.value or b"")["action_id"] for d in dead) == sorted(a["action_id"] for a in actions)
+    assert all("1,024" in d.error_message for d in dead)
