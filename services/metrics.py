@@ -19,6 +19,7 @@ from prometheus_client.process_collector import ProcessCollector
 from services.delivery.health import STATES as ENDPOINT_STATES
 from services.delivery.subscriptions import FORMATS as SUBSCRIPTION_FORMATS
 from services.names import ACTION_TYPES
+from services.policy.decision import DECIDING_RULES
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -62,10 +63,20 @@ class IngestMetrics:
             ["provider", "reason"],
             registry=registry,
         )
+        # ---- pre-send decisions (issue 17): what vendors show as skipped / aborted sends ----
+        self.decisions = Counter(
+            "fatigue_api_decisions_total",
+            "Pre-send decisions answered (GET /v1/customers/{id}/decision), by outcome (allow, defer, deny) and "
+            "the rule that decided (the first reason; `none`: allowed without any). Rules: docs/metrics.md.",
+            ["outcome", "rule"],
+            registry=registry,
+        )
         self.http = HttpMetrics(registry)
         install_defaults(registry, "api")
         zero(self.events, INGEST_OUTCOMES)
         zero(self.requests_refused, REFUSAL_REASONS)
+        for outcome, rules in DECIDING_RULES.items():
+            zero(self.decisions, (outcome,), rules)
 
 
 class ScorerMetrics:

@@ -16,6 +16,7 @@ from ingest.deps import (
     AdminKey,
     IdentityDep,
     ListReaderDep,
+    MetricsDep,
     PolicyCacheDep,
     PublisherDep,
     RedisDep,
@@ -38,7 +39,7 @@ from services.contract import Channel, FreeId, Stage, Tier, TouchKind
 from services.customer_lists import InvalidCursor, list_item
 from services.erasure import erase_customer
 from services.errors import BrokerUnavailable
-from services.policy.decision import decide
+from services.policy.decision import decide, deciding_rule
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ async def get_decision(
     customer_id: CustomerId,
     snapshots: SnapshotsDep,
     policies: PolicyCacheDep,
+    metrics: MetricsDep,
     channel: Annotated[Channel, Query(description="The channel of the planned touch.")],
     kind: Annotated[TouchKind | None, Query(description="The kind of the planned touch.")] = None,
     campaign_id: Annotated[FreeId | None, Query(
@@ -136,6 +138,7 @@ async def get_decision(
     now = datetime.now(UTC)
     kind_value = None if kind is None else kind.value
     result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000), campaign_id)
+    metrics.decisions.labels(result.decision, deciding_rule(result)).inc()
     return DecisionOut(
         customer_id=customer_id,
         channel=channel.value,
