@@ -42,6 +42,7 @@ from services.contract import EventIn, to_ms
 from services.deadletter import DeadLetter, DeadLetterSink, KafkaDeadLetterSink
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
 from services.kafka import ensure_topics, kafka_security_kwargs
+from services.lag import LagReporter
 from services.logs import setup_logging
 from services.metrics import IntakeMetrics
 from services.names import HEADER_PRODUCER
@@ -142,6 +143,7 @@ class IntakeWorker:
             log.warning("intake record %s/%d@%d dead-lettered: %s", letter.topic, letter.partition, letter.offset,
                         letter.error_message)
         self._metrics.records.labels(outcome="invalid").inc(len(checked.letters))
+        self._metrics.dead_letters.labels(stage=STAGE).inc(len(checked.letters))
         for producer, events in checked.events.items():
             forward = functools.partial(self._accept.accept, events, producer=producer, received_at=now)
             stored = await self._until_done(forward, stop)
@@ -204,7 +206,12 @@ async def run(settings: IntakeSettings, stop: asyncio.Event, registry: Collector
         except KafkaError as exc:
             raise BrokerUnavailable(f"cannot reach Kafka at {settings.kafka_bootstrap_servers}: {exc}") from exc
         log.info("intake consuming %s as group %s", settings.intake_topic, settings.intake_group_id)
-        await IntakeWorker(consumer, accept, dead_letters, settings, metrics).run(stop)
+        lag = asyncio.create_task(LagReporter(metrics.consumer, settings.intake_group_id, lambda: consumer).run(stop))
+        try:
+            await IntakeWorker(consumer, accept, dead_letters, settings, metrics).run(stop)
+        finally:
+            lag.cancel()
+            await asyncio.wait([lag])
     finally:
         await consumer.stop()
         await dead_letters.close()

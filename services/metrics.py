@@ -258,11 +258,22 @@ class IntakeMetrics:
         )
         self.last_poll = Gauge(
             "fatigue_intake_last_poll_timestamp_seconds",
-            "When the consumer loop last polled the intake topic (stale: the loop is stuck).",
+            "When the consumer loop last polled the intake topic (stale: the loop is stuck, or a batch is "
+            "retried in place).",
             registry=registry,
         )
+        self.dead_letters = Counter(
+            "fatigue_intake_dead_letters_total",
+            "Intake records sent to the dead-letter topic instead of stopping the stream, by stage "
+            "(intake.validate: not one valid contract-v1 event); the same alerts as the scorer's watch it.",
+            ["stage"],
+            registry=registry,
+        )
+        self.consumer = ConsumerMetrics(registry)
         install_defaults(registry, "intake")
         zero(self.records, ("accepted", "duplicate", "invalid"))
+        zero(self.dead_letters, INTAKE_DEAD_LETTER_STAGES)
+        zero(self.retries, INTAKE_RETRY_REASONS)
 
 
 # ---- Operations (issue 13): defaults on every registry, HTTP RED, consumer lag, zero series ----
@@ -274,6 +285,8 @@ REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable")
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
 POLICY_SOURCES = ("store", "file", "runtime")
 DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process")
+INTAKE_DEAD_LETTER_STAGES = ("intake.validate",)
+INTAKE_RETRY_REASONS = ("broker_unavailable", "in_flight")
 DELIVERY_OUTCOMES = ("delivered", "failed", "refused", "duplicate")
 ATTEMPT_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DEFER_REASONS = ("rate_limit", "endpoint_busy", "circuit_open")
