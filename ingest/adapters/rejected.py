@@ -52,7 +52,7 @@ def names_customer(fields: dict[str, str], customer_id: str, members: Collection
     (`members`: `kind:digest`, compared through `member_of`, so no address is needed in clear), or
     its event was resolved to the customer's id."""
     recipient = fields.get("recipient")
-    if recipient and member_of(identity_of_normalised(recipient)) in members:
+    if recipient and members and member_of(identity_of_normalised(recipient)) in members:
         return True
     try:
         event = json.loads(fields.get("event") or "null")
