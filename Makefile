@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary
+.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -53,3 +53,7 @@ bench-import: dev  ## fatigue import of 1,000,000 events: events/s and the impor
 
 dictionary: dev  ## train a new zstd dictionary for stored states and snapshots (services/zstd_dictionaries/)
 	$(PY) -m bench.train_dictionary
+
+runbooks: install  ## point the alerts' runbook links at FATIGUE_RUNBOOK_BASE_URL (the URL of your docs/operations.md)
+	@test -n "$(FATIGUE_RUNBOOK_BASE_URL)" || { echo "set FATIGUE_RUNBOOK_BASE_URL=<absolute URL of docs/operations.md>"; exit 2; }
+	$(PY) -m fatigue.runbooks --base-url "$(FATIGUE_RUNBOOK_BASE_URL)"

@@ -10,7 +10,8 @@ kept in Redis only (never on the profiles topic, never in a snapshot):
 
 `lookup` resolves a batch of addresses in one round trip (MGET). `replace` swaps one customer's
 identities atomically (WATCH/MULTI): an address that moved to another customer is left to it.
-`erase` removes them all (for a customer's erasure).
+`erase` removes them all (for a customer's erasure); `members_of` and `member` let the erasure
+find the rejected store's entries of the customer's addresses without keeping them in clear.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ class Identity:
 
     kind: str
     value: str
+
+
+def identity_of_normalised(value: str) -> Identity:
+    """The identity a normalised value stands for (as kept in the rejected store's `recipient`):
+    an email holds an @, a phone number is E.164."""
+    return Identity(EMAIL if "@" in value else PHONE, value)
 
 
 def normalise_email(text: str) -> Identity:
@@ -84,6 +91,14 @@ class IdentityMap:
 
     def digest(self, identity: Identity) -> str:
         return hmac.new(self._hash_key, f"{identity.kind}:{identity.value}".encode(), hashlib.sha256).hexdigest()
+
+    def member(self, identity: Identity) -> str:
+        """How a customer's set of identities names `identity`: `kind:digest` (never the address)."""
+        return f"{identity.kind}:{self.digest(identity)}"
+
+    async def members_of(self, customer_id: str) -> set[str]:
+        """The `kind:digest` of every identity the customer's profile lists (for its erasure)."""
+        return {_text(m) or "" for m in await self._redis.smembers(self._keys.identities_of(customer_id))}
 
     async def lookup(self, identities: Sequence[Identity]) -> list[str | None]:
         """The customer id of each identity (None: unknown), in one round trip."""

@@ -47,6 +47,7 @@ from services.deadletter import DeadLetter, DeadLetterSink, KafkaDeadLetterSink
 from services.errors import BrokerMisconfigured, BrokerUnavailable, ConfigError, FatigueError, RecordRefused
 from services.kafka import ensure_topics, kafka_security_kwargs
 from services.kafka_errors import as_fatigue_error
+from services.lag import LagReporter
 from services.logs import setup_logging
 from services.metrics import IntakeMetrics
 from services.names import HEADER_PRODUCER
@@ -216,6 +217,8 @@ class IntakeWorker:
         return tally
 
     def _count(self, tally: Tally) -> None:
+        self._metrics.dead_letters.labels(stage=STAGE).inc(tally.invalid)
+        self._metrics.dead_letters.labels(stage=FORWARD_STAGE).inc(len(tally.refused))
         self._metrics.records.labels(outcome="invalid").inc(tally.invalid)
         self._metrics.records.labels(outcome="accepted").inc(tally.accepted)
         self._metrics.records.labels(outcome="duplicate").inc(tally.duplicates)
@@ -278,7 +281,12 @@ async def run(settings: IntakeSettings, stop: asyncio.Event, registry: Collector
             where = f"cannot start the intake consumer on {settings.kafka_bootstrap_servers}"
             raise as_fatigue_error(exc, where) from exc
         log.info("intake consuming %s as group %s", settings.intake_topic, settings.intake_group_id)
-        await IntakeWorker(consumer, accept, dead_letters, settings, metrics).run(stop)
+        lag = asyncio.create_task(LagReporter(metrics.consumer, settings.intake_group_id, lambda: consumer).run(stop))
+        try:
+            await IntakeWorker(consumer, accept, dead_letters, settings, metrics).run(stop)
+        finally:
+            lag.cancel()
+            await asyncio.wait([lag])
     finally:
         await consumer.stop()
         await dead_letters.close()

@@ -529,9 +529,10 @@ class CustomerErased(BaseModel):
     """What DELETE /v1/customers/{id} erased, and what it cannot erase."""
 
     customer_id: str
-    erased: dict[str, bool] = Field(description="By kind of data: whether it existed and was erased now "
-                                    "(`profile`: the tombstone written on the profiles topic).")
-    remains: list[str] = Field(description="Where copies remain until retention or expiry.")
+    erased: dict[str, bool] = Field(description="By kind of data (state, snapshot, lists, rejected: the adapters' "
+                                    "rejected entries of its addresses or id, identities, profile): whether it existed "
+                                    "and was erased now (`profile`: the tombstone written on the profiles topic).")
+    remains: list[str] = Field(description="What is not erased here and where it stays until retention or expiry.")
 
 
 class PolicyOut(BaseModel):

@@ -3,7 +3,7 @@
 ones the consumer makes anyway, and no reliance on `end_offsets` (which the embedded broker reports
 per batch, see docs/metrics.md).
 
-Used by the scorer (Faust's consumer) and the notifier (an aiokafka consumer) every
+Used by the scorer (Faust's consumer), the notifier and the intake (aiokafka consumers) every
 `LAG_INTERVAL_S`; revoked partitions lose their series.
 """
 

@@ -21,6 +21,7 @@ from services.delivery.subscriptions import FORMATS as SUBSCRIPTION_FORMATS
 from services.errors import RecordRefused
 from services.kafka_errors import RECORD_REASONS
 from services.names import ACTION_TYPES, WITHHELD_REASONS
+from services.policy.decision import DECIDING_RULES
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -64,11 +65,21 @@ class IngestMetrics:
             ["provider", "reason"],
             registry=registry,
         )
+        # ---- pre-send decisions (issue 17): what vendors show as skipped / aborted sends ----
+        self.decisions = Counter(
+            "fatigue_api_decisions_total",
+            "Pre-send decisions answered (GET /v1/customers/{id}/decision), by outcome (allow, defer, deny) and "
+            "the rule that decided (the first reason; `none`: allowed without any). Rules: docs/metrics.md.",
+            ["outcome", "rule"],
+            registry=registry,
+        )
         self.http = HttpMetrics(registry)
         self.refused_records = refused_records(registry, REFUSED_STAGES_API)
         install_defaults(registry, "api")
         zero(self.events, INGEST_OUTCOMES)
         zero(self.requests_refused, REFUSAL_REASONS)
+        for outcome, rules in DECIDING_RULES.items():
+            zero(self.decisions, (outcome,), rules)
 
 
 class ScorerMetrics:
@@ -267,13 +278,24 @@ class IntakeMetrics:
         )
         self.last_poll = Gauge(
             "fatigue_intake_last_poll_timestamp_seconds",
-            "When the consumer loop last polled the intake topic (stale: the loop is stuck).",
+            "When the consumer loop last polled the intake topic (stale: the loop is stuck, or a batch is "
+            "retried in place).",
             registry=registry,
         )
         self.refused_records = refused_records(registry, REFUSED_STAGES_INTAKE)
+        self.dead_letters = Counter(
+            "fatigue_intake_dead_letters_total",
+            "Intake records sent to the dead-letter topic instead of stopping the stream, by stage "
+            "(intake.validate: not one valid contract-v1 event; intake.forward: a valid event the events topic "
+            "refused for its own properties); the same alerts as the scorer's watch it.",
+            ["stage"],
+            registry=registry,
+        )
+        self.consumer = ConsumerMetrics(registry)
         install_defaults(registry, "intake")
         self.count_refused_letter = refused_letter_counter(self.refused_records, "intake.dead_letter")
         zero(self.records, INTAKE_OUTCOMES)
+        zero(self.dead_letters, INTAKE_DEAD_LETTER_STAGES)
         zero(self.retries, INTAKE_RETRY_REASONS)
 
 
@@ -286,6 +308,7 @@ REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable", "broker_misconf
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
 POLICY_SOURCES = ("store", "file", "runtime")
 DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process", "scorer.publish")
+INTAKE_DEAD_LETTER_STAGES = ("intake.validate", "intake.forward")
 DELIVERY_OUTCOMES = ("delivered", "failed", "refused", "duplicate")
 ATTEMPT_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
 DEFER_REASONS = ("rate_limit", "endpoint_busy", "circuit_open")

@@ -4,22 +4,31 @@ An event whose recipient maps to no customer (or that the contract refuses) is a
 the provider — a retry would not change anything — and kept here instead of being dropped:
 a Redis stream, newest last, trimmed to `max_entries` and to `ttl_s` on every write; reads skip
 entries older than `ttl_s`. Listed by GET /v1/adapters/rejected (newest first, with a cursor).
+
+An entry is keyed by nobody, but it can name a customer: its `recipient` (an address a profile may
+list, then or later) and the provider's item hold personal data, and an `invalid` entry's event
+holds the customer id it was resolved to. A customer's erasure deletes every entry `names_customer`
+finds (`erase_matching`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio import Redis
 
+from ingest.identity import Identity, identity_of_normalised
 from services.names import RedisKeys
 
 NO_CUSTOMER = "no_customer"
 INVALID = "invalid"
 SCAN_LIMIT = 2000
 """Entries read at most per listing when filtering by provider."""
+ERASE_PAGE = 500
+"""Entries read per round trip while erasing (the stream holds at most FATIGUE_ADAPTER_REJECTED_MAX)."""
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,21 @@ class RejectedEntry:
         return {"provider": self.provider, "reason": self.reason, "detail": self.detail[:1000],
                 "recipient": self.recipient or "", "event": json.dumps(self.event, default=str),
                 "source": json.dumps(self.source, default=str)[:4000]}
+
+
+def names_customer(fields: dict[str, str], customer_id: str, members: Collection[str],
+                   member_of: Callable[[Identity], str]) -> bool:
+    """Whether a stored entry is about the customer: its recipient is one of the customer's identities
+    (`members`: `kind:digest`, compared through `member_of`, so no address is needed in clear), or
+    its event was resolved to the customer's id."""
+    recipient = fields.get("recipient")
+    if recipient and members and member_of(identity_of_normalised(recipient)) in members:
+        return True
+    try:
+        event = json.loads(fields.get("event") or "null")
+    except json.JSONDecodeError:
+        return False
+    return isinstance(event, dict) and event.get("customer_id") == customer_id
 
 
 def _entry_out(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
@@ -88,3 +112,17 @@ class RejectedStore:
 
     async def count(self) -> int:
         return int(await self._redis.xlen(self._key))
+
+    async def erase_matching(self, matches: Callable[[dict[str, str]], bool]) -> int:
+        """Delete every entry whose fields `matches` (oldest to newest, a page per round trip); how
+        many. Entries added meanwhile are newer than the last page read or are read in a later page."""
+        erased = 0
+        start = "-"
+        while True:
+            rows: list[Any] = list(await self._redis.xrange(self._key, min=start, max="+", count=ERASE_PAGE) or [])
+            ids = [str(raw_id) for raw_id, fields in rows if matches(dict(fields))]
+            if ids:
+                erased += int(await self._redis.xdel(self._key, *ids))
+            if len(rows) < ERASE_PAGE:
+                return erased
+            start = f"({rows[-1][0]}"

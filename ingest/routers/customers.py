@@ -10,17 +10,21 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
+from ingest.adapters.rejected import names_customer
 from ingest.deps import (
     NEEDS_ADMIN,
     NEEDS_READ,
     AdminKey,
     IdentityDep,
     ListReaderDep,
+    MetricsDep,
     PolicyCacheDep,
     PublisherDep,
     RedisDep,
+    RejectedDep,
     SettingsDep,
     SnapshotsDep,
+    SubscriptionsDep,
 )
 from ingest.errors import ApiError, broker_unavailable
 from ingest.schemas import (
@@ -38,7 +42,7 @@ from services.contract import Channel, FreeId, Stage, Tier, TouchKind
 from services.customer_lists import InvalidCursor, list_item
 from services.erasure import erase_customer
 from services.errors import BrokerUnavailable
-from services.policy.decision import decide
+from services.policy.decision import decide, deciding_rule
 
 log = logging.getLogger(__name__)
 
@@ -72,41 +76,65 @@ async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> Cust
         ) from exc
 
 
+ERASED_KINDS = ("state", "snapshot", "lists", "rejected", "identities", "profile")
+"""The keys of `erased` in the answer of DELETE /v1/customers/{id}, in the order they are erased."""
+
+
 @router.delete(
     "/customers/{customer_id}",
     response_model=CustomerErased,
     dependencies=[NEEDS_ADMIN],
     summary="Erase a customer (right to erasure)",
-    description="Deletes the customer's state, snapshot and identities (email addresses and phone numbers the "
-    "adapters map to it) and writes a tombstone for its profile on the compacted "
-    "profiles topic (the scorer erases again when it reads it). Idempotent. What is not erased here "
-    "(the events and actions in the Kafka log until their retention, delivery records until they expire) is "
-    "listed in `remains` and in docs/api.md.",
+    description="Writes a tombstone for the customer's profile on the compacted profiles topic (the scorer "
+    "erases again when it reads it), then deletes from Redis the customer's state, snapshot, places on the "
+    "lists reps work from, the adapters' rejected entries of its addresses or id, and its identities (email "
+    "addresses and phone numbers the adapters map to it). Idempotent. `remains` lists what is not erased here "
+    "(the Kafka log until its retention, delivery records until they expire, …); see docs/api.md.",
     responses={503: {"model": ErrorOut, "description": "Kafka or Redis did not answer; nothing or only part was "
                      "erased: retry (erasing is idempotent)."}},
 )
 async def delete_customer(
     customer_id: CustomerId, redis: RedisDep, settings: SettingsDep, publisher: PublisherDep, key: AdminKey,
-    identities: IdentityDep,
+    identities: IdentityDep, rejected: RejectedDep, subscriptions: SubscriptionsDep,
 ) -> CustomerErased:
     try:
         await publisher.publish_many(settings.profiles_topic, [(customer_id.encode(), None)])
     except BrokerUnavailable as exc:
         raise broker_unavailable(exc) from exc
+    members = await identities.members_of(customer_id)  # read before they are erased, last
     erased = await erase_customer(redis, settings.keys, customer_id)
+    erased["rejected"] = await rejected.erase_matching(
+        lambda fields: names_customer(fields, customer_id, members, identities.member)) > 0
     erased["identities"] = await identities.erase(customer_id)
+    erased["profile"] = True
     log.info("customer %s erased by %s (%s)", customer_id, key.name,
-             ", ".join(name for name, existed in erased.items() if existed) or "nothing stored")
-    return CustomerErased(customer_id=customer_id, erased={**erased, "profile": True}, remains=ERASURE_REMAINS)
+             ", ".join(name for name, existed in erased.items() if existed))
+    naming = sorted(sub.id for sub in await subscriptions.list() if customer_id in sub.filters.customer_ids)
+    return CustomerErased(customer_id=customer_id, erased=erased, remains=erasure_remains(naming))
 
 
 ERASURE_REMAINS = [
-    "events of this customer on the events topic, until the topic's retention deletes them",
+    "events of this customer on the events topic (and on the intake topic, if an upstream producer published "
+    "them there), until the topics' retention deletes them",
     "actions about this customer on the actions topic, until its retention",
-    "webhook delivery records (they hold the action), until they expire "
+    "earlier versions of its profile on the compacted profiles topic, until compaction removes them",
+    "records about this customer on the dead-letter topic, until its retention",
+    "webhook delivery records (they hold the action, also when folded into a rep's digest), until they expire "
     "(FATIGUE_DELIVERED_TTL_S / FATIGUE_DEAD_LETTER_TTL_S)",
+    "event-id de-duplication marks (the event ids your producers chose, nothing else), until they expire "
+    "(FATIGUE_DEDUP_TTL_S)",
+    "provider events in the adapters' rejected store about addresses this customer's profile does not list "
+    "(nothing links them to it), until they expire (FATIGUE_ADAPTER_REJECTED_TTL_S)",
     "copies your webhook receivers and chat tools keep",
 ]
+
+
+def erasure_remains(subscriptions_naming: list[str]) -> list[str]:
+    """What stays after an erasure; the subscriptions whose filters name the customer, if any."""
+    if not subscriptions_naming:
+        return list(ERASURE_REMAINS)
+    return [*ERASURE_REMAINS, f"the filters of subscriptions {', '.join(subscriptions_naming)} name this customer "
+            "id (your configuration: change it with PATCH /v1/subscriptions/{id})"]
 
 
 @router.get(
@@ -125,6 +153,7 @@ async def get_decision(
     customer_id: CustomerId,
     snapshots: SnapshotsDep,
     policies: PolicyCacheDep,
+    metrics: MetricsDep,
     channel: Annotated[Channel, Query(description="The channel of the planned touch.")],
     kind: Annotated[TouchKind | None, Query(description="The kind of the planned touch.")] = None,
     campaign_id: Annotated[FreeId | None, Query(
@@ -136,6 +165,7 @@ async def get_decision(
     now = datetime.now(UTC)
     kind_value = None if kind is None else kind.value
     result = decide(snapshot, policy, channel.value, kind_value, int(now.timestamp() * 1000), campaign_id)
+    metrics.decisions.labels(result.decision, deciding_rule(result)).inc()
     return DecisionOut(
         customer_id=customer_id,
         channel=channel.value,

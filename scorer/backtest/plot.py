@@ -61,14 +61,19 @@ def write_plot(actions: list[Action], path: Path, title: str) -> None:
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     bottom = [0] * len(weeks)
-    for action_type, _ in ACTION_COLUMNS:
-        ax.bar(range(len(weeks)), counts[action_type], bottom=bottom, label=action_type)
+    for action_type, _ in ACTION_COLUMNS:  # one fixed colour per type: the same in every chart, data or not
+        ax.bar(range(len(weeks)), counts[action_type], bottom=bottom, label=action_type,
+               color=ACTION_COLOURS[action_type])
         bottom = [b + c for b, c in zip(bottom, counts[action_type], strict=True)]
     ax.set_xticks(range(len(weeks)), weeks, rotation=60, ha="right", fontsize=8)
     ax.set_ylabel("actions per ISO week (UTC)")
+    ax.set_ylim(0, max([*bottom, 1]) * 1.1)  # counts from zero; an empty chart still has a 0..1 axis
     ax.yaxis.get_major_locator().set_params(integer=True)
     ax.set_title(title if weeks else f"{title}: no actions")
-    ax.legend(loc="upper left", fontsize=8)
+    from matplotlib.patches import Patch  # a legend entry per type even when it has no bar to show
+
+    ax.legend(handles=[Patch(facecolor=ACTION_COLOURS[t], label=t) for t, _ in ACTION_COLUMNS], loc="upper left",
+              fontsize=8)
     _save(fig, path)
 
 

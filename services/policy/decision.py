@@ -31,6 +31,17 @@ from services.policy.model import Policy, QuietHours
 
 ALLOW, DEFER, DENY = "allow", "defer", "deny"
 THROTTLED_STATES = ("throttled", "cooling_off")
+NO_RULE = "none"
+"""The deciding rule of an allow without any reason."""
+OTHER_RULE = "other"
+"""A rule not in DECIDING_RULES (a bug): counted, never a new label value."""
+DECIDING_RULES: dict[str, tuple[str, ...]] = {
+    ALLOW: ("no_history", "transactional", "frequency_band_warning", NO_RULE),
+    DENY: ("do_not_contact", "channel_closed", "same_campaign"),
+    DEFER: ("throttled", "frequency_cap", "weekly_cap", "min_gap", "quiet_period", "quiet_hours"),
+}
+"""Every rule that can decide each outcome, in the order the rules are checked (the module docstring):
+the bounded values of the decision metric's `rule` label."""
 
 Wait = tuple[int | None, dict[str, Any]]
 """(until, reason): until None = not at a known time."""
@@ -42,6 +53,13 @@ class Decision:
     reasons: list[dict[str, Any]] = field(default_factory=list)
     next_allowed_ms: int | None = None
     counts: dict[str, Any] = field(default_factory=dict)
+
+
+def deciding_rule(decision: Decision) -> str:
+    """The rule that decided: the first reason's (rules are checked in a fixed order), `none` for an
+    allow without reasons; one of DECIDING_RULES[decision.decision], else `other`."""
+    rule = decision.reasons[0].get("rule") if decision.reasons else NO_RULE
+    return rule if rule in DECIDING_RULES.get(decision.decision, ()) else OTHER_RULE
 
 
 def _ms(text: str | None) -> int | None:

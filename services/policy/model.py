@@ -311,8 +311,16 @@ def check_yaml_shape(text: str, source: str) -> None:
         return  # reported with its line by the parse that follows
 
 
-def parse_policy(text: str, source: str = "policy") -> Policy:
-    """Parse and validate a policy YAML document; PolicyError says where and why."""
+NO_SETTINGS = ("the document holds no settings (it is empty or only comments; `curl -d` strips the newlines of a "
+               "file, which turns it into one comment line: send it with --data-binary); send {} for all defaults")
+
+
+def parse_policy(text: str, source: str = "policy", *, empty_means_defaults: bool = True) -> Policy:
+    """Parse and validate a policy YAML document; PolicyError says where and why.
+
+    A document without any node (empty, or only comments) is the default policy for a policy file;
+    with `empty_means_defaults=False` (a body sent to the API) it is a PolicyError: such a body is
+    almost always a mistake (`curl -d @policy.yaml` makes one comment line of a whole file)."""
     check_yaml_shape(text, source)
     try:
         data = yaml.safe_load(text)
@@ -320,7 +328,9 @@ def parse_policy(text: str, source: str = "policy") -> Policy:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark else source
         raise PolicyError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from exc
-    if data is None and yaml.compose(text) is None:  # an empty document (or only comments): all defaults
+    if data is None and yaml.compose(text) is None:  # no node at all: empty, or only comments
+        if not empty_means_defaults:
+            raise PolicyError(f"{source}: {NO_SETTINGS}")
         data = {}
     if not isinstance(data, dict):
         what = "null" if data is None else type(data).__name__

@@ -12,6 +12,7 @@ without its document. The scorer polls only the counter (one GET) and reads the 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -158,10 +159,11 @@ class PolicyStore:
         as the next version, atomically.
 
         Raises PolicyError ("source:line: field: reason; …") before anything is written when the
-        document is invalid or `check` refuses it, and PolicyVersionMismatch when `expected_version`
-        (0: none stored yet) is not the stored version.
+        document is invalid, holds no settings at all (empty or only comments) or `check` refuses it,
+        and PolicyVersionMismatch when `expected_version` (0: none stored yet) is not the stored version.
         """
-        policy = await asyncio.to_thread(parse_policy, text, source)  # a large document must not block the loop
+        # a large document must not block the loop; a body without settings is refused, not read as the defaults
+        policy = await asyncio.to_thread(functools.partial(parse_policy, empty_means_defaults=False), text, source)
         if check is not None:
             await asyncio.to_thread(check, policy)
         updated_at = self._now()

@@ -17,12 +17,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from fatigue import runbooks
 from fatigue.embedded import free_port, wait_for_port
 from tests.helpers import FAST_GROUP_ENV, stop_process
 
@@ -33,7 +35,7 @@ DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "contact-fatigue.json"
 OPERATIONS = REPO / "docs" / "operations.md"
 METRICS_DOC = REPO / "docs" / "metrics.md"
 K8S_MONITORING = REPO / "k8s" / "monitoring"
-JOBS = ("fatigue-api", "fatigue-scorer", "fatigue-notifier")
+JOBS = ("fatigue-api", "fatigue-scorer", "fatigue-notifier", "fatigue-intake")
 API_KEY = "monitoring-test-key-0123"
 
 PROMQL_KEYWORDS = {"sum", "by", "max", "min", "rate", "increase", "delta", "changes", "and", "or", "on", "offset",
@@ -93,7 +95,7 @@ def test_promtool_test_rules() -> None:
     main_alerts = {"FatigueScorerDown", "FatigueNotifierDown", "FatigueConsumerLagGrowing",
                    "FatigueConsumerNotProgressing", "FatigueEventLagOverSLO", "FatigueDeadLetterTopicReceiving",
                    "FatigueDeliveryFailureRatio", "FatigueEndpointDisabled", "FatigueNoEventsIngested",
-                   "FatigueApi5xxRatio"}
+                   "FatigueApi5xxRatio", "FatigueIntakeDown", "FatigueIntakeStalled", "FatigueIntakeRetrying"}
     assert main_alerts <= tested
 
 
@@ -109,8 +111,46 @@ def test_every_alert_has_a_runbook_section() -> None:
     for rule in alert_rules():
         name = rule["alert"]
         assert name in headings, f"docs/operations.md has no '### {name}' runbook section"
-        assert rule["annotations"]["runbook_url"] == f"docs/operations.md#{name.lower()}"
+        assert rule["annotations"]["runbook_url"] == runbooks.runbook_url(runbooks.DEFAULT_RUNBOOK_BASE_URL, name)
         assert rule["labels"]["severity"] in ("critical", "warning", "info")
+
+
+def test_runbook_links_are_absolute_so_alertmanager_can_link_them() -> None:
+    """A repository-relative path links nowhere from a page or a chat message (issue 17, finding 10)."""
+    for rule in alert_rules():
+        link = urlsplit(rule["annotations"]["runbook_url"])
+        assert link.scheme == "https" and link.netloc and link.path.endswith("/docs/operations.md"), link
+        assert link.fragment == rule["alert"].lower()
+
+
+def test_runbook_links_move_to_a_configured_base_in_every_rule_file(tmp_path: Path) -> None:
+    base = "https://wiki.example.internal/ops/contact-fatigue/operations.md"
+    copies = [tmp_path / path.name for path in runbooks.RULE_FILES]
+    for path, copy in zip(runbooks.RULE_FILES, copies, strict=True):
+        original = (REPO / path).read_text()
+        assert runbooks.render_rules(original, runbooks.DEFAULT_RUNBOOK_BASE_URL) == original, f"{path} is stale"
+        copy.write_text(original)
+    assert runbooks.main(["--base-url", base, *map(str, copies)]) == 0
+    for path, copy in zip(runbooks.RULE_FILES, copies, strict=True):
+        original, rendered = (REPO / path).read_text(), copy.read_text()
+        links = runbooks.runbook_urls(rendered)
+        assert len(links) == len(runbooks.runbook_urls(original)) > 3
+        assert all(link.startswith(base + "#") for link in links), links
+        unlinked = [line for line in rendered.splitlines() if "runbook_url" not in line]
+        assert unlinked == [line for line in original.splitlines() if "runbook_url" not in line]
+    shutil.copy(PROMETHEUS_DIR / "prometheus.yml", tmp_path)  # promtool checks the rendered rules as shipped
+    assert promtool("check", "rules", "alerts.yml", cwd=tmp_path).returncode == 0
+    assert promtool("test", "rules", "alerts.test.yml", cwd=tmp_path).returncode == 0
+    (rule,) = yaml.safe_load_all(copies[-1].read_text())
+    assert rule["spec"]["groups"] == yaml.safe_load(copies[0].read_text())["groups"]
+
+
+@pytest.mark.parametrize("base", ["docs/operations.md", "ftp://x/ops.md", "https://x/ops.md#top", "https://"])
+def test_a_runbook_base_that_cannot_make_absolute_links_is_refused(base: str, tmp_path: Path) -> None:
+    copy = tmp_path / "alerts.yml"
+    shutil.copy(ALERTS, copy)
+    assert runbooks.main(["--base-url", base, str(copy)]) == 2
+    assert copy.read_text() == ALERTS.read_text()
 
 
 def test_alerts_and_dashboard_use_documented_metrics() -> None:
@@ -138,14 +178,22 @@ def live_stack(infra_env: dict[str, str], tmp_path: Path, unique: str) -> Iterat
             [sys.executable, "-m", "fatigue.cli", "up", "--port", str(port), "--workdir", str(tmp_path / "up")],
             env=env, stdout=log, stderr=subprocess.STDOUT,
         )
+    intake_port = free_port()  # `up` does not run the intake; Compose and k8s do: one more process
+    intake_env = {**env, "FATIGUE_METRICS_PORT": str(intake_port), "FATIGUE_INTAKE_GROUP_ID": f"intake-{unique}"}
+    with (tmp_path / "intake.log").open("wb") as log:
+        intake = subprocess.Popen([sys.executable, "-m", "fatigue.cli", "intake"], env=intake_env, stdout=log,
+                                  stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 90
         while '"ready": true' not in log_path.read_text():
             assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
             time.sleep(0.3)
+        wait_for_port(intake_port, 30, intake)  # type: ignore[arg-type]
         yield {"fatigue-api": f"127.0.0.1:{port}", "fatigue-scorer": f"127.0.0.1:{env['FATIGUE_WEB_PORT']}",
-               "fatigue-notifier": f"127.0.0.1:{env['FATIGUE_METRICS_PORT']}"}
+               "fatigue-notifier": f"127.0.0.1:{env['FATIGUE_METRICS_PORT']}",
+               "fatigue-intake": f"127.0.0.1:{intake_port}"}
     finally:
+        stop_process(intake, signal.SIGTERM, timeout_s=20)
         stop_process(proc, signal.SIGINT, timeout_s=40)
 
 
@@ -187,7 +235,7 @@ def test_a_real_prometheus_scrapes_every_service_and_the_dashboard_and_alerts_ma
     while time.monotonic() < deadline:
         lag = query(prometheus, "fatigue_consumer_lag_records")
         if {r["metric"]["job"] for r in query(prometheus, "up == 1")} == set(JOBS) and \
-                {r["metric"]["group"].split("-")[0] for r in lag} == {"scorer", "notifier"}:
+                {r["metric"]["group"].split("-")[0] for r in lag} == {"scorer", "notifier", "intake"}:
             break
         time.sleep(1)
     scraped: dict[str, str] = {job: httpx.get(f"http://{target}/metrics", timeout=10).text
@@ -198,11 +246,14 @@ def test_a_real_prometheus_scrapes_every_service_and_the_dashboard_and_alerts_ma
 
     assert {r["metric"]["job"] for r in query(prometheus, "up == 1")} == set(JOBS)
     builds = {r["metric"]["job"]: r["metric"]["service"] for r in query(prometheus, "fatigue_build_info")}
-    assert builds == {"fatigue-api": "api", "fatigue-scorer": "scorer", "fatigue-notifier": "notifier"}
+    assert builds == {"fatigue-api": "api", "fatigue-scorer": "scorer", "fatigue-notifier": "notifier",
+                      "fatigue-intake": "intake"}
     assert {r["metric"]["job"] for r in query(prometheus, "process_resident_memory_bytes")} == set(JOBS)
     lag_groups = {r["metric"]["group"].split("-")[0] for r in query(prometheus, "fatigue_consumer_lag_records")}
-    assert lag_groups == {"scorer", "notifier"}, "consumer lag per partition from both consumers"
+    assert lag_groups == {"scorer", "notifier", "intake"}, "consumer lag per partition from every consumer"
     assert query(prometheus, 'fatigue_scorer_dead_letters_total{stage="scorer.decode"}'), "created at zero"
+    assert query(prometheus, 'fatigue_intake_dead_letters_total{stage="intake.validate"}'), "created at zero"
+    assert query(prometheus, 'fatigue_api_decisions_total{outcome="defer", rule="quiet_hours"}'), "created at zero"
 
     live = {sample.name for text in scraped.values() for family in text_string_to_metric_families(text)
             for sample in family.samples} | PROMETHEUS_OWN
@@ -214,6 +265,17 @@ def test_a_real_prometheus_scrapes_every_service_and_the_dashboard_and_alerts_ma
     rules = httpx.get(f"{prometheus}/api/v1/rules", timeout=10).json()["data"]["groups"]
     assert {r["name"] for g in rules for r in g["rules"]} == {r["alert"] for r in alert_rules()}
     assert all(r["health"] in ("ok", "unknown") for g in rules for r in g["rules"]), rules
+
+
+def test_the_dashboard_shows_the_suppressed_sends_and_the_intake() -> None:
+    """Issue 17: pre-send decisions by outcome and rule; the intake like the other services."""
+    used = set().union(*map(metric_names, dashboard_exprs()))
+    wanted = {"fatigue_api_decisions_total", "fatigue_intake_records_total", "fatigue_intake_retries_total",
+              "fatigue_intake_batch_seconds_bucket", "fatigue_intake_last_poll_timestamp_seconds",
+              "fatigue_intake_dead_letters_total"}
+    assert wanted <= used, f"no panel for {sorted(wanted - used)}"
+    assert any("rule" in expr and "fatigue_api_decisions_total" in expr for expr in dashboard_exprs())
+    assert any('job="fatigue-intake"' in expr and "fatigue_consumer_lag_records" in expr for expr in dashboard_exprs())
 
 
 def test_k8s_pod_monitor_scrapes_each_service_by_a_port_it_has_under_the_alerts_job_names() -> None:
@@ -234,7 +296,8 @@ def test_k8s_pod_monitor_scrapes_each_service_by_a_port_it_has_under_the_alerts_
         assert len(owners) == 1, f"port {endpoint['port']} is on {owners}"
         jobs[relabel["replacement"]] = owners[0]
         assert endpoint["path"] == "/metrics" and relabel["targetLabel"] == "job"
-    assert jobs == {"fatigue-api": "api", "fatigue-scorer": "scorer", "fatigue-notifier": "notifier"}
+    assert jobs == {"fatigue-api": "api", "fatigue-scorer": "scorer", "fatigue-notifier": "notifier",
+                    "fatigue-intake": "intake"}
     kustomization = yaml.safe_load((K8S_MONITORING / "kustomization.yaml").read_text())
     assert kustomization["kind"] == "Component"
     assert sorted(kustomization["resources"]) == ["podmonitor.yaml", "prometheusrule.yaml"]

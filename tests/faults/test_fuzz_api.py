@@ -31,6 +31,11 @@ from tests.ingest.helpers import AUTH, ingest_settings_for
 pytestmark = pytest.mark.integration
 
 MAX_EXAMPLES = 40
+QUIET_RUN_S = 53
+"""How long the whole run took on a quiet development machine (2 cores)."""
+TIMEOUT_S = 15 * QUIET_RUN_S
+"""The run's own timeout: room for a machine shared by several test runs (the suite's 120 s default
+failed on a loaded machine, issue 17); a hang is still stopped."""
 EXCLUDED_CHECKS = [positive_data_acceptance]
 """Schema-valid is not always acceptable: some rules of the one contract cannot be said in JSON Schema
 (an event time within range of *now*, an IANA time zone name, a destination the policy allows, which
@@ -89,6 +94,7 @@ def fuzz(operation: schemathesis.APIOperation, base_url: str, mode: schemathesis
     run()
 
 
+@pytest.mark.timeout(TIMEOUT_S)
 def test_no_input_gets_a_5xx_or_an_answer_outside_the_schema(live_api: str) -> None:
     schema = schemathesis.openapi.from_url(f"{live_api}/openapi.json")
     failures: dict[str, str] = {}
@@ -105,3 +111,11 @@ def test_no_input_gets_a_5xx_or_an_answer_outside_the_schema(live_api: str) -> N
                 assert mode is schemathesis.GenerationMode.NEGATIVE
     assert operations >= 20, f"only {operations} operations in the schema"
     assert failures == {}, "\n\n".join(f"{label}:\n{text}" for label, text in failures.items())
+
+
+def test_the_fuzz_run_has_room_for_a_loaded_machine() -> None:
+    """Its timeout is its own, many times a quiet run, not the suite's default."""
+    marks = [mark for mark in getattr(test_no_input_gets_a_5xx_or_an_answer_outside_the_schema, "pytestmark", [])
+             if mark.name == "timeout"]
+    assert [mark.args for mark in marks] == [(TIMEOUT_S,)]
+    assert TIMEOUT_S >= 10 * QUIET_RUN_S

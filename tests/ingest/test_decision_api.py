@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from scorer.core import engine
@@ -62,6 +63,32 @@ async def test_decisions_follow_gap_and_quiet_period_and_the_policy_in_force(
     sms = (await client.get("/v1/customers/dec-1/decision", params={"channel": "sms"})).json()
     assert (email["decision"], sms["decision"]) == ("allow", "allow")
     assert email["policy_version"] == put.json()["version"]
+
+
+def decisions_counted(metrics_text: str) -> dict[tuple[str, str], float]:
+    return {(sample.labels["outcome"], sample.labels["rule"]): sample.value
+            for family in text_string_to_metric_families(metrics_text) for sample in family.samples
+            if sample.name == "fatigue_api_decisions_total"}
+
+
+async def test_decisions_are_counted_by_outcome_and_the_rule_that_decided(
+    api: tuple[httpx.AsyncClient, IngestSettings], redis_client: Redis
+) -> None:
+    """What vendors show as skipped / aborted sends (issue 17: suppression visible)."""
+    client, settings = api
+    await store_snapshot(redis_client, settings, "dec-2", hours_ago=5)
+    for channel, kind in (("email", "promo"), ("email", None), ("sms", None), ("phone", None),
+                          ("email", "transactional")):
+        params = {"channel": channel, **({"kind": kind} if kind else {})}
+        assert (await client.get("/v1/customers/dec-2/decision", params=params)).status_code == 200
+    assert (await client.get("/v1/customers/nobody/decision", params={"channel": "email"})).status_code == 200
+    counted = decisions_counted((await client.get("/metrics")).text)
+    assert {labels: n for labels, n in counted.items() if n} == {
+        ("defer", "min_gap"): 2, ("defer", "quiet_period"): 1, ("allow", "none"): 1, ("allow", "transactional"): 1,
+        ("allow", "no_history"): 1,
+    }
+    assert ("deny", "do_not_contact") in counted, "every rule's series exists from the start (at zero)"
+    assert {outcome for outcome, _ in counted} == {"allow", "defer", "deny"} and len(counted) == 13
 
 
 async def test_unknown_customer_and_bad_channel(api: tuple[httpx.AsyncClient, IngestSettings]) -> None:

@@ -26,7 +26,7 @@ from services.deadletter import KafkaDeadLetterSink
 from services.metrics import IntakeMetrics
 from services.redisio import make_redis
 from services.settings import CommonSettings, IntakeSettings
-from tests.helpers import FAST_GROUP_ENV
+from tests.helpers import FAST_GROUP_ENV, wait_until
 from tests.ingest.helpers import consume, value_of
 
 pytestmark = pytest.mark.integration
@@ -51,6 +51,15 @@ def produce(settings: CommonSettings, records: list[tuple[str, bytes, list[tuple
         producer.produce(settings.intake_topic, key=key.encode(), value=value, headers=headers,
                          on_delivery=lambda err, _msg: failures.append(str(err)) if err else None)
     assert producer.flush(20) == 0 and failures == []
+
+
+async def intake_lag(registry: CollectorRegistry, group: str) -> dict[tuple[str, str], float]:
+    """(topic, partition) -> lag of the intake's consumer group, once every partition is reported."""
+    lag = {(s.labels["topic"], s.labels["partition"]): s.value for m in registry.collect() for s in m.samples
+           if s.name == "fatigue_consumer_lag_records" and s.labels["group"] == group}
+    assigned = [s.value for m in registry.collect() for s in m.samples
+                if s.name == "fatigue_consumer_assigned_partitions" and s.labels["group"] == group]
+    return lag if assigned and len(lag) == assigned[0] > 0 else {}
 
 
 async def committed(settings: IntakeSettings) -> int:
@@ -87,6 +96,7 @@ async def test_librdkafka_producer_valid_forwarded_once_invalid_dead_lettered(
             if await committed(settings) == len(records):
                 break
             await asyncio.sleep(0.2)
+        lag = await wait_until(lambda: intake_lag(registry, settings.intake_group_id), 30, "the intake's lag series")
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -104,6 +114,11 @@ async def test_librdkafka_producer_valid_forwarded_once_invalid_dead_lettered(
     counted = {s.labels["outcome"]: s.value for m in registry.collect() for s in m.samples
                if s.name == "fatigue_intake_records_total"}
     assert counted == {"accepted": 7.0, "duplicate": 1.0, "invalid": 3.0, "refused": 0.0}
+    # monitored like the other consumers (issue 17, finding 10): the dead-letter alerts and the lag panels see it
+    dead = {s.labels["stage"]: s.value for m in registry.collect() for s in m.samples
+            if s.name == "fatigue_intake_dead_letters_total"}
+    assert dead == {"intake.validate": 3.0, "intake.forward": 0.0}
+    assert set(lag) == {(settings.intake_topic, str(p)) for p in range(settings.partitions)}
 
 
 def samples(registry: CollectorRegistry, name: str) -> dict[tuple[str, ...], float]:

@@ -138,6 +138,33 @@ async def test_an_invalid_policy_is_refused_with_line_and_reason_and_the_old_one
     assert (got["version"], got["yaml"]) == (1, STRICT)
 
 
+CURL_D_OF_THE_DEFAULT_FILE = DEFAULT_POLICY_FILE.read_text().replace("\n", "")
+"""What `curl -d @policy.yaml` sends: the file without its newlines, one comment line (issue 17, finding 8)."""
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("body", [CURL_D_OF_THE_DEFAULT_FILE, "# just a comment", "# one\n\n# two\n"])
+async def test_a_document_without_settings_is_refused_not_read_as_the_defaults(
+    api: httpx.AsyncClient, body: str
+) -> None:
+    await api.put("/v1/policy", content=STRICT, headers=YAML)
+    response = await api.put("/v1/policy", content=body, headers=YAML)
+    assert response.status_code == 422, response.text
+    error = response.json()["error"]
+    assert error["code"] == "invalid_policy"
+    assert "holds no settings" in error["message"] and "--data-binary" in error["message"]
+    got = (await api.get("/v1/policy")).json()
+    assert (got["version"], got["yaml"]) == (1, STRICT)
+
+
+@pytest.mark.integration
+async def test_an_empty_mapping_still_means_all_defaults(api: httpx.AsyncClient) -> None:
+    for body, headers in (("{}", YAML), ("{}", {"content-type": "application/json"})):
+        response = await api.put("/v1/policy", content=body, headers=headers)
+        assert response.status_code == 200, response.text
+        assert response.json()["policy"]["frequency"]["throttle_above"] == 12
+
+
 @pytest.mark.integration
 async def test_every_problem_is_listed_with_its_line(api: httpx.AsyncClient) -> None:
     document = "frequency:\n  throttle_above: 5\n  recover_at_or_below: 9\ncadence:\n  by_stage:\n    lead: 3x\n"

@@ -360,6 +360,44 @@ def test_plot_writes_a_png(capsys: pytest.CaptureFixture[str], tmp_path: Path) -
     assert first.read_bytes() == second.read_bytes()
 
 
+def drawn_weekly_chart(monkeypatch: pytest.MonkeyPatch, actions: list[Any], tmp_path: Path) -> Any:
+    """The figure `write_plot` would save (its one axes)."""
+    pytest.importorskip("matplotlib")
+    from scorer.backtest import plot
+
+    drawn: list[Any] = []
+    monkeypatch.setattr(plot, "_save", lambda fig, path: drawn.append(fig))
+    plot.write_plot(actions, tmp_path / "x.png", "backtest")
+    (fig,) = drawn
+    (ax,) = fig.axes
+    return ax
+
+
+@pytest.mark.parametrize("with_actions", [False, True])
+def test_the_weekly_chart_has_a_colour_per_type_and_a_count_axis_from_zero(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, with_actions: bool
+) -> None:
+    """An empty backtest drew a -0.04..0.04 axis and one colour for the three types (issue 17, finding 10)."""
+    from matplotlib.colors import to_hex
+
+    from scorer.backtest.plot import ACTION_COLOURS
+
+    actions = [{"type": kind, "at": f"2026-11-{day:02d}T10:00:00+00:00", "customer_id": "c"}
+               for day, kind in ((2, "fatigue.throttle"), (10, "fatigue.recovered"), (18, "fatigue.re_engage"))]
+    actions = actions if with_actions else []
+    ax = drawn_weekly_chart(monkeypatch, actions, tmp_path)
+    bottom, top = ax.get_ylim()
+    assert bottom == 0 and top >= 1
+    legend = ax.get_legend()
+    shown = {text.get_text(): to_hex(handle.get_facecolor())
+             for handle, text in zip(legend.legend_handles, legend.get_texts(), strict=True)}
+    assert shown == {kind: to_hex(colour) for kind, colour in ACTION_COLOURS.items()}
+    drawn = {to_hex(bar.get_facecolor()) for bar in ax.patches}
+    assert drawn == (set(shown.values()) if with_actions else set())
+    if not with_actions:
+        assert ax.get_title() == "backtest: no actions"
+
+
 def test_plot_without_matplotlib_says_to_install_the_extra(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

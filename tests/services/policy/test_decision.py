@@ -13,7 +13,7 @@ from scorer.core.timefmt import format_ms
 from scorer.core.views import snapshot
 from services.contract import to_ms
 from services.durations import DAY_MS, HOUR_MS
-from services.policy.decision import ALLOW, DEFER, DENY, decide
+from services.policy.decision import ALLOW, DEFER, DENY, Decision, decide, deciding_rule
 from services.policy.model import default_policy, parse_policy
 
 POLICY = default_policy()
@@ -266,3 +266,39 @@ def frequency_cap(result) -> tuple[int, int] | None:  # type: ignore[no-untyped-
 
 def to_ms_text(text: str) -> int:
     return to_ms(datetime.fromisoformat(text.replace("Z", "+00:00")))
+
+
+def decision_of(outcome: str, *rules: str) -> Decision:
+    return Decision(outcome, [{"rule": rule} for rule in rules])
+
+
+# ---- the rule that decided: the bounded `rule` label of fatigue_api_decisions_total ----
+
+
+def test_every_rule_a_decision_can_name_is_a_bounded_label_value() -> None:
+    import ast
+    import inspect
+
+    from services.policy import decision
+
+    named = {node.values[index].value for node in ast.walk(ast.parse(inspect.getsource(decision)))
+             if isinstance(node, ast.Dict) for index, key in enumerate(node.keys)
+             if isinstance(key, ast.Constant) and key.value == "rule" and isinstance(node.values[index], ast.Constant)}
+    assert len(named) >= 8, "the scan found too few reasons to mean anything"
+    bounded = {rule for rules in decision.DECIDING_RULES.values() for rule in rules}
+    assert named <= bounded, f"rules a reason can name but the metric does not know: {sorted(named - bounded)}"
+
+
+@pytest.mark.parametrize(
+    ("result", "rule"),
+    [
+        (decision_of(ALLOW), "none"),
+        (decision_of(ALLOW, "frequency_band_warning"), "frequency_band_warning"),
+        (decision_of(DENY, "channel_closed", "same_campaign"), "channel_closed"),
+        (decision_of(DEFER, "quiet_hours"), "quiet_hours"),
+        (decision_of(DEFER, "do_not_contact"), "other"),  # not a rule that defers: never a new label value
+        (decision_of(DEFER, "made-up"), "other"),
+    ],
+)
+def test_the_deciding_rule_is_the_first_reason_of_a_known_rule(result: Decision, rule: str) -> None:
+    assert deciding_rule(result) == rule

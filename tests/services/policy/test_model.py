@@ -100,3 +100,14 @@ def test_unquoted_times_in_yaml_are_read_as_written() -> None:
 def test_invalid_lifecycle_and_sending_knobs_name_line_and_reason(document: str, expected: str) -> None:
     with pytest.raises(PolicyError, match=expected):
         parse_policy(document, "p.yaml")
+
+
+@pytest.mark.parametrize("document", ["", "# only a comment", "# a\n\n# b\n", "  # indented\n"])
+def test_a_document_without_any_node_is_the_defaults_for_a_file_and_refused_for_a_body(document: str) -> None:
+    assert parse_policy(document, "p.yaml") == default_policy()
+    with pytest.raises(PolicyError, match=r"^p\.yaml: the document holds no settings .*--data-binary"):
+        parse_policy(document, "p.yaml", empty_means_defaults=False)
+
+
+def test_an_empty_mapping_is_the_defaults_for_a_body_too() -> None:
+    assert parse_policy("{}\n# nothing else", "p.yaml", empty_means_defaults=False) == default_policy()
