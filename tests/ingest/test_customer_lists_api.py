@@ -98,7 +98,9 @@ async def test_each_list_holds_its_customers_with_why_since_and_what_next(api: h
     assert [r["rule"] for r in first["reasons"]] == ["cadence_overdue"] and first["state"] == "to_activate"
     assert first["next_step"]["channel"] == "wecom"
     assert first["next_allowed_at"] == dormant["evaluated_at"]  # reach out now
-    assert first["suggestion"].startswith("Neglected: last touch 40 days ago")
+    # told when the cadence (7 d + 1 d) had passed, in event time; the reasons are as of now
+    assert first["suggestion"].startswith("Neglected: last touch 8 days ago")
+    assert first["reasons"][0]["observed"] == 40
 
 
 async def test_filters_and_cursor_pages(api: httpx.AsyncClient, fed: Feed) -> None:
