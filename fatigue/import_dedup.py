@@ -46,14 +46,18 @@ class StrictDedup(DedupStore):
         self._retry_s = retry_s
 
     async def claim(self, producer: str, event_ids: Sequence[str], *, wait_s: float) -> Claim:
+        if not event_ids:
+            return Claim()
+        reason = ""
         for attempt in range(self._attempts):
             if attempt:
                 await asyncio.sleep(self._retry_s)
-            claim = await super().claim(producer, event_ids, wait_s=wait_s)
-            if claim.checked:
-                return claim
-        raise DedupUnavailable(f"Redis at {self._where} did not answer {self._attempts} times: the batch was not "
-                               "stored (its event ids could not be claimed)")
+            try:
+                return await self._claim(producer, list(event_ids), wait_s)
+            except (RedisError, OSError, TimeoutError) as exc:
+                reason = redact(str(exc)) or type(exc).__name__
+        raise DedupUnavailable(f"Redis at {self._where} did not answer {self._attempts} claims ({reason}): the "
+                               "batch was not stored")
 
 
 async def dedup_store(redis: Redis, settings: ImportSettings, err: IO[str], *, optional: bool) -> DedupStore:

@@ -22,6 +22,9 @@ from typing import Any
 import pytest
 
 from fatigue.embedded import free_port
+from fatigue.import_dedup import DedupUnavailable, StrictDedup
+from services.redisio import make_redis
+from services.settings import ImportSettings
 
 MEMORY_BOUND_MIB = 120
 """Peak RSS allowed to an import of the hostile files below: ~55 MiB is the interpreter and its
@@ -187,6 +190,26 @@ def test_redis_unreachable_is_exit_2_unless_dedup_optional(tmp_path: Path, infra
     assert optional.returncode == 0, optional.stderr
     assert "storing events WITHOUT de-duplication (--dedup-optional)" in optional.stderr
     assert "1 stored" in optional.stderr
+
+
+@pytest.mark.integration
+async def test_a_batch_redis_does_not_claim_is_not_stored(infra_env: dict[str, str]) -> None:
+    """The API's DedupStore lets a batch through unclaimed when Redis does not answer; the import's
+    claims are tried again and then refuse the batch (before: stored unchecked)."""
+    settings = ImportSettings.from_env({**infra_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"})
+    redis = make_redis(settings)
+    try:
+        with pytest.raises(DedupUnavailable, match="did not answer 2 claims"):
+            await StrictDedup(redis, settings, attempts=2, retry_s=0.01).claim("import", ["e1"], wait_s=1)
+    finally:
+        await redis.aclose()
+    settings = ImportSettings.from_env(infra_env)
+    redis = make_redis(settings)
+    try:
+        claimed = await StrictDedup(redis, settings).claim("import", ["e1", "e2"], wait_s=1)
+        assert claimed.checked and claimed.claimed == ["e1", "e2"]
+    finally:
+        await redis.aclose()
 
 
 @pytest.mark.integration
