@@ -39,7 +39,7 @@ from ingest.accept import AcceptPath, EventsInFlight
 from ingest.validation import check_events
 from services.contract import EventIn
 from services.errors import BrokerUnavailable, ConfigError, FatigueError
-from services.history_rows import FileUnreadable, format_of, lines, rows
+from services.history_rows import FileUnreadable, count_lines, format_of, rows
 
 CHECKPOINT_VERSION = 1
 RETRY_S = 1.0
@@ -234,7 +234,7 @@ def count_rows(files: list[Path], forced: str | None) -> int:
     for path in files:
         found = 0
         try:
-            found = sum(1 for line in lines(path) if line.problem or line.text.strip())
+            found = count_lines(path)
         except FileUnreadable as exc:
             found = exc.line
         total += max(0, found - (1 if file_format(path, forced) == "csv" else 0))

@@ -21,9 +21,8 @@ import io
 import json
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from services.errors import FatigueError
 
@@ -53,8 +52,7 @@ class FileUnreadable(FatigueError):
         self.reason = reason
 
 
-@dataclass(frozen=True)
-class Line:
+class Line(NamedTuple):
     """One line of a file, decoded; `problem` says why it cannot be used (then `text` is a stand-in)."""
 
     number: int
@@ -79,22 +77,8 @@ def rows(path: Path, fmt: str, on_header: Callable[[list[str]], None] | None = N
 
 def lines(path: Path) -> Iterator[Line]:
     """The file's lines, decompressed on the fly when it ends in .gz, at most MAX_LINE_BYTES each."""
-    try:
-        handle: io.BufferedIOBase = gzip.GzipFile(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
-    except OSError as exc:
-        raise FileUnreadable(path, 0, exc.strerror or str(exc)) from None
-    with handle:
-        yield from _numbered(handle, path)
-
-
-def _numbered(handle: io.BufferedIOBase, path: Path) -> Iterator[Line]:
-    number = 0
-    while raw := _read(handle, MAX_LINE_BYTES + 1, path, number):
-        number += 1
-        if number == 1:
-            raw = raw.removeprefix(_BOM)
-        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
-            _skip_line(handle, path, number)
+    for number, raw in _raw_lines(path):
+        if raw is None:
             yield Line(number, "\n", f"line longer than {MAX_LINE_BYTES:,} bytes (skipped)")
             continue
         try:
@@ -104,23 +88,47 @@ def _numbered(handle: io.BufferedIOBase, path: Path) -> Iterator[Line]:
             yield Line(number, raw.decode("utf-8", errors="replace"), reason)
 
 
-def _skip_line(handle: io.BufferedIOBase, path: Path, number: int) -> None:
+def count_lines(path: Path) -> int:
+    """Non-blank lines (an over-long one counts), read as `lines` reads them but not decoded."""
+    return sum(1 for _, raw in _raw_lines(path) if raw is None or raw.strip())
+
+
+def _raw_lines(path: Path) -> Iterator[tuple[int, bytes | None]]:
+    """(number, bytes) per line, the BOM skipped; None for a line longer than MAX_LINE_BYTES (skipped)."""
+    try:
+        handle: io.BufferedIOBase = gzip.GzipFile(path, "rb") if path.suffix.lower() == ".gz" else path.open("rb")
+    except OSError as exc:
+        raise FileUnreadable(path, 0, exc.strerror or str(exc)) from None
+    number, limit = 0, MAX_LINE_BYTES + 1
+    with handle:
+        try:
+            while raw := handle.readline(limit):
+                number += 1
+                if number == 1:
+                    raw = raw.removeprefix(_BOM)
+                if len(raw) >= limit and not raw.endswith(b"\n"):
+                    _skip_line(handle)
+                    yield number, None
+                else:
+                    yield number, raw
+        except (EOFError, OSError, zlib.error) as exc:  # from reading: the consumer's errors do not come here
+            raise FileUnreadable(path, number, _unreadable(exc)) from None
+
+
+def _skip_line(handle: io.BufferedIOBase) -> None:
     """Read the rest of an over-long line to its newline, a chunk at a time, keeping none of it."""
-    while (piece := _read(handle, SKIP_CHUNK_BYTES, path, number)) and not piece.endswith(b"\n"):
+    while (piece := handle.readline(SKIP_CHUNK_BYTES)) and not piece.endswith(b"\n"):
         pass
 
 
-def _read(handle: io.BufferedIOBase, limit: int, path: Path, number: int) -> bytes:
-    try:
-        return handle.readline(limit)
-    except EOFError:
-        raise FileUnreadable(path, number, "the compressed data ends early (a truncated .gz file?)") from None
-    except gzip.BadGzipFile as exc:
-        raise FileUnreadable(path, number, f"not a gzip file ({exc})") from None
-    except zlib.error as exc:
-        raise FileUnreadable(path, number, f"the compressed data is corrupt ({exc})") from None
-    except OSError as exc:
-        raise FileUnreadable(path, number, exc.strerror or str(exc)) from None
+def _unreadable(exc: BaseException) -> str:
+    if isinstance(exc, EOFError):
+        return "the compressed data ends early (a truncated .gz file?)"
+    if isinstance(exc, gzip.BadGzipFile):
+        return f"not a gzip file ({exc})"
+    if isinstance(exc, zlib.error):
+        return f"the compressed data is corrupt ({exc})"
+    return (exc.strerror if isinstance(exc, OSError) else None) or str(exc)
 
 
 def jsonl_rows(numbered: Iterator[Line]) -> Iterator[RawRow]:
