@@ -21,7 +21,6 @@ import contextlib
 import os
 import signal
 import sys
-import tempfile
 from pathlib import Path
 
 from services.errors import FatigueError
@@ -167,10 +166,12 @@ def _notifier(_: argparse.Namespace) -> None:
 
 
 def _topics(_: argparse.Namespace) -> None:
+    from fatigue.runfile import located_settings
     from services.kafka import ensure_topics
     from services.settings import CommonSettings
 
-    created = asyncio.run(ensure_topics(CommonSettings.load("topics")))
+    settings = located_settings("topics", CommonSettings, sys.stderr, kafka=True, redis=False)
+    created = asyncio.run(ensure_topics(settings))
     sys.stdout.write(f"created: {', '.join(created) or 'nothing (all topics exist)'}\n")
 
 
@@ -188,9 +189,10 @@ def _import(args: argparse.Namespace) -> None:
 
 def _dlq(args: argparse.Namespace) -> None:
     from fatigue.dlq import Selection, run_list, run_replay
+    from fatigue.runfile import located_settings
     from services.settings import CommonSettings
 
-    settings = CommonSettings.load("dlq")
+    settings = located_settings("dlq", CommonSettings, sys.stderr, kafka=True, redis=False)
     selection = Selection(stage=args.stage, topic=args.topic, since_ms=args.since, until_ms=args.until,
                           limit=args.limit)
     if args.dlq_command == "list":
@@ -248,9 +250,10 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 def _customers(args: argparse.Namespace) -> None:
     from fatigue.customers import ListOptions, list_customers, reindex, show
+    from fatigue.runfile import located_settings
     from services.settings import CommonSettings
 
-    settings = CommonSettings.load("customers")
+    settings = located_settings("customers", CommonSettings, sys.stderr, kafka=False, redis=True)
     if args.customers_command == "reindex":
         asyncio.run(reindex(settings, sys.stdout))
         return
@@ -264,31 +267,47 @@ def _customers(args: argparse.Namespace) -> None:
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:
-    from fatigue.supervisor import announce, configure_output, log_format_for, make_plan, preflight_plan, say
+    from fatigue.supervisor import (
+        StopRequest,
+        announce,
+        configure_output,
+        log_format_for,
+        make_plan,
+        preflight_plan,
+        recorded,
+        say,
+        work_folder,
+    )
 
     log_format = log_format_for(dict(os.environ), sys.stdout.isatty())
     configure_output(log_format, os.environ.get("FATIGUE_LOG_LEVEL", "INFO"))
     preflight_plan(args.host, args.port, dict(os.environ))  # before anything starts
-    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="fatigue-up-"))
-    workdir.mkdir(parents=True, exist_ok=True)
-    plan = make_plan(args.host, args.port, workdir, log_format)
-    try:
-        announce(plan)
-        asyncio.run(_run_up(plan, demo, args))
-    finally:
-        if plan.embedded is not None:
-            plan.embedded.stop()
-            say(f"embedded broker and Redis stopped (logs were in {workdir})")
+    stop = StopRequest()  # from here on Ctrl-C / SIGTERM stop what was started, never interrupt it half-way
+    with work_folder(args.workdir) as workdir:
+        plan = make_plan(args.host, args.port, workdir, log_format)
+        try:
+            with recorded(plan, workdir):
+                if not stop.requested:
+                    announce(plan)
+                    asyncio.run(_run_up(plan, demo, args, stop))
+        finally:
+            stop.hold()  # asyncio restored the default handlers: let the clean-up finish
+            if plan.embedded is not None:
+                plan.embedded.stop()
+                kept = f"logs are in {workdir}" if args.workdir else f"removed {workdir}"
+                say(f"embedded broker and Redis stopped ({kept})")
 
 
-async def _run_up(plan: object, demo: bool, args: argparse.Namespace) -> None:
-    from fatigue.supervisor import Plan, supervise
+async def _run_up(plan: object, demo: bool, args: argparse.Namespace, stop: object) -> None:
+    from fatigue.supervisor import Plan, StopRequest, supervise
 
-    assert isinstance(plan, Plan)
+    assert isinstance(plan, Plan) and isinstance(stop, StopRequest)
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopping.set)
+    if stop.requested:  # a signal noted before the loop took them over
+        stopping.set()
     extra: list[asyncio.Task[None]] = []
     if demo:
         from fatigue.demo import run_demo

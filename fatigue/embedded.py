@@ -122,9 +122,18 @@ def _spawn(name: str, args: list[str], port: int, workdir: Path, timeout_s: floa
     try:
         wait_for_port(port, timeout_s, proc)
     except ConfigError:
-        proc.kill()
+        _kill(proc)
         raise ConfigError(f"{name} did not start; see {log_path}") from None
+    except BaseException:  # interrupted (Ctrl-C, SIGTERM) while it starts: not left running on its own
+        _kill(proc)
+        raise
     return EmbeddedProcess(name, port, proc, log_path)
+
+
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=10)
 
 
 def start_kafka(workdir: Path, port: int | None = None) -> EmbeddedProcess:

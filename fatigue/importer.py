@@ -3,12 +3,16 @@
 Rows stream from CSV or JSONL files (also .gz) one at a time (services/history_rows.py), are
 renamed by a column mapping, validated by the contract code of every intake
 (`check_events`, what `AcceptPath.check` runs), and stored in batches through the shared accept path
-(ingest/accept.py: claim ids -> publish envelopes acks=all -> confirm). Memory stays constant:
-one batch, whatever the size of the files.
+(ingest/accept.py: claim ids -> publish envelopes acks=all -> confirm). Memory stays bounded:
+one batch and one line of at most `MAX_LINE_BYTES`, whatever the files hold.
 
 - Invalid rows go to the validation report (CSV: file, row, field, reason), never to Kafka. A valid
   event the event log refuses for its own properties (too large) is reported there too (field
   `(event)`, its event id and the limit), counted as refused and never retried.
+- Rows that cannot be read (not UTF-8, over-long lines and cells) are report rows too. A CSV header without a
+  column for a required field stops the run before anything is stored (`MissingColumns`). A file
+  that cannot be read further (a truncated .gz) is a report row; the other files go on and the
+  run ends with `FileUnreadable` (exit 2).
 - `--dry-run` validates and reports, and touches neither Kafka nor Redis.
 - `--rate` caps events per second so live traffic is not starved.
 - A checkpoint file records, per file, the last row whose batch Kafka acknowledged (written
@@ -21,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import functools
 import json
 import os
 import time
@@ -36,12 +41,14 @@ from ingest.accept import Accepted, AcceptPath, EventsInFlight
 from ingest.validation import check_events
 from services.contract import EventIn
 from services.errors import BrokerUnavailable, ConfigError, FatigueError, RecordRefused
-from services.history_rows import format_of, open_text, rows
+from services.history_rows import FileUnreadable, count_lines, format_of, rows
 
 CHECKPOINT_VERSION = 1
 RETRY_S = 1.0
 CONTRACT_FIELDS = ("event_id", "type", "customer_id", "channel", "occurred_at", "rep_id", "campaign_id", "kind",
                    "in_reply_to", "attributes")
+REQUIRED_FIELDS = tuple(name for name, info in EventIn.model_fields.items() if info.is_required())
+MAX_HEADER_SHOWN = 400
 
 
 class ImportStopped(FatigueError):
@@ -49,6 +56,13 @@ class ImportStopped(FatigueError):
 
     retriable = True
     operator_action = "Run the same command again with --resume (the checkpoint says where it stopped)."
+
+
+class MissingColumns(ConfigError):
+    """A CSV header has no column for a required contract field: every row would be refused."""
+
+    operator_action = ("Name the columns with --map FIELD=COLUMN (or give a constant with --set FIELD=VALUE), "
+                       "or fix the header row (docs/import.md).")
 
 
 # ---- column mapping (pure) ----
@@ -70,6 +84,16 @@ class ColumnMap:
     @property
     def empty(self) -> bool:
         return not (self.columns or self.values or self.constants)
+
+    def missing(self, header: list[str]) -> list[str]:
+        """The required contract fields no column of `header` (nor a constant) provides, each with
+        the column it was looked for in when that is another name."""
+        absent = []
+        for name in REQUIRED_FIELDS:
+            column = self.columns.get(name, name)
+            if name not in self.constants and column not in header:
+                absent.append(name if column == name else f"{name} (column {column!r})")
+        return absent
 
     def apply(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.empty:
@@ -208,13 +232,35 @@ def file_format(path: Path, forced: str | None) -> str:
 
 
 def count_rows(files: list[Path], forced: str | None) -> int:
-    """Data rows in the files (non-blank lines; less the header for CSV): the progress bar's total."""
+    """Data rows in the files (non-blank lines; less the header for CSV): the progress bar's total.
+    A file that cannot be read to its end counts the lines read (the import reports it)."""
     total = 0
     for path in files:
-        with open_text(path) as handle:
-            lines = sum(1 for line in handle if line.strip())
-        total += max(0, lines - (1 if file_format(path, forced) == "csv" else 0))
+        found = 0
+        try:
+            found = count_lines(path)
+        except FileUnreadable as exc:
+            found = exc.line
+        total += max(0, found - (1 if file_format(path, forced) == "csv" else 0))
     return total
+
+
+def check_header(path: Path, header: list[str], columns: ColumnMap) -> None:
+    """MissingColumns naming the required fields no column provides, and showing the header."""
+    absent = columns.missing(header)
+    if absent:
+        shown = ", ".join(header)
+        shown = shown if len(shown) <= MAX_HEADER_SHOWN else shown[:MAX_HEADER_SHOWN] + "…"
+        raise MissingColumns(f"{path}: the header has no column for {', '.join(absent)} (required); "
+                             f"the header is: {shown}")
+
+
+def check_headers(files: list[Path], forced: str | None, columns: ColumnMap) -> None:
+    """Every CSV file's header against the mapping, before anything is stored."""
+    for path in files:
+        if file_format(path, forced) == "csv":
+            for _ in rows(path, "csv", on_header=functools.partial(check_header, path, columns=columns)):
+                break
 
 
 class Importer:
@@ -230,6 +276,10 @@ class Importer:
         self._stored_since_start = 0
         self._started = clock()
         self._report: Any = None
+        self.unreadable: list[FileUnreadable] = []
+        """Files that could not be read to their end (each is also a row of the report)."""
+        self.checkpoint_saved = False
+        """Whether this run wrote the checkpoint (so `--resume` has something to resume)."""
 
     @property
     def counts(self) -> Counts:
@@ -239,6 +289,7 @@ class Importer:
         job = self._job
         if job.resume and job.checkpoint_path is not None:
             self._checkpoint = Checkpoint.load(job.checkpoint_path, job.producer)
+        check_headers([p for p in job.files if str(p.resolve()) not in self._checkpoint.done], job.fmt, job.columns)
         writer = self._report = csv.writer(report)
         if report.tell() == 0:
             writer.writerow(["file", "row", "field", "reason"])
@@ -246,18 +297,19 @@ class Importer:
             key = str(path.resolve())
             if key in self._checkpoint.done:
                 continue
-            await self._import_file(path, key, writer)
-            self._checkpoint.done.append(key)
-            self._save()
+            if await self._import_file(path, key, writer):
+                self._checkpoint.done.append(key)
+                self._save()
         return self.counts
 
-    async def _import_file(self, path: Path, key: str, writer: Any) -> None:
+    async def _import_file(self, path: Path, key: str, writer: Any) -> bool:
+        """Store the file's valid rows; False when it could not be read to its end (reported)."""
         skip_through = self._checkpoint.files.get(key, 0)
         fmt = file_format(path, self._job.fmt)
         batch: list[EventIn] = []
         last_line = skip_through
-        with open_text(path) as handle:
-            for line, raw in rows(handle, fmt):
+        try:
+            for line, raw in rows(path, fmt):
                 if line <= skip_through:
                     self._progress.update()
                     continue
@@ -268,7 +320,13 @@ class Importer:
                 if len(batch) >= self._job.batch_size:
                     await self._store(batch, key, last_line)
                     batch = []
-            await self._store(batch, key, last_line)
+        except FileUnreadable as exc:
+            await self._store(batch, key, last_line)  # the rows read before are good
+            writer.writerow([str(path), exc.line + 1, "(file)", exc.reason])
+            self.unreadable.append(exc)
+            return False
+        await self._store(batch, key, last_line)
+        return True
 
     def _check(self, path: Path, line: int, raw: Any, writer: Any) -> EventIn | None:
         self.counts.rows += 1
@@ -333,6 +391,7 @@ class Importer:
     def _save(self) -> None:
         if self._job.checkpoint_path is not None and not self._job.dry_run:
             self._checkpoint.save(self._job.checkpoint_path)
+            self.checkpoint_saved = True
 
 
 def iter_paths(files: list[Path]) -> Iterator[Path]:

@@ -1,4 +1,9 @@
-"""The `fatigue import` command line: flags, settings, the progress bar, the summary (docs/import.md)."""
+"""The `fatigue import` command line: flags, settings, the progress bar, the summary (docs/import.md).
+
+Where Kafka and Redis are comes from the environment or a running `fatigue up` (fatigue/runfile.py),
+never a default. De-duplication is the import's promise: Redis not answering at the start is exit 2,
+and a batch whose ids Redis could not claim is not stored (`StrictDedup`), unless `--dedup-optional`.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +12,24 @@ import asyncio
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from services.errors import ConfigError
 
 if TYPE_CHECKING:
-    from fatigue.importer import Counts, ImportJob
+    from fatigue.importer import Counts, Importer, ImportJob
+    from services.settings import ImportSettings
 
 DEFAULT_BATCH = 500
+
+
+@dataclass
+class _Run:
+    """What an interrupted run needs to say where it stopped."""
+
+    importer: Importer | None = None
 
 
 def add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -45,12 +59,20 @@ def add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     cmd.add_argument("--checkpoint", type=Path, default=Path(".fatigue-import.checkpoint"),
                      help="where progress is recorded after every acknowledged batch")
     cmd.add_argument("--resume", action="store_true", help="continue from the checkpoint instead of the start")
+    cmd.add_argument("--dedup-optional", action="store_true",
+                     help="store events even when Redis (de-duplication) does not answer; a re-run may then store "
+                     "events twice (default: exit 2)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
 
 
 def run_import(args: argparse.Namespace) -> int:
-    """Exit status: 0 done (invalid rows are in the report), 2 configuration errors (raised)."""
-    from fatigue.importer import ImportJob, column_map, iter_paths
+    """Exit status: 0 done (invalid rows are in the report); 2 (raised) for configuration errors, a
+    header without a required column, Redis not answering, or a file that cannot be read to its
+    end (after the summary); 130 after Ctrl-C."""
+    from fatigue.importer import ImportJob, check_headers, column_map, iter_paths
+    from fatigue.runfile import located_settings
+    from services.history_rows import FileUnreadable
+    from services.settings import ImportSettings
 
     if args.batch < 1 or (args.rate is not None and args.rate <= 0):
         raise ConfigError("--batch must be >= 1 and --rate > 0")
@@ -59,11 +81,15 @@ def run_import(args: argparse.Namespace) -> int:
                     dry_run=args.dry_run, checkpoint_path=args.checkpoint, resume=args.resume,
                     report_path=args.report,
                     columns=column_map(args.columns, args.values, args.constants, args.mapping))
+    check_headers(files, job.fmt, job.columns)  # before anything is stored
+    settings = None if job.dry_run else located_settings("import", ImportSettings, sys.stderr, kafka=True, redis=True)
+    run = _Run()
     started = time.monotonic()
     try:
-        counts = asyncio.run(_run(job, show_progress=not args.no_progress))
+        counts = asyncio.run(_run(job, settings, run, show_progress=not args.no_progress,
+                                  dedup_optional=args.dedup_optional))
     except KeyboardInterrupt:
-        sys.stderr.write(f"interrupted: stored batches are in {args.checkpoint}; run again with --resume\n")
+        sys.stderr.write(interrupted_message(job, run.importer))
         return 130
     elapsed = max(time.monotonic() - started, 1e-9)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -73,19 +99,35 @@ def run_import(args: argparse.Namespace) -> int:
         f"{counts.accepted} stored, {counts.duplicates} duplicates, {counts.refused} refused as too large; "
         f"{counts.rows / elapsed:,.0f} rows/s, "
         f"peak RSS {peak_mib:,.0f} MiB\n")
+    unreadable = run.importer.unreadable if run.importer else []
+    if unreadable:
+        first, more = unreadable[0], len(unreadable) - 1
+        also = f" (and {more} more files that cannot be read to their end: see {args.report})" if more else ""
+        raise FileUnreadable(first.path, first.line, first.reason + also)
     return 0
 
 
-async def _run(job: ImportJob, *, show_progress: bool) -> Counts:
+def interrupted_message(job: ImportJob, importer: Importer | None) -> str:
+    """After Ctrl-C: `--resume` only when a checkpoint of this import exists to resume from."""
+    if job.dry_run:
+        return "interrupted (dry run: nothing was written)\n"
+    checkpoint = job.checkpoint_path
+    written = importer is not None and importer.checkpoint_saved
+    if checkpoint is not None and checkpoint.exists() and (written or job.resume):
+        return f"interrupted: the batches stored so far are recorded in {checkpoint}; run again with --resume\n"
+    return "interrupted before any batch was stored: nothing to resume; run the same command again\n"
+
+
+async def _run(job: ImportJob, settings: ImportSettings | None, run: _Run, *, show_progress: bool,
+               dedup_optional: bool) -> Counts:
     from tqdm import tqdm
 
+    from fatigue.import_dedup import dedup_store
     from fatigue.importer import Importer, count_rows
     from ingest.accept import AcceptPath
-    from ingest.dedup import DedupStore
     from ingest.publisher import EventPublisher
     from services.kafka import ensure_topics
     from services.redisio import make_redis
-    from services.settings import ImportSettings
 
     total = count_rows(job.files, job.fmt)
     progress = tqdm(total=total, unit="ev", unit_scale=True, disable=not show_progress, file=sys.stderr,
@@ -94,18 +136,24 @@ async def _run(job: ImportJob, *, show_progress: bool) -> Counts:
     mode = "a" if job.resume else "w"
     try:
         with job.report_path.open(mode, encoding="utf-8", newline="") as report:
-            if job.dry_run:
-                return await Importer(job, None, progress).run(report)
-            settings = ImportSettings.load("import")
+            if settings is None:
+                run.importer = Importer(job, None, progress)
+                return await run.importer.run(report)
             job.max_future_skew_s = settings.max_future_skew_s
-            await ensure_topics(settings)
             redis = make_redis(settings)
+            try:
+                dedup = await dedup_store(redis, settings, sys.stderr, optional=dedup_optional)
+            except BaseException:
+                await redis.aclose()
+                raise
+            await ensure_topics(settings)
             publisher = EventPublisher(settings, client_id="fatigue-import")
             try:
-                accept = AcceptPath(publisher, DedupStore(redis, settings.keys, settings.dedup_ttl_s),
+                accept = AcceptPath(publisher, dedup,
                                     topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
                                     claim_wait_s=settings.kafka_request_timeout_s + 1)
-                return await Importer(job, accept, progress).run(report)
+                run.importer = Importer(job, accept, progress)
+                return await run.importer.run(report)
             finally:
                 await publisher.close()
                 await redis.aclose()

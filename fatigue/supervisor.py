@@ -7,6 +7,10 @@ the same processes production runs — and says "ready" once all three answer th
 scorer and the notifier have joined their consumer groups). A child that dies is restarted with
 backoff. Ctrl-C (or SIGTERM) stops the children, then the embedded servers.
 
+While it runs, a run file (fatigue/runfile.py) tells the other commands where its broker, Redis
+and API are; it is removed at the end, with the temporary work directory (API key file, logs)
+when `--workdir` was not given.
+
 Output follows FATIGUE_LOG_FORMAT (default: `text` on a terminal, else `json`): in text, each
 child's lines are prefixed with its name; in JSON, the children's JSON lines pass through as they
 are, anything else a child prints is wrapped into a JSON record naming it, and the supervisor's own
@@ -22,16 +26,21 @@ import json
 import logging
 import os
 import secrets
+import shutil
 import signal
 import socket
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 
 from fatigue.embedded import EmbeddedStack, free_port, start_stack
+from fatigue.runfile import CARRIED_SETTINGS, RunFile, live_run_file, remove_run_file, run_file_path, write_run_file
 from services.errors import PortInUse
 from services.kafka import ensure_topics
 from services.logs import setup_logging
@@ -118,8 +127,10 @@ class Plan:
 
 
 def preflight_plan(host: str, port: int, env: dict[str, str]) -> None:
-    """Every port `up` will listen on that is already decided: the API's, and the scorer's and the
+    """The settings every child shares (ConfigError naming the variable, before anything starts), and
+    every port `up` will listen on that is already decided: the API's, and the scorer's and the
     notifier's when set in the environment (the others are picked free)."""
+    CommonSettings.load("up", env=env)
     preflight(host, port)
     fixed = (("FATIGUE_WEB_PORT", "FATIGUE_WEB_HOST"), ("FATIGUE_METRICS_PORT", "FATIGUE_METRICS_HOST"))
     for variable, host_variable in fixed:
@@ -165,6 +176,69 @@ def make_plan(host: str, port: int, workdir: Path, log_format: str = "text") -> 
         embedded=embedded,
         notes=notes,
         api_key_file=key_file,
+    )
+
+
+class StopRequest:
+    """Ctrl-C and SIGTERM while `up` starts its stack or stops it: noted (`requested`), never raised
+    half-way through starting a server, so nothing started is left running. While the stack runs,
+    the supervisor's loop handles them; `hold()` takes them back afterwards, for the clean-up."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.hold()
+
+    def hold(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.requested = True
+
+
+@contextlib.contextmanager
+def work_folder(chosen: Path | None) -> Iterator[Path]:
+    """The folder of this run: `chosen` (kept; the API key file in it removed at the end), or a new
+    temporary folder, removed at the end with everything in it (logs, data, the API key file)."""
+    workdir = chosen or Path(tempfile.mkdtemp(prefix="fatigue-up-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        yield workdir
+    finally:
+        if chosen is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            (workdir / API_KEY_FILE).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def recorded(plan: Plan, workdir: Path) -> Iterator[Path | None]:
+    """The run file that tells other commands where this stack is, while the block runs; not
+    written (a note says so) when another running `fatigue up` holds it."""
+    path = run_file_path(os.environ)
+    other, _ = live_run_file(path)
+    if other is not None:
+        plan.notes.append(f"another fatigue up (pid {other.pid}) is recorded in {path}: other commands use that "
+                          "one unless REDIS_URL / KAFKA_BOOTSTRAP_SERVERS are set")
+        yield None
+        return
+    write_run_file(path, run_file_for(plan, workdir))
+    plan.notes.append(f"fatigue customers / import / dlq / topics find this stack through {path}")
+    try:
+        yield path
+    finally:
+        remove_run_file(path, os.getpid())
+
+
+def run_file_for(plan: Plan, workdir: Path) -> RunFile:
+    """What the run file records: where things are, never a secret (the key file's path, not the key)."""
+    env = plan.env
+    return RunFile(
+        pid=os.getpid(), started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        kafka_bootstrap_servers=env["KAFKA_BOOTSTRAP_SERVERS"], redis_url=env["REDIS_URL"], api_url=plan.api_url,
+        workdir=str(workdir), embedded=plan.embedded is not None,
+        api_key_file=str(plan.api_key_file) if plan.api_key_file else None,
+        settings={k: env[k] for k in CARRIED_SETTINGS if k in env},
     )
 
 

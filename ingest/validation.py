@@ -16,7 +16,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from services.contract import EventIn
+from services.contract import EventIn, future_skew_problem
 
 _SHOW_CHARS = 60
 _MAX_MESSAGE_CHARS = 1000
@@ -125,10 +125,8 @@ def check_event(item: Any, *, now: datetime, max_future_skew_s: float) -> EventI
     except ValidationError as exc:
         errors = exc.errors()
         raise InvalidEvent(describe_errors(errors), field_problems(errors)) from exc
-    ahead_s = (event.occurred_at - now).total_seconds()
-    if ahead_s > max_future_skew_s:
-        reason = (f"{event.occurred_at.isoformat()} is {ahead_s:.0f}s in the future "
-                  f"(at most {max_future_skew_s:g}s allowed); check the sending system's clock")
+    reason = future_skew_problem(event.occurred_at, now, max_future_skew_s)
+    if reason is not None:
         raise InvalidEvent(f"occurred_at: {reason}", [("occurred_at", reason)])
     return event
 

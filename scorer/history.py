@@ -5,8 +5,10 @@ field names, `attributes` as a JSON string, empty cells absent), read by service
 (shared with `fatigue import`), each optionally with `received_at` (RFC 3339: when the live
 scorer received it; the backtest replays it then). Profiles: the same formats, rows of
 `customer_id` + the profile fields (docs/events.md) and an optional `updated_at`. Every row is
-validated with the contract models the API uses; an invalid row raises `InvalidRow` naming the
-file, line, field and reason — or, with `skip_invalid`, is counted and reported instead.
+validated with the contract models the API uses, and an event dated more than the default future
+skew ahead of `now` is refused as every intake and `fatigue import` refuse it
+(`services.contract.future_skew_problem`); an invalid row raises `InvalidRow` naming the file,
+line, field and reason — or, with `skip_invalid`, is counted and reported instead.
 
 `contact_event` is the one mapping from a validated event to the core's `ContactEvent`: the live
 processor (scorer/processor.py) and the backtest both use it.
@@ -14,18 +16,26 @@ processor (scorer/processor.py) and the backtest both use it.
 
 from __future__ import annotations
 
-import csv
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from pydantic import BaseModel, ValidationError, field_validator
 
 from scorer.core.state import ContactEvent
-from services.contract import EventIn, Identifier, ProfileIn, parse_moment, to_ms
+from services.contract import (
+    DEFAULT_MAX_FUTURE_SKEW_S,
+    EventIn,
+    Identifier,
+    ProfileIn,
+    future_skew_problem,
+    parse_moment,
+    to_ms,
+)
 from services.errors import FatigueError
-from services.history_rows import rows
+from services.history_rows import FileUnreadable, rows
 
 FORMATS = ("jsonl", "csv")
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
@@ -120,41 +130,56 @@ def detect_format(path: Path, forced: str | None = None) -> str:
     return fmt
 
 
-def load_events(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[EventRow]:
-    return _load(path, detect_format(path, fmt), EventRow, skip_invalid)
+def load_events(path: Path, fmt: str | None = None, *, skip_invalid: bool = False,
+                now: datetime | None = None) -> Loaded[EventRow]:
+    """The file's events; one dated more than the default future skew after `now` (default: the
+    wall clock) is invalid, as at every intake."""
+    return _load(path, detect_format(path, fmt), EventRow, skip_invalid, _dated_ahead_of(now or datetime.now(UTC)))
 
 
 def load_profiles(path: Path, fmt: str | None = None, *, skip_invalid: bool = False) -> Loaded[ProfileRow]:
     return _load(path, detect_format(path, fmt), ProfileRow, skip_invalid)
 
 
-def _load(path: Path, fmt: str, model: type[M], skip_invalid: bool) -> Loaded[M]:
+def _load(path: Path, fmt: str, model: type[M], skip_invalid: bool,
+          refuse: Callable[[M], str | None] | None = None) -> Loaded[M]:
     loaded: Loaded[M] = Loaded()
     try:
-        with path.open(encoding="utf-8-sig", newline="") as handle:
-            raw_rows = rows(handle, fmt)
-            for line, data in raw_rows:
-                try:
-                    loaded.rows.append(Row(line, _validate(model, data)))
-                except ValueError as exc:
-                    problem = f"{path}:{line}: {exc}"
-                    if not skip_invalid:
-                        raise InvalidRow(problem) from None
-                    loaded.skipped.append(problem)
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise InvalidHistory(f"cannot read {path}: {exc}") from exc
+        for line, data in rows(path, fmt):
+            try:
+                loaded.rows.append(Row(line, _validate(model, data, refuse)))
+            except ValueError as exc:
+                problem = f"{path}:{line}: {exc}"
+                if not skip_invalid:
+                    raise InvalidRow(problem) from None
+                loaded.skipped.append(problem)
+    except FileUnreadable as exc:
+        where = f" past line {exc.line}" if exc.line else ""
+        raise InvalidHistory(f"cannot read {path}{where}: {exc.reason}") from None
     return loaded
 
 
-def _validate(model: type[M], data: dict[str, Any] | str) -> M:
+def _validate(model: type[M], data: dict[str, Any] | str, refuse: Callable[[M], str | None] | None = None) -> M:
     """The row as a model; ValueError with `field: reason` for every problem."""
     if isinstance(data, str):
         raise ValueError(data)
     try:
-        return model.model_validate(data)
+        value = model.model_validate(data)
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             where = ".".join(str(p) for p in err["loc"]) or "(row)"
             problems.append(f"{where}: {str(err['msg']).removeprefix('Value error, ')}")
         raise ValueError("; ".join(problems)) from None
+    problem = refuse(value) if refuse is not None else None
+    if problem:
+        raise ValueError(problem)
+    return value
+
+
+def _dated_ahead_of(now: datetime) -> Callable[[EventRow], str | None]:
+    """`occurred_at: reason` for an event row dated too far after `now` (the intakes' rule)."""
+    def problem(row: EventRow) -> str | None:
+        reason = future_skew_problem(row.occurred_at, now, DEFAULT_MAX_FUTURE_SKEW_S)
+        return None if reason is None else f"occurred_at: {reason}"
+    return problem

@@ -30,6 +30,20 @@ LATEST_MOMENT = datetime(2200, 1, 1, tzinfo=UTC)
 any window, cool-off or rest the policy allows (at most a few years) stays inside what the core can
 represent and format. Intakes refuse events further in the future than a small skew besides."""
 
+DEFAULT_MAX_FUTURE_SKEW_S = 300.0
+"""How far ahead of the receiving clock an event may be dated by default (FATIGUE_MAX_FUTURE_SKEW_S)."""
+
+
+def future_skew_problem(occurred_at: datetime, now: datetime, max_future_skew_s: float) -> str | None:
+    """Why an event dated `occurred_at` is refused at `now` — dated more than `max_future_skew_s`
+    ahead — or None. The one future rule of every intake, the import and the backtest."""
+    ahead_s = (occurred_at - now).total_seconds()
+    if ahead_s <= max_future_skew_s:
+        return None
+    return (f"{occurred_at.isoformat()} is {ahead_s:.0f}s in the future "
+            f"(at most {max_future_skew_s:g}s allowed); check the sending system's clock")
+
+
 _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
 )

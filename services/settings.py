@@ -19,6 +19,7 @@ from services.apikeys import ApiKey, Rate, parse_api_keys
 from services.errors import ConfigError
 from services.logs import LogFormat
 from services.names import RedisKeys, topic
+from services.redisio import redis_url_problem
 from services.stored_values import StoreFormat
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -76,6 +77,22 @@ class CommonSettings(BaseSettings):
     """Client certificate and its private key (PEM) for mutual TLS; set both or neither."""
     kafka_ssl_key_password: SecretStr | None = None
 
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_usable(cls, value: str) -> str:
+        problem = redis_url_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _bootstrap_servers_usable(cls, value: str) -> str:
+        problem = bootstrap_servers_problem(value)
+        if problem:
+            raise ValueError(problem)
+        return value.strip()
+
     @field_validator("kafka_security_protocol", mode="before")
     @classmethod
     def _protocol_upper_case(cls, value: object) -> object:
@@ -107,13 +124,14 @@ class CommonSettings(BaseSettings):
         return self
 
     @classmethod
-    def load(cls, what: str) -> Self:
-        """From the environment, for an entry point: ConfigError naming the variables when invalid
-        (the CLI prints it and exits 2) instead of a pydantic traceback. `what`: e.g. "notifier"."""
+    def load(cls, what: str, env: Mapping[str, str] | None = None) -> Self:
+        """From the environment (or `env`, see `from_env`), for an entry point: ConfigError with one
+        line naming each invalid variable and why (the CLI prints it and exits 2) instead of a
+        pydantic traceback; values are never repeated (they may be secrets). `what`: e.g. "notifier"."""
         try:
-            return cls()
+            return cls() if env is None else cls.from_env(env)
         except ValidationError as exc:
-            raise ConfigError(f"invalid {what} settings: {exc}") from exc
+            raise ConfigError(f"invalid {what} settings: {describe_invalid(cls, exc)}") from None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Self:
@@ -154,6 +172,54 @@ class CommonSettings(BaseSettings):
 
 def _env_name(field: str) -> str:
     return f"FATIGUE_{field.upper()}"
+
+
+def env_variable(cls: type[CommonSettings], field: str) -> str:
+    """The environment variable a field is read from (REDIS_URL, FATIGUE_PARTITIONS, ...)."""
+    info = cls.model_fields.get(field)
+    if info is None:  # an error located by the alias it was read from
+        return field if field.isupper() else _env_name(field)
+    alias = info.validation_alias
+    names = [str(a) for a in alias.choices if str(a).isupper()] if isinstance(alias, AliasChoices) else []
+    return names[0] if names else _env_name(field)
+
+
+def describe_invalid(cls: type[CommonSettings], exc: ValidationError) -> str:
+    """One line: `VARIABLE: reason` per problem, joined with "; " (no input values)."""
+    problems = []
+    for error in exc.errors(include_input=False, include_url=False):
+        reason = str(error["msg"]).removeprefix("Value error, ")
+        field = str(error["loc"][0]) if error["loc"] else ""
+        problems.append(f"{env_variable(cls, field)}: {reason}" if field else reason)
+    return "; ".join(problems)
+
+
+def bootstrap_servers_problem(servers: str) -> str | None:
+    """What is wrong with KAFKA_BOOTSTRAP_SERVERS (comma-separated host[:port]), or None."""
+    entries = [entry.strip() for entry in servers.split(",")]
+    if not any(entries):
+        return "is empty; expected host:port[,host:port...]"
+    for entry in entries:
+        port = _port_of(entry)
+        if port is None:
+            return "expected comma-separated host:port entries (no scheme, no spaces), e.g. kafka-1:9092,kafka-2:9092"
+        if port and not 0 < int(port) < 65536:
+            return "a port is outside 1-65535"
+    return None
+
+
+def _port_of(entry: str) -> str | None:
+    """The port text of `host[:port]` or `[v6]:port` ("" when none); None when the entry is malformed."""
+    if not entry or "://" in entry or any(c.isspace() for c in entry):
+        return None
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        port = rest.removeprefix(":")
+        return port if host and (rest == "" or (rest.startswith(":") and port.isdigit())) else None
+    if entry.count(":") != 1:
+        return "" if entry.count(":") == 0 else None
+    host, _, port = entry.partition(":")
+    return port if host and port.isdigit() else None
 
 
 def _kafka_sasl_problems(s: CommonSettings) -> list[str]:

@@ -3,6 +3,7 @@ output is JSON lines (off a terminal) with request ids and an access line per re
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -108,6 +109,96 @@ def test_a_run_logs_json_lines_with_request_ids_and_says_ready_only_when_consume
     assert (unauthorized["status"], unauthorized["key_name"]) == (401, "-")
     assert API_KEY not in log_path.read_text()
     assert not [r for r in records if r.get("wrapped")], "a child printed something that is not a JSON record"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_up_stopped_while_starting_leaves_no_folder_behind(tmp_path: Path, sig: int) -> None:
+    """Before: the /tmp/fatigue-up-* folder (logs, data, the API key file) stayed after every stop,
+    and a SIGTERM before the supervisor's loop ran killed `up` without stopping anything."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
+    env.update(TMPDIR=str(tmp), FATIGUE_RUN_FILE=str(tmp_path / "up.json"), FATIGUE_LOG_FORMAT="json")
+    proc = subprocess.Popen([sys.executable, "-m", "fatigue.cli", "up", "--port", str(free_port())], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not list(tmp.glob("fatigue-up-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert list(tmp.glob("fatigue-up-*")), "up made no work folder"
+    finally:
+        stop_process(proc, sig, timeout_s=60)
+        left = _processes_working_in(tmp)
+        for pid in left:
+            os.kill(pid, signal.SIGKILL)
+    assert not left, "embedded servers were left running"
+    assert not list(tmp.glob("fatigue-up-*")), "the work folder was left behind"
+    assert not (tmp_path / "up.json").exists()
+
+
+def _processes_working_in(folder: Path) -> list[int]:
+    """Processes whose working directory is in `folder` (the embedded servers run in the work folder)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if entry.name.isdigit() and os.readlink(entry / "cwd").startswith(str(folder)):
+                found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.integration
+def test_commands_find_the_stack_through_the_run_file_removed_at_stop_with_the_folder(
+    tmp_path: Path, unique: str
+) -> None:
+    """Before: `customers list` without REDIS_URL read 127.0.0.1:6379, not the embedded Redis on its
+    random port, and `import` would have written its de-duplication claims there."""
+    run_file, tmp = tmp_path / "run" / "up.json", tmp_path / "tmp"
+    tmp.mkdir()
+    outside = {k: v for k, v in os.environ.items() if k not in ("KAFKA_BOOTSTRAP_SERVERS", "REDIS_URL")}
+    outside["FATIGUE_RUN_FILE"] = str(run_file)
+    env = {**outside, **FAST_GROUP_ENV, "TMPDIR": str(tmp), "FATIGUE_LOG_FORMAT": "json",
+           "FATIGUE_SCORER_APP_ID": f"scorer-{unique}", "FATIGUE_NOTIFIER_GROUP_ID": f"notifier-{unique}"}
+    env.pop("FATIGUE_API_KEYS", None)
+    port = free_port()
+    with (tmp_path / "up.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "fatigue.cli", "up", "--port", str(port)], env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not run_file.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run_file.exists(), (tmp_path / "up.log").read_text()
+        recorded = json.loads(run_file.read_text())
+        (workdir,) = tmp.glob("fatigue-up-*")
+        key_file = Path(recorded["api_key_file"])
+        assert (recorded["pid"], recorded["api_url"], recorded["workdir"]) == (proc.pid, f"http://127.0.0.1:{port}",
+                                                                               str(workdir))
+        assert run_file.stat().st_mode & 0o777 == 0o600 and key_file.stat().st_mode & 0o777 == 0o600
+        assert key_file.read_text().strip() not in run_file.read_text()
+        from_up = f"(from the fatigue up run file, pid {proc.pid})"
+
+        listed = subprocess.run([sys.executable, "-m", "fatigue.cli", "customers", "list", "throttled"],
+                                env=outside, capture_output=True, text=True, timeout=60, check=False)
+        assert listed.returncode == 0, listed.stderr
+        assert listed.stderr == f"fatigue customers: using Redis {recorded['redis_url']} {from_up}\n"
+        assert listed.stdout.splitlines()[-1] == "0 customers on throttled"
+
+        events = tmp_path / "events.jsonl"
+        events.write_text("".join(json.dumps({"event_id": f"up-{i}", "type": "touch", "customer_id": "c1",
+                                              "channel": "sms", "occurred_at": "2026-11-20T09:00:00Z"}) + "\n"
+                                  for i in range(2)))
+        imported = subprocess.run([sys.executable, "-m", "fatigue.cli", "import", str(events), "--no-progress",
+                                   "--report", str(tmp_path / "r.csv"), "--checkpoint", str(tmp_path / "cp")],
+                                  env=outside, capture_output=True, text=True, timeout=120, check=False)
+        assert imported.returncode == 0, imported.stderr
+        assert (f"fatigue import: using Kafka {recorded['kafka_bootstrap_servers']} {from_up} and "
+                f"Redis {recorded['redis_url']} {from_up}") in imported.stderr
+        assert "2 stored" in imported.stderr
+    finally:
+        stop_process(proc, signal.SIGTERM, timeout_s=60)
+    assert not run_file.exists()
+    assert not list(tmp.glob("fatigue-up-*")), "the work folder (with the API key file) was left behind"
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

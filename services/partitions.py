@@ -1,0 +1,60 @@
+"""The Kafka partition is the unit of state: which partition a customer is in, and the partition count
+every reader and writer of the state must agree on.
+
+A customer's records are keyed by customer id, so Kafka's default partitioner puts all of them in
+one partition: murmur2 of the key's bytes, made positive, modulo the partition count — what Apache
+Kafka's Java client and aiokafka (every producer of this project) do. librdkafka's default
+(`consistent_random`, CRC32) differs: a librdkafka producer must set `partitioner=murmur2_random`
+(tests/services/test_partitions.py pins both). The scorer keeps each partition's state under its own
+Redis hash tag (services/names.py `PartitionKeys`); the API finds a customer's state with
+`partition_of`.
+
+The count is recorded in Redis (`RedisKeys.meta()`, field `partitions`) by the first scorer or API to
+start, and checked by every later one: a different count would silently read and write customers
+in the wrong partition's keys, so it stops the process with the procedure to follow instead
+(docs/operations.md#changing-the-partition-count).
+"""
+
+from __future__ import annotations
+
+from aiokafka.partitioner import murmur2
+
+from services.errors import ConfigError, StoreUnavailable
+from services.names import RedisKeys
+from services.redisio import RedisClient
+
+META_PARTITIONS = "partitions"
+META_LAYOUT = "layout"
+LAYOUT_VERSION = "2"
+"""Version 2: per-partition keys under hash tags ({p<N>}); version 1 (no record) kept one key per customer."""
+
+
+class PartitionCountChanged(ConfigError):
+    """The partition count differs from the one the stored state was written with."""
+
+    operator_action = ("Set FATIGUE_PARTITIONS to the recorded count, or re-partition the state as "
+                       "docs/operations.md#changing-the-partition-count describes (`fatigue repartition`).")
+
+
+def partition_of(customer_id: str, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2) puts a record keyed `customer_id` in."""
+    if partitions < 1:
+        raise ValueError(f"a topic has at least one partition, not {partitions}")
+    return (murmur2(customer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
+
+
+async def check_partition_count(redis: RedisClient, keys: RedisKeys, partitions: int) -> None:
+    """Record the partition count if none is recorded; PartitionCountChanged when another one is.
+    StoreUnavailable when Redis does not answer."""
+    from redis.exceptions import RedisError
+
+    try:
+        await redis.hsetnx(keys.meta(), META_PARTITIONS, str(partitions))
+        await redis.hsetnx(keys.meta(), META_LAYOUT, LAYOUT_VERSION)
+        recorded = await redis.hget(keys.meta(), META_PARTITIONS)
+    except RedisError as exc:
+        raise StoreUnavailable(f"reading the recorded partition count from Redis failed: {exc}") from exc
+    if recorded is not None and int(recorded) != partitions:
+        raise PartitionCountChanged(
+            f"FATIGUE_PARTITIONS={partitions}, but the state in Redis was written for {int(recorded)} partitions "
+            f"(key {keys.meta()}): customers would be looked for in the wrong partition")
