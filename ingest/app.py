@@ -31,6 +31,7 @@ from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import adapters, customers, deliveries, events, health, policy, profiles, subscriptions
+from ingest.server import server_config
 from ingest.telemetry import install_telemetry
 from services.contract import EventIn
 from services.delivery.destinations import Resolver, system_resolver
@@ -159,7 +160,4 @@ def main(policy_check: PolicyCheck | None = None) -> None:
     setup_logging(settings.log_level, service="api", fmt=settings.log_format, known_secrets=_key_secrets(settings))
     app = create_app(settings, policy_check=policy_check)
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    # uvloop and httptools (pinned dependencies): libuv's event loop and llhttp's parser, not asyncio's
-    # loop and h11 — a large share of a small request's CPU (docs/performance.md).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, loop="uvloop",
-                http="httptools")
+    uvicorn.Server(server_config(app, settings)).run()

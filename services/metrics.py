@@ -33,7 +33,8 @@ class IngestMetrics:
         )
         self.requests_refused = Counter(
             "fatigue_ingest_requests_refused_total",
-            "Whole requests refused, by reason (auth, body, size, broker_unavailable).",
+            "Whole requests refused, by reason (auth, forbidden, rate_limited, body, size, broker_unavailable; by the "
+            "HTTP server: header_too_large, header_timeout, body_timeout).",
             ["reason"],
             registry=registry,
         )
@@ -259,7 +260,7 @@ class IntakeMetrics:
 # The known values of each label, created at zero so that `rate()` and `increase()` see the first
 # occurrence (a series that appears with the value 1 has no increase to show).
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
-REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable")
+REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable", "header_too_large", "header_timeout", "body_timeout")
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
 POLICY_SOURCES = ("store", "file", "runtime")
 DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process")

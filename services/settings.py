@@ -206,6 +206,18 @@ class IngestSettings(CommonSettings):
     api_rate_limit: str | None = None
     """Default per-key request rate for keys that name none (e.g. 200/s); unset: unlimited."""
 
+    # ---- the HTTP server (ingest/server.py, docs/configuration.md#http-server) ----
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Request line and header fields together, in bytes; over it: 431 and the connection closed."""
+    http_max_headers: int = Field(default=100, ge=8, le=10_000)
+    """Header fields in one request; over it: 431."""
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """The whole request head within this of the connection opening (or of a later request's first byte): 408."""
+    http_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """The whole request body within this of the end of its head: 408."""
+    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=3600)
+    """An idle kept-alive connection is closed after this many seconds."""
+
     def parsed_api_keys(self) -> list[ApiKey]:
         """ValueError naming the entry when FATIGUE_API_KEYS or FATIGUE_API_RATE_LIMIT is invalid."""
         default_rate = Rate.parse(self.api_rate_limit) if self.api_rate_limit else None
