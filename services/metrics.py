@@ -59,7 +59,7 @@ class IngestMetrics:
         self.adapter_refused = Counter(
             "fatigue_ingest_adapter_requests_refused_total",
             "Adapter requests refused with nothing ingested, by provider and reason (signature, replay, "
-            "unauthenticated, body, broker_unavailable).",
+            "unauthenticated, rate_limited, too_many_records, body, broker_unavailable).",
             ["provider", "reason"],
             registry=registry,
         )

@@ -2,7 +2,8 @@
 
 1. Candidates without a customer id are looked up in the identity map, all in one round trip.
 2. Those still without a customer, and those the contract refuses, go to the rejected store (the
-   provider gets a 2xx: retrying would not change them).
+   provider gets a 2xx: retrying would not change them); the answer lists them with their index
+   and reason, with the items the mapping ignored: every item of the request is accounted for.
 3. The rest go through the shared accept path (ingest/accept.py) as producer `adapter:<provider>`.
 
 The rejected store is written only once the accepted events are acknowledged, so a provider's
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ingest.accept import AcceptPath
 from ingest.adapters.common import Candidate, Mapped
@@ -21,18 +23,40 @@ from ingest.identity import IdentityMap
 from services.contract import to_ms
 from services.names import ADAPTER_PRODUCER_PREFIX
 
+UNMAPPED = "unmapped"
+IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class NotStored:
+    """An item of the request that made no stored event: its index, `unmapped`, `invalid` or `ignored`, and why."""
+
+    index: int
+    outcome: str
+    reason: str
+
 
 @dataclass(frozen=True)
 class AdapterOutcome:
+    """What became of every item of one request: accepted + duplicates + unmapped + invalid + ignored
+    = received, and each item not stored is in `rejected` with its index."""
+
     accepted: int
     duplicates: int
     unmapped: int
     invalid: int
     ignored: int
+    rejected: list[NotStored]
 
-    def body(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "unmapped": self.unmapped,
-                "invalid": self.invalid, "ignored": self.ignored}
+    @property
+    def received(self) -> int:
+        return self.accepted + self.duplicates + self.unmapped + self.invalid + self.ignored
+
+    def body(self) -> dict[str, Any]:
+        return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
+                "unmapped": self.unmapped, "invalid": self.invalid, "ignored": self.ignored,
+                "rejected": [{"index": item.index, "outcome": item.outcome, "reason": item.reason}
+                             for item in self.rejected]}
 
 
 def producer_of(provider: str) -> str:
@@ -60,15 +84,19 @@ async def ingest_mapped(mapped: Mapped, *, provider: str, accept: AcceptPath, id
                         rejected: RejectedStore, now: datetime) -> AdapterOutcome:
     """Store what maps to a customer and passes the contract; raises what `AcceptPath.accept` raises."""
     await resolve_customers(mapped.candidates, identities)
-    entries = [_unmapped(provider, c) for c in mapped.candidates if "customer_id" not in c.event]
+    unmapped = [c for c in mapped.candidates if "customer_id" not in c.event]
+    entries = [_unmapped(provider, c) for c in unmapped]
+    not_stored = [NotStored(c.index, UNMAPPED, entry.detail) for c, entry in zip(unmapped, entries, strict=True)]
     resolved = [c for c in mapped.candidates if "customer_id" in c.event]
     batch = accept.check([c.event for c in resolved], now=now)
     for rejection in batch.rejected:
         candidate = resolved[rejection.index]
         recipient = candidate.identity.value if candidate.identity else None
         entries.append(RejectedEntry(provider, INVALID, rejection.error, recipient, candidate.event, candidate.source))
+        not_stored.append(NotStored(candidate.index, INVALID, rejection.error))
+    not_stored += [NotStored(index, IGNORED, reason) for index, reason in mapped.ignored]
     stored = await accept.accept([event for _, event in batch.valid], producer=producer_of(provider), received_at=now)
     await rejected.add(entries, to_ms(now))
-    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates,
-                          unmapped=len(entries) - len(batch.rejected), invalid=len(batch.rejected),
-                          ignored=len(mapped.ignored))
+    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates, unmapped=len(unmapped),
+                          invalid=len(batch.rejected), ignored=len(mapped.ignored),
+                          rejected=sorted(not_stored, key=lambda item: item.index))

@@ -14,6 +14,7 @@ from ingest.deps import (
     NEEDS_ADMIN,
     NEEDS_READ,
     AdminKey,
+    AuthenticatedRoute,
     IdentityDep,
     ListReaderDep,
     PolicyCacheDep,
@@ -42,7 +43,7 @@ from services.policy.decision import decide
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=AuthenticatedRoute)
 
 
 @router.get(
