@@ -87,10 +87,13 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._in_head = False
         """A request head has begun and is not complete."""
+        self._in_body = False
+        """A request head is complete and its body is not."""
         self._head_bytes = 0
         """Bytes of that head received so far (the estimate that bounds memory)."""
-        self._head_exact = 0
-        self._head_fields = 0
+        self._head_undercounted = False
+        """A pipelined head began in a read after the end of another request: not all counted."""
+        self._feed_bytes = 0
         self._began_in_feed = False
         self._ended_in_feed = False
         self._refusal: tuple[int, str, str] | None = None
@@ -111,12 +114,21 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
+        """Parse what arrived, then bound what is still incomplete. The timers are armed only for a
+        request still incomplete after a read (the usual request arrives whole in one read: none)."""
         if self._lingering:
             return
         self._began_in_feed = self._ended_in_feed = False
+        self._feed_bytes = len(data)
         super().data_received(data)
-        if self._in_head and not self._closing():
+        if self._closing():
+            return
+        if self._in_head:
             self._count_head_bytes(len(data))
+            if self._head_timer is None and not self._closing():
+                self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
+        elif self._in_body and self._body_timer is None:
+            self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
 
     def _closing(self) -> bool:
         return self._lingering or self.transport.is_closing()
@@ -127,8 +139,10 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
         (its head is then counted from the next read on, and exactly once complete)."""
         if not self._began_in_feed:
             self._head_bytes += size
+        elif self._ended_in_feed:
+            self._head_bytes, self._head_undercounted = 0, True
         else:
-            self._head_bytes = 0 if self._ended_in_feed else size
+            self._head_bytes = size
         if self._head_bytes > self.limits.max_header_bytes:
             self._refuse(431, HEADER_TOO_LARGE, self._head_size_message())
 
@@ -136,45 +150,47 @@ class BoundedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
-        self._in_head, self._began_in_feed = True, True
-        self._head_bytes = self._head_exact = self._head_fields = 0
-        if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.limits.header_timeout_s, self._head_timed_out)
-
-    def on_url(self, url: bytes) -> None:
-        super().on_url(url)
-        self._add_to_head(len(url), fields=0)
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self._add_to_head(len(name) + len(value) + FIELD_OVERHEAD_BYTES, fields=1)
-        super().on_header(name, value)
-
-    def _add_to_head(self, size: int, fields: int) -> None:
-        self._head_exact += size
-        self._head_fields += fields
-        if self._head_fields > self.limits.max_headers:
-            self._refusal = (431, HEADER_TOO_LARGE, f"the request has more than {self.limits.max_headers} header "
-                             "fields (FATIGUE_HTTP_MAX_HEADERS)")
-            raise HeadRefused(self._refusal[2])
-        if self._head_exact > self.limits.max_header_bytes:
-            self._refusal = (431, HEADER_TOO_LARGE, self._head_size_message())
-            raise HeadRefused(self._refusal[2])
+        self._in_head = self._began_in_feed = True
+        self._head_bytes = 0
+        self._head_undercounted = False
 
     def on_headers_complete(self) -> None:
         self._in_head = False
-        self._cancel(self._head_timer)
-        self._head_timer = None
+        self._in_body = True
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+        self._check_complete_head()
         super().on_headers_complete()
-        self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_timed_out)
+
+    def _check_complete_head(self) -> None:
+        """The exact bounds of a complete head (one that came whole in a read escaped the count of
+        `_count_head_bytes`); its size is added up only when what arrived could exceed the limit."""
+        if len(self.headers) > self.limits.max_headers:
+            self._stop_head(f"the request has more than {self.limits.max_headers} header fields "
+                            "(FATIGUE_HTTP_MAX_HEADERS)")
+        at_most = self._feed_bytes if self._began_in_feed else self._head_bytes + self._feed_bytes
+        if at_most <= self.limits.max_header_bytes and not self._head_undercounted:
+            return
+        size = len(self.url) + sum(len(name) + len(value) + FIELD_OVERHEAD_BYTES for name, value in self.headers)
+        if size > self.limits.max_header_bytes:
+            self._stop_head(self._head_size_message())
+
+    def _stop_head(self, message: str) -> None:
+        """Stop the parser (uvicorn then calls `send_400_response`, answered 431 instead)."""
+        self._refusal = (431, HEADER_TOO_LARGE, message)
+        raise HeadRefused(message)
 
     def on_message_complete(self) -> None:
         self._ended_in_feed = True
-        self._cancel(self._body_timer)
-        self._body_timer = None
+        self._in_body = False
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
         super().on_message_complete()
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a parser error; a head stopped by `_add_to_head` is answered 431 instead."""
+        """uvicorn's answer to a parser error; a head stopped by `_stop_head` is answered 431 instead."""
         if self._refusal is None:
             super().send_400_response(msg)
             return
