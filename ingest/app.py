@@ -24,13 +24,14 @@ from ingest.adapters.rejected import RejectedStore
 from ingest.adapters.sendgrid import load_public_key
 from ingest.auth import RateLimiter, require_api_keys
 from ingest.dedup import DedupStore
-from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, require_api_key
+from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, require_api_key, require_authenticated_routes
 from ingest.errors import install_error_handlers
 from ingest.identity import IdentityMap
 from ingest.limits import BodySizeLimit
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import adapters, customers, deliveries, events, health, policy, profiles, subscriptions
+from ingest.server import server_config
 from ingest.telemetry import install_telemetry
 from services.contract import EventIn
 from services.delivery.destinations import Resolver, system_resolver
@@ -113,7 +114,8 @@ def create_app(settings: IngestSettings, *, policy_check: PolicyCheck | None = N
         (subscriptions.router, [NEEDS_ADMIN]), (deliveries.router, [NEEDS_ADMIN]), (policy.router, []),
     )
     for router, scopes in scoped:
-        app.include_router(router, prefix=API_PREFIX, dependencies=[authenticated, *scopes])
+        app.include_router(require_authenticated_routes(router), prefix=API_PREFIX,
+                           dependencies=[authenticated, *scopes])
     app.include_router(health.router)
     _install_adapters(app, settings, [authenticated, NEEDS_ADMIN])
     openapi.install(app, [EventIn, PolicyDoc])
@@ -131,9 +133,10 @@ def _install_adapters(app: FastAPI, settings: IngestSettings, admin: list[Any]) 
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
     app.state.crm_mappings = crm.load_mappings(settings.crm_mappings_dir)
+    app.state.adapter_rate = settings.parsed_adapter_rate()
     # No unknown-parameter check: providers call back with query strings of their own and ours (?token=).
     app.include_router(adapters.webhooks, prefix=API_PREFIX)
-    app.include_router(adapters.rejected_router, prefix=API_PREFIX, dependencies=admin)
+    app.include_router(require_authenticated_routes(adapters.rejected_router), prefix=API_PREFIX, dependencies=admin)
 
 
 def load_settings() -> IngestSettings:
@@ -159,7 +162,4 @@ def main(policy_check: PolicyCheck | None = None) -> None:
     setup_logging(settings.log_level, service="api", fmt=settings.log_format, known_secrets=_key_secrets(settings))
     app = create_app(settings, policy_check=policy_check)
     log.info("API listening on http://%s:%d (docs at /docs)", settings.host, settings.port)
-    # uvloop and httptools (pinned dependencies): libuv's event loop and llhttp's parser, not asyncio's
-    # loop and h11 — a large share of a small request's CPU (docs/performance.md).
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False, loop="uvloop",
-                http="httptools")
+    uvicorn.Server(server_config(app, settings)).run()

@@ -10,10 +10,10 @@ request (docs/performance.md).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Annotated
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from redis.asyncio import Redis
@@ -26,7 +26,7 @@ from ingest.errors import ApiError
 from ingest.identity import IdentityMap
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
-from services.apikeys import SCOPE_ADMIN, SCOPE_INGEST, SCOPE_READ, ApiKey
+from services.apikeys import SCOPE_ADMIN, SCOPE_INGEST, SCOPE_READ, ApiKey, Rate
 from services.customer_lists import ListReader
 from services.delivery.health import EndpointHealthStore
 from services.delivery.subscriptions import SubscriptionStore
@@ -76,16 +76,38 @@ def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | N
         log.info("401 %s %s from %s: %s", request.method, request.url.path,
                  request.client.host if request.client else "?", message)
         raise ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
-    if key.rate is not None:
-        limiter: RateLimiter = request.app.state.rate_limiter
-        wait_s = limiter.take(key.name, key.rate)
-        if wait_s:
-            metrics.requests_refused.labels(reason="rate_limited").inc()
-            raise ApiError(429, "rate_limited", f"API key {key.name!r} is over its rate of {key.rate}; retry after "
-                           "Retry-After seconds", headers={"Retry-After": retry_after_header(wait_s)})
+    if key.rate is not None and (wait_s := admit(request, key.name, key.rate)):
+        metrics.requests_refused.labels(reason="rate_limited").inc()
+        raise rate_limited(f"API key {key.name!r}", key.rate, wait_s)
     request.state.api_key_name = key.name  # the access log names the key, never shows it (ingest/telemetry.py)
     refuse_unknown_query(request)
     return key
+
+
+def admit(request: Request, bucket: str, rate: Rate | None) -> float:
+    """Admit a request against `bucket`'s rate (ingest/auth.py): 0, or the seconds to wait. An
+    admitted request is remembered, so `charge_items` can charge what it turns out to carry."""
+    if rate is None:
+        return 0.0
+    limiter: RateLimiter = request.app.state.rate_limiter
+    wait_s = limiter.take(bucket, rate)
+    if not wait_s:
+        request.state.rate_bucket = (bucket, rate)
+    return wait_s
+
+
+def rate_limited(who: str, rate: Rate, wait_s: float) -> ApiError:
+    return ApiError(429, "rate_limited", f"{who} is over its rate of {rate}; retry after Retry-After seconds",
+                    headers={"Retry-After": retry_after_header(wait_s)})
+
+
+def charge_items(request: Request, count: int) -> None:
+    """Charge the caller's rate for the `count` events or records its admitted request carries (the
+    admission took one): every route that accepts events calls it once it knows the count."""
+    charged: tuple[str, Rate] | None = getattr(request.state, "rate_bucket", None)
+    if charged is not None and count > 1:
+        limiter: RateLimiter = request.app.state.rate_limiter
+        limiter.charge(charged[0], charged[1], count - 1)
 
 
 async def _caller(request: Request, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:
@@ -110,6 +132,32 @@ async def require_api_key(
 
 
 ApiKeyDep = Annotated[ApiKey, Depends(require_api_key)]
+
+
+class AuthenticatedRoute(APIRoute):
+    """A route whose caller is authenticated (`authenticate`: 401, 429, unknown query parameters)
+    before anything of its body is read or parsed. FastAPI reads and parses a declared body before
+    it solves any dependency, so without this an unauthenticated request with a broken body would be
+    answered 400 instead of 401, after its body was read. Every router behind the API key is built
+    with `route_class=AuthenticatedRoute` (`require_authenticated_routes`: create_app refuses one that is not)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handle = super().get_route_handler()
+
+        async def authenticated_first(request: Request) -> Response:
+            await _caller(request, await bearer(request))
+            return await handle(request)
+
+        return authenticated_first
+
+
+def require_authenticated_routes(router: APIRouter) -> APIRouter:
+    """`router`, whose routes are all AuthenticatedRoutes; TypeError naming the first that is not."""
+    for route in router.routes:
+        if isinstance(route, APIRoute) and not isinstance(route, AuthenticatedRoute):
+            raise TypeError(f"route {route.path} must authenticate before reading its body: build its router "
+                            "with route_class=AuthenticatedRoute")
+    return router
 
 
 def require_scope(scope: str) -> Callable[..., Awaitable[ApiKey]]:

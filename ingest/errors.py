@@ -13,9 +13,10 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from redis.exceptions import RedisError
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from ingest.validation import describe_errors
 from services.errors import BrokerMisconfigured, BrokerUnavailable, RecordRefused, StoreUnavailable
@@ -168,6 +169,19 @@ async def _snapshot_unreadable(_: Request, exc: Exception) -> JSONResponse:
     return error_response(ApiError(500, "bad_snapshot", str(exc)))
 
 
+CLIENT_CLOSED_REQUEST = 499
+"""nginx's status for a request whose client went away before it was answered: the access log and
+`fatigue_http_requests_total` show it; no client ever receives it."""
+
+
+async def _client_disconnect(request: Request, _: Exception) -> Response:
+    """The client closed the connection before its whole body arrived (or the server closed it for
+    taking too long, ingest/server.py): nothing was read, nothing stored, nothing to answer."""
+    log.info("%s %s: the client went away before sending the whole body; nothing was stored",
+             request.method, request.url.path)
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+
 async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error", exc_info=exc)
     return error_response(ApiError(500, "internal_error", "internal error; see the server log"))
@@ -183,4 +197,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisError, _store_unavailable)
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(SnapshotUnreadable, _snapshot_unreadable)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unexpected)

@@ -588,12 +588,23 @@ class DeliveryOut(BaseModel):
 # ---- intake (issue 12): provider adapters ----
 
 
+class AdapterItemOut(BaseModel):
+    index: int = Field(description="Position of the item in the request (0 for providers that send one per request).")
+    outcome: Literal["unmapped", "invalid", "ignored"]
+    reason: str = Field(description="Why no event was stored for it.")
+
+
 class AdapterAccepted(BaseModel):
+    """Every item of the request is counted once: accepted + duplicates + unmapped + invalid + ignored = received."""
+
+    received: int = Field(description="Items in the request (records, provider events).")
     accepted: int = Field(description="Events stored (acknowledged by the event log).")
     duplicates: int = Field(description="Events stored before (same provider event id): not stored again.")
     unmapped: int = Field(description="Items whose recipient maps to no customer: kept in the rejected store.")
     invalid: int = Field(description="Items the event contract refuses: kept in the rejected store.")
     ignored: int = Field(description="Items that are no contact (e.g. a deferred email): counted only.")
+    rejected: list[AdapterItemOut] = Field(
+        description="Every item not stored (unmapped, invalid, ignored) with its index and reason, by index.")
 
 
 class RejectedOut(BaseModel):

@@ -36,7 +36,8 @@ class IngestMetrics:
         )
         self.requests_refused = Counter(
             "fatigue_ingest_requests_refused_total",
-            "Whole requests refused, by reason (auth, body, size, broker_unavailable, broker_misconfigured).",
+            "Whole requests refused, by reason (auth, forbidden, rate_limited, body, size, broker_unavailable, "
+            "broker_misconfigured; by the HTTP server: header_too_large, header_timeout, body_timeout).",
             ["reason"],
             registry=registry,
         )
@@ -61,7 +62,7 @@ class IngestMetrics:
         self.adapter_refused = Counter(
             "fatigue_ingest_adapter_requests_refused_total",
             "Adapter requests refused with nothing ingested, by provider and reason (signature, replay, "
-            "unauthenticated, body, broker_unavailable).",
+            "unauthenticated, rate_limited, too_many_records, body, broker_unavailable).",
             ["provider", "reason"],
             registry=registry,
         )
@@ -304,7 +305,8 @@ class IntakeMetrics:
 # The known values of each label, created at zero so that `rate()` and `increase()` see the first
 # occurrence (a series that appears with the value 1 has no increase to show).
 INGEST_OUTCOMES = ("accepted", "duplicate", "rejected")
-REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable", "broker_misconfigured")
+REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable", "broker_misconfigured", "header_too_large",
+                   "header_timeout", "body_timeout")
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
 POLICY_SOURCES = ("store", "file", "runtime")
 DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process", "scorer.publish")

@@ -274,7 +274,20 @@ class IngestSettings(CommonSettings):
     allow_loopback_destinations: bool = False
 
     api_rate_limit: str | None = None
-    """Default per-key request rate for keys that name none (e.g. 200/s); unset: unlimited."""
+    """Default per-key rate for keys that name none (e.g. 200/s); unset: unlimited. A request counts
+    one, each event or record of a request that carries them counts one (docs/api.md#rate-limits)."""
+
+    # ---- the HTTP server (ingest/server.py, docs/configuration.md#http-server) ----
+    http_max_header_bytes: int = Field(default=32 * 1024, ge=1024, le=1024 * 1024)
+    """Request line and header fields together, in bytes; over it: 431 and the connection closed."""
+    http_max_headers: int = Field(default=100, ge=8, le=10_000)
+    """Header fields in one request; over it: 431."""
+    http_header_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    """The whole request head within this of the connection opening (or of a later request's first byte): 408."""
+    http_body_timeout_s: float = Field(default=60.0, gt=0, le=3600)
+    """The whole request body within this of the end of its head: 408."""
+    http_keepalive_timeout_s: int = Field(default=5, ge=1, le=3600)
+    """An idle kept-alive connection is closed after this many seconds."""
 
     def parsed_api_keys(self) -> list[ApiKey]:
         """ValueError naming the entry when FATIGUE_API_KEYS or FATIGUE_API_RATE_LIMIT is invalid."""
@@ -294,6 +307,8 @@ class IngestSettings(CommonSettings):
     mailgun_token: SecretStr | None = None
     mailgun_replay_window_s: int = Field(default=300, ge=1, le=86_400)
     """A Mailgun signature older (or newer) than this is refused; a token is accepted once within it."""
+    sendgrid_replay_window_s: int = Field(default=300, ge=1, le=86_400)
+    """A SendGrid signature whose timestamp is further than this from now (either side) is refused."""
     twilio_auth_token: SecretStr | None = None
     """Twilio account auth token: every call's X-Twilio-Signature is verified."""
     twilio_token: SecretStr | None = None
@@ -302,14 +317,30 @@ class IngestSettings(CommonSettings):
     crm_token: SecretStr | None = None
     crm_mappings_dir: Path | None = None
     """More CRM mapping files (*.yaml) besides the shipped hubspot-*/salesforce-* ones."""
+    adapter_max_records: int = Field(default=10_000, ge=1, le=1_000_000)
+    """Items in one provider webhook request (a SendGrid batch); more: 413, nothing ingested. CRM
+    requests are bounded by max_events_per_request like POST /v1/events."""
+    adapter_rate_limit: str | None = None
+    """Rate of each provider credential (signature or URL token), e.g. 500/s, counting items; unset: unlimited."""
     adapter_rejected_max: int = Field(default=10_000, ge=1, le=1_000_000)
     adapter_rejected_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     """Provider events no customer was found for are kept this long, at most this many (newest)."""
 
-    @field_validator("sendgrid_verification_key", "identity_default_region", "twilio_public_base_url", mode="before")
+    @field_validator("sendgrid_verification_key", "identity_default_region", "twilio_public_base_url",
+                     "adapter_rate_limit", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("adapter_rate_limit")
+    @classmethod
+    def _rate(cls, value: str | None) -> str | None:
+        if value is not None:
+            Rate.parse(value)  # ValueError: "rate '…' is not like 100/s, 6000/m or 50000/h"
+        return value
+
+    def parsed_adapter_rate(self) -> Rate | None:
+        return None if self.adapter_rate_limit is None else Rate.parse(self.adapter_rate_limit)
 
     @field_validator("sendgrid_token", "mailgun_signing_key", "mailgun_token", "twilio_auth_token", "twilio_token",
                      "crm_token", mode="before")

@@ -21,6 +21,8 @@ class Candidate:
     identity: Identity | None = None
     source: dict[str, Any] = field(default_factory=dict)
     """The provider item it came from (kept by the rejected store when no customer is found)."""
+    index: int = 0
+    """Its position among the request's items (0 for providers that send one item per request)."""
 
 
 @dataclass
@@ -30,6 +32,28 @@ class Mapped:
 
     candidates: list[Candidate] = field(default_factory=list)
     ignored: list[tuple[int, str]] = field(default_factory=list)
+
+    @property
+    def received(self) -> int:
+        """Items of the request: each is a candidate or ignored, none is left out."""
+        return len(self.candidates) + len(self.ignored)
+
+
+class TooManyRecords(ValueError):
+    """A request carries more items than one request may: it is refused whole, nothing is ingested
+    (never a part of it: what a provider or a client is told must hold for every item it sent)."""
+
+    def __init__(self, count: int, limit: int) -> None:
+        super().__init__(f"{count} records in one request; at most {limit} allowed")
+        self.count = count
+        self.limit = limit
+
+
+def at_most(items: list[Any], limit: int | None) -> list[Any]:
+    """`items` when there are no more than `limit` (None: no limit); TooManyRecords otherwise."""
+    if limit is not None and len(items) > limit:
+        raise TooManyRecords(len(items), limit)
+    return items
 
 
 def text(value: Any) -> str | None:

@@ -31,13 +31,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ingest.adapters.common import MAX_SOURCE_CHARS, Candidate, Mapped, text
+from ingest.adapters.common import MAX_SOURCE_CHARS, Candidate, Mapped, at_most, text
 from ingest.identity import normalise_email, normalise_phone
 from ingest.validation import describe_errors
 from services.errors import ConfigError
 
 SHIPPED_DIR = Path(__file__).parent / "mappings"
-MAX_RECORDS = 1000
 CONTRACT_FIELDS = ("event_id", "customer_id", "type", "channel", "kind", "occurred_at", "rep_id", "campaign_id",
                    "in_reply_to")
 _SEGMENT = re.compile(r"^([^\[\]]*)((?:\[\d+\])*)$")
@@ -195,16 +194,19 @@ def holds(condition: Condition, record: Any) -> bool:
 
 
 def records_of(mapping: Mapping, body: Any) -> list[Any]:
+    """Every record of a CRM payload: the list at `mapping.records`, else the body itself (a list,
+    or a single record)."""
     found = lookup(body, mapping.records) if mapping.records and isinstance(body, dict) else None
     found = body if found is None else found  # a single record (or a bare list) is taken as it is
-    items = found if isinstance(found, list) else [found] if found is not None else []
-    return items[:MAX_RECORDS]
+    return found if isinstance(found, list) else [found] if found is not None else []
 
 
-def map_records(mapping: Mapping, body: Any, default_region: str | None = None) -> Mapped:
-    """Contract events for the records of a CRM payload, by the mapping."""
+def map_records(mapping: Mapping, body: Any, default_region: str | None = None, *,
+                max_records: int | None = None) -> Mapped:
+    """Contract events for the records of a CRM payload, by the mapping: every record is a
+    candidate or ignored (with its index and why). More than `max_records`: TooManyRecords."""
     mapped = Mapped()
-    for index, record in enumerate(records_of(mapping, body)):
+    for index, record in enumerate(at_most(records_of(mapping, body), max_records)):
         if not isinstance(record, dict):
             mapped.ignored.append((index, "not a record object"))
             continue
@@ -212,7 +214,9 @@ def map_records(mapping: Mapping, body: Any, default_region: str | None = None) 
         if failed is not None:
             mapped.ignored.append((index, f"{failed.path} is {text(lookup(record, failed.path))!r}"))
             continue
-        mapped.candidates.append(_candidate(mapping, record, default_region))
+        candidate = _candidate(mapping, record, default_region)
+        candidate.index = index
+        mapped.candidates.append(candidate)
     return mapped
 
 

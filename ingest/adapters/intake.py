@@ -3,7 +3,8 @@
 1. Candidates without a customer id are looked up in the identity map, all in one round trip.
 2. Those still without a customer, and those the contract refuses, go to the rejected store (the
    provider gets a 2xx: retrying would not change them); so do events the event log refuses for their
-   own properties (too large for the events topic).
+   own properties (too large for the events topic). The answer lists them with their index and
+   reason, with the items the mapping ignored: every item of the request is accounted for.
 3. The rest go through the shared accept path (ingest/accept.py) as producer `adapter:<provider>`.
 
 The rejected store is written only once the accepted events are acknowledged, so a provider's
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from ingest.accept import AcceptPath
 from ingest.adapters.common import Candidate, Mapped
@@ -24,20 +26,42 @@ from services.contract import EventIn, to_ms
 from services.errors import RecordRefused
 from services.names import ADAPTER_PRODUCER_PREFIX
 
+UNMAPPED = "unmapped"
+IGNORED = "ignored"
+
+
+@dataclass(frozen=True)
+class NotStored:
+    """An item of the request that made no stored event: its index, `unmapped`, `invalid` or `ignored`, and why."""
+
+    index: int
+    outcome: str
+    reason: str
+
 
 @dataclass(frozen=True)
 class AdapterOutcome:
+    """What became of every item of one request: accepted + duplicates + unmapped + invalid + ignored
+    = received, and each item not stored is in `rejected` with its index."""
+
     accepted: int
     duplicates: int
     unmapped: int
     invalid: int
     ignored: int
+    rejected: list[NotStored]
     refused_reasons: tuple[str, ...] = ()
     """The reason of each event the event log refused (counted in `invalid` too)."""
 
-    def body(self) -> dict[str, int]:
-        return {"accepted": self.accepted, "duplicates": self.duplicates, "unmapped": self.unmapped,
-                "invalid": self.invalid, "ignored": self.ignored}
+    @property
+    def received(self) -> int:
+        return self.accepted + self.duplicates + self.unmapped + self.invalid + self.ignored
+
+    def body(self) -> dict[str, Any]:
+        return {"received": self.received, "accepted": self.accepted, "duplicates": self.duplicates,
+                "unmapped": self.unmapped, "invalid": self.invalid, "ignored": self.ignored,
+                "rejected": [{"index": item.index, "outcome": item.outcome, "reason": item.reason}
+                             for item in self.rejected]}
 
 
 def producer_of(provider: str) -> str:
@@ -65,29 +89,37 @@ async def ingest_mapped(mapped: Mapped, *, provider: str, accept: AcceptPath, id
                         rejected: RejectedStore, now: datetime) -> AdapterOutcome:
     """Store what maps to a customer and passes the contract; raises what `AcceptPath.accept` raises."""
     await resolve_customers(mapped.candidates, identities)
-    entries = [_unmapped(provider, c) for c in mapped.candidates if "customer_id" not in c.event]
+    unmapped = [c for c in mapped.candidates if "customer_id" not in c.event]
+    entries = [_unmapped(provider, c) for c in unmapped]
+    not_stored = [NotStored(c.index, UNMAPPED, entry.detail) for c, entry in zip(unmapped, entries, strict=True)]
     resolved = [c for c in mapped.candidates if "customer_id" in c.event]
     batch = accept.check([c.event for c in resolved], now=now)
     for rejection in batch.rejected:
         candidate = resolved[rejection.index]
         recipient = candidate.identity.value if candidate.identity else None
         entries.append(RejectedEntry(provider, INVALID, rejection.error, recipient, candidate.event, candidate.source))
-    unmapped = len(entries) - len(batch.rejected)
+        not_stored.append(NotStored(candidate.index, INVALID, rejection.error))
+    not_stored += [NotStored(index, IGNORED, reason) for index, reason in mapped.ignored]
     stored = await accept.accept([event for _, event in batch.valid], producer=producer_of(provider), received_at=now)
-    entries += _refused(provider, stored.refused, {event.event_id: resolved[i] for i, event in batch.valid})
+    candidate_of = {event.event_id: resolved[i] for i, event in batch.valid}
+    refused = _refused(provider, stored.refused, candidate_of)
+    entries += [entry for _, entry in refused]
+    not_stored += [NotStored(index, INVALID, entry.detail) for index, entry in refused]
     await rejected.add(entries, to_ms(now))
-    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates, unmapped=unmapped,
-                          invalid=len(entries) - unmapped, ignored=len(mapped.ignored),
+    return AdapterOutcome(accepted=stored.count, duplicates=stored.duplicates, unmapped=len(unmapped),
+                          invalid=len(batch.rejected) + len(refused), ignored=len(mapped.ignored),
+                          rejected=sorted(not_stored, key=lambda item: item.index),
                           refused_reasons=tuple(error.reason for _, error in stored.refused))
 
 
 def _refused(provider: str, refused: list[tuple[EventIn, RecordRefused]],
-             candidate_of: dict[str, Candidate]) -> list[RejectedEntry]:
-    """Events the event log refused for their own properties (too large): kept as invalid, never retried."""
+             candidate_of: dict[str, Candidate]) -> list[tuple[int, RejectedEntry]]:
+    """Events the event log refused for their own properties (too large): kept as invalid, never
+    retried; (the item's index, its rejected entry)."""
     entries = []
     for event, error in refused:
         candidate = candidate_of[event.event_id]
         recipient = candidate.identity.value if candidate.identity else None
-        entries.append(RejectedEntry(provider, INVALID, refusal_text(error), recipient, candidate.event,
-                                     candidate.source))
+        entries.append((candidate.index, RejectedEntry(provider, INVALID, refusal_text(error), recipient,
+                                                       candidate.event, candidate.source)))
     return entries

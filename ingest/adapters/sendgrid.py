@@ -21,7 +21,8 @@ top-level fields of each event), else the `email` through the identity map.
 Signature (SendGrid's "Signed Event Webhook"): ECDSA with P-256 and SHA-256 over the bytes of
 `X-Twilio-Email-Event-Webhook-Timestamp` followed by the raw request body, sent base64 (DER) in
 `X-Twilio-Email-Event-Webhook-Signature`; the verification key is the base64 DER public key
-SendGrid shows when signing is turned on.
+SendGrid shows when signing is turned on. The route also refuses a timestamp further from now than
+its freshness window (FATIGUE_SENDGRID_REPLAY_WINDOW_S): a signed request cannot be replayed later.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from ingest.adapters.common import MAX_SOURCE_CHARS, Candidate, Mapped, epoch_to_rfc3339, text
+from ingest.adapters.common import MAX_SOURCE_CHARS, Candidate, Mapped, at_most, epoch_to_rfc3339, text
 from ingest.identity import normalise_email
 
 SIGNATURE_HEADER = "X-Twilio-Email-Event-Webhook-Signature"
@@ -83,10 +84,19 @@ def verify(key: ec.EllipticCurvePublicKey, signature_b64: str | None, timestamp:
     return True
 
 
-def map_events(payload: Any) -> Mapped:
-    """Contract events for a SendGrid Event Webhook body (a JSON array of event objects)."""
+def fresh(timestamp: str | None, now_s: float, window_s: float) -> bool:
+    """The signed timestamp (Unix seconds) is within `window_s` of now, either side."""
+    try:
+        return abs(now_s - float(timestamp or "")) <= window_s
+    except ValueError:
+        return False
+
+
+def map_events(payload: Any, *, max_records: int | None = None) -> Mapped:
+    """Contract events for a SendGrid Event Webhook body (a JSON array of event objects): every item
+    is a candidate or ignored (with its index and why). More than `max_records`: TooManyRecords."""
     mapped = Mapped()
-    items = payload if isinstance(payload, list) else [payload]
+    items = at_most(payload if isinstance(payload, list) else [payload], max_records)
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             mapped.ignored.append((index, "not an event object"))
@@ -95,6 +105,7 @@ def map_events(payload: Any) -> Mapped:
         if isinstance(candidate, str):
             mapped.ignored.append((index, candidate))
         else:
+            candidate.index = index
             mapped.candidates.append(candidate)
     return mapped
 

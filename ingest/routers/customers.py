@@ -15,6 +15,7 @@ from ingest.deps import (
     NEEDS_ADMIN,
     NEEDS_READ,
     AdminKey,
+    AuthenticatedRoute,
     IdentityDep,
     ListReaderDep,
     MetricsDep,
@@ -46,7 +47,7 @@ from services.policy.decision import decide, deciding_rule
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=AuthenticatedRoute)
 
 
 @router.get(

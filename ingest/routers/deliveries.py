@@ -9,13 +9,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, status
 
-from ingest.deps import RedisDep, SettingsDep
+from ingest.deps import AuthenticatedRoute, RedisDep, SettingsDep
 from ingest.errors import ApiError
 from ingest.schemas import DeliveryOut, DeliveryStatus, ErrorOut
 from services.contract import from_ms
 from services.delivery.store import BY_SUBSCRIPTION, DeliveryRecord, DeliveryStore
 
-router = APIRouter(prefix="/deliveries", tags=["deliveries"])
+router = APIRouter(prefix="/deliveries", tags=["deliveries"], route_class=AuthenticatedRoute)
 
 MAX_OFFSET = 1_000_000
 """Beyond any number of deliveries kept; a larger offset is a bad parameter (422), not an outage."""

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 
 from ingest import cloudevents
 from ingest.accept import EventsInFlight
-from ingest.deps import AcceptDep, IngestKey, MetricsDep, SettingsDep
+from ingest.deps import AcceptDep, AuthenticatedRoute, IngestKey, MetricsDep, SettingsDep, charge_items
 from ingest.errors import REFUSED_STAGE, ApiError, broker_unavailable, refusal_text, service_unavailable
 from ingest.schemas import ErrorCode, ErrorDetail, ErrorOut, EventsAccepted, EventsRejected, RejectedItem
 from ingest.validation import BodyRefused, parse_json, split_batch
@@ -19,7 +19,7 @@ from services.contract import EventIn
 from services.errors import BrokerUnavailable, RecordRefused
 from services.metrics import IngestMetrics
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=AuthenticatedRoute)
 
 EVENTS_BODY_SCHEMA = {
     "anyOf": [
@@ -59,6 +59,7 @@ async def post_events(
 ) -> Any:
     started = time.perf_counter()
     items = _items(await request.body(), settings.max_events_per_request, metrics)
+    charge_items(request, len(items))  # the key's rate counts events, not requests (docs/api.md#rate-limits)
     now = datetime.now(UTC)
     unwrapped = _unwrapped(items, request.headers.get("content-type"))
     checked = [item for item in unwrapped if not isinstance(item, _NotAnEvent)]

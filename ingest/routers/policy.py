@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, Response
 
-from ingest.deps import NEEDS_READ, AdminKey, PolicyStoreDep
+from ingest.deps import NEEDS_READ, AdminKey, AuthenticatedRoute, PolicyStoreDep
 from ingest.errors import ApiError
 from ingest.schemas import ErrorOut, PolicyOut
 from ingest.validation import BodyRefused, json_type, parse_json
@@ -30,7 +30,7 @@ from services.policy.store import (
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["policy"])
+router = APIRouter(tags=["policy"], route_class=AuthenticatedRoute)
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 TEXT_TYPES = (*YAML_TYPES, "text/plain")

@@ -6,14 +6,14 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, status
 
-from ingest.deps import IdentityDep, MetricsDep, PublisherDep, SettingsDep
+from ingest.deps import AuthenticatedRoute, IdentityDep, MetricsDep, PublisherDep, SettingsDep
 from ingest.errors import ApiError, broker_unavailable
 from ingest.identity import profile_identities
 from ingest.schemas import CustomerId, ErrorOut, ProfileAccepted
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.errors import BrokerUnavailable
 
-router = APIRouter(tags=["customers"])
+router = APIRouter(tags=["customers"], route_class=AuthenticatedRoute)
 
 
 @router.put(

@@ -9,7 +9,7 @@ from typing import Annotated, Any, cast
 
 from fastapi import APIRouter, Body, Request, Response, status
 
-from ingest.deps import EndpointHealthDep, PublisherDep, SettingsDep, SubscriptionsDep
+from ingest.deps import AuthenticatedRoute, EndpointHealthDep, PublisherDep, SettingsDep, SubscriptionsDep
 from ingest.errors import ApiError, service_unavailable
 from ingest.routers.deliveries import DeliveriesDep
 from ingest.schemas import (
@@ -37,7 +37,7 @@ from services.errors import DestinationRefused, DestinationUnresolved
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_RECOVERED, ACTION_THROTTLE
 from services.settings import IngestSettings
 
-router = APIRouter(prefix="/subscriptions", tags=["subscriptions"])
+router = APIRouter(prefix="/subscriptions", tags=["subscriptions"], route_class=AuthenticatedRoute)
 
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": ErrorOut, "description": "No such subscription."}}
 _INVALID: dict[int | str, dict[str, Any]] = {

@@ -10,12 +10,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+import uvicorn
 from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import ConsumerRecord
 from pydantic import SecretStr
 
 from fatigue.embedded import free_port
 from ingest.app import create_app
+from ingest.server import server_config
 from scorer.dryrun import check_policy
 from services.settings import CommonSettings, IngestSettings
 
@@ -57,6 +59,37 @@ async def running_api(
             transport=transport, base_url="http://ingest.test", headers=AUTH, timeout=30, **client_options
         ) as client:
             yield client
+
+
+@asynccontextmanager
+async def serving_api(
+    settings: IngestSettings, app_options: dict[str, Any] | None = None, **client_options: Any
+) -> AsyncIterator[httpx.AsyncClient]:
+    """The app served over real HTTP as `fatigue api` serves it (ingest.server.server_config: uvicorn,
+    httptools, the bounded protocol) on a free loopback port of this event loop, and an authenticated
+    client talking to it. The client's `base_url` has the port (for raw sockets: `port_of`)."""
+    app = create_app(settings, **{"policy_check": check_policy, **(app_options or {})})
+    server = uvicorn.Server(server_config(app, settings, host="127.0.0.1", port=free_port()))
+    serving = asyncio.create_task(server.serve())
+    try:
+        for _ in range(200):
+            if server.started or serving.done():
+                break
+            await asyncio.sleep(0.05)
+        assert server.started, "the API server did not start"
+        base_url = f"http://127.0.0.1:{server.config.port}"
+        options = {"base_url": base_url, "headers": AUTH, "timeout": 30, **client_options}
+        async with httpx.AsyncClient(**options) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, timeout=30)
+
+
+def port_of(client: httpx.AsyncClient) -> int:
+    port = client.base_url.port
+    assert port is not None
+    return port
 
 
 def event(**overrides: Any) -> dict[str, Any]:

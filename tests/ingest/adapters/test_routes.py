@@ -73,7 +73,8 @@ async def test_sendgrid_signed_events_are_mapped_to_the_customer_of_the_email(
     await profile(api, "cust-sg", emails=["Example@Test.com"])
     response = await post_sendgrid(api, signer, sendgrid_body())
     assert response.status_code == 200, response.text
-    assert response.json() == {"accepted": 3, "duplicates": 0, "unmapped": 0, "invalid": 0, "ignored": 0}
+    assert response.json() == {"received": 3, "accepted": 3, "duplicates": 0, "unmapped": 0, "invalid": 0,
+                               "ignored": 0, "rejected": []}
     records = await stored(signed_settings, expected=3)
     assert sorted((r["event"]["customer_id"], r["event"].get("kind", "touch")) for r in records) == [
         ("cust-042", "click"), ("cust-sg", "open"), ("cust-sg", "touch")]  # the click carried its customer_id
@@ -186,8 +187,9 @@ async def test_without_a_signing_key_a_token_or_the_api_key_is_required(
                               headers={**plain, **NO_BEARER})
     assert ok.status_code == 200 and ok.json()["unmapped"] == 2, ok.text  # no profile has the email
     crm = await token_api.post("/v1/adapters/crm/salesforce-task", json=load_json("salesforce_tasks_query.json"))
-    assert crm.status_code == 200 and crm.json() == {"accepted": 2, "duplicates": 0, "unmapped": 0, "invalid": 0,
-                                                     "ignored": 1}, crm.text  # bearer API key
+    assert crm.status_code == 200 and crm.json() == {
+        "received": 3, "accepted": 2, "duplicates": 0, "unmapped": 0, "invalid": 0, "ignored": 1,
+        "rejected": [{"index": 2, "outcome": "ignored", "reason": "Status is 'Not Started'"}]}, crm.text  # bearer key
     assert (await token_api.post("/v1/adapters/crm/nope", json={})).status_code == 404
     records = await stored(common_settings, expected=3)
     assert sorted(r["event"]["event_id"] for r in records) == [
