@@ -29,6 +29,9 @@ API_KEY = "bench-key-0123456789abcdef"
 KEY_NAME = "bench"
 
 
+BENCH_PARTITIONS = 6
+
+
 def api_env(ctx: Context, topic_prefix: str, redis_prefix: str, port: int, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FATIGUE_")}
     env.update(EMBEDDED_ENV)
@@ -36,7 +39,7 @@ def api_env(ctx: Context, topic_prefix: str, redis_prefix: str, port: int, **ext
         "KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap, "REDIS_URL": ctx.redis_url, "FATIGUE_TOPIC_PREFIX": topic_prefix,
         "FATIGUE_REDIS_PREFIX": redis_prefix, "FATIGUE_API_KEYS": f"{KEY_NAME}:{API_KEY}:all",
         "FATIGUE_HOST": "127.0.0.1", "FATIGUE_PORT": str(port), "FATIGUE_ALLOW_LOOPBACK_DESTINATIONS": "true",
-        "FATIGUE_PARTITIONS": "6",
+        "FATIGUE_PARTITIONS": str(BENCH_PARTITIONS),
     })
     env.update(extra)
     return env

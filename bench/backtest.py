@@ -42,7 +42,7 @@ def make_history(customers: int, seed: int) -> tuple[list[ContactEvent], list[Pr
 def run_once(events: list[ContactEvent], profiles: list[ProfileChange], policy: Policy, until_ms: int,
              every_timer: bool) -> tuple[float, Simulation]:
     started = time.perf_counter()
-    sim = simulate(events, profiles, policy, until_ms=until_ms, **({"every_timer": True} if every_timer else {}))
+    sim = simulate(events, profiles, policy, until_ms=until_ms, every_timer=every_timer)
     return time.perf_counter() - started, sim
 
 

@@ -1,11 +1,11 @@
-"""Benchmark of the pre-send decision as the API computes it: decode the stored snapshot read from
-Redis (services/stored_values.py, as the scorer writes it by default), then
+"""Benchmark of the pre-send decision as the API computes it: decode the stored decision view read
+from Redis (services/stored_values.py, as the scorer writes it by default), then
 `services.policy.decision.decide` under the default policy.
 
     python -m bench.decision [--customers 2000] [--runs 5]
 
-Snapshots come from the real core (customers with a few weeks of touches and responses).
-Reports decisions/s on one core (median of the runs) and the median snapshot size.
+Views come from the real core (customers with a few weeks of touches and responses).
+Reports decisions/s on one core (median of the runs) and the median view size.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
-from scorer.core.views import snapshot
+from scorer.core.views import decision_view, snapshot
 from services.durations import DAY_MS, HOUR_MS
 from services.policy.decision import decide
 from services.policy.model import default_policy
@@ -28,9 +28,8 @@ NOW = 1_790_000_000_000
 CHANNELS = ("email", "sms", "phone", "wecom")
 
 
-def snapshots(customers: int) -> list[bytes]:
-    """The customers' snapshots as the scorer stores them (services/stored_values.py, default format)."""
-    encoder = ValueEncoder()
+def states(customers: int) -> list[CustomerState]:
+    """Customers with 2 to 16 touches (half of them answered) over the last 4 weeks, and a stage."""
     rng = random.Random(3)
     policy = default_policy()
     out = []
@@ -45,8 +44,20 @@ def snapshots(customers: int) -> list[bytes]:
             if rng.random() < 0.5:
                 engine.apply_event(state, ContactEvent(f"r{i}", "response", state.customer_id, channel,
                                                        at + HOUR_MS, kind=rng.choice(["open", "reply"])), NOW, policy)
-        out.append(encoder.encode(snapshot(state, NOW, policy)))
+        out.append(state)
     return out
+
+
+def snapshots(customers: int) -> list[bytes]:
+    """The customers' full snapshots (what GET /v1/customers/{id} computes), stored-value encoded."""
+    encoder = ValueEncoder()
+    return [encoder.encode(snapshot(state, NOW, default_policy())) for state in states(customers)]
+
+
+def views(customers: int) -> list[bytes]:
+    """The customers' decision views as the scorer stores them (services/stored_values.py, default format)."""
+    encoder = ValueEncoder()
+    return [encoder.encode(decision_view(state, NOW, default_policy())) for state in states(customers)]
 
 
 def main() -> None:
@@ -54,7 +65,7 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=2000)
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
-    raw = snapshots(args.customers)
+    raw = views(args.customers)
     policy = default_policy()
     rates: list[float] = []
     outcomes: dict[str, int] = {}

@@ -23,12 +23,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bench import profiling
-from bench.apis import API_KEY, ApiProcess, loadgen, measure, refused, start_stub, wait_http
+from bench.apis import API_KEY, BENCH_PARTITIONS, ApiProcess, loadgen, measure, refused, start_stub, wait_http
 from bench.dataset import delete_prefix
-from bench.decision import snapshots
+from bench.decision import views
 from bench.harness import RESULTS_DIR, Contender, Context, Figure, Sample, interleave, relate, single
 from bench.procs import Child, spawn
 from services.names import RedisKeys
+from services.partitions import partition_of
 
 SECTION = "4 decision"
 CONCURRENCY = 32
@@ -44,10 +45,11 @@ def sample_of(result: dict[str, Any], value: float) -> Sample:
 
 async def populate(api: ApiProcess, redis_prefix: str, customers: int) -> None:
     keys = RedisKeys(redis_prefix)
-    texts = snapshots(customers)
+    texts = views(customers)
     async with api.redis.pipeline(transaction=False) as pipe:
         for n, text in enumerate(texts):
-            pipe.set(keys.snapshot(f"c{n}"), text)
+            customer = f"c{n}"
+            pipe.hset(keys.partition(partition_of(customer, BENCH_PARTITIONS)).views(), customer, text)
         await pipe.execute()
 
 

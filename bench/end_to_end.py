@@ -25,12 +25,13 @@ import orjson
 from aiohttp import web
 from redis.asyncio import Redis
 
-from bench.apis import API_KEY, api_env, finish_loadgen, start_loadgen, wait_http
+from bench.apis import API_KEY, BENCH_PARTITIONS, api_env, finish_loadgen, start_loadgen, wait_http
 from bench.dataset import create_topics, delete_prefix
 from bench.harness import Context, Figure, Sample, load_1m, median, percentile, single
 from bench.procs import Child, service, stop_all
 from fatigue.embedded import free_port
 from services.names import RedisKeys
+from services.partitions import partition_of
 from services.snapshots import parse_snapshot
 
 SECTION = "5 end to end"
@@ -97,18 +98,18 @@ class Stack:
         await self.redis.aclose()
 
     async def round(self, client: httpx.AsyncClient, customer: str, timeout_s: float = 120) -> tuple[float, float]:
-        key = self.keys.snapshot(customer)
+        key = self.keys.partition(partition_of(customer, BENCH_PARTITIONS)).states()
         started = time.monotonic()
         (await client.post("/v1/events", json=touches(customer))).raise_for_status()
         snapshot_at = None
         while customer not in self.receiver.arrivals or snapshot_at is None:
             if snapshot_at is None:
-                raw = await self.redis.get(key)
+                raw = await self.redis.hget(key, customer)
                 if raw and parse_snapshot(raw).get("events_counted", 0) >= TOUCHES:
                     snapshot_at = time.monotonic()
             if time.monotonic() - started > timeout_s:
                 dead = [c.name for c in self.children if not c.alive()]
-                raise RuntimeError(f"no snapshot/alert for {customer} within {timeout_s:.0f}s (exited: {dead})\n"
+                raise RuntimeError(f"no state/alert for {customer} within {timeout_s:.0f}s (exited: {dead})\n"
                                    + "\n".join(c.log_tail(10) for c in self.children))
             await asyncio.sleep(0.002)
         return snapshot_at - started, self.receiver.arrivals[customer] - started

@@ -28,9 +28,9 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench.dataset import partition_of
-from bench.edge import EVENTS, PROFILES, make_processor
+from bench.edge import EVENTS, PROFILES, make_processor, process_all
 from ingest.accept import envelope_records
-from scorer.processor import Record
+from scorer.decoding import Record
 from services import stored_values
 from services.contract import Channel, EventIn, ProfileEnvelope, ProfileIn, ResponseKind, Stage, Tier, TouchKind, encode
 
@@ -88,13 +88,11 @@ def make_records(customers: int, seed: int, now: datetime) -> list[Record]:
 
 
 async def documents(customers: int, seed: int) -> list[bytes]:
-    """The JSON of every state and snapshot the scorer writes for these customers."""
+    """The JSON of every state and decision view the scorer writes for these customers."""
     now = datetime.now(UTC)
     processor, store = make_processor(int(now.timestamp() * 1000), stored_values.ValueEncoder("json"))
-    records = make_records(customers, seed, now)
-    for i in range(0, len(records), 500):
-        await processor.process(records[i:i + 500])
-    return list(store.states.values()) + list(store.snapshots.values())
+    await process_all(processor, make_records(customers, seed, now), 500)
+    return [value for p in store.partitions.values() for value in (*p.states.values(), *p.views.values())]
 
 
 def report(dictionary: object, docs: list[bytes]) -> str:

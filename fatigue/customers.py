@@ -1,11 +1,12 @@
 """`fatigue customers list LIST`: the lists reps work from, read from Redis like the API reads them;
-`fatigue customers reindex`: put customers whose states predate the lists on them;
-`fatigue customers show ID [--state]`: one customer's stored snapshot or state, decoded from whichever
-format it is stored in (services/stored_values.py), as indented JSON.
+`fatigue customers reindex`: every stored customer put on the list its state says;
+`fatigue customers show ID [--state]`: one customer's snapshot (computed now from the stored state, as
+`GET /v1/customers/{id}` does) or the stored state itself, as indented JSON.
 
-Uses REDIS_URL and FATIGUE_REDIS_PREFIX (services/settings.py `CommonSettings`), the shared reader
-(services/customer_lists.py) and the policy in force for the API (the stored one, else the packaged
-default) for `next allowed`. Same items, order and cursor as `GET /v1/customers?list=…`.
+Uses REDIS_URL, FATIGUE_REDIS_PREFIX and FATIGUE_PARTITIONS (services/settings.py `CommonSettings`), the
+shared readers (services/customer_lists.py, services/snapshots.py) and the policy in force for the API
+(the stored one, else the packaged default) for `next allowed`. Same items, order and cursor as
+`GET /v1/customers?list=…`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from typing import IO, Any
 
 from redis.exceptions import RedisError
 
-from services import stored_values
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.policy.model import Policy, default_policy
@@ -25,6 +25,7 @@ from services.policy.store import PolicySource
 from services.redaction import mask_url
 from services.redisio import make_redis
 from services.settings import CommonSettings
+from services.snapshots import CustomerReader, SnapshotUnreadable
 
 
 class BadCursor(FatigueError):
@@ -46,16 +47,21 @@ class ListOptions:
 
 
 async def list_customers(settings: CommonSettings, options: ListOptions, out: IO[str]) -> None:
+    from ingest.customer_views import explain
+
     redis = make_redis(settings)
     try:
-        reader = ListReader(redis, settings.keys)
+        reader = ListReader(redis, settings.keys, settings.partitions)
+        customers = CustomerReader(redis, settings.keys, settings.partitions)
         policy = await _policy(PolicySource(redis, settings.keys))
         cursor, shown = options.cursor, 0
         while True:
             page = await reader.page(options.name, owner_rep_id=options.owner_rep_id, tier=options.tier,
                                      stage=options.stage, limit=options.limit, cursor=cursor)
             now_ms = int(datetime.now(UTC).timestamp() * 1000)
-            items = [list_item(c, snap, policy, now_ms) for c, _, snap in page.items]
+            states = await customers.states([(c, p) for c, _, p in page.members])
+            items = [list_item(c, explain(states[c], c, policy, now_ms), policy, now_ms)
+                     for c, _, _ in page.members if c in states]
             out.writelines(_json_line(i) if options.json else _line(i) for i in items)
             shown += len(items)
             cursor = page.next_cursor
@@ -73,46 +79,51 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
 
 
 async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> int:
-    """Every stored customer state's list entry, written as a scorer writes it (one transaction
-    per batch, recomputed when a running scorer changes one of them meanwhile)."""
-    from scorer.store import StateStore
+    """Every stored customer state's list entry, written as a scorer writes it. Each partition is
+    claimed first (its epoch bumped): a scorer owning it is fenced, gives it up and takes it back
+    with what this wrote, instead of overwriting it from its cache."""
+    from scorer.reindex import reindex_partition
 
     redis = make_redis(settings)
     try:
-        store = StateStore(redis, settings.keys, "reindex")
-        cursor, seen, moved = 0, 0, 0
-        while True:
-            cursor, ids = await store.customer_ids(cursor, batch)
-            if ids:
-                moved += await store.reindex_lists(ids)
-                seen += len(ids)
-            if cursor == 0:
-                break
+        seen, moved = 0, 0
+        for partition in range(settings.partitions):
+            read, written = await reindex_partition(redis, settings.keys, partition, batch)
+            seen, moved = seen + read, moved + written
         out.write(f"{seen} customer states read; {moved} list entries written or moved\n")
         return moved
+    except RedisError as exc:
+        raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
 
 
 async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, state: bool = False) -> bool:
-    """Print the stored snapshot (or state) of one customer; False when none is stored. A value that
-    does not decode is a StoredValueUnreadable naming why."""
+    """Print one customer's snapshot (computed now from the stored state) or, with `state`, the stored
+    state; False when none is stored. A value that does not decode is an UnreadableValue naming why."""
+    from ingest.customer_views import explain
+
     redis = make_redis(settings)
+    customers = CustomerReader(redis, settings.keys, settings.partitions)
     try:
-        key = settings.keys.state(customer_id) if state else settings.keys.snapshot(customer_id)
-        raw = await redis.get(key)
+        document = await customers.state(customer_id)
+        policy = await _policy(PolicySource(redis, settings.keys))
+    except SnapshotUnreadable as exc:
+        raise UnreadableValue(str(exc)) from exc
     except RedisError as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
-    if raw is None:
-        what = "state" if state else "snapshot"
-        out.write(f"no {what} stored for customer {customer_id!r} (key {key})\n")
+    if document is None:
+        partition = customers.partition_of(customer_id)
+        out.write(f"no state stored for customer {customer_id!r} (partition {partition}, key "
+                  f"{settings.keys.partition(partition).states()})\n")
         return False
-    try:
-        document = stored_values.loads(raw)
-    except ValueError as exc:
-        raise UnreadableValue(f"the value at {key} is unreadable: {exc}") from exc
+    if not state:
+        try:
+            document = explain(document, customer_id, policy, int(datetime.now(UTC).timestamp() * 1000))
+        except SnapshotUnreadable as exc:
+            raise UnreadableValue(str(exc)) from exc
     out.write(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
     return True
 

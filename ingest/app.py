@@ -34,15 +34,17 @@ from ingest.routers import adapters, customers, deliveries, events, health, poli
 from ingest.server import server_config
 from ingest.telemetry import install_telemetry
 from services.contract import EventIn
+from services.customer_lists import ListReader
 from services.delivery.destinations import Resolver, system_resolver
-from services.errors import ConfigError
+from services.errors import ConfigError, StoreUnavailable
 from services.logs import setup_logging
 from services.metrics import IngestMetrics
+from services.partitions import check_partition_count
 from services.policy.model import PolicyCheck, PolicyDoc
 from services.policy.store import PolicySource
 from services.redisio import make_redis
 from services.settings import IngestSettings
-from services.snapshots import SnapshotReader
+from services.snapshots import CustomerReader
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +66,10 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.redis = make_redis(settings)
     _build_stores(app.state, settings)
     try:
+        await check_partition_count(app.state.redis, settings.keys, settings.partitions)
+    except StoreUnavailable as exc:  # Redis down: the API starts (503s name it); the scorer checks too
+        log.warning("partition count not checked: %s", exc)
+    try:
         yield
     finally:
         await app.state.publisher.close()
@@ -73,8 +79,9 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _build_stores(state: Any, settings: IngestSettings) -> None:
     """What the routes read and write through, built once per app (ingest/deps.py hands them out)."""
     redis = state.redis
-    state.policy_cache = PolicyCache(PolicySource(redis, settings.keys))
-    state.snapshots = SnapshotReader(redis, settings.keys)
+    state.policy_cache = PolicyCache(PolicySource(redis, settings.keys), file=settings.policy_file)
+    state.customers = CustomerReader(redis, settings.keys, settings.partitions)
+    state.lists = ListReader(redis, settings.keys, settings.partitions)
     state.dedup = DedupStore(redis, settings.keys, settings.dedup_ttl_s)
     state.accept = AcceptPath(state.publisher, state.dedup, topic=settings.events_topic,
                               max_future_skew_s=settings.max_future_skew_s,

@@ -33,7 +33,7 @@ from services.delivery.subscriptions import SubscriptionStore
 from services.metrics import IngestMetrics
 from services.policy.store import PolicyStore
 from services.settings import IngestSettings
-from services.snapshots import SnapshotReader
+from services.snapshots import CustomerReader
 
 log = logging.getLogger(__name__)
 
@@ -235,8 +235,8 @@ async def get_dedup(request: Request) -> DedupStore:
     return request.app.state.dedup  # type: ignore[no-any-return]
 
 
-async def get_snapshots(request: Request) -> SnapshotReader:
-    return request.app.state.snapshots  # type: ignore[no-any-return]
+async def get_customers(request: Request) -> CustomerReader:
+    return request.app.state.customers  # type: ignore[no-any-return]
 
 
 async def get_subscriptions(redis: RedisDep, settings: SettingsDep) -> SubscriptionStore:
@@ -255,7 +255,7 @@ async def get_policy_store(redis: RedisDep, settings: SettingsDep) -> PolicyStor
 
 
 DedupDep = Annotated[DedupStore, Depends(get_dedup)]
-SnapshotsDep = Annotated[SnapshotReader, Depends(get_snapshots)]
+CustomersDep = Annotated[CustomerReader, Depends(get_customers)]
 SubscriptionsDep = Annotated[SubscriptionStore, Depends(get_subscriptions)]
 PolicyStoreDep = Annotated[PolicyStore, Depends(get_policy_store)]
 
@@ -294,8 +294,8 @@ RejectedDep = Annotated[RejectedStore, Depends(get_rejected_store)]
 # -- customer lists (issue 10): the lists reps work from, read from what the scorer wrote --
 
 
-async def get_list_reader(redis: RedisDep, settings: SettingsDep) -> ListReader:
-    return ListReader(redis, settings.keys)
+async def get_list_reader(request: Request) -> ListReader:
+    return request.app.state.lists  # type: ignore[no-any-return]
 
 
 ListReaderDep = Annotated[ListReader, Depends(get_list_reader)]

@@ -1,16 +1,18 @@
-"""The policy the API applies (pre-send decisions): the stored one, else the packaged default.
+"""The policy the API applies (pre-send decisions, explanations, lists): the stored one, else the
+file FATIGUE_POLICY_FILE names (the scorer's: give both the same), else the packaged default.
 
 One cheap GET of the version per use (`current`), or none when the caller read the version stamp
 together with the snapshot it decides on (`in_force_at`: one Redis round trip per decision); the
 document is read and parsed only when the stamp moved. A
 stored policy that does not parse (written by hand into Redis) is logged and the last good one
 (or the default) stays in force — as in the scorer: both are `services.policy.resolver.PolicyResolver`,
-which also says why the API's fallback is the packaged default, not a scorer's FATIGUE_POLICY_FILE.
+which also says how the fallbacks are chosen.
 """
 
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from services.policy.model import Policy, default_policy
 from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver
@@ -20,10 +22,13 @@ log = logging.getLogger(__name__)
 
 
 class PolicyCache:
-    def __init__(self, source: PolicySource, fallback: Policy | None = None) -> None:
+    def __init__(self, source: PolicySource, fallback: Policy | None = None, *, file: Path | None = None) -> None:
         # poll_s=0: the stored version is checked on every use, so a PUT is in force for the next decision.
-        self._policies = PolicyResolver(source, fallback=fallback or default_policy(), poll_s=0.0,
-                                        on_event=self._report)
+        if file is not None:
+            self._policies = PolicyResolver(source, file=file, poll_s=0.0, on_event=self._report)
+        else:
+            self._policies = PolicyResolver(source, fallback=fallback or default_policy(), poll_s=0.0,
+                                            on_event=self._report)
         self._stamp: str | None = None
         self._stamp_loaded = False
 

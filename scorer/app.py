@@ -1,8 +1,11 @@
-"""The Faust app: one agent consumes events and profiles (co-partitioned by customer id) in
-batches and hands them to the Processor; one timer fires due customers of the owned partitions.
+"""The scorer process: a Faust worker (lifecycle, signals, timers, web pages) around a batched consumer.
 
-Faust does the consumer-group work (assignment, rebalancing, committing the offsets of acked
-events); state lives in Redis (see scorer/store.py for why), so no Faust tables are declared.
+The work loop is not a Faust agent: Faust's per-event stream costs more per event than a fast scorer's
+whole budget (docs/performance.md). It is `scorer/consumer.py`: aiokafka's group consumer of the
+events and profiles topics (co-partitioned by customer id), handing each owned partition's records to
+the Processor in batches. Faust runs it as a task and keeps the timers — due customers of the owned
+partitions (`fire_due`), the policy reload, consumer lag — and `/metrics`, `/healthz`, `/readyz`.
+State lives in Redis per partition (scorer/partition_store.py), so no Faust tables are declared.
 """
 
 from __future__ import annotations
@@ -11,27 +14,34 @@ import asyncio
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import faust
+from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import KafkaError
+from faust.app.base import BootStrategy
 from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 
 from scorer.clock import SystemClock
+from scorer.consumer import PartitionConsumer, make_consumer, until_done
 from scorer.dryrun import check_policy
 from scorer.health import Liveness
-from scorer.processor import Processor, Record
+from scorer.partition_store import Fenced, RedisPartitionStore
+from scorer.processor import Processor
 from scorer.publisher import PUBLISH_STAGE, KafkaActionPublisher
 from scorer.state_cache import StateCache
-from scorer.store import StateStore
-from scorer.transport import TunedApp, faust_credentials
+from scorer.transport import faust_credentials
 from services.deadletter import KafkaDeadLetterSink
-from services.errors import FatigueError, RecordRefused, StoreUnavailable
+from services.errors import ConfigError, FatigueError, RecordRefused, StoreUnavailable
 from services.kafka import kafka_security_kwargs
+from services.kafka_errors import as_fatigue_error
 from services.lag import LAG_INTERVAL_S, LagReporter
 from services.logs import setup_logging
 from services.metrics import ScorerMetrics
+from services.partitions import check_partition_count
 from services.policy.model import DEFAULT_POLICY_FILE, Policy
 from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver, PolicySwapped
 from services.policy.store import PolicySource
@@ -42,7 +52,9 @@ from services.stored_values import ValueEncoder
 log = logging.getLogger(__name__)
 
 EXIT_AGENT_DIED = 70
-"""Exit status when the agent died of an unexpected error (so fatigue up / Compose / k8s restart it)."""
+"""Exit status when the work loop died of an unexpected error (so fatigue up / Compose / k8s restart it)."""
+EXIT_CONFIG = 2
+"""Exit status for a configuration error (a changed partition count, brokers refusing the scorer)."""
 
 
 class PolicyReloader:
@@ -127,8 +139,20 @@ class PolicyReloader:
                      event.in_force.version)
 
 
+class _WorkerBoot(BootStrategy):
+    """Faust runs the worker — its tasks, timers, web pages, signals — but none of its Kafka clients:
+    the scorer's consumer and producers are its own (scorer/consumer.py, scorer/publisher.py)."""
+
+    enable_kafka = False
+
+
+class WorkerApp(faust.App):
+    BootStrategy = _WorkerBoot
+
+
 class Scorer:
-    """Everything the scorer process holds: the Faust app and what its agent and timer use."""
+    """Everything the scorer process holds: the Faust app (the worker's lifecycle, timers and web pages)
+    and the batched consumer of the partitions it owns (scorer/consumer.py) feeding the Processor."""
 
     def __init__(self, settings: ScorerSettings) -> None:
         self.settings = settings
@@ -144,8 +168,7 @@ class Scorer:
         self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
         self.exit_code = 0
         self.processor = Processor(
-            StateStore(self.redis, settings.keys, settings.scorer_app_id, ValueEncoder(settings.store_format),
-                       StateCache(settings.state_cache_size, self._count_cache_lookup)),
+            RedisPartitionStore(self.redis, settings.keys),
             self.publisher,
             lambda: self.policy,
             SystemClock(),
@@ -156,15 +179,18 @@ class Scorer:
             fallback_policy=self.reloader.fallback_for_failure,
             on_policy_failure=self.reloader.on_policy_failure,
             timer_settle_s=settings.timer_settle_s,
+            encoder=ValueEncoder(settings.store_format),
+            cache=StateCache(settings.state_cache_size),
         )
+        self.kafka_consumer: AIOKafkaConsumer | None = None
+        self.partitions: PartitionConsumer | None = None
+        self._stop = asyncio.Event()
+        self._joined = False
         self.app = self._build_app()
 
     def _count_refused_action(self, error: RecordRefused) -> None:
         self.metrics.refused_records.labels(stage="scorer.actions", reason=error.reason).inc()
         self.metrics.dead_letters.labels(stage=PUBLISH_STAGE).inc()
-
-    def _count_cache_lookup(self, hit: bool) -> None:
-        self.metrics.state_cache.labels("hit" if hit else "miss").inc()
 
     @property
     def policy(self) -> Policy:
@@ -178,21 +204,11 @@ class Scorer:
 
     def _build_app(self) -> faust.App:
         s = self.settings
-        app = TunedApp(
+        app = WorkerApp(
             s.scorer_app_id,
             broker=[f"kafka://{server.strip()}" for server in s.kafka_bootstrap_servers.split(",")],
             broker_credentials=faust_credentials(kafka_security_kwargs(s)),
-            value_serializer="raw",
-            key_serializer="raw",
-            topic_partitions=s.partitions,
-            topic_replication_factor=s.replication_factor,
-            topic_allow_declare=False,
             topic_disable_leader=True,  # no on_leader timers: no need for Faust's leader topic
-            producer_acks=-1,
-            broker_session_timeout=s.broker_session_timeout_s,
-            broker_heartbeat_interval=s.broker_heartbeat_interval_s,
-            broker_rebalance_timeout=s.broker_rebalance_timeout_s,
-            consumer_auto_offset_reset="earliest",
             web_host=s.web_host,
             web_bind=s.web_host,
             web_port=s.web_port or 6066,
@@ -205,16 +221,14 @@ class Scorer:
             web_stats_enabled=False,
             web_graph_enabled=False,
         )
-        app.fetch_max_wait_ms = s.fetch_max_wait_ms
-        source = app.topic(s.events_topic, s.profiles_topic, key_type=bytes, value_type=bytes)
 
-        @app.agent(source, name="score")
-        async def score(stream: faust.StreamT) -> None:
-            await self._score(stream)
+        @app.task
+        async def consume() -> None:
+            await self._consume()
 
         @app.timer(interval=s.tick_interval_s, name="fire_due")
         async def fire_due() -> None:
-            await self._fire_due(app)
+            await self._fire_due()
 
         @app.timer(interval=s.policy_poll_s, name="reload_policy")
         async def reload_policy() -> None:
@@ -237,20 +251,15 @@ class Scorer:
         return app
 
     def _add_operations(self, app: faust.App) -> None:
-        """`/readyz` (joined to the consumer group, no rebalance in progress) and the consumer-lag timer."""
+        """`/readyz` (joined to the consumer group) and the lag timer."""
         # The one Faust page the settings cannot turn off, a constant {"status": "OK"} at "/": no
         # blueprint is applied, only the pages added with app.page.
         app.web.blueprints.applied = True
-        joined = {"ok": False}
-        lag = LagReporter(self.metrics.consumer, self.settings.scorer_app_id, lambda: app.consumer)
-
-        @app.on_partitions_assigned.connect  # type: ignore[arg-type]
-        async def _assigned(app: faust.App, assigned: object, **_: object) -> None:
-            joined["ok"] = True
+        lag = LagReporter(self.metrics.consumer, self.settings.scorer_app_id, lambda: self.kafka_consumer)
 
         @app.page("/readyz")
         async def readyz(view: faust.web.View, request: faust.web.Request) -> faust.web.Response:
-            ready = joined["ok"] and not app.rebalancing
+            ready = self._joined and self.liveness.agent_running
             checks = {"consumer_group": "ok" if ready else "error: not joined to the consumer group yet"}
             body = {"status": "ok" if ready else "unavailable", "checks": checks}
             return view.json(body, status=200 if ready else 503)
@@ -258,14 +267,33 @@ class Scorer:
         @app.timer(interval=LAG_INTERVAL_S, name="consumer_lag")
         async def consumer_lag() -> None:
             await lag.update()
+            if self.partitions is not None:
+                self.metrics.lag_seconds.set(self.partitions.event_lag_s(int(time.time() * 1000)))
 
-    async def _score(self, stream: faust.StreamT) -> None:
-        s = self.settings
+    def _joined_group(self) -> None:
+        self._joined = True
+
+    async def _consume(self) -> None:
+        """Start the work loop: the partition count checked, the consumer started (outages retried in
+        place; a configuration error stops the worker with exit status 2), then `_run_loop`."""
+        try:
+            await until_done(lambda: check_partition_count(self.redis, self.settings.keys, self.settings.partitions),
+                              "checking the partition count")
+            await until_done(self.reloader.ensure_loaded, "loading the policy")
+            consumer = self.kafka_consumer = make_consumer(self.settings)
+            await until_done(lambda: _start_consumer(consumer), "starting the consumer")
+        except ConfigError as exc:
+            self._die(exc, EXIT_CONFIG)
+            return
+        await self._run_loop(PartitionConsumer(consumer, self.processor, self.settings, on_batch=self._on_batch,
+                                               on_assigned=self._joined_group))
+
+    async def _run_loop(self, partitions: PartitionConsumer) -> None:
+        """Process batches until stopped; an error that escapes (a bug) stops the worker, exit status 70."""
+        self.partitions = partitions
         self.liveness.agent_started()
         try:
-            batches = stream.take_events(s.batch_max_events, within=s.batch_max_wait_s)  # type: ignore[attr-defined]
-            async for events in batches:
-                await self._process([_record(e.message) for e in events])
+            await partitions.run(self._stop)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
@@ -274,70 +302,56 @@ class Scorer:
         finally:
             self.liveness.agent_stopped()
 
-    async def _fire_due(self, app: faust.App) -> None:
-        topic = self.settings.events_topic
-        partitions = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
-        if partitions:
+    def _on_batch(self, started: bool) -> None:
+        if started:
+            self.liveness.batch_started()
+        else:
+            self.liveness.batch_done()
+
+    async def _fire_due(self) -> None:
+        partitions = self.partitions
+        if partitions is not None:
+            now_ms = int(time.time() * 1000)
             try:
                 await self.reloader.ensure_loaded()
-                await self.processor.fire_due(partitions)
+                for partition in self.processor.owned():
+                    until = partitions.timer_bound_ms(partition, now_ms)
+                    if until > 0:
+                        await self.processor.fire_due(partition, until)
+            except Fenced as exc:
+                log.warning("due timers not fired: %s", exc)
             except FatigueError as exc:
                 log.warning("due timers not fired this tick (%s); retrying next tick", exc)
         self.liveness.ticked()
 
-    async def _process(self, records: list[Record]) -> None:
-        """Process one batch to completion before Faust may acknowledge (and commit) its events.
-
-        Faust acks a `take_events` batch when the agent leaves it — also when the agent is
-        cancelled at shutdown. So the batch runs in its own task that cancellation cannot
-        interrupt: the agent waits for it (or the process dies, leaving the events un-acked and
-        re-delivered on restart, where Redis offsets skip what was already committed).
-        """
-        task = asyncio.ensure_future(self._process_until_done(records))
-        cancelled = False
-        self.liveness.batch_started()
-        while not task.done():
-            try:
-                await asyncio.shield(task)
-            except asyncio.CancelledError:
-                cancelled = True
-        task.result()
-        self.liveness.batch_done()
-        if cancelled:
-            raise asyncio.CancelledError
-
-    async def _process_until_done(self, records: list[Record]) -> None:
-        """Retry in place while Kafka or Redis is unavailable: never skip a batch."""
-        delay_s = 0.5
-        while True:
-            try:
-                await self.reloader.ensure_loaded()
-                await self.processor.process(records)
-                return
-            except FatigueError as exc:
-                if not exc.retriable:
-                    raise
-                log.warning("batch of %d records not processed (%s); retrying in %.1fs", len(records), exc, delay_s)
-                await asyncio.sleep(delay_s)
-                delay_s = min(delay_s * 2, 30.0)
-
-    def _die(self, exc: BaseException) -> None:
-        """An unexpected error escaped the agent: report it and stop the worker with a non-zero exit, so
-        whatever supervises the process restarts it (the batch was not acknowledged: it is re-read)."""
-        log.critical("the scoring agent died (%s: %s); stopping the worker", type(exc).__name__, exc, exc_info=exc)
+    def _die(self, exc: BaseException, exit_code: int = 0) -> None:
+        """The work loop cannot go on: report it and stop the worker with a non-zero exit, so whatever
+        supervises the process restarts it (nothing unacknowledged was committed): 70 for an error that
+        escaped (a bug), 2 for a configuration error (with what to do)."""
+        if isinstance(exc, ConfigError):
+            log.critical("the scorer cannot start: %s %s", exc, exc.operator_action)
+        else:
+            log.critical("the scoring loop died (%s: %s); stopping the worker", type(exc).__name__, exc, exc_info=exc)
         self.liveness.died(f"{type(exc).__name__}: {exc}")
-        self.exit_code = EXIT_AGENT_DIED
+        self.exit_code = exit_code or EXIT_AGENT_DIED
         os.kill(os.getpid(), signal.SIGTERM)
 
     async def _on_shutdown(self, app: faust.App, **_: object) -> None:
+        self._stop.set()
+        if self.partitions is not None:
+            await self.partitions.stopped()
+        if self.kafka_consumer is not None:
+            await self.kafka_consumer.stop()
         await self.publisher.close()
         await self.dead_letters.close()
         await self.redis.aclose()
 
 
-def _record(message: faust.types.tuples.Message) -> Record:
-    timestamp_ms = int(message.timestamp * 1000) if message.timestamp else None
-    return Record(message.topic, message.partition, message.offset, message.value, message.key, timestamp_ms)
+async def _start_consumer(consumer: AIOKafkaConsumer) -> None:
+    try:
+        await consumer.start()
+    except KafkaError as exc:
+        raise as_fatigue_error(exc, "starting the scorer's consumer") from exc
 
 
 def main() -> None:

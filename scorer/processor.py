@@ -1,19 +1,27 @@
-"""The scorer's edge: decode records, run the pure core, publish actions, commit state + offsets.
+"""The scorer's edge, one partition at a time: decode records, run the pure core, publish, commit.
 
-Independent of Faust: the Faust agent (scorer/app.py) hands batches of `Record`s in, and the timer
-calls `fire_due`. Order of effects per batch: read state (WATCH) -> core -> publish dead letters
-and actions and wait for acks -> commit state, snapshots, due times and offsets in one Redis
-transaction. A crash between publishing and committing re-publishes the same actions with the
-same `action_id` on restart (at-least-once; receivers de-duplicate by id); a crash before
-publishing loses nothing.
+The worker owns whole Kafka partitions (docs/architecture.md). For each one it holds the epoch it
+claimed, the offsets stored with the partition's state, and — bounded, least recently used first out
+(scorer/state_cache.py) — its customers' decoded states as it last committed them. Order of effects
+for a batch of one partition's records:
 
-A stream never stops for one record. A record that cannot be decoded, or that the core fails on,
-goes to the dead-letter topic with the error (services/deadletter.py) and its offset is committed
-like any other, so everything after it goes on. Which record of a batch the core fails on is found
-by bisecting the batch (each half processed as its own transaction, in order). Before a record is
-given up, it is tried once more with the fallback policy: when that works, the policy in force is
-what fails (`on_policy_failure` reverts it) and the record is processed normally. Only
-infrastructure errors (Kafka, Redis: retriable FatigueErrors) propagate, to be retried in place.
+    states: the cache, else the store -> the core, in event time -> publish dead letters and actions,
+    wait for acks -> commit states, decision views, list entries, due times and offsets in one script
+    call, only if the partition's epoch is still ours (scorer/partition_store.py)
+
+A crash between publishing and committing re-publishes the same actions with the same `action_id` on
+restart (at-least-once; receivers de-duplicate by id); a crash before publishing loses nothing. A
+worker that lost the partition meanwhile (a zombie) has its commit refused (`Fenced`): nothing of it
+lands, it drops the partition and its cached states and rejoins its group.
+
+A stream never stops for one record. A record that cannot be decoded, or that the core fails on, goes
+to the dead-letter topic with the error (services/deadletter.py) and its offset is committed like any
+other, so everything after it goes on. Which record of a batch the core fails on is found by bisecting
+the batch (each half processed as its own commit, in order). Before a record is given up, it is tried
+once more with the fallback policy: when that works, the policy in force is what fails
+(`on_policy_failure` reverts it). A customer whose stored state does not decode has its records
+dead-lettered, nobody else's. Only infrastructure errors (Kafka, Redis: retriable FatigueErrors)
+propagate, to be retried in place.
 """
 
 from __future__ import annotations
@@ -21,109 +29,71 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
-from pydantic import ValidationError
-
 from scorer.clock import Clock
-from scorer.core import delivery, engine, timeline
-from scorer.core.state import DUE_UNKNOWN, ContactEvent, CustomerState
-from scorer.core.views import snapshot
-from scorer.history import contact_event
+from scorer.core import delivery, timeline
+from scorer.core.state import DUE_UNKNOWN, CustomerState
+from scorer.core.views import decision_view
+from scorer.decoding import DECODE_STAGE, Decoded, Item, Record, decode_batch, in_event_time
+from scorer.lists import list_entry_of
+from scorer.partition_store import Fenced, PartitionChanges, PartitionStore
 from scorer.publisher import ActionPublisher
-from scorer.store import Changes, CommitConflict, StateStore, StateUnreadable, Transaction, list_entry_of, tp_field
+from scorer.state_cache import CachedCustomer, StateCache
 from services.actions import Action
-from services.contract import EventEnvelope, ProfileEnvelope, to_ms
 from services.deadletter import DeadLetter, DeadLetterSink
 from services.errors import FatigueError
 from services.metrics import ScorerMetrics
 from services.policy.model import Policy
+from services.stored_values import ValueEncoder, loads
 
 log = logging.getLogger(__name__)
 
 MAX_COMMIT_ATTEMPTS = 5
 DUE_BATCH = 500
-DECODE_STAGE = "scorer.decode"
 PROCESS_STAGE = "scorer.process"
 TIMER_RETRY_MS = 3_600_000
 """A customer whose timer the core fails on is tried again this much later."""
 
 
-@dataclass(frozen=True, slots=True)
-class Record:
-    topic: str
-    partition: int
-    offset: int
-    value: bytes | None
-    key: bytes | None = None
-    timestamp_ms: int | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    customer_id: str
-    event: ContactEvent | None = None
-    profile: dict[str, object] | None = None
-    received_at_ms: int | None = None
-    updated_at_ms: int = 0
-    """A profile change: when it was made (its envelope's `updated_at`, the moment of the timeline it is)."""
-    erase: bool = False
-    """A tombstone on the profiles topic: the customer was erased (DELETE /v1/customers/{id})."""
-
-
-@dataclass(frozen=True, slots=True)
-class Item:
-    """One record of a batch: decoded, or the reason it goes to the dead-letter topic instead."""
-
-    record: Record
-    decoded: Decoded | None = None
-    error: BaseException | None = None
-    stage: str = DECODE_STAGE
-
-
 class CoreFailure(Exception):
-    """The core failed on this batch (or on a stored state it needs): not an outage, never retried in place."""
+    """The core failed on this work: not an outage, never retried in place (bisected, then set aside)."""
 
     def __init__(self, cause: BaseException) -> None:
         super().__init__(f"{type(cause).__name__}: {cause}")
         self.cause = cause
 
 
-def _customer_of_key(key: bytes) -> str:
-    """The customer id a record is keyed by; ValueError when it is not one (the record is dead-lettered)."""
-    customer_id = key.decode("utf-8")
-    ProfileEnvelope.model_validate({"customer_id": customer_id, "updated_at": "2000-01-01T00:00:00Z", "profile": {}})
-    return customer_id
+@dataclass
+class Owned:
+    """A partition this worker owns: the epoch it claimed and the offsets its state reflects."""
+
+    partition: int
+    epoch: int
+    offsets: dict[str, int] = field(default_factory=dict)
+    """topic -> the last offset of this partition whose effects are committed."""
+    stream_time_ms: int | None = None
+    """The newest event time processed in the partition (its event-time watermark)."""
+    received_at_ms: int | None = None
+    """When the API received the last event processed (the event lag while the partition is behind)."""
 
 
-def in_event_time(arrived: list[Decoded]) -> list[Decoded]:
-    """One customer's records of a batch: the events between two profile changes in the order they
-    happened (stable for equal times), the profile changes where they came. What arrives together is
-    evaluated in event time, as if it had come in order."""
-    ordered: list[Decoded] = []
-    run: list[Decoded] = []
-    for decoded in arrived:
-        if decoded.event is not None:
-            run.append(decoded)
-            continue
-        ordered += sorted(run, key=_occurred_at)
-        run = []
-        ordered.append(decoded)
-    return ordered + sorted(run, key=_occurred_at)
+@dataclass
+class Loaded:
+    """The customers one piece of work reads, as committed (taken out of the cache or decoded)."""
 
-
-def _occurred_at(decoded: Decoded) -> int:
-    assert decoded.event is not None
-    return decoded.event.occurred_at_ms
-
-
-def event_from_envelope(envelope: EventEnvelope) -> ContactEvent:
-    return contact_event(envelope.event, envelope.producer)
+    customers: dict[str, CachedCustomer] = field(default_factory=dict)
+    unreadable: dict[str, str] = field(default_factory=dict)
+    """customer_id -> why its stored state does not decode."""
+    newest_event_ms: int | None = None
+    """The newest event time among the records applied (set by `apply_records`)."""
+    received_at_ms: int | None = None
+    """When the API received the last of them."""
 
 
 class Work(Protocol):
-    """A unit the processor runs in one transaction: a slice of a batch, or due customers."""
+    """A unit the processor runs as one commit: a slice of a batch, or due customers."""
 
     size: int
 
@@ -131,7 +101,7 @@ class Work(Protocol):
 
     async def run(self, policy: Policy, *, commit: bool) -> list[Action]:
         """Apply the core under `policy`; commit (or, with commit=False, only check it runs).
-        Raises CoreFailure when the core fails, retriable FatigueErrors on outages."""
+        Raises CoreFailure when the core fails, retriable FatigueErrors on outages, Fenced."""
         ...
 
     async def give_up(self, cause: BaseException) -> list[Action]:
@@ -142,7 +112,7 @@ class Work(Protocol):
 class Processor:
     def __init__(
         self,
-        store: StateStore,
+        store: PartitionStore,
         publisher: ActionPublisher,
         policy: Callable[[], Policy],
         clock: Clock,
@@ -154,6 +124,8 @@ class Processor:
         fallback_policy: Callable[[], Policy | None] = lambda: None,
         on_policy_failure: Callable[[BaseException], Awaitable[None]] | None = None,
         timer_settle_s: float = 0.0,
+        encoder: ValueEncoder | None = None,
+        cache: StateCache | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -166,43 +138,59 @@ class Processor:
         self._fallback_policy = fallback_policy
         self._on_policy_failure = on_policy_failure
         self._settle_ms = int(timer_settle_s * 1000)
-        self._lock = asyncio.Lock()  # the agent and the timer never interleave
+        self._encoder = encoder or ValueEncoder()
+        self._cache = cache if cache is not None else StateCache(10_000)
+        self._owned: dict[int, Owned] = {}
+        self._lock = asyncio.Lock()  # batches and timers never interleave
 
     def policy_in_force(self) -> Policy:
         return self._policy()
 
-    # ---- decoding ----
+    # ---- ownership ----
 
-    def decode(self, record: Record) -> Item:
-        """Decode one record; an undecodable one carries its error (it goes to the dead-letter topic)."""
-        try:
-            if record.value is None and record.topic == self._profiles_topic and record.key:
-                return Item(record, Decoded(_customer_of_key(record.key), erase=True))
-            if record.value is None:
-                raise ValueError("record has no value")
-            if record.topic == self._events_topic:
-                env = EventEnvelope.model_validate_json(record.value)
-                return Item(record, Decoded(env.event.customer_id, event=event_from_envelope(env),
-                                            received_at_ms=to_ms(env.received_at)))
-            if record.topic == self._profiles_topic:
-                penv = ProfileEnvelope.model_validate_json(record.value)
-                profile = penv.profile.model_dump(exclude_none=True, mode="json")
-                return Item(record, Decoded(penv.customer_id, profile=profile, updated_at_ms=to_ms(penv.updated_at)))
-            raise ValueError(f"unexpected topic {record.topic!r}")
-        except (ValidationError, ValueError, RecursionError, OverflowError) as exc:  # UnicodeError is a ValueError
-            return Item(record, error=exc, stage=DECODE_STAGE)
+    async def assign(self, partitions: list[int]) -> dict[int, Owned]:
+        """Become the owner of these partitions (their epochs bumped); what each one's state reflects."""
+        async with self._lock:
+            for partition in partitions:
+                claim = await self._store.claim(partition)
+                self._cache.forget_partition(partition)
+                self._owned[partition] = Owned(partition, claim.epoch, dict(claim.offsets))
+                log.info("partition %d claimed (epoch %d, offsets %s)", partition, claim.epoch, claim.offsets)
+            return {p: self._owned[p] for p in partitions}
+
+    def revoke(self, partitions: list[int]) -> None:
+        """Stop owning these partitions: their cached states go too (a later owner may change them)."""
+        for partition in partitions:
+            self._owned.pop(partition, None)
+            self._cache.forget_partition(partition)
+
+    def owned(self) -> list[int]:
+        return sorted(self._owned)
+
+    def owned_partition(self, partition: int) -> Owned | None:
+        return self._owned.get(partition)
+
+    def position(self, partition: int, topic: str) -> int | None:
+        """The next offset to read of the partition of `topic` (None: from the start)."""
+        owned = self._owned.get(partition)
+        stored = None if owned is None else owned.offsets.get(topic)
+        return None if stored is None else stored + 1
 
     # ---- batches ----
 
-    async def process(self, records: list[Record]) -> list[Action]:
-        items = [self.decode(r) for r in records]
+    async def process(self, partition: int, records: list[Record]) -> list[Action]:
+        """One batch of one owned partition's records (events and profiles topics), in order."""
+        items = decode_batch(records, self._events_topic, self._profiles_topic)
         async with self._lock:
+            owned = self._owned.get(partition)
+            if owned is None:
+                raise Fenced(f"partition {partition} is not owned by this worker")
             with self._metrics.batch_seconds.time():
-                return await self._run(RecordsWork(self, items))
+                return await self._run(RecordsWork(self, owned, items))
 
     async def _run(self, work: Work) -> list[Action]:
         try:
-            return await self._with_retries(lambda: work.run(self._policy(), commit=True))
+            return await work.run(self._policy(), commit=True)
         except CoreFailure as failure:
             if work.size > 1:
                 first, second = work.split()
@@ -210,7 +198,7 @@ class Processor:
             cause = failure.cause
             if await self._policy_to_blame(work, cause):
                 return await self._run(work)
-            return await self._with_retries(lambda: work.give_up(cause))
+            return await work.give_up(cause)
 
     async def _policy_to_blame(self, work: Work, cause: BaseException) -> bool:
         """True when the fallback policy runs what the policy in force failed on (and it was reverted)."""
@@ -218,124 +206,95 @@ class Processor:
         if fallback is None or fallback is current or self._on_policy_failure is None:
             return False
         try:
-            await self._with_retries(lambda: work.run(fallback, commit=False))
+            await work.run(fallback, commit=False)
         except CoreFailure:
             return False
         await self._on_policy_failure(cause)
         return self._policy() is not current
 
-    async def _with_retries(self, attempt: Callable[[], Awaitable[list[Action]]]) -> list[Action]:
-        for _ in range(MAX_COMMIT_ATTEMPTS - 1):
+    async def load(self, owned: Owned, customer_ids: set[str]) -> Loaded:
+        """The customers as committed: taken out of the cache (a commit puts them back), else decoded
+        from the store. A failing attempt thus leaves nothing half-applied behind."""
+        loaded = Loaded()
+        missing = []
+        for customer_id in customer_ids:
+            cached = self._cache.take(customer_id)
+            if cached is None:
+                missing.append(customer_id)
+            else:
+                loaded.customers[customer_id] = cached
+        self._metrics.state_cache.labels("hit").inc(len(customer_ids) - len(missing))
+        self._metrics.state_cache.labels("miss").inc(len(missing))
+        stored = await self._store.load(owned.partition, sorted(missing))
+        for customer_id, found in stored.items():
             try:
-                return await attempt()
-            except CommitConflict:
-                self._metrics.commit_conflicts.inc()
-        return await attempt()
+                state = CustomerState.from_json(loads(found.state)) if found.state is not None else None
+            except Exception as exc:  # noqa: BLE001 - any shape a hand-written or corrupt value may have
+                loaded.unreadable[customer_id] = f"stored state is unreadable: {type(exc).__name__}: {exc}"
+                continue
+            loaded.customers[customer_id] = CachedCustomer(owned.partition, state, found.entry)
+        return loaded
 
-    async def read(self, customers: set[str], tps: set[str]) -> Transaction:
+    def apply_records(self, owned: Owned, loaded: Loaded, items: list[Item],
+                      policy: Policy) -> tuple[PartitionChanges, list[Action], list[DeadLetter]]:
         try:
-            return await self._store.read(customers, tps)
-        except StateUnreadable as exc:
-            raise CoreFailure(exc) from exc
-
-    async def commit(self, txn: Transaction, changes: Changes, actions: list[Action],
-                     letters: list[DeadLetter]) -> None:
-        await self._dead_letters.publish(letters)
-        await self._publisher.publish(actions)
-        await txn.commit(changes)
-
-    def apply_all(self, txn: Transaction, items: list[Item], policy: Policy) -> tuple[Changes, list[Action],
-                                                                                     list[DeadLetter]]:
-        try:
-            return self._apply_all(txn, items, policy)
+            return self._apply_records(owned, loaded, items, policy)
         except FatigueError:
             raise
         except Exception as exc:  # the core failed: bisect, never retry in place
             raise CoreFailure(exc) from exc
 
-    def _apply_all(self, txn: Transaction, items: list[Item], policy: Policy) -> tuple[Changes, list[Action],
-                                                                                      list[DeadLetter]]:
+    def _apply_records(self, owned: Owned, loaded: Loaded, items: list[Item],
+                       policy: Policy) -> tuple[PartitionChanges, list[Action], list[DeadLetter]]:
         now_ms = self._clock.now_ms()
-        changes, letters = Changes(), []
-        states = dict(txn.states)
-        partition_of: dict[str, int] = {}
+        changes, letters = PartitionChanges(), []
         arrived: dict[str, list[Decoded]] = {}
         """customer -> what this batch brings them, in arrival order (applied below, in event time)."""
-        earliest_received: int | None = None
+        erased: set[str] = set()
         for item in items:
             record = item.record
-            tp = tp_field(record.topic, record.partition)
-            if record.offset <= txn.offsets.get(tp, -1):
+            if record.offset <= owned.offsets.get(record.topic, -1):
                 self._metrics.events.labels("replayed").inc()
                 continue
-            changes.offsets[tp] = max(changes.offsets.get(tp, -1), record.offset)
-            if item.error is not None:
-                letters.append(self._letter(item, now_ms))
+            changes.offsets[record.topic] = max(changes.offsets.get(record.topic, -1), record.offset)
+            decoded = item.decoded
+            reason = None if decoded is None else loaded.unreadable.get(decoded.customer_id)
+            if item.error is not None or reason is not None:
+                letters.append(self._letter(item, now_ms, reason))
                 continue
-            assert item.decoded is not None
-            customer_id = item.decoded.customer_id
-            if item.decoded.erase:
-                arrived.pop(customer_id, None)  # what came before the erasure is erased with it
-                self._erase(customer_id, record.partition, states, changes)
+            assert decoded is not None
+            if decoded.erase:
+                arrived.pop(decoded.customer_id, None)  # what came before the erasure is erased with it
+                erased.add(decoded.customer_id)
                 continue
-            changes.erased.discard(customer_id)
-            arrived.setdefault(customer_id, []).append(item.decoded)
-            partition_of[customer_id] = record.partition
-            received = item.decoded.received_at_ms
-            if received is not None and (earliest_received is None or received < earliest_received):
-                earliest_received = received
-        if earliest_received is not None:  # the batch's oldest event: one slow partition is not hidden
-            self._metrics.lag_seconds.set(max(0, now_ms - earliest_received) / 1000)
+            erased.discard(decoded.customer_id)
+            arrived.setdefault(decoded.customer_id, []).append(decoded)
+            if decoded.event is not None:
+                loaded.newest_event_ms = max(loaded.newest_event_ms or 0, decoded.event.occurred_at_ms)
+                loaded.received_at_ms = decoded.received_at_ms or loaded.received_at_ms
+        for customer_id in erased:
+            self._erase(customer_id, loaded, changes)
         actions: list[Action] = []
-        for customer_id, decoded in arrived.items():
-            state = states.setdefault(customer_id, CustomerState(customer_id))
-            made = [a for d in in_event_time(decoded) for a in self._apply_one(state, d, policy)]
+        for customer_id, decoded_items in arrived.items():
+            customer = loaded.customers.setdefault(customer_id, CachedCustomer(owned.partition, None, None))
+            state = customer.state or CustomerState(customer_id)
+            customer.state = state
+            made = [a for d in in_event_time(decoded_items) for a in self._apply_one(state, d, policy)]
             if self._settle_ms == 0:  # no settle: the clock fires what is due at once
                 made += timeline.advance(state, now_ms, policy)
-            newest = max((d.event.occurred_at_ms for d in decoded if d.event is not None), default=None)
-            actions += self._decide(state, made, now_ms, wait=delivery.is_history(newest, now_ms, self._settle_ms))
-            changes.states[customer_id] = state
-        for customer_id, state in changes.states.items():
-            due = self._fire_at(state, policy, now_ms, arrived=True)
-            changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=due)
-            changes.lists[customer_id] = list_entry_of(state)
-            changes.due.setdefault(partition_of[customer_id], {})[customer_id] = due
+            newest = max((d.event.occurred_at_ms for d in decoded_items if d.event is not None), default=None)
+            actions += self._decide(state, made, now_ms, changes, wait=delivery.is_history(newest, now_ms,
+                                                                                             self._settle_ms))
+            self._write(customer, policy, now_ms, changes, arrived=True)
         return changes, actions, letters
 
-    def _decide(self, state: CustomerState, made: list[Action], now_ms: int, *, wait: bool = False) -> list[Action]:
-        """The one message (at most) the rep gets for what one piece of work made (scorer/core/delivery.py)."""
-        decision = delivery.decide(state, made, now_ms, wait=wait)
-        for action, reason in decision.withheld:
-            self._metrics.actions_withheld.labels(reason).inc()
-            log.debug("action %s %s for %s withheld (%s)", action["action_id"], action["type"],
-                      action["customer_id"], reason)
-        return [decision.sent] if decision.sent is not None else []
-
-    def _fire_at(self, state: CustomerState, policy: Policy, now_ms: int, *, arrived: bool) -> int | None:
-        """When the due-time index fires the customer: its next due time (in event time), or earlier
-        when a count in a window changes (the stored snapshot stays current); never sooner than
-        `timer_settle` after an arrival, so that what arrives together is evaluated together."""
-        windows = [w.ms for w in policy.for_profile(state.profile).windows]
-        due = now_ms if state.due_ms == DUE_UNKNOWN or state.pending_action is not None else state.due_ms
-        times = [t for t in (due, state.counts.next_expiry_ms(windows, now_ms)) if t is not None]
-        if not times:
-            return None
-        return max(min(times), now_ms + self._settle_ms) if arrived else min(times)
-
-    def _erase(self, customer_id: str, partition: int, states: dict[str, CustomerState], changes: Changes) -> None:
-        states.pop(customer_id, None)
-        changes.states.pop(customer_id, None)
+    def _erase(self, customer_id: str, loaded: Loaded, changes: PartitionChanges) -> None:
+        found = loaded.customers.pop(customer_id, None)
         changes.erased.add(customer_id)
-        changes.lists[customer_id] = None
-        changes.due.setdefault(partition, {})[customer_id] = None
+        changes.entries[customer_id] = (found.entry if found else None, None)
+        changes.due[customer_id] = None
         self._metrics.events.labels("erased").inc()
         log.info("customer %s erased (tombstone on the profiles topic)", customer_id)
-
-    def _letter(self, item: Item, now_ms: int) -> DeadLetter:
-        assert item.error is not None
-        r = item.record
-        return DeadLetter.of(item.stage, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
-                             value=r.value, error=item.error, failed_at_ms=now_ms, timestamp_ms=r.timestamp_ms)
 
     def _apply_one(self, state: CustomerState, item: Decoded, policy: Policy) -> list[Action]:
         if item.profile is not None:
@@ -344,9 +303,67 @@ class Processor:
         assert item.event is not None
         outcome = timeline.apply_event(state, item.event, policy)
         self._metrics.events.labels(outcome.result).inc()
-        if outcome.result != engine.COUNTED:
+        if outcome.result != "counted":
             log.debug("event %s of %s not counted: %s", item.event.event_id, item.customer_id, outcome.reason)
         return outcome.actions
+
+    def _decide(self, state: CustomerState, made: list[Action], now_ms: int, changes: PartitionChanges, *,
+                wait: bool = False) -> list[Action]:
+        """The one message (at most) the rep gets for what one piece of work made (scorer/core/delivery.py)."""
+        decision = delivery.decide(state, made, now_ms, wait=wait)
+        for action, reason in decision.withheld:
+            self._metrics.actions_withheld.labels(reason).inc()
+            log.debug("action %s %s for %s withheld (%s)", action["action_id"], action["type"],
+                      action["customer_id"], reason)
+        if decision.sent is None:
+            return []
+        changes.alerts[state.last_producer] += 1
+        return [decision.sent]
+
+    def _write(self, customer: CachedCustomer, policy: Policy, now_ms: int, changes: PartitionChanges, *,
+               arrived: bool) -> None:
+        """What one customer's commit writes: state, decision view, list entry, due time."""
+        state = customer.state
+        assert state is not None
+        customer_id = state.customer_id
+        changes.states[customer_id] = self._encoder.encode(state.to_json())
+        changes.views[customer_id] = self._encoder.encode(decision_view(state, now_ms, policy))
+        entry = list_entry_of(state)
+        if entry != customer.entry:
+            changes.entries[customer_id] = (customer.entry, entry)
+        changes.due[customer_id] = self._fire_at(state, now_ms, arrived=arrived)
+
+    def _fire_at(self, state: CustomerState, now_ms: int, *, arrived: bool) -> int | None:
+        """When the due-time index fires the customer: its next due time (in event time); never sooner
+        than `timer_settle` after an arrival, so that what arrives together is evaluated together; at
+        once when a message waits for the customer's timeline to catch up."""
+        due = state.due_ms
+        if due == DUE_UNKNOWN or (state.pending_action is not None and (due is None or due > now_ms)):
+            due = now_ms
+        if due is None:
+            return None
+        return max(due, now_ms + self._settle_ms) if arrived else due
+
+    def _letter(self, item: Item, now_ms: int, reason: str | None) -> DeadLetter:
+        r = item.record
+        error = item.error if item.error is not None else ValueError(reason)
+        stage = item.stage if item.error is not None else PROCESS_STAGE
+        return DeadLetter.of(stage, topic=r.topic, partition=r.partition, offset=r.offset, key=r.key,
+                             value=r.value, error=error, failed_at_ms=now_ms, timestamp_ms=r.timestamp_ms)
+
+    async def commit(self, owned: Owned, loaded: Loaded, changes: PartitionChanges, actions: list[Action],
+                     letters: list[DeadLetter]) -> None:
+        """Publish (acks), then commit if the epoch is still ours; then the cache and offsets follow."""
+        await self._dead_letters.publish(letters)
+        await self._publisher.publish(actions)
+        if changes:
+            await self._store.commit(owned.partition, owned.epoch, changes)
+        owned.offsets.update(changes.offsets)
+        _note_times(owned, loaded)
+        for customer_id, customer in loaded.customers.items():
+            if customer_id not in changes.erased:
+                customer.entry = changes.entries.get(customer_id, (None, customer.entry))[1]
+                self._cache.put(customer_id, customer)
 
     def count_letters(self, letters: list[DeadLetter]) -> None:
         for letter in letters:
@@ -355,127 +372,125 @@ class Processor:
             log.warning("dead-lettered %s/%d@%d (%s): %s: %s", letter.topic, letter.partition, letter.offset,
                         letter.stage, letter.error_class, letter.error_message[:500])
 
-    # ---- timers ----
-
-    async def fire_due(self, partitions: list[int]) -> list[Action]:
-        """Re-evaluate customers whose due time passed, in the given (owned) partitions."""
-        fired: list[Action] = []
-        async with self._lock:
-            for partition in partitions:
-                now_ms = self._clock.now_ms()
-                due = await self._store.due_customers(partition, now_ms, DUE_BATCH)
-                if due:
-                    fired += await self._run(TimersWork(self, partition, due))
-        return fired
-
-    def apply_due(self, txn: Transaction, partition: int, customer_ids: list[str],
-                  policy: Policy) -> tuple[Changes, list[Action]]:
-        try:
-            return self._apply_due(txn, partition, customer_ids, policy)
-        except FatigueError:
-            raise
-        except Exception as exc:  # the core failed: bisect, never retry in place
-            raise CoreFailure(exc) from exc
-
-    def _apply_due(self, txn: Transaction, partition: int, customer_ids: list[str],
-                   policy: Policy) -> tuple[Changes, list[Action]]:
-        now_ms = self._clock.now_ms()
-        changes, actions = Changes(), []
-        entries: dict[str, int | None] = {}
-        for customer_id in customer_ids:
-            state = txn.states.get(customer_id)
-            if state is None:
-                entries[customer_id] = None
-                continue
-            actions += self._decide(state, timeline.advance(state, now_ms, policy), now_ms)
-            changes.states[customer_id] = state
-            entries[customer_id] = self._fire_at(state, policy, now_ms, arrived=False)
-            changes.snapshots[customer_id] = snapshot(state, now_ms, policy, next_due=entries[customer_id])
-            changes.lists[customer_id] = list_entry_of(state)
-        changes.due[partition] = entries
-        return changes, actions
-
-    async def postpone_timer(self, partition: int, customer_id: str, cause: BaseException) -> None:
-        self._metrics.timer_failures.inc()
-        log.error("due timer of %s failed (%s: %s); trying again in an hour", customer_id, type(cause).__name__,
-                  str(cause)[:500])
-        await self._store.postpone(partition, customer_id, self._clock.now_ms() + TIMER_RETRY_MS)
-
     def count_actions(self, actions: list[Action]) -> None:
         for action in actions:
             self._metrics.actions.labels(action["type"]).inc()
             log.info("action %s %s for %s: %s", action["action_id"], action["type"], action["customer_id"],
                      action["suggestion"])
 
+    # ---- timers ----
+
+    async def fire_due(self, partition: int, until_ms: int | None = None) -> list[Action]:
+        """Advance the customers of an owned partition whose timers fire by `until_ms` (default: now)."""
+        async with self._lock:
+            owned = self._owned.get(partition)
+            if owned is None:
+                return []
+            now_ms = self._clock.now_ms()
+            until = now_ms if until_ms is None else min(until_ms, now_ms)
+            due = await self._store.due(partition, until, DUE_BATCH)
+            if not due:
+                return []
+            return await self._run(TimersWork(self, owned, due, until))
+
+    def apply_due(self, owned: Owned, loaded: Loaded, customer_ids: list[str], until_ms: int,
+                  policy: Policy) -> tuple[PartitionChanges, list[Action]]:
+        try:
+            return self._apply_due(owned, loaded, customer_ids, until_ms, policy)
+        except FatigueError:
+            raise
+        except Exception as exc:  # the core failed: bisect, never retry in place
+            raise CoreFailure(exc) from exc
+
+    def _apply_due(self, owned: Owned, loaded: Loaded, customer_ids: list[str], until_ms: int,
+                   policy: Policy) -> tuple[PartitionChanges, list[Action]]:
+        changes, actions = PartitionChanges(), []
+        for customer_id in customer_ids:
+            customer = loaded.customers.get(customer_id)
+            if customer is None or customer.state is None:
+                changes.due[customer_id] = None  # erased, or unreadable: not a timer to fire
+                continue
+            state = customer.state
+            actions += self._decide(state, timeline.advance(state, until_ms, policy), until_ms, changes)
+            self._write(customer, policy, until_ms, changes, arrived=False)
+        return changes, actions
+
+    async def postpone_timer(self, owned: Owned, customer_id: str, cause: BaseException) -> None:
+        self._metrics.timer_failures.inc()
+        log.error("due timer of %s failed (%s: %s); trying again in an hour", customer_id, type(cause).__name__,
+                  str(cause)[:500])
+        changes = PartitionChanges(due={customer_id: self._clock.now_ms() + TIMER_RETRY_MS})
+        await self._store.commit(owned.partition, owned.epoch, changes)
+
     def count_timers(self, fired: int) -> None:
         self._metrics.timers_fired.inc(fired)
 
 
-class RecordsWork:
-    """A slice of a batch of records, processed in order in one transaction."""
+def _note_times(owned: Owned, loaded: Loaded) -> None:
+    """The partition's event-time watermark and the arrival of its latest event, after a commit."""
+    if loaded.newest_event_ms is not None:
+        owned.stream_time_ms = max(owned.stream_time_ms or loaded.newest_event_ms, loaded.newest_event_ms)
+    if loaded.received_at_ms is not None:
+        owned.received_at_ms = loaded.received_at_ms
 
-    def __init__(self, processor: Processor, items: list[Item]) -> None:
+
+class RecordsWork:
+    """A slice of a batch of one partition's records, processed in order as one commit."""
+
+    def __init__(self, processor: Processor, owned: Owned, items: list[Item]) -> None:
         self._p = processor
+        self.owned = owned
         self.items = items
         self.size = len(items)
 
     def split(self) -> tuple[Work, Work]:
         mid = len(self.items) // 2
-        return RecordsWork(self._p, self.items[:mid]), RecordsWork(self._p, self.items[mid:])
+        return RecordsWork(self._p, self.owned, self.items[:mid]), RecordsWork(self._p, self.owned, self.items[mid:])
 
     async def run(self, policy: Policy, *, commit: bool) -> list[Action]:
         customers = {i.decoded.customer_id for i in self.items if i.decoded is not None}
-        tps = {tp_field(i.record.topic, i.record.partition) for i in self.items}
-        txn = await self._p.read(customers, tps)
-        try:
-            changes, actions, letters = self._p.apply_all(txn, self.items, policy)
-            if not commit:
-                await txn.abort()
-                return actions
-            await self._p.commit(txn, changes, actions, letters)
-        except BaseException:
-            await txn.abort()
-            raise
+        loaded = await self._p.load(self.owned, customers)
+        changes, actions, letters = self._p.apply_records(self.owned, loaded, self.items, policy)
+        if not commit:
+            return actions
+        await self._p.commit(self.owned, loaded, changes, actions, letters)
         self._p.count_letters(letters)
         self._p.count_actions(actions)
         return actions
 
     async def give_up(self, cause: BaseException) -> list[Action]:
         dead = [replace(item, decoded=None, error=cause, stage=PROCESS_STAGE) for item in self.items]
-        return await RecordsWork(self._p, dead).run(self._p.policy_in_force(), commit=True)
+        return await RecordsWork(self._p, self.owned, dead).run(self._p.policy_in_force(), commit=True)
 
 
 class TimersWork:
-    """Due customers of one partition, re-evaluated in one transaction."""
+    """Due customers of one partition, advanced to `until_ms` as one commit."""
 
-    def __init__(self, processor: Processor, partition: int, customer_ids: list[str]) -> None:
+    def __init__(self, processor: Processor, owned: Owned, customer_ids: list[str], until_ms: int) -> None:
         self._p = processor
-        self.partition = partition
+        self.owned = owned
         self.customer_ids = customer_ids
+        self.until_ms = until_ms
         self.size = len(customer_ids)
 
     def split(self) -> tuple[Work, Work]:
         mid = len(self.customer_ids) // 2
-        return (TimersWork(self._p, self.partition, self.customer_ids[:mid]),
-                TimersWork(self._p, self.partition, self.customer_ids[mid:]))
+        return (TimersWork(self._p, self.owned, self.customer_ids[:mid], self.until_ms),
+                TimersWork(self._p, self.owned, self.customer_ids[mid:], self.until_ms))
 
     async def run(self, policy: Policy, *, commit: bool) -> list[Action]:
-        txn = await self._p.read(set(self.customer_ids), set())
-        try:
-            changes, actions = self._p.apply_due(txn, self.partition, self.customer_ids, policy)
-            if not commit:
-                await txn.abort()
-                return actions
-            await self._p.commit(txn, changes, actions, [])
-        except BaseException:
-            await txn.abort()
-            raise
+        loaded = await self._p.load(self.owned, set(self.customer_ids))
+        if loaded.unreadable:
+            raise CoreFailure(ValueError(next(iter(loaded.unreadable.values()))))
+        changes, actions = self._p.apply_due(self.owned, loaded, self.customer_ids, self.until_ms, policy)
+        if not commit:
+            return actions
+        await self._p.commit(self.owned, loaded, changes, actions, [])
         self._p.count_timers(len(self.customer_ids))
         self._p.count_actions(actions)
         return actions
 
     async def give_up(self, cause: BaseException) -> list[Action]:
         [customer_id] = self.customer_ids
-        await self._p.postpone_timer(self.partition, customer_id, cause)
+        await self._p.postpone_timer(self.owned, customer_id, cause)
         return []
-

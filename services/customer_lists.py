@@ -1,37 +1,40 @@
 """The lists reps work from — throttled, cooling_off, to_activate — as a Redis index, and its reader.
 
-The scorer writes the index in the same MULTI/EXEC as the customers' states and snapshots
-(scorer/store.py, `queue_index_change`), so a list is exact whenever the states are, also after a
-kill -9. Keys (services/names.py `RedisKeys`):
+The scorer writes the index in the same script call as the customers' states (scorer/partition_store.py,
+`queue_index_change`), so a list is exact whenever the states are, also after a kill -9. Like the
+states, the index is kept per Kafka partition, under the partition's hash tag (services/names.py
+`PartitionKeys`):
 
-    list:<name>                  sorted set customer_id -> score, ascending = most urgent first
-    list:<name>:rep:<id>         the same, the customers whose owner rep is <id>
-    list:<name>:tier:<t>, list:<name>:stage:<s>     the same by tier and by stage
-    list:entries                 hash customer_id -> the entry last written (what to remove next time)
+    {p<N>}:list:<name>                  sorted set customer_id -> score, ascending = most urgent first
+    {p<N>}:list:<name>:rep:<id>         the same, the customers whose owner rep is <id>
+    {p<N>}:list:<name>:tier:<t>, …:stage:<s>     the same by tier and by stage
+    {p<N>}:list:entries                 hash customer_id -> the entry last written (what to remove next time)
 
 Scores: to_activate by when the customer became overdue (the longest overdue first); cooling_off
 and throttled by minus when they entered (the most recent first). Equal scores are ordered by
-customer id, as Redis orders them.
+customer id (bytes), as Redis orders them.
 
-The API (`GET /v1/customers?list=…`) and `fatigue customers list` read through `ListReader`:
-cursor pages that stay stable while the lists change — a cursor is a position (score, customer id)
-in that order, not an offset, so customers joining or leaving before it shift nothing.
+The API (`GET /v1/customers?list=…`) and `fatigue customers list` read through `ListReader`, which
+merges the partitions' indexes in that one order: cursor pages that stay stable while the lists
+change — a cursor is a position (score, customer id) in that order, not an offset, so customers
+joining or leaving before it shift nothing, whichever partition they are in.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import heapq
 import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from redis.asyncio import Redis
 
-from services.names import CUSTOMER_LISTS, LIST_COOLING_OFF, LIST_THROTTLED, RedisKeys
+from services.names import CUSTOMER_LISTS, LIST_COOLING_OFF, LIST_THROTTLED, PartitionKeys, RedisKeys
 from services.policy.decision import ALLOW, decide
 from services.policy.model import Policy
-from services.snapshots import parse_snapshot
 
 MAX_SCANNED_PER_PAGE = 2000
 """With a tier/stage filter beyond the one index used, at most this many entries are looked at per
@@ -67,7 +70,7 @@ class ListEntry:
     tier: str | None = None
     stage: str | None = None
 
-    def keys(self, keys: RedisKeys) -> list[str]:
+    def keys(self, keys: ListKeys) -> list[str]:
         found = [keys.customer_list(self.name)]
         for field_name, value in (("rep", self.rep), ("tier", self.tier), ("stage", self.stage)):
             if value:
@@ -87,6 +90,14 @@ class ListEntry:
             (rep, self.rep), (tier, self.tier), (stage, self.stage)))
 
 
+class ListKeys(Protocol):
+    """Where a partition's lists are (services/names.py `PartitionKeys`)."""
+
+    def customer_list(self, name: str) -> str: ...
+    def customer_list_by(self, name: str, field: str, value: str) -> str: ...
+    def customer_list_entries(self) -> str: ...
+
+
 class IndexWriter(Protocol):
     """Where index changes are queued: a MULTI pipeline, or the scorer's batch of writes."""
 
@@ -96,9 +107,9 @@ class IndexWriter(Protocol):
     def hdel(self, key: str, /, *fields: str) -> Any: ...
 
 
-def queue_index_change(pipe: IndexWriter, keys: RedisKeys, customer_id: str, old: ListEntry | None,
+def queue_index_change(pipe: IndexWriter, keys: ListKeys, customer_id: str, old: ListEntry | None,
                        new: ListEntry | None) -> None:
-    """Queue on a MULTI pipeline what moves a customer from `old` to `new` (None: on no list)."""
+    """Queue what moves a customer from `old` to `new` (None: on no list) in its partition's index."""
     if old == new:
         return
     if old is not None:
@@ -136,53 +147,79 @@ def decode_cursor(text: str, name: str) -> tuple[int, str]:
 
 @dataclass
 class ListPage:
-    items: list[tuple[str, int, dict[str, Any]]] = field(default_factory=list)
-    """(customer_id, score, snapshot), most urgent first."""
+    members: list[tuple[str, int, int]] = field(default_factory=list)
+    """(customer_id, score, partition), most urgent first."""
     next_cursor: str | None = None
 
 
+def _order(member: str, score: int) -> tuple[int, bytes]:
+    return score, member.encode()
+
+
 class ListReader:
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: Redis, keys: RedisKeys, partitions: int) -> None:
         self._redis = redis
         self._keys = keys
+        self._partitions = partitions
         self._after_script = redis.register_script(_AFTER)
 
     async def page(self, name: str, *, owner_rep_id: str | None = None, tier: str | None = None,
                    stage: str | None = None, limit: int = 50, cursor: str | None = None) -> ListPage:
-        """Up to `limit` customers of the list after `cursor`. InvalidCursor; RedisError when Redis fails."""
+        """Up to `limit` customers of the list after `cursor`, over every partition. InvalidCursor;
+        RedisError when Redis fails."""
         if name not in CUSTOMER_LISTS:
             raise ValueError(f"unknown list {name!r}")
         position = decode_cursor(cursor, name) if cursor else None
-        index = self._index(name, owner_rep_id, tier, stage)
-        found: list[tuple[str, int]] = []
+        found: list[tuple[str, int, int]] = []
         scanned, exhausted = 0, False
         while len(found) < limit and scanned < MAX_SCANNED_PER_PAGE:
             ask = max(limit - len(found), 50)
-            batch = await self._after(index, position, ask)
-            members = [m for m, _ in batch]
-            entries = await self._redis.hmget(self._keys.customer_list_entries(), members) if batch else []
+            batch, complete = await self._next(name, owner_rep_id, tier, stage, position, ask)
+            entries = await self._entries(batch)
             consumed = 0
-            for (member, score), raw in zip(batch, entries, strict=True):
+            for member, score, partition in batch:
                 scanned, consumed, position = scanned + 1, consumed + 1, (score, member)
-                entry = ListEntry.from_json(raw) if raw else None
+                entry = entries.get(member)
                 if entry is not None and entry.matches(name, owner_rep_id, tier, stage):
-                    found.append((member, score))
+                    found.append((member, score, partition))
                     if len(found) == limit:
                         break
-            if len(batch) < ask and consumed == len(batch):
-                exhausted = True  # nothing after the last one looked at
+            if complete and consumed == len(batch):
+                exhausted = True  # nothing after the last one looked at, in any partition
                 break
-        snapshots = await self._redis.mget([self._keys.snapshot(m) for m, _ in found]) if found else []
-        items = [(m, s, parse_snapshot(raw, m)) for (m, s), raw in zip(found, snapshots, strict=True) if raw]
         next_cursor = None if exhausted or position is None else encode_cursor(name, position[0], position[1])
-        return ListPage(items, next_cursor)
+        return ListPage(found, next_cursor)
 
-    def _index(self, name: str, rep: str | None, tier: str | None, stage: str | None) -> str:
+    async def _next(self, name: str, rep: str | None, tier: str | None, stage: str | None,
+                    position: tuple[int, str] | None, count: int) -> tuple[list[tuple[str, int, int]], bool]:
+        """The `count` members after `position` in the merged order, and whether that is all there is."""
+        answers = await asyncio.gather(*(
+            self._after(self._index(self._keys.partition(p), name, rep, tier, stage), position, count)
+            for p in range(self._partitions)))
+        runs = [[(member, score, p) for member, score in found] for p, found in enumerate(answers)]
+        merged = list(heapq.merge(*runs, key=lambda item: _order(item[0], item[1])))
+        return merged[:count], all(len(found) < count for found in answers) and len(merged) <= count
+
+    async def _entries(self, members: list[tuple[str, int, int]]) -> dict[str, ListEntry]:
+        by_partition: dict[int, list[str]] = {}
+        for member, _, partition in members:
+            by_partition.setdefault(partition, []).append(member)
+        answers = await asyncio.gather(*(self._redis.hmget(self._keys.partition(p).customer_list_entries(), ids)
+                                          for p, ids in by_partition.items()))
+        entries = {}
+        for ids, raws in zip(by_partition.values(), answers, strict=True):
+            for member, raw in zip(ids, raws, strict=True):
+                if raw:
+                    entries[member] = ListEntry.from_json(raw)
+        return entries
+
+    @staticmethod
+    def _index(keys: PartitionKeys, name: str, rep: str | None, tier: str | None, stage: str | None) -> str:
         """The most selective index the filters allow (the others are checked on the entries)."""
         for field_name, value in (("rep", rep), ("stage", stage), ("tier", tier)):
             if value:
-                return self._keys.customer_list_by(name, field_name, value)
-        return self._keys.customer_list(name)
+                return keys.customer_list_by(name, field_name, value)
+        return keys.customer_list(name)
 
     async def _after(self, key: str, position: tuple[int, str] | None, count: int) -> list[tuple[str, int]]:
         if position is None:

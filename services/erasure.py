@@ -1,56 +1,73 @@
-"""Erasure of one customer's data from Redis: the one place that knows every per-customer key.
+"""Erasure of one customer's scorer data from Redis: the one place that knows every per-customer entry.
 
-Used by `DELETE /v1/customers/{id}` (with a tombstone on the compacted profiles topic) and by the
-scorer when that tombstone reaches it, so what an in-flight batch wrote is erased again. Deleting
-is idempotent. What stays elsewhere (the Kafka log until its retention, delivery records until
-they expire) is documented in docs/api.md#delete-v1customerscustomer_id.
+Used by `DELETE /v1/customers/{id}` (with a tombstone on the compacted profiles topic) and, through the
+tombstone, by the scorer that owns the customer's partition, which erases its own copy (scorer
+`Processor._erase`): what an in-flight batch wrote is erased again. Deleting is idempotent. What stays
+elsewhere (the Kafka log until its retention, delivery records until they expire) is documented in
+docs/api.md#delete-v1customerscustomer_id.
+
+The customer's entries live in the hashes and sorted sets of its Kafka partition, under the
+partition's hash tag (services/names.py `PartitionKeys`): one script removes them all atomically —
+state, decision view, list entry and list memberships, due timer — on a single Redis and on a Redis
+Cluster alike. The list keys depend on the stored entry, read first; the script deletes only if the
+entry is still that one (a scorer committing the customer meanwhile makes it read again).
 """
 
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError, WatchError
+from redis.exceptions import RedisError
 
-from services.customer_lists import ListEntry, queue_index_change
+from services.customer_lists import ListEntry
 from services.errors import StoreUnavailable
-from services.names import RedisKeys
-
-
-def customer_keys(keys: RedisKeys, customer_id: str) -> dict[str, str]:
-    """What is erased, by name: the scorer's state and the snapshot the API serves (the lists are
-    erased by index, `queue_index_change`)."""
-    return {"state": keys.state(customer_id), "snapshot": keys.snapshot(customer_id)}
-
+from services.names import PartitionKeys, RedisKeys
+from services.partitions import partition_of
 
 MAX_ATTEMPTS = 5
+ERASED = ("state", "snapshot")
+"""What `erase_customer` answers for besides `lists`: the scorer's state and the decision view it keeps
+with it (the stored part of what the API shows; the snapshot itself is computed at read time)."""
+
+_ERASE = """
+local current = redis.call('HGET', KEYS[3], ARGV[1]) or ''
+if current ~= ARGV[2] then return {-1} end
+local state = redis.call('HDEL', KEYS[1], ARGV[1])
+local view = redis.call('HDEL', KEYS[2], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
+redis.call('ZREM', KEYS[4], ARGV[1])
+for i = 5, #KEYS do redis.call('ZREM', KEYS[i], ARGV[1]) end
+return {state, view}
+"""
+"""KEYS: states, views, list entries, due, then the list keys of the entry ARGV[2] (ARGV[1]: customer)."""
 
 
-async def erase_customer(redis: Redis, keys: RedisKeys, customer_id: str) -> dict[str, bool]:
-    """Delete every per-customer key and take the customer off the lists reps work from, atomically
-    (WATCHing its state: a scorer committing the same customer meanwhile makes it try again);
+async def erase_customer(redis: Redis, keys: RedisKeys, partitions: int, customer_id: str) -> dict[str, bool]:
+    """Delete the customer's scorer data and take it off the lists reps work from, atomically;
     {name: whether it existed}. StoreUnavailable when Redis fails."""
-    named = customer_keys(keys, customer_id)
+    pkeys = keys.partition(partition_of(customer_id, partitions))
+    script = redis.register_script(_ERASE)
     try:
         for _ in range(MAX_ATTEMPTS):
-            try:
-                return await _erase_once(redis, keys, customer_id, named)
-            except WatchError:
-                continue
+            raw_entry = await redis.hget(pkeys.customer_list_entries(), customer_id)
+            entry = _entry(raw_entry)
+            answer = await script(keys=_keys(pkeys, entry), args=[customer_id, raw_entry or ""])
+            if int(answer[0]) >= 0:
+                state, view = (bool(int(x)) for x in answer)
+                return {"state": state, "snapshot": view, "lists": entry is not None}
     except RedisError as exc:
         raise StoreUnavailable(f"erasing customer data in Redis failed: {exc}") from exc
     raise StoreUnavailable(f"the scorer kept changing customer {customer_id!r} while erasing it; retry")
 
 
-async def _erase_once(redis: Redis, keys: RedisKeys, customer_id: str, named: dict[str, str]) -> dict[str, bool]:
-    async with redis.pipeline(transaction=True) as pipe:
-        await pipe.watch(keys.state(customer_id))
-        raw_entry = await pipe.hget(keys.customer_list_entries(), customer_id)
-        entry = ListEntry.from_json(raw_entry) if raw_entry else None
-        pipe.multi()
-        for key in named.values():
-            pipe.delete(key)
-        queue_index_change(pipe, keys, customer_id, entry, None)
-        deleted = await pipe.execute()
-    erased = {name: bool(count) for name, count in zip(named, deleted, strict=False)}
-    erased["lists"] = entry is not None
-    return erased
+def _entry(raw: str | bytes | None) -> ListEntry | None:
+    if not raw:
+        return None
+    try:
+        return ListEntry.from_json(raw)
+    except (ValueError, TypeError):
+        return None  # unreadable: the lists of no known entry; the entry itself is deleted
+
+
+def _keys(pkeys: PartitionKeys, entry: ListEntry | None) -> list[str]:
+    found = [pkeys.states(), pkeys.views(), pkeys.customer_list_entries(), pkeys.due()]
+    return found + (entry.keys(pkeys) if entry is not None else [])

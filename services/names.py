@@ -42,11 +42,67 @@ CUSTOMER_LISTS = (LIST_COOLING_OFF, LIST_TO_ACTIVATE, LIST_THROTTLED)
 # ---- Redis keys (prefix from settings: FATIGUE_REDIS_PREFIX, default "fatigue:") ----
 
 
+class PartitionKeys:
+    """The keys of one Kafka partition's customers (the scorer's state: docs/architecture.md), all under
+    the hash tag `{p<N>}`: on a Redis Cluster they share one slot, so one script commits a partition's
+    batch atomically there as on a single Redis."""
+
+    def __init__(self, prefix: str, partition: int) -> None:
+        self.partition = partition
+        self.tag = f"{{p{partition}}}"
+        self._base = f"{prefix}{self.tag}:"
+
+    def states(self) -> str:
+        """Hash customer_id -> the scorer's state (services/stored_values.py says how it is stored)."""
+        return f"{self._base}state"
+
+    def views(self) -> str:
+        """Hash customer_id -> the compact decision view the pre-send decision reads (scorer/core/views.py)."""
+        return f"{self._base}view"
+
+    def customer_list_entries(self) -> str:
+        """Hash customer_id -> JSON of the customer's entry on the lists reps work from, as last written."""
+        return f"{self._base}list:entries"
+
+    def customer_list(self, name: str) -> str:
+        """Sorted set customer_id -> urgency score (ascending = most urgent) of one list, this partition's."""
+        return f"{self._base}list:{name}"
+
+    def customer_list_by(self, name: str, field: str, value: str) -> str:
+        """The same, only customers whose profile has `field` (`rep`, `tier`, `stage`) = `value`."""
+        return f"{self._base}list:{name}:{field}:{value}"
+
+    def due(self) -> str:
+        """Sorted set customer_id -> when the scorer's timers fire for the customer (ms)."""
+        return f"{self._base}due"
+
+    def offsets(self) -> str:
+        """Hash topic -> the last offset of this partition of the topic whose effects are stored."""
+        return f"{self._base}offsets"
+
+    def epoch(self) -> str:
+        """Counter: bumped by every worker that becomes the partition's owner; every commit checks it."""
+        return f"{self._base}epoch"
+
+    def alerts(self) -> str:
+        """Hash producer -> messages sent to reps for customers whose latest event came from it."""
+        return f"{self._base}alerts"
+
+
+
 class RedisKeys:
     """Every Redis key the system reads or writes, built from one prefix."""
 
     def __init__(self, prefix: str = "fatigue:") -> None:
         self.prefix = prefix
+
+    def partition(self, partition: int) -> PartitionKeys:
+        """The keys of one Kafka partition's customers (the scorer's state)."""
+        return PartitionKeys(self.prefix, partition)
+
+    def meta(self) -> str:
+        """Hash: the partition count and key layout the stored state was written with (services/partitions.py)."""
+        return f"{self.prefix}meta"
 
     def state(self, customer_id: str) -> str:
         """Scorer-private per-customer state (JSON, stored as services/stored_values.py says)."""

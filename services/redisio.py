@@ -35,6 +35,9 @@ def redis_url_problem(url: str) -> str | None:
         return f"names no host; expected {REDIS_URL_FORMS}"
     return None
 
+RedisClient = Redis
+"""The client every service holds (a single Redis; services/redisio.py makes it)."""
+
 
 def make_redis(settings: CommonSettings) -> Redis:
     """A client for REDIS_URL; ConfigError (never the URL itself) when the URL cannot be used."""

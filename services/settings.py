@@ -269,6 +269,9 @@ class IngestSettings(CommonSettings):
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
     max_future_skew_s: float = Field(default=300.0, ge=0)
     """Events dated further in the future than this are refused (clock skew upstream)."""
+    policy_file: Path | None = None
+    """As the scorer's FATIGUE_POLICY_FILE: the policy in force while none is stored through the API, so
+    that decisions and explanations apply the same policy as the scorer (give both the same file)."""
     dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
     allow_private_destinations: bool = False
     allow_loopback_destinations: bool = False

@@ -127,3 +127,27 @@ async def produce_events(settings: CommonSettings, events: list[dict[str, Any]],
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+# ---- what the scorer stored, read as the API reads it (per partition; services/snapshots.py) ----
+
+
+async def stored_snapshots(redis: Any, settings: CommonSettings, customers: list[str],
+                           policy: Any = None) -> dict[str, dict[str, Any]]:
+    """The snapshots of these customers, computed now from the states the scorer stored in their
+    partitions (as GET /v1/customers/{id} computes them); customers without a state left out."""
+    from scorer.core.state import CustomerState
+    from scorer.core.views import snapshot
+    from services.partitions import partition_of
+    from services.policy.model import default_policy
+    from services.snapshots import CustomerReader
+
+    reader = CustomerReader(redis, settings.keys, settings.partitions)
+    states = await reader.states([(c, partition_of(c, settings.partitions)) for c in customers])
+    now_ms = int(time.time() * 1000)
+    return {c: snapshot(CustomerState.from_json(doc), now_ms, policy or default_policy()) for c, doc in states.items()}
+
+
+async def stored_snapshot(redis: Any, settings: CommonSettings, customer_id: str,
+                          policy: Any = None) -> dict[str, Any] | None:
+    return (await stored_snapshots(redis, settings, [customer_id], policy)).get(customer_id)

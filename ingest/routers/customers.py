@@ -11,11 +11,13 @@ from fastapi import APIRouter, Query
 from pydantic import ValidationError
 
 from ingest.adapters.rejected import names_customer
+from ingest.customer_views import explain
 from ingest.deps import (
     NEEDS_ADMIN,
     NEEDS_READ,
     AdminKey,
     AuthenticatedRoute,
+    CustomersDep,
     IdentityDep,
     ListReaderDep,
     MetricsDep,
@@ -24,7 +26,6 @@ from ingest.deps import (
     RedisDep,
     RejectedDep,
     SettingsDep,
-    SnapshotsDep,
     SubscriptionsDep,
 )
 from ingest.errors import ApiError, broker_unavailable
@@ -60,14 +61,16 @@ router = APIRouter(tags=["customers"], route_class=AuthenticatedRoute)
         503: {"model": ErrorOut, "description": "The state store (Redis) did not answer."},
     },
 )
-async def get_customer(customer_id: CustomerId, snapshots: SnapshotsDep) -> CustomerStateOut:
-    snapshot = await snapshots.get(customer_id)
-    if snapshot is None:
+async def get_customer(customer_id: CustomerId, customers: CustomersDep, policies: PolicyCacheDep) -> CustomerStateOut:
+    stored = await customers.state(customer_id)
+    if stored is None:
         raise ApiError(
             404,
             "not_found",
             f"no state for customer {customer_id!r} yet: the scorer has not processed any event or profile for it",
         )
+    _, policy = await policies.current()
+    snapshot = explain(stored, customer_id, policy, int(datetime.now(UTC).timestamp() * 1000))
     try:
         return CustomerStateOut.model_validate(snapshot)
     except ValidationError as exc:
@@ -103,7 +106,7 @@ async def delete_customer(
     except BrokerUnavailable as exc:
         raise broker_unavailable(exc) from exc
     members = await identities.members_of(customer_id)  # read before they are erased, last
-    erased = await erase_customer(redis, settings.keys, customer_id)
+    erased = await erase_customer(redis, settings.keys, settings.partitions, customer_id)
     erased["rejected"] = await rejected.erase_matching(
         lambda fields: names_customer(fields, customer_id, members, identities.member)) > 0
     erased["identities"] = await identities.erase(customer_id)
@@ -152,7 +155,7 @@ def erasure_remains(subscriptions_naming: list[str]) -> list[str]:
 )
 async def get_decision(
     customer_id: CustomerId,
-    snapshots: SnapshotsDep,
+    customers: CustomersDep,
     policies: PolicyCacheDep,
     metrics: MetricsDep,
     channel: Annotated[Channel, Query(description="The channel of the planned touch.")],
@@ -161,7 +164,7 @@ async def get_decision(
         description="The campaign the touch is for: a touch of the same campaign within "
         "sending.same_campaign_gap is denied, naming the earlier touch's rep and time.")] = None,
 ) -> DecisionOut:
-    snapshot, stamp = await snapshots.get_with_policy_stamp(customer_id)  # one Redis round trip
+    snapshot, stamp = await customers.view_with_policy_stamp(customer_id)  # one Redis round trip
     version, policy = await policies.in_force_at(stamp)
     now = datetime.now(UTC)
     kind_value = None if kind is None else kind.value
@@ -201,6 +204,7 @@ async def get_decision(
 )
 async def list_customers(
     lists: ListReaderDep,
+    customers: CustomersDep,
     policies: PolicyCacheDep,
     list_name: Annotated[ListName, Query(alias="list", description="cooling_off | to_activate | throttled")],
     owner_rep_id: Annotated[FreeId | None, Query(description="Only this rep's customers.")] = None,
@@ -217,9 +221,12 @@ async def list_customers(
         raise ApiError(422, "invalid_request", f"cursor (in query): {exc}") from exc
     now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
+    states = await customers.states([(customer_id, partition) for customer_id, _, partition in page.members])
     items = []
-    for customer_id, _, snapshot in page.items:
-        item = list_item(customer_id, snapshot, policy, now_ms)
+    for customer_id, _, _ in page.members:
+        if customer_id not in states:
+            continue  # erased between the index read and the state read
+        item = list_item(customer_id, explain(states[customer_id], customer_id, policy, now_ms), policy, now_ms)
         allowed = item.pop("next_allowed_ms")
         items.append(CustomerListItemOut.model_validate(
             {**item, "next_allowed_at": None if allowed is None else datetime.fromtimestamp(allowed / 1000, UTC)}))

@@ -127,6 +127,8 @@ class CustomerState:
     (scorer/core/timeline.py); None: never; DUE_UNKNOWN: to be computed (a state from before it was kept)."""
     told_status: str = NORMAL
     """The status the rep was last told (scorer/core/delivery.py): what a withheld history leaves them knowing."""
+    last_producer: str = ""
+    """The producer of the latest counted event (what `fatigue import` counts the alerts it caused by)."""
     pending_action: dict[str, Any] | None = None
     """The latest transition not delivered yet because the customer's timeline has not caught up with
     processing time (history, waiting for its timers); decided on when it has."""
@@ -175,6 +177,7 @@ class CustomerState:
             "campaigns": {c: list(v) for c, v in self.campaigns.items()},
             "told_status": self.told_status if self.told_status != self.status else None,
             "pending_action": self.pending_action,
+            "last_producer": self.last_producer or None,
         }
         kept = {k: v for k, v in fields.items() if v is not None and v != {} and v != []}
         if self.due_ms != DUE_UNKNOWN:
@@ -226,6 +229,7 @@ class CustomerState:
             due_ms=data.get("due_ms", DUE_UNKNOWN),
             told_status=data.get("told_status") or data["status"],
             pending_action=data.get("pending_action"),
+            last_producer=data.get("last_producer") or "",
         )
 
 

@@ -40,6 +40,7 @@ def apply_event(state: CustomerState, event: ContactEvent, policy: Policy, *,
     fired = advance(state, event.occurred_at_ms, policy, every_timer=every_timer)
     outcome = engine.apply_event(state, event, max(state.clock_ms, event.occurred_at_ms), policy)
     if outcome.result == engine.COUNTED:
+        state.last_producer = event.producer
         _schedule(state, policy, state.clock_ms, every_timer)
     outcome.actions = fired + outcome.actions
     return outcome

@@ -179,3 +179,42 @@ def snapshot(state: CustomerState, now_ms: int, policy: Policy, *, next_due: int
         "lifecycle": _lifecycle(state, now_ms, policy),
         "recent_campaigns": _campaigns(state),
     }
+
+
+def decision_view(state: CustomerState, now_ms: int, policy: Policy) -> dict[str, Any]:
+    """What the pre-send decision reads (services/policy/decision.py `decide`), as of `now_ms`: the parts
+    of the snapshot it needs — the profile, the counted touches and when they leave the frequency
+    window and the week, the lifecycle state and its known end, the last touches and responses per
+    channel, closed channels, recent campaigns — and none of what only `GET /v1/customers/{id}` shows
+    (window tables, signals, reply latency, next step: computed at read time from the state). The
+    scorer writes it with the state (`decide(decision_view(...))` equals `decide(snapshot(...))`,
+    tests/scorer/core/test_views.py)."""
+    policy = policy.for_profile(state.profile)
+    now_ms = max(now_ms, state.clock_ms)
+    until = None
+    if state.phase in (lifecycle.THROTTLED, lifecycle.COOLING_OFF):
+        until = engine.throttle_until_ms(state, now_ms, policy, signals.active_conditions(state, now_ms, policy))
+    last_action = state.last_action or {}
+    return {
+        "customer_id": state.customer_id,
+        "status": state.status,
+        "as_of": format_ms(now_ms),
+        "profile": state.profile,
+        "frequency": {
+            "window": policy.frequency_window.label,
+            "counted_touches": counted_touches(state, now_ms, policy),
+            "leaves_at": _leaves(state, policy.frequency_window.ms, now_ms, policy),
+        },
+        "weekly": {
+            "window": "7d",
+            "counted_touches": state.counts.count(WEEK_MS, now_ms, type_="touch", exclude_kinds=policy.uncounted_kinds),
+            "leaves_at": _leaves(state, WEEK_MS, now_ms, policy),
+        },
+        "last_touch_by_channel": _last_touch_by_channel(state, policy),
+        "last_response_by_channel": _last_response_by_channel(state),
+        "signals": {"active": list(state.active_rules)},
+        "closed_channels": {channel: format_ms(ts) for channel, ts in sorted(state.closed_channels.items())},
+        "last_action": {k: last_action[k] for k in ("suggestion", "pause_until") if k in last_action},
+        "lifecycle": {"state": state.phase, "until": format_optional(until)},
+        "recent_campaigns": _campaigns(state),
+    }

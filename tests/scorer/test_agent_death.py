@@ -1,9 +1,8 @@
-"""An unexpected error escaping the agent stops the worker with a non-zero exit and fails /healthz."""
+"""An unexpected error escaping the work loop stops the worker with a non-zero exit and fails /healthz."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import AsyncIterator
 from types import FrameType
 
 import pytest
@@ -12,13 +11,9 @@ from scorer.app import EXIT_AGENT_DIED, Scorer
 from services.settings import ScorerSettings
 
 
-class ExplodingStream:
-    def take_events(self, *_: object, **__: object) -> AsyncIterator[list[object]]:
-        async def batches() -> AsyncIterator[list[object]]:
-            raise RuntimeError("a bug in the edge")
-            yield []
-
-        return batches()
+class ExplodingLoop:
+    async def run(self, stop: object) -> None:
+        raise RuntimeError("a bug in the edge")
 
 
 async def test_the_agent_dying_stops_the_worker_non_zero(tmp_path: object) -> None:
@@ -32,7 +27,7 @@ async def test_the_agent_dying_stops_the_worker_non_zero(tmp_path: object) -> No
     previous = signal.signal(signal.SIGTERM, record)
     try:
         with pytest.raises(RuntimeError, match="a bug in the edge"):
-            await scorer._score(ExplodingStream())  # type: ignore[arg-type]
+            await scorer._run_loop(ExplodingLoop())  # type: ignore[arg-type]
     finally:
         signal.signal(signal.SIGTERM, previous)
         await scorer.redis.aclose()

@@ -36,7 +36,7 @@ from scorer.history import ProfileRow, load_events
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.kafka import make_producer
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, produce_events, service_process, wait_until
+from tests.helpers import FAST_GROUP_ENV, produce_events, service_process, stored_snapshot, wait_until
 
 DATA = Path(__file__).parent / "data"
 POLICY = DATA / "policy.yaml"
@@ -538,8 +538,8 @@ async def test_live_scorer_and_backtest_give_the_same_actions(
     try:
         with service_process("scorer", env, tmp_path):
             await produce_profile(common_settings, "prospect-1", profile)
-            snapshot_key = common_settings.keys.snapshot("prospect-1")
-            await wait_until(lambda: redis_client.exists(snapshot_key), 60, "the worker applying the profile")
+            await wait_until(lambda: stored_snapshot(redis_client, common_settings, "prospect-1"), 60,
+                             "the worker applying the profile")
             produced_at = datetime.now(UTC)
             events = live_history(produced_at)
             await produce_events(common_settings, events)

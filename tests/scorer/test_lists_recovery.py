@@ -21,14 +21,16 @@ import pytest
 from redis.asyncio import Redis
 
 from scorer.core.state import CustomerState
-from scorer.store import list_entry_of
+from scorer.lists import list_entry_of
 from services import stored_values
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.customer_lists import ListEntry, ListReader
 from services.kafka import make_producer
 from services.names import CUSTOMER_LISTS
+from services.partitions import partition_of
+from services.policy.model import parse_policy
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, wait_until
+from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, stored_snapshots, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -80,20 +82,39 @@ async def produce_profiles(settings: CommonSettings, customers: list[str]) -> No
 
 
 async def index_of(redis: Redis, settings: CommonSettings) -> dict[str, dict[str, float]]:
-    """Every list index key -> its members and scores, as stored."""
+    """Every list index key of every partition -> its members and scores, as stored."""
     found: dict[str, dict[str, float]] = {}
-    async for key in redis.scan_iter(match=f"{settings.keys.prefix}list:*"):
-        if key != settings.keys.customer_list_entries():
-            found[key] = dict(await redis.zrange(key, 0, -1, withscores=True))
+    for partition in range(settings.partitions):
+        keys = settings.keys.partition(partition)
+        async for key in redis.scan_iter(match=keys.customer_list("*")):
+            if key != keys.customer_list_entries():
+                found[key] = dict(await redis.zrange(key, 0, -1, withscores=True))
     return {k: v for k, v in found.items() if v}
 
 
 def recount(entries: dict[str, ListEntry], settings: CommonSettings) -> dict[str, dict[str, float]]:
     expected: dict[str, dict[str, float]] = {}
     for customer, entry in entries.items():
-        for key in entry.keys(settings.keys):
+        for key in entry.keys(settings.keys.partition(partition_of(customer, settings.partitions))):
             expected.setdefault(key, {})[customer] = float(entry.score)
     return expected
+
+
+async def stored_entries_of(redis: Redis, settings: CommonSettings) -> dict[str, ListEntry]:
+    found = {}
+    for partition in range(settings.partitions):
+        raws = await redis.hgetall(settings.keys.partition(partition).customer_list_entries())
+        found.update({c: ListEntry.from_json(raw) for c, raw in raws.items()})
+    return found
+
+
+async def states_of(redis: Redis, settings: CommonSettings, customers: list[str]) -> dict[str, CustomerState]:
+    found = {}
+    for customer in customers:
+        raw = await redis.hget(settings.keys.partition(partition_of(customer, settings.partitions)).states(), customer)
+        if raw:
+            found[customer] = CustomerState.from_json(stored_values.loads(raw))
+    return found
 
 
 async def test_sigkill_under_load_keeps_the_lists_exact(
@@ -108,10 +129,8 @@ async def test_sigkill_under_load_keeps_the_lists_exact(
     env = {**infra_env, **FAST_GROUP_ENV, "FATIGUE_SCORER_APP_ID": f"scorer-{unique}", "FATIGUE_WEB_PORT": "0",
            "FATIGUE_DATA_DIR": str(tmp_path / "scorer"), "FATIGUE_BATCH_MAX_EVENTS": "100",
            "FATIGUE_POLICY_FILE": str(policy)}
-    keys = [common_settings.keys.snapshot(c) for c in customers]
-
     async def counted() -> int:
-        return sum(stored_values.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
+        return sum(s.events_counted for s in (await states_of(redis_client, common_settings, customers)).values())
 
     await produce_profiles(common_settings, customers)
     await produce_events(common_settings, stream[: len(stream) // 3])
@@ -123,32 +142,33 @@ async def test_sigkill_under_load_keeps_the_lists_exact(
     await produce_events(common_settings, stream[:300])  # duplicates (same event ids, new offsets)
     with service_process("scorer", env, tmp_path):
         await wait_until(lambda: _above(counted, len(stream) - 1), 90, "every event counted after the restart")
-        to_activate = common_settings.keys.customer_list("to_activate")
-
         async def moved() -> bool:  # the timers: cadences passed (answered ones), rests over (slow repliers)
-            return await redis_client.zcard(to_activate) >= 40
+            entries = await stored_entries_of(redis_client, common_settings)
+            return sum(1 for e in entries.values() if e.name == "to_activate") >= 40
 
         await wait_until(moved, 60, "the answered and the rested customers on to_activate")
         await asyncio.sleep(1)  # and timers firing while it is stopped
 
-    states = {c: CustomerState.from_json(stored_values.loads(r)) for c, r in zip(
-        customers, await redis_client.mget([common_settings.keys.state(c) for c in customers]), strict=True) if r}
+    states = await states_of(redis_client, common_settings, customers)
     assert len(states) == len(customers) and all(s.events_counted == len(per_customer[c]) for c, s in states.items())
     expected_entries = {c: e for c, s in states.items() if (e := list_entry_of(s)) is not None}
-    stored_entries = {c: ListEntry.from_json(raw)
-                      for c, raw in (await redis_client.hgetall(common_settings.keys.customer_list_entries())).items()}
-    assert stored_entries == expected_entries
+    assert await stored_entries_of(redis_client, common_settings) == expected_entries
     assert await index_of(redis_client, common_settings) == recount(expected_entries, common_settings)
-    snapshots = {c: stored_values.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
+    snapshots = await stored_snapshots(redis_client, common_settings, customers, load_policy_text(POLICY))
     assert {c: s["lifecycle"]["list"] for c, s in snapshots.items() if s["lifecycle"]["list"]} == {
         c: e.name for c, e in expected_entries.items()}
     by_list = {name: sorted(((e.score, c) for c, e in expected_entries.items() if e.name == name)) for name in
                CUSTOMER_LISTS}
     assert all(by_list.values()), {name: len(v) for name, v in by_list.items()}  # every list has customers
-    reader = ListReader(redis_client, common_settings.keys)
+    reader = ListReader(redis_client, common_settings.keys, common_settings.partitions)
     for name, ordered in by_list.items():
         page = await reader.page(name, limit=500)
-        assert [c for c, _, _ in page.items] == [c for _, c in ordered] and page.next_cursor is None
+        assert [c for c, _, _ in page.members] == [c for _, c in sorted(ordered, key=lambda x: (x[0], x[1].encode()))]
+        assert page.next_cursor is None
+
+
+def load_policy_text(text: str):  # type: ignore[no-untyped-def]
+    return parse_policy(text, "test")
 
 
 async def _above(count, n: int) -> bool:

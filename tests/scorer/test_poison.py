@@ -14,12 +14,14 @@ from redis.asyncio import Redis
 
 from scorer.clock import ManualClock
 from scorer.core import engine
-from scorer.processor import Processor, Record
-from scorer.publisher import KafkaActionPublisher, MemoryActionPublisher
-from scorer.store import StateStore
+from scorer.decoding import Record
+from scorer.partition_store import RedisPartitionStore
+from scorer.processor import Processor
+from scorer.publisher import ActionPublisher, KafkaActionPublisher, MemoryActionPublisher
 from services import stored_values
+from services.actions import Action
 from services.contract import EventEnvelope, EventIn, encode
-from services.deadletter import KafkaDeadLetterSink, MemoryDeadLetterSink, decode_dead_letter
+from services.deadletter import DeadLetterSink, KafkaDeadLetterSink, MemoryDeadLetterSink, decode_dead_letter
 from services.durations import DAY_MS
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
@@ -46,6 +48,7 @@ def touch(offset: int, customer: str, *, event_id: str | None = None, kind: str 
 class Harness:
     def __init__(self, redis: Redis, prefix: str, policy: Callable[[], Policy] = default_policy) -> None:
         self.redis, self.keys = redis, RedisKeys(prefix)
+        self.pkeys = self.keys.partition(0)
         self.letters = MemoryDeadLetterSink()
         self.actions = MemoryActionPublisher()
         self.metrics = ScorerMetrics(CollectorRegistry())
@@ -53,11 +56,19 @@ class Harness:
         self.policy = policy
         self.fallback: Policy | None = None
         self.refused: list[BaseException] = []
-        self.processor = Processor(
-            StateStore(redis, self.keys, "g"), self.actions, lambda: self.policy(), self.clock, self.metrics,
-            events_topic=EVENTS, profiles_topic=PROFILES, dead_letters=self.letters,
+        self.processor = self.make(self.actions, self.letters)
+
+    def make(self, publisher: ActionPublisher, letters: DeadLetterSink) -> Processor:
+        return Processor(
+            RedisPartitionStore(self.redis, self.keys), publisher, lambda: self.policy(), self.clock, self.metrics,
+            events_topic=EVENTS, profiles_topic=PROFILES, dead_letters=letters,
             fallback_policy=lambda: self.fallback, on_policy_failure=self._refuse,
         )
+
+    async def process(self, records: list[Record]) -> list[Action]:
+        if not self.processor.owned():
+            await self.processor.assign([0])
+        return await self.processor.process(0, records)
 
     async def _refuse(self, cause: BaseException) -> None:
         self.refused.append(cause)
@@ -66,11 +77,11 @@ class Harness:
         self.policy, self.fallback = (lambda: fallback), None
 
     async def counted(self, customer: str) -> int:
-        raw = await self.redis.get(self.keys.snapshot(customer))
+        raw = await self.redis.hget(self.pkeys.states(), customer)
         return int(stored_values.loads(raw)["events_counted"]) if raw else 0
 
     async def committed_offset(self) -> int:
-        return int(await self.redis.hget(self.keys.offsets("g"), f"{EVENTS}/0"))
+        return int(await self.redis.hget(self.pkeys.offsets(), EVENTS))
 
 
 POISONS = {
@@ -94,7 +105,7 @@ async def test_a_poison_record_mid_batch_is_dead_lettered_and_the_rest_counted(
     records = [touch(o, f"c{o % 3}") for o in range(9)]
     records.append(Record(EVENTS, 0, 100, POISONS[poison], key=b"c9", timestamp_ms=123))
     records += [touch(o, f"c{o % 3}") for o in range(101, 107)]
-    await h.processor.process(records)
+    await h.process(records)
     assert [await h.counted(f"c{i}") for i in range(3)] == [5, 5, 5]
     [letter] = h.letters.letters
     assert (letter.stage, letter.offset, letter.value, letter.key, letter.timestamp_ms) == (
@@ -118,21 +129,21 @@ async def test_a_record_the_core_fails_on_is_found_by_bisecting(
     monkeypatch.setattr(engine, "apply_event", failing)
     records = [touch(o, f"c{o % 4}") for o in range(40)]
     records[23] = touch(23, "c3", event_id="poison")
-    await h.processor.process(records)
+    await h.process(records)
     assert [await h.counted(f"c{i}") for i in range(4)] == [10, 10, 10, 9]
     [letter] = h.letters.letters
     assert (letter.stage, letter.offset, letter.error_class) == ("scorer.process", 23, "OverflowError")
     assert await h.committed_offset() == 39
     # the batch is not re-read as a whole: replaying it counts nothing twice and letters nothing twice
-    await h.processor.process(records)
+    await h.process(records)
     assert [await h.counted(f"c{i}") for i in range(4)] == [10, 10, 10, 9]
     assert len(h.letters.letters) == 1
 
 
 async def test_an_unreadable_stored_state_letters_that_customer_only(redis_client: Redis, unique: str) -> None:
     h = Harness(redis_client, unique)
-    await redis_client.set(h.keys.state("c1"), "{broken")
-    await h.processor.process([touch(o, f"c{o % 2}") for o in range(6)])
+    await redis_client.hset(h.pkeys.states(), "c1", "{broken")
+    await h.process([touch(o, f"c{o % 2}") for o in range(6)])
     assert await h.counted("c0") == 3
     assert [(x.stage, x.offset) for x in h.letters.letters] == [("scorer.process", 1), ("scorer.process", 3),
                                                                 ("scorer.process", 5)]
@@ -143,7 +154,7 @@ async def test_a_timer_the_core_fails_on_is_postponed_and_the_others_fire(
     redis_client: Redis, unique: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     h = Harness(redis_client, unique)
-    await h.processor.process([touch(o, f"c{o}", days_ago=1) for o in range(4)])
+    await h.process([touch(o, f"c{o}", days_ago=1) for o in range(4)])
     real = engine.on_due
 
     def failing(state, now_ms, policy):  # type: ignore[no-untyped-def]
@@ -153,12 +164,12 @@ async def test_a_timer_the_core_fails_on_is_postponed_and_the_others_fire(
 
     monkeypatch.setattr(engine, "on_due", failing)
     h.clock.advance(31 * DAY_MS)
-    fired = await h.processor.fire_due([0])
+    fired = await h.processor.fire_due(0)
     assert sorted(a["customer_id"] for a in fired) == ["c0", "c1", "c3"]
     assert h.metrics.timer_failures._value.get() == 1
-    due = await redis_client.zscore(h.keys.due("g", 0), "c2")
+    due = await redis_client.zscore(h.pkeys.due(), "c2")
     assert due == h.clock.now_ms() + 3_600_000
-    assert await h.processor.fire_due([0]) == []  # nothing due again right away: no hot loop
+    assert await h.processor.fire_due(0) == []  # nothing due again right away: no hot loop
 
 
 async def test_a_policy_the_core_fails_on_is_reverted_and_no_record_is_lost(
@@ -179,7 +190,7 @@ async def test_a_policy_the_core_fails_on_is_reverted_and_no_record_is_lost(
     records = [touch(o, "c1") for o in range(3)]
     records.append(touch(3, "c1", type_="response", kind="complaint"))
     records += [touch(o, "c1") for o in range(4, 6)]
-    await h.processor.process(records)
+    await h.process(records)
     assert await h.counted("c1") == 6
     assert h.letters.letters == []
     assert [str(c) for c in h.refused] == ["year 10240 is out of range"]
@@ -189,23 +200,23 @@ async def test_a_policy_the_core_fails_on_is_reverted_and_no_record_is_lost(
 
 async def test_a_profile_tombstone_erases_the_customer(redis_client: Redis, unique: str) -> None:
     h = Harness(redis_client, unique)
-    await h.processor.process([touch(o, "gone") for o in range(3)] + [touch(3, "kept")])
+    await h.process([touch(o, "gone") for o in range(3)] + [touch(3, "kept")])
     assert await h.counted("gone") == 3
-    assert await redis_client.zscore(h.keys.due("g", 0), "gone") is not None
+    assert await redis_client.zscore(h.pkeys.due(), "gone") is not None
     tombstone = Record(PROFILES, 0, 0, None, key=b"gone")
-    await h.processor.process([tombstone, touch(4, "kept")])
-    assert await redis_client.get(h.keys.state("gone")) is None
-    assert await redis_client.get(h.keys.snapshot("gone")) is None
-    assert await redis_client.zscore(h.keys.due("g", 0), "gone") is None
+    await h.process([tombstone, touch(4, "kept")])
+    assert await redis_client.hget(h.pkeys.states(), "gone") is None
+    assert await redis_client.hget(h.pkeys.views(), "gone") is None
+    assert await redis_client.zscore(h.pkeys.due(), "gone") is None
     assert await h.counted("kept") == 2
-    await h.processor.process([touch(5, "gone")])  # a later event starts afresh
+    await h.process([touch(5, "gone")])  # a later event starts afresh
     assert await h.counted("gone") == 1
     assert h.letters.letters == []
 
 
 async def test_a_tombstone_without_a_usable_key_is_dead_lettered(redis_client: Redis, unique: str) -> None:
     h = Harness(redis_client, unique)
-    await h.processor.process([Record(PROFILES, 0, 0, None, key=b"not a valid id!"), touch(1, "c1")])
+    await h.process([Record(PROFILES, 0, 0, None, key=b"not a valid id!"), touch(1, "c1")])
     assert [letter.offset for letter in h.letters.letters] == [0] and await h.counted("c1") == 1
 
 
@@ -222,11 +233,10 @@ async def test_an_action_the_actions_topic_refuses_is_dead_lettered_and_the_batc
     letters = KafkaDeadLetterSink(common_settings, "test-scorer-letters")
     small = common_settings.model_copy(update={"kafka_max_request_bytes": 1024})
     publisher = KafkaActionPublisher(small, letters, on_refused=refused.append)
-    h.processor = Processor(StateStore(redis_client, h.keys, "g"), publisher, default_policy, h.clock, h.metrics,
-                            events_topic=EVENTS, profiles_topic=PROFILES, dead_letters=letters)
+    h.processor = h.make(publisher, letters)
     long_id = "c" * 200  # its actions are over 1024 bytes as records
     try:
-        actions = await h.processor.process([touch(i, long_id) for i in range(13)])
+        actions = await h.process([touch(i, long_id) for i in range(13)])
     finally:
         await publisher.close()
         await letters.close()

@@ -18,10 +18,9 @@ import pytest
 from redis.asyncio import Redis
 
 from scorer.core.windows import bucket_of, in_window
-from services import stored_values
 from services.contract import parse_rfc3339, to_ms
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, wait_until
+from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, stored_snapshots, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -51,10 +50,9 @@ async def test_sigkill_under_batching_load_keeps_windows_exact(
     stream = [e for i in range(50) for c in customers for e in [per_customer[c][i]]]  # interleaved
     env = {**infra_env, **FAST_GROUP_ENV, "FATIGUE_SCORER_APP_ID": f"scorer-{unique}", "FATIGUE_WEB_PORT": "0",
            "FATIGUE_DATA_DIR": str(tmp_path / "scorer"), "FATIGUE_BATCH_MAX_EVENTS": "200"}
-    keys = [common_settings.keys.snapshot(c) for c in customers]
-
     async def counted() -> int:
-        return sum(stored_values.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
+        found = await stored_snapshots(redis_client, common_settings, customers)
+        return sum(snap["events_counted"] for snap in found.values())
 
     await produce_events(common_settings, stream[:1000])
     with service_process("scorer", env, tmp_path) as proc:
@@ -65,15 +63,17 @@ async def test_sigkill_under_batching_load_keeps_windows_exact(
     await produce_events(common_settings, stream[:500])  # duplicates (same event ids, new offsets)
     with service_process("scorer", env, tmp_path):
         await wait_until(lambda: _above(counted, len(stream) - 1), 90, "every event counted after the restart")
-        offsets_key = common_settings.keys.offsets(f"scorer-{unique}")
-
         async def drained() -> bool:
-            offsets = await redis_client.hgetall(offsets_key)
-            done = sum(int(v) + 1 for k, v in offsets.items() if k.startswith(common_settings.events_topic))
+            done = 0
+            for partition in range(common_settings.partitions):
+                stored = await redis_client.hget(common_settings.keys.partition(partition).offsets(),
+                                                 common_settings.events_topic)
+                done += 0 if stored is None else int(stored) + 1
             return done >= len(stream) + 500
 
         await wait_until(drained, 60, "the duplicates consumed")
-        snapshots = {c: stored_values.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
+        snapshots = await stored_snapshots(redis_client, common_settings, customers)
+    assert len(snapshots) == len(customers)
 
     for customer, snap in snapshots.items():
         assert snap["events_counted"] == 50, customer

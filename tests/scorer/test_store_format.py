@@ -11,16 +11,17 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from scorer.clock import ManualClock
-from scorer.processor import Processor, Record
+from scorer.decoding import Record
+from scorer.partition_store import RedisPartitionStore
+from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
-from scorer.store import StateStore
 from services import stored_values
 from services.contract import EventEnvelope, EventIn, encode
 from services.deadletter import MemoryDeadLetterSink
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.policy.model import default_policy
-from services.snapshots import SnapshotReader
+from services.snapshots import CustomerReader
 from services.stored_values import StoreFormat, ValueEncoder
 
 pytestmark = pytest.mark.integration
@@ -37,51 +38,52 @@ def touch(offset: int, customer: str = "c1") -> Record:
     return Record(EVENTS, 0, offset, encode(EventEnvelope(producer="p", received_at=NOW, event=body)))
 
 
-def processor(redis: Redis, prefix: str, store_format: StoreFormat) -> Processor:
-    store = StateStore(redis, RedisKeys(prefix), "g", ValueEncoder(store_format))
-    return Processor(store, MemoryActionPublisher(), default_policy, ManualClock(int(NOW.timestamp() * 1000)),
-                     ScorerMetrics(CollectorRegistry()), events_topic=EVENTS, profiles_topic="pr",
-                     dead_letters=MemoryDeadLetterSink())
+async def processor(redis: Redis, prefix: str, store_format: StoreFormat,
+                    sink: MemoryDeadLetterSink | None = None) -> Processor:
+    proc = Processor(RedisPartitionStore(redis, RedisKeys(prefix)), MemoryActionPublisher(), default_policy,
+                     ManualClock(int(NOW.timestamp() * 1000)), ScorerMetrics(CollectorRegistry()), events_topic=EVENTS,
+                     profiles_topic="pr", dead_letters=sink or MemoryDeadLetterSink(),
+                     encoder=ValueEncoder(store_format))
+    await proc.assign([0])
+    return proc
+
+
+async def stored(redis: Redis, prefix: str, customer: str) -> tuple[str, str]:
+    keys = RedisKeys(prefix).partition(0)
+    return await redis.hget(keys.states(), customer), await redis.hget(keys.views(), customer)
 
 
 async def test_the_default_writes_compressed_values_every_reader_reads(redis_client: Redis, unique: str) -> None:
-    keys = RedisKeys(unique)
-    await processor(redis_client, unique, "zstd").process([touch(o) for o in range(3)])
-    state, snap = await redis_client.mget(keys.state("c1"), keys.snapshot("c1"))
-    assert state.startswith("KLUv") and snap.startswith("KLUv")
+    await (await processor(redis_client, unique, "zstd")).process(0, [touch(o) for o in range(3)])
+    state, view = await stored(redis_client, unique, "c1")
+    assert state.startswith("KLUv") and view.startswith("KLUv")
     assert stored_values.loads(state)["customer_id"] == "c1"
-    assert (await SnapshotReader(redis_client, keys).get("c1"))["events_counted"] == 3  # type: ignore[index]
-    store, cursor, found = StateStore(redis_client, keys, "g"), None, []
-    while cursor != 0:  # SCAN steps over the whole shared database
-        cursor, ids = await store.customer_ids(cursor or 0, 1000)
-        found += ids
-    assert found == ["c1"]
+    reader = CustomerReader(redis_client, RedisKeys(unique), 1)  # one partition: c1 is in partition 0
+    assert (await reader.state("c1"))["events_counted"] == 3  # type: ignore[index]
+    assert (await reader.view_with_policy_stamp("c1"))[0]["frequency"]["counted_touches"] == 3  # type: ignore[index]
 
 
 @pytest.mark.parametrize(("first", "then"), [("json", "zstd"), ("zstd", "json")])
 async def test_a_customer_stored_in_one_format_carries_on_in_the_other(
     redis_client: Redis, unique: str, first: StoreFormat, then: StoreFormat
 ) -> None:
-    keys = RedisKeys(unique)
-    await processor(redis_client, unique, first).process([touch(o) for o in range(3)])
-    raw = await redis_client.get(keys.state("c1"))
+    await (await processor(redis_client, unique, first)).process(0, [touch(o) for o in range(3)])
+    raw, _ = await stored(redis_client, unique, "c1")
     assert raw.startswith("{") == (first == "json")
-    await processor(redis_client, unique, then).process([touch(o) for o in range(3, 6)])
-    state, snap = await redis_client.mget(keys.state("c1"), keys.snapshot("c1"))
-    assert state.startswith("{") == (then == "json") and snap.startswith("{") == (then == "json")
+    await (await processor(redis_client, unique, then)).process(0, [touch(o) for o in range(3, 6)])
+    state, view = await stored(redis_client, unique, "c1")
+    assert state.startswith("{") == (then == "json") and view.startswith("{") == (then == "json")
     if then == "json":
-        assert json.loads(snap)["events_counted"] == 6  # readable with redis-cli
-    assert stored_values.loads(snap)["events_counted"] == 6
+        assert json.loads(state)["events_counted"] == 6  # readable with redis-cli
+    assert stored_values.loads(state)["events_counted"] == 6
 
 
 async def test_a_corrupt_compressed_state_dead_letters_that_customer_only(redis_client: Redis, unique: str) -> None:
-    keys = RedisKeys(unique)
-    await redis_client.set(keys.state("bad"), "KLUv/QBYAQAAeyJh")  # a frame cut short
+    await redis_client.hset(RedisKeys(unique).partition(0).states(), "bad", "KLUv/QBYAQAAeyJh")  # a frame cut short
     sink = MemoryDeadLetterSink()
-    store = StateStore(redis_client, keys, "g")
-    proc = Processor(store, MemoryActionPublisher(), default_policy, ManualClock(int(NOW.timestamp() * 1000)),
-                     ScorerMetrics(CollectorRegistry()), events_topic=EVENTS, profiles_topic="pr", dead_letters=sink)
-    await proc.process([touch(0, "bad"), touch(1, "good")])
+    proc = await processor(redis_client, unique, "zstd", sink)
+    await proc.process(0, [touch(0, "bad"), touch(1, "good")])
     assert [(d.stage, d.offset) for d in sink.letters] == [("scorer.process", 0)]
     assert "unreadable" in sink.letters[0].error_message and "zstd" in sink.letters[0].error_message
-    assert stored_values.loads(await redis_client.get(keys.snapshot("good")))["events_counted"] == 1
+    state, _ = await stored(redis_client, unique, "good")
+    assert stored_values.loads(state)["events_counted"] == 1

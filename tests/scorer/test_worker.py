@@ -10,9 +10,17 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
-from services import stored_values
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, event, over_contacted, produce_events, service_process, wait_until
+from tests.helpers import (
+    FAST_GROUP_ENV,
+    event,
+    over_contacted,
+    produce_events,
+    service_process,
+    stored_snapshot,
+    stored_snapshots,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -51,11 +59,8 @@ async def test_thirteen_touches_throttle_once(
     events = over_contacted("cust-13")
     await produce_events(common_settings, events)
     with service_process("scorer", scorer_env(infra_env, unique, tmp_path), tmp_path):
-        snapshot_key = common_settings.keys.snapshot("cust-13")
-
         async def throttled() -> dict | None:
-            raw = await redis_client.get(snapshot_key)
-            snap = stored_values.loads(raw) if raw else None
+            snap = await stored_snapshot(redis_client, common_settings, "cust-13")
             return snap if snap and snap["status"] == "throttled" else None
 
         snap = await wait_until(throttled, 60, "customer throttled in the snapshot")
@@ -75,8 +80,8 @@ async def test_sigkill_and_restart_neither_loses_nor_double_counts(
     second = [event(i, c, days_ago=(19 - i) / 4) for c in customers for i in range(10, 20)]
 
     async def total_counted() -> int:
-        raws = await redis_client.mget([common_settings.keys.snapshot(c) for c in customers])
-        return sum(stored_values.loads(r)["events_counted"] for r in raws if r)
+        found = await stored_snapshots(redis_client, common_settings, customers)
+        return sum(snap["events_counted"] for snap in found.values())
 
     await produce_events(common_settings, first)
     with service_process("scorer", env, tmp_path) as proc:
@@ -97,5 +102,9 @@ async def _at_least(count, n: int) -> int | None:
 
 
 async def _redis_offsets_cover(redis: Redis, settings: CommonSettings, unique: str) -> bool:
-    offsets = await redis.hgetall(settings.keys.offsets(f"scorer-{unique}"))
-    return sum(int(v) + 1 for k, v in offsets.items() if k.startswith(settings.events_topic)) >= 850
+    """The offsets stored with the partitions' states cover every record produced."""
+    total = 0
+    for partition in range(settings.partitions):
+        stored = await redis.hget(settings.keys.partition(partition).offsets(), settings.events_topic)
+        total += 0 if stored is None else int(stored) + 1
+    return total >= 850
