@@ -237,25 +237,36 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     ls.add_argument("--cursor", default=None, help="continue after the page that printed this cursor")
     ls.add_argument("--all", dest="all_pages", action="store_true", help="every page, to the end")
     ls.add_argument("--json", action="store_true", help="one JSON object per customer and line")
-    what.add_parser("reindex", help="put customers whose stored states predate the lists on them (once, after "
-                    "upgrading; safe while scorers run)")
+    what.add_parser("reindex", help="put every stored customer on the list its state says (claims each "
+                    "partition: running scorers give it up and take it back)")
+    migrate = what.add_parser(
+        "migrate", help="once, when upgrading: move the state of earlier versions (a key per customer) to the "
+        "per-partition layout", description="Moves state:<id>, the lists, due times and offsets:<group> of "
+        "earlier versions to each Kafka partition's keys (FATIGUE_PARTITIONS), with decision views and list "
+        "entries computed from the states; deletes the old keys. Run it with the scorers stopped "
+        "(docs/operations.md#upgrading-to-per-partition-state).")
+    migrate.add_argument("--group", default="fatigue-scorer",
+                         help="the scorer's FATIGUE_SCORER_APP_ID, whose stored offsets move (default fatigue-scorer)")
     show = what.add_parser(
-        "show", help="one customer's stored snapshot (or state) as JSON, whichever format it is stored in",
-        description="Prints the customer's snapshot as the scorer stored it, decoded (stored values are "
-        "compressed by default: docs/architecture.md, 'Stored values'); --state prints the scorer's state "
-        "instead. Exit status 1 when nothing is stored for the customer.")
+        "show", help="one customer's snapshot (computed now from the stored state) or stored state, as JSON",
+        description="Prints the customer's snapshot as GET /v1/customers/{id} computes it from the state the "
+        "scorer stored (in whichever format: docs/architecture.md, 'Stored values'); --state prints the "
+        "stored state itself. Exit status 1 when nothing is stored for the customer.")
     show.add_argument("customer_id", metavar="CUSTOMER_ID")
     show.add_argument("--state", action="store_true", help="the scorer's state instead of the snapshot")
 
 
 def _customers(args: argparse.Namespace) -> None:
-    from fatigue.customers import ListOptions, list_customers, reindex, show
+    from fatigue.customers import ListOptions, list_customers, migrate, reindex, show
     from fatigue.runfile import located_settings
     from services.settings import CommonSettings
 
     settings = located_settings("customers", CommonSettings, sys.stderr, kafka=False, redis=True)
     if args.customers_command == "reindex":
         asyncio.run(reindex(settings, sys.stdout))
+        return
+    if args.customers_command == "migrate":
+        asyncio.run(migrate(settings, args.group, sys.stdout))
         return
     if args.customers_command == "show":
         if not asyncio.run(show(settings, args.customer_id, sys.stdout, state=args.state)):

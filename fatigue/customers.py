@@ -98,6 +98,24 @@ async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> i
         await redis.aclose()
 
 
+async def migrate(settings: CommonSettings, group: str, out: IO[str]) -> None:
+    """Move the state of earlier versions to the per-partition layout (scorer/migrate.py)."""
+    from scorer.migrate import migrate as move
+
+    redis = make_redis(settings)
+    try:
+        policy = await _policy(PolicySource(redis, settings.keys))
+        done = await move(redis, settings.keys, settings.partitions, group, policy,
+                          int(datetime.now(UTC).timestamp() * 1000))
+        out.write(f"{done.states} customer states moved to {settings.partitions} partitions"
+                  f"{f' ({done.unreadable} unreadable, moved as they were)' if done.unreadable else ''}; "
+                  f"{done.offsets} stored offsets moved; {done.deleted} old keys deleted\n")
+    except RedisError as exc:
+        raise redis_unavailable(settings, exc) from exc
+    finally:
+        await redis.aclose()
+
+
 async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, state: bool = False) -> bool:
     """Print one customer's snapshot (computed now from the stored state) or, with `state`, the stored
     state; False when none is stored. A value that does not decode is an UnreadableValue naming why."""

@@ -8,54 +8,26 @@ import asyncio
 import json
 import os
 import sys
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import httpx
 import pytest
-from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
-from scorer.clock import ManualClock
-from scorer.processor import Processor, Record
-from scorer.publisher import MemoryActionPublisher
-from scorer.store import StateStore
-from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode, parse_rfc3339, to_ms
-from services.deadletter import MemoryDeadLetterSink
-from services.metrics import ScorerMetrics
-from services.policy.model import default_policy
+from services.contract import parse_rfc3339, to_ms
 from services.settings import IngestSettings
+from tests.scorer_feed import ScorerFeed
 
 pytestmark = pytest.mark.integration
 
 EVENTS, PROFILES = "ev", "pr"
 
 
-class Feed:
+class Feed(ScorerFeed):
     """The scorer's edge at the real time now, on the test's Redis prefix."""
 
     def __init__(self, redis: Redis, settings: IngestSettings) -> None:
-        self.now = datetime.now(UTC)
-        self.clock = ManualClock(to_ms(self.now))
-        self.processor = Processor(StateStore(redis, settings.keys, "g"), MemoryActionPublisher(), default_policy,
-                                   self.clock, ScorerMetrics(CollectorRegistry()), events_topic=EVENTS,
-                                   profiles_topic=PROFILES, dead_letters=MemoryDeadLetterSink())
-        self.offset = 0
-
-    def _next(self) -> int:
-        self.offset += 1
-        return self.offset
-
-    def profile(self, customer: str, **fields: str) -> Record:
-        envelope = ProfileEnvelope(customer_id=customer, updated_at=self.now, profile=ProfileIn.model_validate(fields))
-        return Record(PROFILES, 0, self._next(), encode(envelope))
-
-    def event(self, customer: str, days_ago: float, type_: str = "touch", kind: str | None = None,
-              channel: str = "phone") -> Record:
-        n = self._next()
-        body = EventIn.model_validate({"event_id": f"e{n}", "type": type_, "customer_id": customer,
-                                       "channel": channel, "kind": kind,
-                                       "occurred_at": (self.now - timedelta(days=days_ago)).isoformat()})
-        return Record(EVENTS, 0, n, encode(EventEnvelope(producer="p", received_at=self.now, event=body)))
+        super().__init__(redis, settings.keys, settings.partitions, datetime.now(UTC))
 
 
 @pytest.fixture
@@ -72,8 +44,8 @@ async def fed(api: httpx.AsyncClient, settings: IngestSettings, redis_client: Re
         records += [feed.profile(f"old-{n}", owner_rep_id="alice", stage="intent", timezone="Asia/Shanghai"),
                     feed.event(f"old-{n}", days, channel="wecom"),
                     feed.event(f"old-{n}", days - 0.01, "response", "reply", channel="wecom")]
-    await feed.processor.process(records)
-    await feed.processor.fire_due([0])  # the intent cadence (7 d + 1 d) passed for old-*
+    await feed.process(records)
+    await feed.fire_due()  # the intent cadence (7 d + 1 d) passed for old-*
     return feed
 
 
@@ -143,7 +115,7 @@ async def test_a_cursor_of_another_list_is_refused(api: httpx.AsyncClient, fed: 
 
 async def run_command(settings: IngestSettings, *args: str) -> str:
     """`fatigue customers list …` as a user runs it: its own process, Redis from the environment."""
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "FATIGUE_REDIS_PREFIX": settings.redis_prefix}
+    env = cli_env(settings)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fatigue.cli", "customers", "list", *args,
                                                 env=env, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
@@ -164,52 +136,64 @@ async def test_the_command_lists_the_same_customers(fed: Feed, settings: IngestS
     assert page[0].split()[0] == "old-1" and page[-1].startswith("1 customer on to_activate; next cursor: ")
 
 
-async def test_reindex_lists_customers_whose_states_predate_the_lists(
+async def test_migrate_moves_states_of_earlier_versions_onto_partitions_and_lists(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
 ) -> None:
-    """States the previous scorer wrote (tests/scorer/data/states_v1.json) are on no list until a
-    reindex puts them where their lifecycle is; a second reindex moves nothing."""
+    """States an earlier scorer wrote, one key per customer and before the lists existed
+    (tests/scorer/data/states_v1.json), with its stored offsets: invisible until `fatigue customers
+    migrate` moves them to their partitions, on the lists their lifecycle says; a second run moves
+    nothing; `reindex` then finds every entry where it is."""
     from pathlib import Path
 
     v1 = json.loads((Path(__file__).parents[1] / "scorer" / "data" / "states_v1.json").read_text())
     for state in v1.values():
-        await redis_client.set(settings.keys.state(state["customer_id"]), json.dumps(state))
+        await redis_client.set(f"{settings.redis_prefix}state:{state['customer_id']}", json.dumps(state))
+    await redis_client.hset(f"{settings.redis_prefix}offsets:fatigue-scorer", mapping={
+        f"{settings.events_topic}/0": "41", f"{settings.events_topic}/2": "7"})
     assert (await api.get("/v1/customers", params={"list": "cooling_off"})).json()["items"] == []
-    first = await run_reindex(settings)
-    assert first == "3 customer states read; 3 list entries written or moved\n"
-    members = {name: await redis_client.zrange(settings.keys.customer_list(name), 0, -1)
-               for name in ("cooling_off", "throttled", "to_activate")}
-    assert members == {"cooling_off": ["v1-streak"], "throttled": ["v1-cap"], "to_activate": ["v1-dormant"]}
-    assert await redis_client.zscore(settings.keys.customer_list_by("cooling_off", "rep", "alice"), "v1-streak")
-    assert await run_reindex(settings) == "3 customer states read; 0 list entries written or moved\n"
+    first = await run_cli_ok(settings, "customers", "migrate")
+    assert first == "3 customer states moved to 3 partitions; 2 stored offsets moved; 4 old keys deleted\n"
+    listed = {name: [i["customer_id"] for i in (await api.get("/v1/customers", params={"list": name})).json()["items"]]
+              for name in ("cooling_off", "throttled", "to_activate")}
+    assert listed == {"cooling_off": ["v1-streak"], "throttled": ["v1-cap"], "to_activate": ["v1-dormant"]}
+    assert (await api.get("/v1/customers/v1-cap")).json()["status"] == "throttled"
+    assert await redis_client.hget(settings.keys.partition(2).offsets(), settings.events_topic) == "7"
+    assert [k async for k in redis_client.scan_iter(match=f"{settings.redis_prefix}state:*")] == []
+    assert await run_cli_ok(settings, "customers", "migrate") == (
+        "0 customer states moved to 3 partitions; 0 stored offsets moved; 0 old keys deleted\n")
+    assert await run_cli_ok(settings, "customers", "reindex") == (
+        "3 customer states read; 0 list entries written or moved\n")
 
 
-async def run_reindex(settings: IngestSettings) -> str:
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "FATIGUE_REDIS_PREFIX": settings.redis_prefix}
-    proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fatigue.cli", "customers", "reindex", env=env,
-                                                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, err.decode()
-    return out.decode()
+async def run_cli_ok(settings: IngestSettings, *args: str) -> str:
+    code, out, err = await run_cli(settings, *args)
+    assert code == 0, err
+    return out
 
 
-async def test_the_command_shows_a_customers_stored_snapshot_and_state_decoded(
+async def test_the_command_shows_a_customers_snapshot_and_stored_state(
     fed: Feed, settings: IngestSettings, redis_client: Redis
 ) -> None:
-    assert (await redis_client.get(settings.keys.snapshot("quiet-1"))).startswith("KLUv")  # compressed
+    partition = fed.partition("quiet-1")
+    assert (await redis_client.hget(settings.keys.partition(partition).states(), "quiet-1")).startswith("KLUv")
     code, out, _ = await run_cli(settings, "customers", "show", "quiet-1")
     assert code == 0 and json.loads(out)["lifecycle"]["list"] == "cooling_off"
     code, out, _ = await run_cli(settings, "customers", "show", "quiet-1", "--state")
     assert code == 0 and json.loads(out)["customer_id"] == "quiet-1" and "counts" in json.loads(out)
     code, out, _ = await run_cli(settings, "customers", "show", "nobody")
-    assert code == 1 and out.startswith("no snapshot stored for customer 'nobody'")
-    await redis_client.set(settings.keys.snapshot("broken"), "KLUv/QBYAQAAeyJh")
+    assert code == 1 and out.startswith("no state stored for customer 'nobody'")
+    await redis_client.hset(settings.keys.partition(fed.partition("broken")).states(), "broken", "KLUv/QBYAQAAeyJh")
     code, _, err = await run_cli(settings, "customers", "show", "broken")
-    assert code == 2 and "snapshot:broken is unreadable: " in err and "what to do:" in err
+    assert code == 2 and "state of 'broken' is unreadable: " in err and "what to do:" in err
+
+
+def cli_env(settings: IngestSettings) -> dict[str, str]:
+    return {**os.environ, "REDIS_URL": settings.redis_url, "FATIGUE_REDIS_PREFIX": settings.redis_prefix,
+            "FATIGUE_PARTITIONS": str(settings.partitions), "FATIGUE_TOPIC_PREFIX": settings.topic_prefix}
 
 
 async def run_cli(settings: IngestSettings, *args: str) -> tuple[int | None, str, str]:
-    env = {**os.environ, "REDIS_URL": settings.redis_url, "FATIGUE_REDIS_PREFIX": settings.redis_prefix}
+    env = cli_env(settings)
     proc = await asyncio.create_subprocess_exec(sys.executable, "-m", "fatigue.cli", *args, env=env,
                                                 stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     out, err = await asyncio.wait_for(proc.communicate(), 60)
