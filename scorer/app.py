@@ -309,15 +309,11 @@ class Scorer:
             self.liveness.batch_done()
 
     async def _fire_due(self) -> None:
-        partitions = self.partitions
-        if partitions is not None:
-            now_ms = int(time.time() * 1000)
+        if self.partitions is not None:
             try:
                 await self.reloader.ensure_loaded()
                 for partition in self.processor.owned():
-                    until = partitions.timer_bound_ms(partition, now_ms)
-                    if until > 0:
-                        await self.processor.fire_due(partition, until)
+                    await self.processor.fire_due(partition, behind=self.partitions.behind(partition))
             except Fenced as exc:
                 log.warning("due timers not fired: %s", exc)
             except FatigueError as exc:

@@ -10,7 +10,8 @@ the batch in flight and drops the partition and its cached states.
 Each `getmany` answer is processed partition by partition, the two topics' records merged by their
 timestamps (each topic in its own order), as one commit per partition (scorer/processor.py). Only
 outages are retried, in place; a partition the store says another worker owns (`Fenced`) is given
-up and the consumer rejoins its group.
+up and the consumer rejoins its group. The consumer also knows whether each owned partition has
+anything left to read: the event-lag gauge is 0 when none has.
 """
 
 from __future__ import annotations
@@ -227,18 +228,10 @@ class PartitionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
 
     # ---- timers ----
 
-    def timer_bound_ms(self, partition: int, now_ms: int) -> int:
-        """How far the clock may fire a partition's timers: now when nothing older is waiting in it;
-        while it is behind (catching up a backlog), only up to its event-time watermark (the newest
-        event time processed there), so that a timer never fires ahead of events that happened before
-        it and have not been read yet."""
+    def behind(self, partition: int) -> bool:
+        """The partition has records waiting to be read (its timers wait for its event time)."""
         progress = self.progress.get(partition)
-        owned = self._processor.owned_partition(partition)
-        if progress is None or owned is None:
-            return 0
-        if progress.caught_up:
-            return now_ms
-        return min(now_ms, owned.stream_time_ms) if owned.stream_time_ms is not None else 0
+        return progress is not None and not progress.caught_up
 
     def event_lag_s(self, now_ms: int) -> float:
         """0 when every owned partition is caught up; else the age (since the API received it) of the

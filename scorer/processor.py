@@ -334,15 +334,17 @@ class Processor:
         changes.due[customer_id] = self._fire_at(state, now_ms, arrived=arrived)
 
     def _fire_at(self, state: CustomerState, now_ms: int, *, arrived: bool) -> int | None:
-        """When the due-time index fires the customer: its next due time (in event time); never sooner
-        than `timer_settle` after an arrival, so that what arrives together is evaluated together; at
-        once when a message waits for the customer's timeline to catch up."""
+        """When (processing time) the due-time index fires the customer: `timer_settle` after its next
+        due time (in event time), and after its latest arrival — what arrives together is evaluated
+        together, and an event that happened before a due time but arrives up to `timer_settle` after
+        it is still evaluated before it. At once (a settle on) when a message waits for the customer's
+        timeline to catch up."""
         due = state.due_ms
         if due == DUE_UNKNOWN or (state.pending_action is not None and (due is None or due > now_ms)):
             due = now_ms
         if due is None:
             return None
-        return max(due, now_ms + self._settle_ms) if arrived else due
+        return (max(due, now_ms) if arrived else due) + self._settle_ms
 
     def _letter(self, item: Item, now_ms: int, reason: str | None) -> DeadLetter:
         r = item.record
@@ -380,29 +382,42 @@ class Processor:
 
     # ---- timers ----
 
-    async def fire_due(self, partition: int, until_ms: int | None = None) -> list[Action]:
-        """Advance the customers of an owned partition whose timers fire by `until_ms` (default: now)."""
+    def timer_bound_ms(self, partition: int, now_ms: int, *, behind: bool = False) -> int:
+        """How far (in event time) the clock may fire a partition's timers: `timer_settle` before now,
+        so that an event arriving up to that late is evaluated before a timer due after it happened;
+        while the partition is `behind` (a backlog waiting to be read), no further than its event-time
+        watermark (the newest event time processed there) less the same, so that a timer never fires
+        ahead of events that happened before it and are still to be read."""
+        owned = self._owned.get(partition)
+        if owned is None:
+            return 0
+        bound = now_ms if not behind or owned.stream_time_ms is None else min(now_ms, owned.stream_time_ms)
+        return bound - self._settle_ms
+
+    async def fire_due(self, partition: int, *, behind: bool = False) -> list[Action]:
+        """Advance the customers of an owned partition whose timers fire by now, each up to the
+        partition's `timer_bound_ms` (`behind`: the partition has records waiting to be read)."""
         async with self._lock:
             owned = self._owned.get(partition)
             if owned is None:
                 return []
             now_ms = self._clock.now_ms()
-            until = now_ms if until_ms is None else min(until_ms, now_ms)
-            due = await self._store.due(partition, until, DUE_BATCH)
+            until = self.timer_bound_ms(partition, now_ms, behind=behind)
+            due = await self._store.due(partition, now_ms, DUE_BATCH)
             if not due:
                 return []
-            return await self._run(TimersWork(self, owned, due, until))
+            return await self._run(TimersWork(self, owned, due, until, now_ms))
 
-    def apply_due(self, owned: Owned, loaded: Loaded, customer_ids: list[str], until_ms: int,
+    def apply_due(self, owned: Owned, loaded: Loaded, customer_ids: list[str], until_ms: int, now_ms: int,
                   policy: Policy) -> tuple[PartitionChanges, list[Action]]:
         try:
-            return self._apply_due(owned, loaded, customer_ids, until_ms, policy)
+            return self._apply_due(owned, loaded, customer_ids, until_ms, now_ms, policy)
         except FatigueError:
             raise
         except Exception as exc:  # the core failed: bisect, never retry in place
             raise CoreFailure(exc) from exc
 
-    def _apply_due(self, owned: Owned, loaded: Loaded, customer_ids: list[str], until_ms: int,
+    def _apply_due(self, owned: Owned, loaded: Loaded, customer_ids: list[str], until_ms: int, now_ms: int,
                    policy: Policy) -> tuple[PartitionChanges, list[Action]]:
         changes, actions = PartitionChanges(), []
         for customer_id in customer_ids:
@@ -412,7 +427,7 @@ class Processor:
                 continue
             state = customer.state
             actions += self._decide(state, timeline.advance(state, until_ms, policy), until_ms, changes)
-            self._write(customer, policy, until_ms, changes, arrived=False)
+            self._write(customer, policy, now_ms, changes, arrived=False)
         return changes, actions
 
     async def postpone_timer(self, owned: Owned, customer_id: str, cause: BaseException) -> None:
@@ -464,25 +479,28 @@ class RecordsWork:
 
 
 class TimersWork:
-    """Due customers of one partition, advanced to `until_ms` as one commit."""
+    """Due customers of one partition, advanced to `until_ms` (in event time) as one commit at `now_ms`."""
 
-    def __init__(self, processor: Processor, owned: Owned, customer_ids: list[str], until_ms: int) -> None:
+    def __init__(self, processor: Processor, owned: Owned, customer_ids: list[str], until_ms: int,
+                 now_ms: int) -> None:
         self._p = processor
         self.owned = owned
         self.customer_ids = customer_ids
         self.until_ms = until_ms
+        self.now_ms = now_ms
         self.size = len(customer_ids)
 
     def split(self) -> tuple[Work, Work]:
         mid = len(self.customer_ids) // 2
-        return (TimersWork(self._p, self.owned, self.customer_ids[:mid], self.until_ms),
-                TimersWork(self._p, self.owned, self.customer_ids[mid:], self.until_ms))
+        return (TimersWork(self._p, self.owned, self.customer_ids[:mid], self.until_ms, self.now_ms),
+                TimersWork(self._p, self.owned, self.customer_ids[mid:], self.until_ms, self.now_ms))
 
     async def run(self, policy: Policy, *, commit: bool) -> list[Action]:
         loaded = await self._p.load(self.owned, set(self.customer_ids))
         if loaded.unreadable:
             raise CoreFailure(ValueError(next(iter(loaded.unreadable.values()))))
-        changes, actions = self._p.apply_due(self.owned, loaded, self.customer_ids, self.until_ms, policy)
+        changes, actions = self._p.apply_due(self.owned, loaded, self.customer_ids, self.until_ms, self.now_ms,
+                                             policy)
         if not commit:
             return actions
         await self._p.commit(self.owned, loaded, changes, actions, [])

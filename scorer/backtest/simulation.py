@@ -106,12 +106,10 @@ class _Replay:
         self.settle_ms = settle_ms
         self.states: dict[str, CustomerState] = {}
         self.heap: list[tuple[int, str]] = []
-        """(when the timer fires, customer), like the live due-time index: the customer's `due_ms`, not
-        before `settle_ms` after its latest arrival. An entry that is not the customer's current one
-        is skipped when it comes up."""
+        """(when the timer fires, customer), like the live due-time index (scorer/processor.py
+        `_fire_at`): `settle_ms` after the customer's next due time and after its latest arrival. An
+        entry that is not the customer's current one is skipped when it comes up."""
         self.fire_at: dict[str, int] = {}
-        self.settled_at: dict[str, int] = {}
-        """customer -> its latest arrival + settle_ms: its timers do not fire by the clock before."""
         self.unit: dict[str, list[Action]] = {}
         """customer -> the transitions what arrived at `unit_at` made: one piece of work, like one
         batch of the live scorer, decided on together (scorer/core/delivery.py) when time moves on."""
@@ -125,24 +123,23 @@ class _Replay:
             self.result.customers.add(customer_id)
         return self.states[customer_id]
 
-    def schedule(self, state: CustomerState) -> None:
+    def schedule(self, state: CustomerState, unit_ms: int, *, arrived: bool) -> None:
+        """Index the customer as the live scorer does after a piece of work done at `unit_ms`."""
         customer_id = state.customer_id
-        if state.due_ms == DUE_UNKNOWN or (state.due_ms is None and state.pending_action is None):
+        due = state.due_ms
+        if due == DUE_UNKNOWN or (state.pending_action is not None and (due is None or due > unit_ms)):
+            due = unit_ms
+        if due is None:
             self.fire_at.pop(customer_id, None)
             return
-        if state.due_ms is None:  # a pending message only: decided when the settle is over
-            state_due = self.settled_at.get(customer_id, state.clock_ms)
-            if self.fire_at.get(customer_id) != state_due:
-                self.fire_at[customer_id] = state_due
-                heapq.heappush(self.heap, (state_due, customer_id))
-            return
-        due = state.due_ms if state.pending_action is None else min(state.due_ms, state.clock_ms)
-        fire_at = max(due, self.settled_at.get(customer_id, due))
+        fire_at = (max(due, unit_ms) if arrived else due) + self.settle_ms
         if self.fire_at.get(customer_id) != fire_at:
             self.fire_at[customer_id] = fire_at
             heapq.heappush(self.heap, (fire_at, customer_id))
 
     def fire_until(self, now_ms: int) -> None:
+        """The timers that fire by `now_ms`, each at its moment: advanced `settle_ms` behind it (an
+        event arriving that late is still evaluated first), as the live scorer's timers do."""
         while self.heap and self.heap[0][0] <= now_ms:
             fire_at, customer_id = heapq.heappop(self.heap)
             if self.fire_at.get(customer_id) != fire_at or customer_id in self.unit:
@@ -150,10 +147,11 @@ class _Replay:
             del self.fire_at[customer_id]
             state = self.states[customer_id]
             self.result.timers_fired += 1
-            fired = timeline.advance(state, fire_at, self.policy, every_timer=self.every_timer)
+            until = fire_at - self.settle_ms
+            fired = timeline.advance(state, until, self.policy, every_timer=self.every_timer)
             self.emit(state, fired)
-            self.deliver(delivery.decide(state, fired, fire_at))
-            self.schedule(state)
+            self.deliver(delivery.decide(state, fired, until))
+            self.schedule(state, fire_at, arrived=False)
 
     def begin(self, at_ms: int, customer_id: str) -> CustomerState:
         """What arrives at `at_ms` joins the unit of that moment; a later moment closes it first."""
@@ -176,7 +174,7 @@ class _Replay:
                 made = made + fired
             wait = delivery.is_history(self.unit_newest.get(customer_id), self.unit_at, self.settle_ms)
             self.deliver(delivery.decide(state, made, self.unit_at, wait=wait))
-            self.schedule(state)
+            self.schedule(state, self.unit_at, arrived=True)
         self.unit.clear()
         self.unit_newest.clear()
         self.unit_at = None
@@ -194,12 +192,11 @@ class _Replay:
             self.result.followed_profile = change.profile
         self.emit(state, actions)
         self.unit[change.customer_id] += actions
-        self.schedule(state)
+        self.schedule(state, now_ms, arrived=True)
 
     def apply_event(self, arrival: Arrival) -> None:
         event, now_ms = arrival.event, arrival.at_ms
         state = self.begin(now_ms, event.customer_id)
-        self.settled_at[event.customer_id] = now_ms + self.settle_ms
         newest = self.unit_newest.get(event.customer_id, event.occurred_at_ms)
         self.unit_newest[event.customer_id] = max(newest, event.occurred_at_ms)
         outcome = timeline.apply_event(state, event, self.policy, every_timer=self.every_timer)
@@ -215,7 +212,7 @@ class _Replay:
                 self.result.followed_events.append(event)
         self.emit(state, outcome.actions)
         self.unit[event.customer_id] += outcome.actions
-        self.schedule(state)
+        self.schedule(state, now_ms, arrived=True)
 
     def emit(self, state: CustomerState, actions: list[Action]) -> None:
         self.result.actions.extend(actions)
@@ -238,9 +235,10 @@ def simulate(
     An event arrives at its `occurred_at`, or when its `Arrival` says. The clock runs to `until_ms`
     (default: the last arrival or timed profile); events and profiles after it are left out
     (`after_until` counts the events). `every_timer`: fire every live timer, also those that cannot
-    change an outcome (the reference the tests compare with; slower). `settle_ms`: a customer's
-    timers fire by the clock no sooner than this after its latest arrival, as the live scorer's do
-    (`FATIGUE_TIMER_SETTLE_S`); they are evaluated at their due time whatever it is.
+    change an outcome (the reference the tests compare with; slower). `settle_ms`: as the live
+    scorer's FATIGUE_TIMER_SETTLE_S, a customer's timers fire this long after their due time and after
+    its latest arrival; they are evaluated at their due time whatever it is. The clock runs `settle_ms`
+    past `until_ms`, so that what is due by `until_ms` fires.
     """
     replay = _Replay(policy, follow, every_timer, settle_ms)
     arrivals = [e if isinstance(e, Arrival) else Arrival(e, e.occurred_at_ms) for e in events]
@@ -259,7 +257,7 @@ def simulate(
         else:
             replay.apply_profile(item.payload, item.at_ms)
     replay.flush()
-    replay.fire_until(end_ms)
+    replay.fire_until(end_ms + settle_ms)
     return replay.result
 
 

@@ -119,13 +119,18 @@ async def test_timers_only_fire_for_the_partition_asked(redis_client: Redis, uni
     assert {a["customer_id"] for a in await processor.fire_due(0)} == {"a"}
 
 
-async def test_timers_fire_only_up_to_the_bound_given(redis_client: Redis, unique: str) -> None:
-    """A partition catching up a backlog fires timers only up to its event-time watermark."""
+async def test_timers_fire_a_settle_after_they_are_due_and_wait_for_a_backlog(
+        redis_client: Redis, unique: str) -> None:
+    """A timer fires `timer_settle` after its due time (an event that happened before it and arrives
+    up to that late is evaluated first), and — while its partition is behind, a backlog waiting — no
+    further than the partition's event-time watermark less the same."""
     processor, _, clock, _ = await make(redis_client, unique, settle_s=1)
     assert await processor.process(0, [event_record(0, 1, customer="a", days_ago=40)]) == []  # history: waits
-    clock.advance(1001)
     watermark = int((NOW - timedelta(days=40)).timestamp() * 1000)
-    assert await processor.fire_due(0, until_ms=watermark + 30 * DAY_MS) == []
+    assert processor.timer_bound_ms(0, clock.now_ms()) == clock.now_ms() - 1000
+    assert processor.timer_bound_ms(0, clock.now_ms(), behind=True) == watermark - 1000
+    clock.advance(1000)
+    assert await processor.fire_due(0, behind=True) == []  # the cadence (31 d) is past by the clock only
     assert [a["type"] for a in await processor.fire_due(0)] == ["fatigue.re_engage"]
 
 
