@@ -15,15 +15,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from redis.exceptions import RedisError
-
 from services import stored_values
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.policy.model import Policy, default_policy
 from services.policy.store import PolicySource
 from services.redaction import mask_url
-from services.redisio import make_redis
+from services.redisio import REDIS_ERRORS, make_redis
 from services.settings import CommonSettings
 
 
@@ -66,7 +64,7 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
             out.write(f"{shown} {noun} on {options.name}" + (f"; next cursor: {cursor}\n" if cursor else "\n"))
     except InvalidCursor as exc:
         raise BadCursor(f"--cursor: {exc}") from exc
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
@@ -101,7 +99,7 @@ async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, stat
     try:
         key = settings.keys.state(customer_id) if state else settings.keys.snapshot(customer_id)
         raw = await redis.get(key)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
@@ -123,7 +121,7 @@ class UnreadableValue(FatigueError):
     operator_action = "Check the value with redis-cli; a newer version's dictionary may be missing from this one."
 
 
-def redis_unavailable(settings: CommonSettings, exc: RedisError) -> StoreUnavailable:
+def redis_unavailable(settings: CommonSettings, exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"Redis at {mask_url(settings.redis_url)} did not answer: {exc}")
 
 

@@ -18,7 +18,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from notifier.consumer import ActionConsumer
 from notifier.delivery import SenderConfig, WebhookSender
@@ -39,7 +38,7 @@ from services.kafka_errors import as_fatigue_error
 from services.lag import LagReporter
 from services.logs import setup_logging
 from services.metrics import NotifierMetrics
-from services.redisio import make_redis
+from services.redisio import RedisClient, make_redis
 from services.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def make_sender(
 
 
 def make_scheduler(
-    settings: NotifierSettings, redis: Redis, store: DeliveryStore, client: httpx.AsyncClient,
+    settings: NotifierSettings, redis: RedisClient, store: DeliveryStore, client: httpx.AsyncClient,
     metrics: NotifierMetrics, resolve: Resolver = system_resolver,
 ) -> DeliveryScheduler:
     """The sending side as `fatigue notifier` runs it (the bench and the tests build it here too)."""

@@ -23,8 +23,6 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
 from redis.exceptions import RedisError, WatchError
 
 from scorer.core import lifecycle
@@ -34,6 +32,7 @@ from services.customer_lists import ListEntry, queue_index_change
 from services.erasure import customer_keys
 from services.errors import FatigueError, StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import AnyPipeline, RedisClient
 from services.stored_values import ValueEncoder, loads
 
 
@@ -80,7 +79,7 @@ def list_entry_of(state: CustomerState) -> ListEntry | None:
 
 
 class StateStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, group: str, encoder: ValueEncoder | None = None,
+    def __init__(self, redis: RedisClient, keys: RedisKeys, group: str, encoder: ValueEncoder | None = None,
                  cache: StateCache | None = None) -> None:
         self._redis = redis
         self._keys = keys
@@ -249,7 +248,7 @@ class Transaction:
 
     def __init__(
         self,
-        pipe: Pipeline,
+        pipe: AnyPipeline,
         keys: RedisKeys,
         group: str,
         states: dict[str, CustomerState],

@@ -26,11 +26,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from services.names import CUSTOMER_LISTS, LIST_COOLING_OFF, LIST_THROTTLED, RedisKeys
 from services.policy.decision import ALLOW, decide
 from services.policy.model import Policy
+from services.redisio import RedisClient
 from services.snapshots import parse_snapshot
 
 MAX_SCANNED_PER_PAGE = 2000
@@ -142,7 +141,7 @@ class ListPage:
 
 
 class ListReader:
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
         self._after_script = redis.register_script(_AFTER)

@@ -8,12 +8,12 @@ they expire) is documented in docs/api.md#delete-v1customerscustomer_id.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError, WatchError
 
 from services.customer_lists import ListEntry, queue_index_change
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import RedisClient
 
 
 def customer_keys(keys: RedisKeys, customer_id: str) -> dict[str, str]:
@@ -25,7 +25,7 @@ def customer_keys(keys: RedisKeys, customer_id: str) -> dict[str, str]:
 MAX_ATTEMPTS = 5
 
 
-async def erase_customer(redis: Redis, keys: RedisKeys, customer_id: str) -> dict[str, bool]:
+async def erase_customer(redis: RedisClient, keys: RedisKeys, customer_id: str) -> dict[str, bool]:
     """Delete every per-customer key and take the customer off the lists reps work from, atomically
     (WATCHing its state: a scorer committing the same customer meanwhile makes it try again);
     {name: whether it existed}. StoreUnavailable when Redis fails."""
@@ -41,7 +41,7 @@ async def erase_customer(redis: Redis, keys: RedisKeys, customer_id: str) -> dic
     raise StoreUnavailable(f"the scorer kept changing customer {customer_id!r} while erasing it; retry")
 
 
-async def _erase_once(redis: Redis, keys: RedisKeys, customer_id: str, named: dict[str, str]) -> dict[str, bool]:
+async def _erase_once(redis: RedisClient, keys: RedisKeys, customer_id: str, named: dict[str, str]) -> dict[str, bool]:
     async with redis.pipeline(transaction=True) as pipe:
         await pipe.watch(keys.state(customer_id))
         raw_entry = await pipe.hget(keys.customer_list_entries(), customer_id)

@@ -19,6 +19,7 @@ from services.apikeys import ApiKey, Rate, parse_api_keys
 from services.errors import ConfigError
 from services.logs import LogFormat
 from services.names import RedisKeys, topic
+from services.redis_url import is_cluster_url, parse_cluster_url
 from services.stored_values import StoreFormat
 
 KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
@@ -80,6 +81,15 @@ class CommonSettings(BaseSettings):
     @classmethod
     def _protocol_upper_case(cls, value: object) -> object:
         return (value.strip().upper() or "PLAINTEXT") if isinstance(value, str) else value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url_is_usable(cls, value: str) -> str:
+        """A Cluster URL is parsed here, so a bad one fails at start naming what is wrong (never the URL:
+        it may hold a password); single-node URLs are redis-py's to read."""
+        if is_cluster_url(value):
+            parse_cluster_url(value)
+        return value
 
     @field_validator("log_format", mode="before")
     @classmethod
@@ -148,8 +158,14 @@ class CommonSettings(BaseSettings):
         return topic(self.topic_prefix, names.INTAKE_TOPIC)
 
     @property
+    def redis_cluster(self) -> bool:
+        """REDIS_URL names a Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+        return is_cluster_url(self.redis_url)
+
+    @property
     def keys(self) -> RedisKeys:
-        return RedisKeys(self.redis_prefix)
+        """The key layout for REDIS_URL: on a Cluster, keys written together share a hash tag (services/names.py)."""
+        return RedisKeys(self.redis_prefix, cluster=self.redis_cluster)
 
 
 def _env_name(field: str) -> str:

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from redis.asyncio import Redis
-
 from services.errors import FatigueError
 from services.names import RedisKeys
+from services.redisio import RedisClient
 from services.stored_values import loads
 
 
@@ -38,7 +37,7 @@ def parse_snapshot(raw: str | bytes, customer_id: str = "") -> dict[str, Any]:
 
 
 class SnapshotReader:
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
 

@@ -14,8 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis.asyncio import RedisCluster
+
 from services.contract import EventEnvelope, EventIn, encode
 from services.kafka import make_producer
+from services.redisio import RedisClient
 from services.settings import CommonSettings
 
 T = TypeVar("T")
@@ -127,3 +130,12 @@ async def produce_events(settings: CommonSettings, events: list[dict[str, Any]],
         await asyncio.gather(*futures)
     finally:
         await producer.stop()
+
+
+async def keys_matching(client: RedisClient, pattern: str) -> list[str]:
+    """Every key matching `pattern`, sorted: on a Cluster, from every primary (KEYS asks one node)."""
+    if isinstance(client, RedisCluster):
+        found = await client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        found = await client.keys(pattern)
+    return sorted(str(key) for key in found)
