@@ -181,7 +181,8 @@ async def run(
         subscriptions = SubscriptionStore(redis, settings.keys)
         ledger = RedisLedger(redis, settings.keys, settings.delivered_ttl_s)
         store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s,
-                              dead_letter_ttl_s=settings.dead_letter_ttl_s)
+                              dead_letter_ttl_s=settings.dead_letter_ttl_s, wait_replicas=settings.wait_replicas,
+                              wait_timeout_ms=settings.redis_wait_timeout_ms)
         scheduler = make_scheduler(settings, redis, store, client, metrics, resolve)
         scheduler.on_round = lambda: health.beat("scheduler")
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)

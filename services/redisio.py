@@ -102,10 +102,19 @@ def slot_groups(client: RedisClient, keys: Sequence[str]) -> list[list[int]]:
     return list(groups.values())
 
 
+class NotReplicated(RedisError):
+    """Writes were applied by the primary but not acknowledged by enough replicas in time (WAIT): a
+    failover now could lose them. Retriable: a store outage for the caller."""
+
+
 async def eval_each(client: RedisClient, script: str,
-                    calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]]) -> list[Any]:
+                    calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]],
+                    *, replicas: int = 0, timeout_ms: int = 2000) -> list[Any]:
     """Run the Lua `script` once per (keys, args) of `calls`, pipelined (on a Cluster: one round trip
     per node), and return each result. The keys of one call must share a slot on a Cluster.
+
+    `replicas` > 0: then also wait until that many replicas of every primary written to acknowledged
+    the writes (WAIT on the connection that carried them), else raise NotReplicated.
 
     EVAL, not EVALSHA: a Cluster pipeline refuses EVALSHA (redis-py), and a replica promoted by a
     failover may not hold a script loaded before. Redis caches the script body either way.
@@ -115,7 +124,31 @@ async def eval_each(client: RedisClient, script: str,
     async with client.pipeline(transaction=False) as pipe:
         for keys, args in calls:
             pipe.eval(script, len(keys), *keys, *args)
-        return list(await pipe.execute())
+        if replicas:
+            _queue_waits(client, pipe, [keys[0] for keys, _ in calls], replicas, timeout_ms)
+        replies = list(await pipe.execute())
+    acknowledged = [int(n) for n in replies[len(calls):]]
+    if any(n < replicas for n in acknowledged):
+        raise NotReplicated(f"{min(acknowledged)} of {replicas} Redis replicas acknowledged the writes "
+                            f"within {timeout_ms} ms")
+    return replies[:len(calls)]
+
+
+def _queue_waits(client: RedisClient, pipe: AnyPipeline, keys: Sequence[str], replicas: int, timeout_ms: int) -> None:
+    """A WAIT after the writes, on each primary written to: it goes over the connection that carried
+    that primary's writes (a pipeline sends one node's commands in order on one connection), so it
+    waits for them (WAIT covers the writes of its own connection)."""
+    if not isinstance(client, RedisCluster):
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        return
+    primaries: dict[str, ClusterNode] = {}
+    for key in keys:
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise ClusterDownError(f"no primary serves the slot of {key}")
+        primaries[node.name] = node
+    for node in primaries.values():
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
 
 
 async def mget_many(client: RedisClient, keys: Sequence[str]) -> list[Any]:

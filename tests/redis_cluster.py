@@ -7,7 +7,8 @@ primary is up (a primary killed before its replica synced is never failed over; 
 
 `kill_primary_of(key)` kills -9 the primary that serves a key; `wait_failed_over(key)` waits until a
 replica took its slots over and the cluster is whole again (node timeout 2000 ms: about 10 s here);
-`revive(node)` starts the killed node again, as a replica, so the next failover test has one.
+`revive(node)` starts the killed node again, as a replica, so the next failover test has one;
+`paused(node)` stops a node for a moment (SIGSTOP), e.g. a replica, so that WAIT cannot be satisfied.
 The lead's scorer failover test and the services' store tests use it through tests/conftest.py.
 """
 
@@ -18,6 +19,8 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,6 +91,23 @@ class RedisClusterProcesses:
             if start <= slot <= end:
                 return self.node(int(primary[1]))
         raise AssertionError(f"slot {slot} is not served by any node")
+
+    def primary_of(self, key: str) -> ClusterNode:
+        return self.primary_of_slot(key_slot(key.encode()))
+
+    def replicas_of(self, primary: ClusterNode) -> list[ClusterNode]:
+        return [n for n in self.living()
+                if n is not primary and int(n.client().info("replication").get("master_port") or 0) == primary.port]
+
+    @contextmanager
+    def paused(self, node: ClusterNode) -> Iterator[None]:
+        """SIGSTOP the node for the block (it neither answers nor replicates), SIGCONT after. Keep the
+        block shorter than the node timeout, or the Cluster marks it failed."""
+        os.killpg(node.proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.killpg(node.proc.pid, signal.SIGCONT)
 
     def kill_primary_of(self, key: str) -> ClusterNode:
         """kill -9 the primary serving `key` (its whole process group); the node killed (for `revive`)."""

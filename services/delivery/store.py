@@ -109,6 +109,8 @@ class DeliveryStore:
 
     `delivered_ttl_s`: how long a delivered or digested record stays readable. `dead_letter_ttl_s`:
     how long a failed record stays (a retry makes it permanent again). `clock`: seconds since the epoch.
+    `wait_replicas` / `wait_timeout_ms`: `schedule` returns only once that many replicas acknowledged
+    the new records (Redis WAIT), so the caller may commit what they came from (0: no wait).
 
     Shards (services/names.py): a delivery's record and every set it moves through share its shard's
     hash tag, so each script and transaction here stays in one slot of a Redis Cluster. One Redis has
@@ -118,6 +120,7 @@ class DeliveryStore:
     def __init__(
         self, redis: RedisClient, keys: RedisKeys, *, delivered_ttl_s: int = 7 * 24 * 3600,
         dead_letter_ttl_s: int = 30 * 24 * 3600, clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0, wait_timeout_ms: int = 2000,
     ) -> None:
         check_layout(redis, keys)
         self._redis = redis
@@ -125,6 +128,7 @@ class DeliveryStore:
         self._ttl_s = delivered_ttl_s
         self._dead_letter_ttl_s = dead_letter_ttl_s
         self._clock = clock
+        self._wait_replicas, self._wait_timeout_ms = wait_replicas, wait_timeout_ms
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
         self._shards = range(keys.delivery_shards)
@@ -140,14 +144,16 @@ class DeliveryStore:
     async def schedule(self, records: Iterable[DeliveryRecord]) -> builtins.list[str]:
         """Store pending records due at their `next_attempt_at_ms`; ids that exist are left alone.
 
-        Returns the ids newly scheduled. Once this returns, the deliveries survive a restart.
+        Returns the ids newly scheduled. Once this returns, the deliveries survive a restart (and, with
+        `wait_replicas`, a failover).
         """
         records = list(records)
         calls: list[tuple[list[str], list[str | int]]] = [
             ([self._keys.deliveries_due(self._shard(rec.id)), self._keys.delivery(rec.id)],
              [rec.to_json(), rec.next_attempt_at_ms or 0, rec.id]) for rec in records]
         try:
-            added = await eval_each(self._redis, _SCHEDULE, calls)
+            added = await eval_each(self._redis, _SCHEDULE, calls, replicas=self._wait_replicas,
+                                    timeout_ms=self._wait_timeout_ms)
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot schedule webhook deliveries: {exc}") from exc
         return [rec.id for rec, ok in zip(records, added, strict=True) if ok]

@@ -69,3 +69,11 @@ def test_the_key_layout_follows_the_url(url: str, cluster: bool) -> None:
     keys = CommonSettings(redis_url=url, redis_prefix="fx:").keys
     assert keys.cluster is cluster
     assert keys.policy_version() == ("{fx:policy}:version" if cluster else "fx:policy:version")
+
+
+@pytest.mark.parametrize(("url", "given", "waits"), [
+    ("redis://r1:6379/0", None, 0), ("redis+cluster://r1:7000", None, 1), ("redis+cluster://r1:7000", 0, 0),
+    ("redis://r1:6379/0", 1, 1),
+])
+def test_writes_wait_for_a_replica_by_default_on_a_cluster(url: str, given: int | None, waits: int) -> None:
+    assert CommonSettings(redis_url=url, redis_wait_replicas=given).wait_replicas == waits

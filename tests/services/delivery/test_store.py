@@ -8,10 +8,12 @@ from __future__ import annotations
 import pytest
 
 from services.delivery.store import STATUSES, DeliveryRecord, DeliveryStore
+from services.errors import StoreUnavailable
 from services.names import RedisKeys
 from services.redisio import RedisClient
 from tests.conftest import RedisTarget
 from tests.notifier.helpers import make_action
+from tests.redis_cluster import RedisClusterProcesses
 
 pytestmark = pytest.mark.integration
 
@@ -355,3 +357,24 @@ async def test_held_deliveries_are_released_at_once_unless_they_moved_since(
         assert not await redis_client.exists(keys.deliveries_held("sub_a", shard))
     other_due = keys.deliveries_due(keys.delivery_shard("msg_other"))
     assert await redis_client.zscore(other_due, "msg_other") == NOW_MS + 30_000  # other endpoint
+
+
+async def test_scheduling_waits_for_a_replica_when_asked(
+    redis_target: RedisTarget, keys: RedisKeys, request: pytest.FixtureRequest
+) -> None:
+    """With wait_replicas, `schedule` returns only once a replica of every primary written to has the
+    records (Redis WAIT), so the notifier commits an action's offset only after its deliveries would
+    survive a failover. A replica that does not answer makes it a store outage (retried), not a loss."""
+    store = DeliveryStore(redis_target.client, keys, wait_replicas=1, wait_timeout_ms=300)
+    if redis_target.kind == "single":  # no replica at all: never acknowledged
+        with pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas acknowledged"):
+            await store.schedule([record("msg_1")])
+        assert await DeliveryStore(redis_target.client, keys).schedule([record("msg_2")]) == ["msg_2"]
+        return
+    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+    assert await store.schedule([record("msg_1")]) == ["msg_1"]
+    [replica] = cluster.replicas_of(cluster.primary_of(keys.delivery("msg_2")))
+    with cluster.paused(replica), pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas acknowledged"):
+        await store.schedule([record("msg_2"), record("msg_3")])
+    assert await store.schedule([record("msg_2"), record("msg_3")]) == []  # stored, and replicated now
+    assert await store.get("msg_2") is not None
