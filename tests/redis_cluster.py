@@ -99,6 +99,17 @@ class RedisClusterProcesses:
         return [n for n in self.living()
                 if n is not primary and int(n.client().info("replication").get("master_port") or 0) == primary.port]
 
+    def wait_replicated(self, primary: ClusterNode, timeout_s: float = 30.0) -> None:
+        """Wait until every replica of `primary` has all it wrote so far (replication offsets equal)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = primary.client().info("replication")
+            offsets = [int(v["offset"]) for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)]
+            if offsets and min(offsets) >= int(info["master_repl_offset"]):
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"the replicas of {primary.port} did not catch up within {timeout_s}s")
+
     @contextmanager
     def paused(self, node: ClusterNode) -> Iterator[None]:
         """SIGSTOP the node for the block (it neither answers nor replicates), SIGCONT after. Keep the

@@ -4,10 +4,13 @@ replay — every request that touches keys of this part, which spread over the C
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.exceptions import RedisError
 
 from ingest.identity import EMAIL, PHONE, Identity, IdentityMap
 from services.delivery.store import DeliveryRecord, DeliveryStore
@@ -15,7 +18,7 @@ from services.redisio import RedisClient, make_redis_for
 from services.settings import CommonSettings, IngestSettings
 from tests.ingest.helpers import closed_port_address, event, ingest_settings_for, running_api
 from tests.notifier.helpers import make_action
-from tests.redis_cluster import RedisClusterProcesses
+from tests.redis_cluster import ClusterNode, RedisClusterProcesses
 
 pytestmark = pytest.mark.integration
 
@@ -108,3 +111,46 @@ async def test_a_cluster_that_cannot_be_reached_is_not_ready_and_answers_503(
     for answer in (policy, subs):
         assert answer.status_code == 503 and answer.json()["error"]["code"] == "store_unavailable", answer.text
         assert "Traceback" not in answer.text
+
+
+async def test_a_failover_is_a_503_never_a_500_and_the_api_reconnects_by_itself(
+    settings: IngestSettings, redis_cluster: RedisClusterProcesses
+) -> None:
+    """kill -9 the primary holding the policy: while no node serves its slot, requests touching it
+    and /readyz answer 503; once a replica took over, the same API process answers 200 again, with
+    the policy it had (replicated before the kill)."""
+    key = settings.keys.policy()
+    async with running_api(settings) as api:
+        assert (await api.put("/v1/policy", content="grace: 3d\n", headers=YAML)).status_code == 200
+        victim = redis_cluster.primary_of(key)
+        await asyncio.to_thread(redis_cluster.wait_replicated, victim)
+        redis_cluster.kill_primary_of(key)
+        seen: Counter[tuple[str, int]] = Counter()
+        try:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                policy, ready = await api.get("/v1/policy"), await api.get("/readyz")
+                seen.update([("policy", policy.status_code), ("readyz", ready.status_code)])
+                assert policy.status_code in (200, 503) and ready.status_code in (200, 503), (policy.text, ready.text)
+                if policy.status_code == 503:
+                    assert policy.json()["error"]["code"] == "store_unavailable"
+                answered = policy.status_code == ready.status_code == 200
+                if answered and await asyncio.to_thread(_failed_over, redis_cluster, key, victim):
+                    break
+                await asyncio.sleep(0.1)
+            assert policy.status_code == 200 and policy.json()["version"] == 1, (seen, policy.text)
+            assert ready.status_code == 200, ready.text
+        finally:
+            await asyncio.to_thread(_revive_after_failover, redis_cluster, key, victim)
+
+
+def _failed_over(cluster: RedisClusterProcesses, key: str, victim: ClusterNode) -> bool:
+    try:
+        return cluster.primary_of(key).port != victim.port
+    except (AssertionError, OSError, RedisError):  # the slot map is being rewritten: not yet
+        return False
+
+
+def _revive_after_failover(cluster: RedisClusterProcesses, key: str, victim: ClusterNode) -> None:
+    cluster.wait_failed_over(key)
+    cluster.revive(victim)
