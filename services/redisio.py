@@ -30,7 +30,7 @@ AnyPipeline: TypeAlias = Pipeline | ClusterPipeline
 
 REDIS_ERRORS = (RedisError, RedisClusterException)
 """What a Redis call raises when the store does not answer as it should: redis-py raises
-RedisClusterException (not a RedisError) when no node serves a slot, e.g. during a failover."""
+RedisClusterException (not a RedisError) when no seed node answers or no node serves a slot."""
 
 _TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10, "health_check_interval": 30}
 
@@ -76,11 +76,6 @@ async def ping(client: RedisClient) -> None:
 
 def is_cluster(client: RedisClient) -> bool:
     return isinstance(client, RedisCluster)
-
-
-def slot_of(client: RedisClient, key: str) -> int:
-    """The key's hash slot on a Cluster; 0 for every key on one Redis (all keys in one place)."""
-    return client.keyslot(key) if isinstance(client, RedisCluster) else 0
 
 
 def check_layout(client: RedisClient, keys: RedisKeys) -> None:
