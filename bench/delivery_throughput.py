@@ -44,6 +44,7 @@ from typing import Any, ClassVar
 import httpx
 from aiohttp import web
 from prometheus_client import CollectorRegistry
+from redis.asyncio import Redis
 from redis.asyncio.connection import Connection
 
 from fatigue.embedded import LOOPBACK, free_port, start_redis, wait_for_port
@@ -197,6 +198,7 @@ class Env:
         self.settings = settings
         self.receivers = receivers
         self.redis = make_redis(settings)  # the scheduler's, wired as in production but counting
+        assert isinstance(self.redis, Redis), "the delivery bench runs on one Redis"
         self.redis.connection_pool.connection_class = CountingConnection
         self.probe = make_redis(settings)  # the bench's own polling
         self.own_calls: Counter[str] = Counter()
@@ -223,7 +225,7 @@ class Env:
     async def counts(self, *statuses: Status) -> dict[Status, int]:
         async with self.probe.pipeline(transaction=False) as pipe:
             for status in statuses:
-                pipe.zcard(self.settings.keys.deliveries_in(status))
+                pipe.zcard(self.settings.keys.deliveries_in(status, 0))  # one Redis: one delivery shard
             values = await pipe.execute()
         self.own_calls["zcard"] += len(statuses)
         return {status: int(v) for status, v in zip(statuses, values, strict=True)}
@@ -416,7 +418,8 @@ async def _storm_state(env: Env, store: DeliveryStore, sub: Subscription, digest
     got = await env.receivers.stats()
     counts = await env.counts("pending", "delivered", "digested", "failed")
     pending = [rec.id for rec in await store.list("pending")]
-    items = int(await env.probe.hlen(env.settings.keys.digest_items(digest_id)))
+    shard = env.settings.keys.delivery_shard(webhook_id(digest_id, sub.id))
+    items = int(await env.probe.hlen(env.settings.keys.digest_items(digest_id, shard)))
     env.own_calls.update({"zrange": 1, "mget": 1, "hlen": 1})
     check(failures, got.requests == STORM_LIMIT.after, f"receiver got {got.requests} requests during the storm, "
                                                        f"not {STORM_LIMIT.after}")

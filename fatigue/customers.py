@@ -16,14 +16,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import IO, Any
 
-from redis.exceptions import RedisError
-
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.policy.model import Policy, default_policy
 from services.policy.store import PolicySource
 from services.redaction import mask_url
-from services.redisio import make_redis
+from services.redisio import REDIS_ERRORS, make_redis
 from services.settings import CommonSettings
 from services.snapshots import CustomerReader, SnapshotUnreadable
 
@@ -72,7 +70,7 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
             out.write(f"{shown} {noun} on {options.name}" + (f"; next cursor: {cursor}\n" if cursor else "\n"))
     except InvalidCursor as exc:
         raise BadCursor(f"--cursor: {exc}") from exc
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
@@ -92,7 +90,7 @@ async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> i
             seen, moved = seen + read, moved + written
         out.write(f"{seen} customer states read; {moved} list entries written or moved\n")
         return moved
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
@@ -110,7 +108,7 @@ async def migrate(settings: CommonSettings, group: str, out: IO[str]) -> None:
         out.write(f"{done.states} customer states moved to {settings.partitions} partitions"
                   f"{f' ({done.unreadable} unreadable, moved as they were)' if done.unreadable else ''}; "
                   f"{done.offsets} stored offsets moved; {done.deleted} old keys deleted\n")
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
@@ -128,7 +126,7 @@ async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, stat
         policy = await _policy(PolicySource(redis, settings.keys))
     except SnapshotUnreadable as exc:
         raise UnreadableValue(str(exc)) from exc
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
@@ -152,7 +150,7 @@ class UnreadableValue(FatigueError):
     operator_action = "Check the value with redis-cli; a newer version's dictionary may be missing from this one."
 
 
-def redis_unavailable(settings: CommonSettings, exc: RedisError) -> StoreUnavailable:
+def redis_unavailable(settings: CommonSettings, exc: Exception) -> StoreUnavailable:
     return StoreUnavailable(f"Redis at {mask_url(settings.redis_url)} did not answer: {exc}")
 
 

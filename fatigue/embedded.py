@@ -104,6 +104,10 @@ class EmbeddedStack:
     def _port(self, name: str) -> int:
         return next(p.port for p in self.processes if p.name == name)
 
+    def runs(self, name: str) -> bool:
+        """Whether this stack started `name` ("kafka" or "redis")."""
+        return any(p.name == name for p in self.processes)
+
     def stop(self) -> None:
         for process in reversed(self.processes):
             process.stop()
@@ -150,14 +154,16 @@ def start_redis(workdir: Path, port: int | None = None, *, persistent: bool = Fa
     return _spawn("redis", args, port, workdir, timeout_s=20)
 
 
-def start_stack(workdir: Path | None = None) -> EmbeddedStack:
-    """Start a Tansu broker and a redis-server on free loopback ports."""
+def start_stack(workdir: Path | None = None, *, kafka: bool = True, redis: bool = True) -> EmbeddedStack:
+    """Start a Tansu broker and a redis-server (or only the one asked for) on free loopback ports."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="fatigue-"))
     workdir.mkdir(parents=True, exist_ok=True)
     stack = EmbeddedStack(workdir)
     try:
-        stack.processes.append(start_kafka(workdir))
-        stack.processes.append(start_redis(workdir))
+        if kafka:
+            stack.processes.append(start_kafka(workdir))
+        if redis:
+            stack.processes.append(start_redis(workdir))
     except BaseException:
         stack.stop()
         raise

@@ -12,12 +12,12 @@ import asyncio
 from collections.abc import Sequence
 from typing import IO
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from ingest.dedup import Claim, DedupStore
 from services.errors import StoreUnavailable
 from services.redaction import mask_url, redact
+from services.redisio import RedisClient
 from services.settings import ImportSettings
 
 REDIS_PING_S = 5.0
@@ -38,7 +38,7 @@ class StrictDedup(DedupStore):
     """De-duplication that is never skipped: a claim Redis did not answer is tried again
     (`attempts` times, `retry_s` apart), then DedupUnavailable — nothing of the batch is stored."""
 
-    def __init__(self, redis: Redis, settings: ImportSettings, *, attempts: int = CLAIM_ATTEMPTS,
+    def __init__(self, redis: RedisClient, settings: ImportSettings, *, attempts: int = CLAIM_ATTEMPTS,
                  retry_s: float = CLAIM_RETRY_S) -> None:
         super().__init__(redis, settings.keys, settings.dedup_ttl_s)
         self._where = mask_url(settings.redis_url)
@@ -60,7 +60,7 @@ class StrictDedup(DedupStore):
                                "batch was not stored")
 
 
-async def dedup_store(redis: Redis, settings: ImportSettings, err: IO[str], *, optional: bool) -> DedupStore:
+async def dedup_store(redis: RedisClient, settings: ImportSettings, err: IO[str], *, optional: bool) -> DedupStore:
     """StrictDedup once Redis answered a PING; DedupUnavailable when it does not, unless
     `optional`: then the API's skipping DedupStore, after a warning on `err`."""
     try:
@@ -72,7 +72,7 @@ async def dedup_store(redis: Redis, settings: ImportSettings, err: IO[str], *, o
         if not optional:
             raise DedupUnavailable(f"Redis at {where} is not usable ({reason}): the import de-duplicates event ids "
                                    "there and does not start without it") from None
-        err.write(f"fatigue import: Redis at {where} is not usable ({reason}): storing events WITHOUT "
+        err.write(f"fatigue import: RedisClient at {where} is not usable ({reason}): storing events WITHOUT "
                   "de-duplication (--dedup-optional)\n")
         return DedupStore(redis, settings.keys, settings.dedup_ttl_s)
     if optional:

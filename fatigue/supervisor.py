@@ -44,6 +44,7 @@ from fatigue.runfile import CARRIED_SETTINGS, RunFile, live_run_file, remove_run
 from services.errors import PortInUse
 from services.kafka import ensure_topics
 from services.logs import setup_logging
+from services.redaction import mask_url
 from services.settings import CommonSettings
 
 SERVICES = ("api", "scorer", "notifier")
@@ -142,10 +143,13 @@ def make_plan(host: str, port: int, workdir: Path, log_format: str = "text") -> 
     env = dict(os.environ)
     env["FATIGUE_LOG_FORMAT"] = log_format
     embedded = None
-    if not (env.get("KAFKA_BOOTSTRAP_SERVERS") and env.get("REDIS_URL")):
-        embedded = start_stack(workdir)
-        env.setdefault("KAFKA_BOOTSTRAP_SERVERS", embedded.kafka_bootstrap_servers)
-        env.setdefault("REDIS_URL", embedded.redis_url)
+    kafka_given, redis_given = bool(env.get("KAFKA_BOOTSTRAP_SERVERS")), bool(env.get("REDIS_URL"))
+    if not (kafka_given and redis_given):  # only what is not given: REDIS_URL may name a Redis Cluster
+        embedded = start_stack(workdir, kafka=not kafka_given, redis=not redis_given)
+    if embedded is not None and embedded.runs("redis"):
+        env["REDIS_URL"] = embedded.redis_url
+    if embedded is not None and embedded.runs("kafka"):
+        env["KAFKA_BOOTSTRAP_SERVERS"] = embedded.kafka_bootstrap_servers
         # The embedded broker: no idempotent producer; short group timeouts (see docs/operations.md).
         env.setdefault("FATIGUE_KAFKA_IDEMPOTENCE", "false")
         env.setdefault("FATIGUE_BROKER_SESSION_TIMEOUT_S", "6")
@@ -246,21 +250,25 @@ def announce(plan: Plan) -> None:
     """The banner: text lines on a terminal, one JSON record otherwise (the key masked there)."""
     env = plan.env
     say(describe(plan), api_url=plan.api_url, docs_url=f"{plan.api_url}/docs", api_key=plan.api_key or "",
-        api_key_file=str(plan.api_key_file or ""), kafka=env["KAFKA_BOOTSTRAP_SERVERS"], redis=env["REDIS_URL"],
+        api_key_file=str(plan.api_key_file or ""), kafka=env["KAFKA_BOOTSTRAP_SERVERS"],
+        redis=mask_url(env["REDIS_URL"]),
         metrics=[f"{plan.api_url}/metrics", plan.scorer_metrics_url, plan.notifier_metrics_url],
         embedded=plan.embedded is not None)
 
 
 def describe(plan: Plan) -> str:
     env = plan.env
-    kind = "embedded" if plan.embedded else "external"
+
+    def kind(name: str) -> str:
+        return "embedded" if plan.embedded is not None and plan.embedded.runs(name) else "external"
+
     lines = [
         "",
         "contact-fatigue is starting",
         f"  API            {plan.api_url}   (OpenAPI docs: {plan.api_url}/docs)",
         f"  API key        {plan.api_key or '(from FATIGUE_API_KEYS)'}",
-        f"  Kafka          {env['KAFKA_BOOTSTRAP_SERVERS']}  ({kind})",
-        f"  Redis          {env['REDIS_URL']}  ({kind})",
+        f"  Kafka          {env['KAFKA_BOOTSTRAP_SERVERS']}  ({kind('kafka')})",
+        f"  Redis          {mask_url(env['REDIS_URL'])}  ({kind('redis')})",
         f"  Metrics        {plan.api_url}/metrics  {plan.scorer_metrics_url}  {plan.notifier_metrics_url}",
         "  Stop           Ctrl-C",
         *(f"  Note           {note}" for note in plan.notes),

@@ -14,6 +14,10 @@ unclaimed and the scorer's own de-duplication by event_id keeps the counts right
 A batch's claims and its confirmations are one command each (a Lua script over all its keys), not
 one command per event in a pipeline: redis-py spends most of a pipeline's time packing and parsing
 commands one by one, which was a quarter of a 100-event POST's CPU (docs/performance.md).
+
+On a Redis Cluster a script may only touch keys of one slot, and an id's key is a slot of its own:
+the scripts run once per slot, pipelined (one round trip per node). No atomicity across ids is lost:
+each id's claim was already independent of the others'.
 """
 
 from __future__ import annotations
@@ -22,11 +26,10 @@ import asyncio
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from typing import Any
 
 from services.names import RedisKeys
+from services.redisio import REDIS_ERRORS, RedisClient, eval_each, slot_groups
 
 log = logging.getLogger(__name__)
 
@@ -70,15 +73,13 @@ class Claim:
 
 
 class DedupStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: int, timeout_s: float = DEDUP_TIMEOUT_S,
+    def __init__(self, redis: RedisClient, keys: RedisKeys, ttl_s: int, timeout_s: float = DEDUP_TIMEOUT_S,
                  pending_ttl_s: int = PENDING_TTL_S) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
         self._timeout_s = timeout_s
         self._pending_ttl_s = pending_ttl_s
-        self._claim_script = redis.register_script(_CLAIM_SCRIPT)
-        self._confirm_script = redis.register_script(_CONFIRM_SCRIPT)
 
     async def claim(self, producer: str, event_ids: Sequence[str], *, wait_s: float) -> Claim:
         """Claim the ids not yet stored; wait up to `wait_s` for ids another request is publishing."""
@@ -86,7 +87,7 @@ class DedupStore:
             return Claim()
         try:
             return await self._claim(producer, list(event_ids), wait_s)
-        except (RedisError, OSError, TimeoutError) as exc:
+        except (*REDIS_ERRORS, OSError, TimeoutError) as exc:
             log.warning("de-duplication skipped, Redis did not answer: %r", exc)
             return Claim(claimed=list(event_ids), checked=False)
 
@@ -109,7 +110,7 @@ class DedupStore:
     async def _try_claim(self, producer: str, event_ids: list[str]) -> tuple[list[str], set[str], list[str]]:
         keys = [self._keys.dedup(producer, event_id) for event_id in event_ids]
         async with asyncio.timeout(self._timeout_s):
-            previous = await self._claim_script(keys=keys, args=[PENDING, self._pending_ttl_s])
+            previous = await self._per_slot(_CLAIM_SCRIPT, keys, [PENDING, self._pending_ttl_s])
         states = [old.decode() if isinstance(old, bytes) else old for old in previous]
         won = [eid for eid, old in zip(event_ids, states, strict=True) if old is None]
         duplicates = {eid for eid, old in zip(event_ids, states, strict=True) if old is not None and old != PENDING}
@@ -131,9 +132,20 @@ class DedupStore:
         try:
             async with asyncio.timeout(self._timeout_s):
                 if release:
-                    await self._redis.delete(*keys)
+                    await self._redis.delete(*keys)  # a Cluster client deletes per slot
                 else:
-                    await self._confirm_script(keys=keys, args=[DONE, self._ttl_s])
-        except (RedisError, OSError, TimeoutError) as exc:
+                    await self._per_slot(_CONFIRM_SCRIPT, keys, [DONE, self._ttl_s])
+        except (*REDIS_ERRORS, OSError, TimeoutError) as exc:
             what = "release" if release else "confirm"
             log.warning("could not %s %d de-duplication claims: %r", what, len(event_ids), exc)
+
+    async def _per_slot(self, script: str, keys: list[str], args: list[str | int]) -> list[Any]:
+        """`script` over `keys`, once per hash slot (once on one Redis); one result per key, in order.
+        Both scripts return a list with one value per key, or its length."""
+        groups = slot_groups(self._redis, keys)
+        replies = await eval_each(self._redis, script, [([keys[i] for i in group], args) for group in groups])
+        results: list[Any] = [None] * len(keys)
+        for group, reply in zip(groups, replies, strict=True):
+            for position, index in enumerate(group):
+                results[index] = reply[position] if isinstance(reply, list) else reply
+        return results

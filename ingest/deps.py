@@ -16,7 +16,6 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from redis.asyncio import Redis
 
 from ingest.accept import AcceptPath
 from ingest.adapters.rejected import RejectedStore
@@ -32,6 +31,7 @@ from services.delivery.health import EndpointHealthStore
 from services.delivery.subscriptions import SubscriptionStore
 from services.metrics import IngestMetrics
 from services.policy.store import PolicyStore
+from services.redisio import RedisClient
 from services.settings import IngestSettings
 from services.snapshots import CustomerReader
 
@@ -54,14 +54,14 @@ async def get_publisher(request: Request) -> EventPublisher:
     return request.app.state.publisher  # type: ignore[no-any-return]
 
 
-async def get_redis(request: Request) -> Redis:
+async def get_redis(request: Request) -> RedisClient:
     return request.app.state.redis  # type: ignore[no-any-return]
 
 
 SettingsDep = Annotated[IngestSettings, Depends(get_settings)]
 MetricsDep = Annotated[IngestMetrics, Depends(get_metrics)]
 PublisherDep = Annotated[EventPublisher, Depends(get_publisher)]
-RedisDep = Annotated[Redis, Depends(get_redis)]
+RedisDep = Annotated[RedisClient, Depends(get_redis)]
 
 
 def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> ApiKey:

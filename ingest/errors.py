@@ -14,7 +14,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect
 
@@ -195,6 +195,7 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(BrokerMisconfigured, _broker_misconfigured)
     app.add_exception_handler(RecordRefused, _record_refused)
     app.add_exception_handler(RedisError, _store_unavailable)
+    app.add_exception_handler(RedisClusterException, _store_unavailable)  # a Cluster without a node for a slot
     app.add_exception_handler(StoreUnavailable, _store_unavailable)
     app.add_exception_handler(SnapshotUnreadable, _snapshot_unreadable)
     app.add_exception_handler(ClientDisconnect, _client_disconnect)

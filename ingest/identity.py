@@ -8,28 +8,46 @@ kept in Redis only (never on the profiles topic, never in a snapshot):
     <prefix>identity:<digest>        -> customer id
     <prefix>identities:<customer id> -> set of `email:<digest>` / `phone:<digest>` of that customer
 
-`lookup` resolves a batch of addresses in one round trip (MGET). `replace` swaps one customer's
-identities atomically (WATCH/MULTI): an address that moved to another customer is left to it.
+`lookup` resolves a batch of addresses in one round trip (MGET; on a Redis Cluster one per node).
+`replace` swaps one customer's identities: an address that moved to another customer is left to it.
 `erase` removes them all (for a customer's erasure); `members_of` and `member` let the erasure
 find the rejected store's entries of the customer's addresses without keeping them in clear.
+
+The set and the identity keys are in different hash slots on a Cluster, so no single transaction
+covers them. Instead one writer at a time changes a customer's identities (an expiring lock key per
+customer), in an order that keeps the set a superset of the identity keys pointing at the customer
+at every step — a writer that dies half-way leaves at most extra members, which the next replace
+or erasure cleans up, never an identity key the erasure cannot find.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import phonenumbers
-from redis.asyncio import Redis
-from redis.exceptions import WatchError
+from redis.exceptions import LockError, WatchError
 
 from services.names import RedisKeys
+from services.redisio import RedisClient, mget_many
 
 EMAIL = "email"
 PHONE = "phone"
-MAX_WATCH_RETRIES = 20
+log = logging.getLogger(__name__)
+
+LOCK_TTL_S = 10.0
+"""A customer's identity lock lapses after this long if its holder died (a swap takes milliseconds)."""
+LOCK_WAIT_S = 5.0
+"""How long a swap waits for another swap of the same customer before it gives up (WatchError: 503)."""
+
+# KEYS[1] = an identity key; ARGV[1] = customer id. Deletes it only while it names that customer.
+_DELETE_IF_OWNER = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,7 +102,7 @@ def profile_identities(emails: Sequence[str] | None, phones: Sequence[str] | Non
 
 
 class IdentityMap:
-    def __init__(self, redis: Redis, keys: RedisKeys, hash_key: bytes) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, hash_key: bytes) -> None:
         self._redis = redis
         self._keys = keys
         self._hash_key = hash_key
@@ -104,7 +122,7 @@ class IdentityMap:
         """The customer id of each identity (None: unknown), in one round trip."""
         if not identities:
             return []
-        values = await self._redis.mget([self._keys.identity(self.digest(i)) for i in identities])
+        values = await mget_many(self._redis, [self._keys.identity(self.digest(i)) for i in identities])
         return [_text(v) for v in values]
 
     async def replace(self, customer_id: str, identities: Sequence[Identity],
@@ -119,33 +137,39 @@ class IdentityMap:
         return await self._swap(customer_id, set(), {EMAIL, PHONE}) > 0
 
     async def _swap(self, customer_id: str, new: set[str], kinds: set[str]) -> int:
-        """How many identities the customer had before."""
-        """Set members are `kind:digest`; the identity keys are named by the digest alone."""
+        """Replace the customer's identities of `kinds` by `new` (members `kind:digest`); how many it had
+        before. WatchError when another swap of the same customer holds the lock for LOCK_WAIT_S."""
+        lock = self._redis.lock(self._keys.identities_lock(customer_id), timeout=LOCK_TTL_S,
+                                blocking_timeout=LOCK_WAIT_S, sleep=0.02, thread_local=False)
+        if not await lock.acquire():
+            raise WatchError(f"identities of {customer_id!r} are being changed by another request; retry")
+        try:
+            return await self._swap_locked(customer_id, new, kinds)
+        finally:
+            try:
+                await lock.release()
+            except LockError:  # it lapsed (LOCK_TTL_S) while we worked: nothing of ours to release
+                log.warning("the identity lock of a customer lapsed before its swap finished")
+
+    async def _swap_locked(self, customer_id: str, new: set[str], kinds: set[str]) -> int:
+        """Set members are `kind:digest`; the identity keys are named by the digest alone. The set
+        grows first and shrinks last, so it always lists every identity key naming the customer."""
         members_key = self._keys.identities_of(customer_id)
-        for _ in range(MAX_WATCH_RETRIES):
-            async with self._redis.pipeline(transaction=True) as pipe:
-                try:
-                    await pipe.watch(members_key)
-                    old = {m.decode() if isinstance(m, bytes) else str(m) for m in await pipe.smembers(members_key)}
-                    kept = {m for m in old if m.partition(":")[0] not in kinds}
-                    gone_keys = [self._keys.identity(m.partition(":")[2]) for m in sorted(old - new - kept)]
-                    if gone_keys:
-                        await pipe.watch(*gone_keys)
-                    owners = await pipe.mget(gone_keys) if gone_keys else []
-                    pipe.multi()
-                    for key, owner in zip(gone_keys, owners, strict=True):
-                        if _text(owner) == customer_id:
-                            pipe.delete(key)
-                    pipe.delete(members_key)
-                    for member in sorted(new):
-                        pipe.set(self._keys.identity(member.partition(":")[2]), customer_id)
-                    if new | kept:
-                        pipe.sadd(members_key, *sorted(new | kept))
-                    await pipe.execute()
-                    return len(old)
-                except WatchError:
-                    continue
-        raise WatchError(f"identities of {customer_id!r} kept changing; retry")
+        old = {_text(m) or "" for m in await self._redis.smembers(members_key)}
+        final = new | {m for m in old if m.partition(":")[0] not in kinds}
+        gone = sorted(old - final)
+        if new - old:
+            await self._redis.sadd(members_key, *sorted(new - old))
+        if new or gone:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for member in sorted(new):
+                    pipe.set(self._keys.identity(member.partition(":")[2]), customer_id)
+                for member in gone:  # unless it points to another customer since
+                    pipe.eval(_DELETE_IF_OWNER, 1, self._keys.identity(member.partition(":")[2]), customer_id)
+                await pipe.execute()
+        if gone:
+            await self._redis.srem(members_key, *gone)
+        return len(old)
 
 
 def _text(value: bytes | str | None) -> str | None:

@@ -18,7 +18,6 @@ from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener
 from aiokafka.errors import KafkaError
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from notifier.consumer import ActionConsumer
 from notifier.delivery import SenderConfig, WebhookSender
@@ -39,7 +38,7 @@ from services.kafka_errors import as_fatigue_error
 from services.lag import LagReporter
 from services.logs import setup_logging
 from services.metrics import NotifierMetrics
-from services.redisio import make_redis
+from services.redisio import RedisClient, make_redis
 from services.settings import NotifierSettings
 
 log = logging.getLogger(__name__)
@@ -96,7 +95,7 @@ def make_sender(
 
 
 def make_scheduler(
-    settings: NotifierSettings, redis: Redis, store: DeliveryStore, client: httpx.AsyncClient,
+    settings: NotifierSettings, redis: RedisClient, store: DeliveryStore, client: httpx.AsyncClient,
     metrics: NotifierMetrics, resolve: Resolver = system_resolver,
 ) -> DeliveryScheduler:
     """The sending side as `fatigue notifier` runs it (the bench and the tests build it here too)."""
@@ -182,7 +181,8 @@ async def run(
         subscriptions = SubscriptionStore(redis, settings.keys)
         ledger = RedisLedger(redis, settings.keys, settings.delivered_ttl_s)
         store = DeliveryStore(redis, settings.keys, delivered_ttl_s=settings.delivered_ttl_s,
-                              dead_letter_ttl_s=settings.dead_letter_ttl_s)
+                              dead_letter_ttl_s=settings.dead_letter_ttl_s, wait_replicas=settings.wait_replicas,
+                              wait_timeout_ms=settings.redis_wait_timeout_ms)
         scheduler = make_scheduler(settings, redis, store, client, metrics, resolve)
         scheduler.on_round = lambda: health.beat("scheduler")
         dispatcher = Dispatcher(subscriptions, ledger, store, metrics, on_scheduled=scheduler.wake)

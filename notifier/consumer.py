@@ -20,10 +20,10 @@ from typing import Protocol
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
-from redis.exceptions import RedisError
 
 from services.deadletter import DeadLetter, DeadLetterSink
 from services.errors import FatigueError
+from services.redisio import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ class ActionConsumer:
             origin = f"{tp.topic}[{tp.partition}]@{record.offset}"
             try:
                 await self._dispatcher.dispatch(record.value, origin=origin)
-            except (RedisError, KafkaError, OSError):
+            except (*REDIS_ERRORS, KafkaError, OSError):
                 raise
             except FatigueError as exc:
                 if exc.retriable:

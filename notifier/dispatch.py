@@ -18,8 +18,6 @@ from collections.abc import Callable, Iterable
 from typing import Protocol
 from urllib.parse import urlsplit
 
-from redis.exceptions import RedisError
-
 from notifier.ledger import DeliveryLedger
 from notifier.signing import webhook_id
 from services.actions import Action, decode_action
@@ -27,6 +25,7 @@ from services.delivery.store import DeliveryRecord
 from services.delivery.subscriptions import Subscription
 from services.errors import StoreUnavailable
 from services.metrics import NotifierMetrics
+from services.redisio import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +98,7 @@ class Dispatcher:
                 matching = await self._subscriptions.matching(action["type"])
                 return [sub for sub in matching if sub.filters.matches(action)]
             sub = await self._subscriptions.get(action["subscription_id"])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot read webhook subscriptions: {exc}") from exc
         if sub is None:
             log.info("action %s is for subscription %s, which is gone; skipped",

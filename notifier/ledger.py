@@ -10,11 +10,9 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import REDIS_ERRORS, RedisClient
 
 
 class DeliveryLedger(Protocol):
@@ -30,7 +28,7 @@ class DeliveryLedger(Protocol):
 class RedisLedger:
     """One expiring key per pair: `keys.delivered(action_id, subscription_id)`."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, ttl_s: int) -> None:
         self._redis = redis
         self._keys = keys
         self._ttl_s = ttl_s
@@ -38,13 +36,13 @@ class RedisLedger:
     async def seen(self, action_id: str, subscription_id: str) -> bool:
         try:
             return bool(await self._redis.exists(self._keys.delivered(action_id, subscription_id)))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot read the delivery ledger: {exc}") from exc
 
     async def mark(self, action_id: str, subscription_id: str) -> None:
         try:
             await self._redis.set(self._keys.delivered(action_id, subscription_id), "1", ex=self._ttl_s)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot write the delivery ledger: {exc}") from exc
 
 

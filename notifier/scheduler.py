@@ -29,8 +29,6 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Protocol
 
-from redis.exceptions import RedisError
-
 from notifier.delivery import AttemptOutcome, DeliveryResult, Outcome
 from notifier.dispatch import SubscriptionSource, redact_url
 from notifier.ledger import DeliveryLedger
@@ -45,6 +43,7 @@ from services.errors import StoreUnavailable
 from services.logs import log_context
 from services.metrics import NotifierMetrics
 from services.names import ACTION_DIGEST, ACTION_TYPES
+from services.redisio import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -173,7 +172,7 @@ class DeliveryScheduler:
         never the notifier."""
         try:
             await self._process_claimed(rec)
-        except (StoreUnavailable, RedisError):
+        except (StoreUnavailable, *REDIS_ERRORS):
             raise
         except Exception as exc:
             log.exception("webhook %s failed unexpectedly; counted as a failed attempt", rec.id)
@@ -310,13 +309,13 @@ class DeliveryScheduler:
 
     async def _freeze_digest(self, rec: DeliveryRecord, sub: Subscription) -> DeliveryRecord | None:
         """Fix a due digest's content in its record (every retry sends the same); None: not to send."""
-        digest = await self._digests.freeze(rec.action)  # type: ignore[arg-type]
+        digest = await self._digests.freeze(rec.action, rec.id)  # type: ignore[arg-type]
         if not digest["total"]:  # its window's items expired unsent: nothing to say
             await self._dead_letter(rec, _unsent(rec, "the digest's alerts expired", url=sub.url), sub.format)
             return None
         frozen = await self._store.replace_action(rec.id, digest)  # type: ignore[arg-type]
         if frozen is not None:
-            await self._digests.forget_items(digest["action_id"])
+            await self._digests.forget_items(digest["action_id"], rec.id)
         return frozen
 
     async def _rate_limited(self, rec: DeliveryRecord, sub: Subscription) -> bool:

@@ -23,7 +23,6 @@ from aiokafka.errors import KafkaError
 from faust.app.base import BootStrategy
 from faust.worker import Worker
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
-from redis.asyncio import Redis
 
 from scorer.clock import SystemClock
 from scorer.consumer import PartitionConsumer, make_consumer, until_done
@@ -45,7 +44,7 @@ from services.partitions import check_partition_count
 from services.policy.model import DEFAULT_POLICY_FILE, Policy
 from services.policy.resolver import PolicyEvent, PolicyRefused, PolicyResolver, PolicySwapped
 from services.policy.store import PolicySource
-from services.redisio import make_redis
+from services.redisio import RedisClient, make_redis
 from services.settings import ScorerSettings
 from services.stored_values import ValueEncoder
 
@@ -158,7 +157,7 @@ class Scorer:
         self.settings = settings
         self.registry = CollectorRegistry()
         self.metrics = ScorerMetrics(self.registry)
-        self.redis: Redis = make_redis(settings)
+        self.redis: RedisClient = make_redis(settings)
         self.reloader = PolicyReloader(
             PolicySource(self.redis, settings.keys), settings.policy_file or DEFAULT_POLICY_FILE, self.metrics
         )

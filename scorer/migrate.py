@@ -17,8 +17,6 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from redis.asyncio import Redis
-
 from scorer.core.state import CustomerState
 from scorer.core.views import decision_view
 from scorer.lists import list_entry_of
@@ -26,6 +24,7 @@ from scorer.partition_store import PartitionChanges, RedisPartitionStore
 from services.names import RedisKeys
 from services.partitions import partition_of
 from services.policy.model import Policy
+from services.redisio import RedisClient
 from services.stored_values import ValueEncoder, loads
 
 
@@ -37,7 +36,7 @@ class Migrated:
     deleted: int = 0
 
 
-async def migrate(redis: Redis, keys: RedisKeys, partitions: int, group: str, policy: Policy, now_ms: int,
+async def migrate(redis: RedisClient, keys: RedisKeys, partitions: int, group: str, policy: Policy, now_ms: int,
                   encoder: ValueEncoder | None = None, batch: int = 500) -> Migrated:
     store = RedisPartitionStore(redis, keys)
     encoder = encoder or ValueEncoder()
@@ -82,7 +81,7 @@ async def migrate(redis: Redis, keys: RedisKeys, partitions: int, group: str, po
     return done
 
 
-async def _move_offsets(redis: Redis, keys: RedisKeys, group: str, partitions: int, store: RedisPartitionStore,
+async def _move_offsets(redis: RedisClient, keys: RedisKeys, group: str, partitions: int, store: RedisPartitionStore,
                         epoch_of: Callable[[int], Awaitable[int]]) -> int:
     old = f"{keys.prefix}offsets:{group}"
     fields = await redis.hgetall(old)
@@ -96,7 +95,7 @@ async def _move_offsets(redis: Redis, keys: RedisKeys, group: str, partitions: i
     return sum(len(o) for o in by_partition.values())
 
 
-async def _chunks(redis: Redis, pattern: str, size: int):  # type: ignore[no-untyped-def]
+async def _chunks(redis: RedisClient, pattern: str, size: int):  # type: ignore[no-untyped-def]
     """Keys matching `pattern` (SCAN), `size` at a time; the old layout's keys never carry a hash tag."""
     chunk: list[str] = []
     async for key in redis.scan_iter(match=pattern, count=size):

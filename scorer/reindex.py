@@ -7,16 +7,15 @@ wrote — instead of overwriting it from the states and list entries it keeps in
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-
 from scorer.core.state import CustomerState
 from scorer.lists import list_entry_of
 from scorer.partition_store import PartitionChanges, RedisPartitionStore
 from services.names import RedisKeys
+from services.redisio import RedisClient
 from services.stored_values import loads
 
 
-async def reindex_partition(redis: Redis, keys: RedisKeys, partition: int, batch: int = 500) -> tuple[int, int]:
+async def reindex_partition(redis: RedisClient, keys: RedisKeys, partition: int, batch: int = 500) -> tuple[int, int]:
     """(states read, list entries written or moved) of one partition. A state that does not decode is
     left alone (the scorer dead-letters that customer's records)."""
     store = RedisPartitionStore(redis, keys)

@@ -30,11 +30,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.asyncio import Redis
-
 from services.names import CUSTOMER_LISTS, LIST_COOLING_OFF, LIST_THROTTLED, PartitionKeys, RedisKeys
 from services.policy.decision import ALLOW, decide
 from services.policy.model import Policy
+from services.redisio import RedisClient
 
 MAX_SCANNED_PER_PAGE = 2000
 """With a tier/stage filter beyond the one index used, at most this many entries are looked at per
@@ -157,7 +156,7 @@ def _order(member: str, score: int) -> tuple[int, bytes]:
 
 
 class ListReader:
-    def __init__(self, redis: Redis, keys: RedisKeys, partitions: int) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, partitions: int) -> None:
         self._redis = redis
         self._keys = keys
         self._partitions = partitions

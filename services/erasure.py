@@ -15,13 +15,11 @@ entry is still that one (a scorer committing the customer meanwhile makes it rea
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from services.customer_lists import ListEntry
 from services.errors import StoreUnavailable
 from services.names import PartitionKeys, RedisKeys
 from services.partitions import partition_of
+from services.redisio import REDIS_ERRORS, RedisClient
 
 MAX_ATTEMPTS = 5
 ERASED = ("state", "snapshot")
@@ -41,7 +39,7 @@ return {state, view}
 """KEYS: states, views, list entries, due, then the list keys of the entry ARGV[2] (ARGV[1]: customer)."""
 
 
-async def erase_customer(redis: Redis, keys: RedisKeys, partitions: int, customer_id: str) -> dict[str, bool]:
+async def erase_customer(redis: RedisClient, keys: RedisKeys, partitions: int, customer_id: str) -> dict[str, bool]:
     """Delete the customer's scorer data and take it off the lists reps work from, atomically;
     {name: whether it existed}. StoreUnavailable when Redis fails."""
     pkeys = keys.partition(partition_of(customer_id, partitions))
@@ -54,7 +52,7 @@ async def erase_customer(redis: Redis, keys: RedisKeys, partitions: int, custome
             if int(answer[0]) >= 0:
                 state, view = (bool(int(x)) for x in answer)
                 return {"state": state, "snapshot": view, "lists": entry is not None}
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"erasing customer data in Redis failed: {exc}") from exc
     raise StoreUnavailable(f"the scorer kept changing customer {customer_id!r} while erasing it; retry")
 

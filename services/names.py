@@ -5,6 +5,8 @@ Nothing else in the code base spells these strings. Units are in names (`_ms`, `
 
 from __future__ import annotations
 
+import zlib
+
 # ---- Kafka topics (prefix comes from settings: FATIGUE_TOPIC_PREFIX, default "fatigue.") ----
 EVENTS_TOPIC = "events.v1"  # touches and responses, keyed by customer_id
 PROFILES_TOPIC = "profiles.v1"  # customer profiles, keyed by customer_id, compacted
@@ -40,6 +42,10 @@ LIST_TO_ACTIVATE = "to_activate"  # neglected, gone quiet or rested: reach out
 CUSTOMER_LISTS = (LIST_COOLING_OFF, LIST_TO_ACTIVATE, LIST_THROTTLED)
 
 # ---- Redis keys (prefix from settings: FATIGUE_REDIS_PREFIX, default "fatigue:") ----
+
+CLUSTER_DELIVERY_SHARDS = 16
+"""On a Redis Cluster, webhook deliveries are spread over this many shards, each under its own hash
+tag (see RedisKeys). Changing it strands the deliveries of the shards that go away: drain first."""
 
 
 class PartitionKeys:
@@ -91,10 +97,41 @@ class PartitionKeys:
 
 
 class RedisKeys:
-    """Every Redis key the system reads or writes, built from one prefix."""
+    """Every Redis key the system reads or writes, built from one prefix.
 
-    def __init__(self, prefix: str = "fatigue:") -> None:
+    Two layouts, chosen by REDIS_URL (`cluster`: a `redis+cluster://` URL, services/redis_url.py):
+
+    - one Redis (`cluster=False`): `<prefix><name>`, the names this system always used;
+    - a Redis Cluster (`cluster=True`): the keys one script or MULTI/EXEC touches together share a
+      hash tag, so they share a slot (a Cluster refuses a script over several slots: CROSSSLOT):
+      the policy and its version counter under `{<prefix>policy}`; each webhook delivery, with the
+      status sets, dead-letter and held indexes and digest bookkeeping it moves through, under the
+      tag of its shard `{<prefix>d<N>}` (N = CRC-32 of the delivery id mod CLUSTER_DELIVERY_SHARDS),
+      so deliveries spread over CLUSTER_DELIVERY_SHARDS slots. Every other key of this part stands
+      alone (one key per command, or several keys of independent work split per slot by the caller).
+
+    The methods taking a `shard` name the copy of a per-status set in that shard; on one Redis there
+    is one shard, 0. The scorer's keys are per Kafka partition, under its own hash tag on either kind
+    of Redis (`partition`, `PartitionKeys`).
+    """
+
+    def __init__(self, prefix: str = "fatigue:", *, cluster: bool = False) -> None:
         self.prefix = prefix
+        self.cluster = cluster
+
+    # -- webhook deliveries: sharded on a Cluster, one shard (the historical names) on one Redis --
+
+    @property
+    def delivery_shards(self) -> int:
+        """How many shards deliveries are spread over: CLUSTER_DELIVERY_SHARDS on a Cluster, else 1."""
+        return CLUSTER_DELIVERY_SHARDS if self.cluster else 1
+
+    def delivery_shard(self, delivery_id: str) -> int:
+        """The shard of one delivery (stable across processes and versions: CRC-32, not hash())."""
+        return zlib.crc32(delivery_id.encode()) % self.delivery_shards
+
+    def _in_shard(self, shard: int) -> str:
+        return f"{{{self.prefix}d{shard}}}:" if self.cluster else self.prefix
 
     def partition(self, partition: int) -> PartitionKeys:
         """The keys of one Kafka partition's customers (the scorer's state)."""
@@ -103,23 +140,6 @@ class RedisKeys:
     def meta(self) -> str:
         """Hash: the partition count and key layout the stored state was written with (services/partitions.py)."""
         return f"{self.prefix}meta"
-
-    def state(self, customer_id: str) -> str:
-        """Scorer-private per-customer state (JSON, stored as services/stored_values.py says)."""
-        return f"{self.prefix}state:{customer_id}"
-
-    def snapshot(self, customer_id: str) -> str:
-        """Per-customer snapshot the API serves (JSON, see docs/api.md; stored as services/stored_values.py
-        says: compressed by default, `stored_values.loads` reads either format)."""
-        return f"{self.prefix}snapshot:{customer_id}"
-
-    def offsets(self, group: str) -> str:
-        """Hash `topic/partition` -> last offset whose effects are in Redis."""
-        return f"{self.prefix}offsets:{group}"
-
-    def due(self, group: str, partition: int) -> str:
-        """Sorted set customer_id -> next due time (ms) for the scorer's timers, one per partition."""
-        return f"{self.prefix}due:{group}:{partition}"
 
     def subscriptions(self) -> str:
         """Hash subscription id -> subscription JSON."""
@@ -134,80 +154,71 @@ class RedisKeys:
         return f"{self.prefix}delivered:{subscription_id}:{action_id}"
 
     def delivery(self, delivery_id: str) -> str:
-        """One webhook delivery (JSON, see services/delivery/store.py); id = its webhook-id."""
-        return f"{self.prefix}delivery:{delivery_id}"
+        """One webhook delivery (JSON, see services/delivery/store.py); id = its webhook-id. In the
+        delivery's shard."""
+        return f"{self._in_shard(self.delivery_shard(delivery_id))}delivery:{delivery_id}"
 
     def rate_window(self, subscription_id: str, minute: int) -> str:
         """Deliveries sent to one subscription in one clock minute (expires)."""
         return f"{self.prefix}rate:{subscription_id}:{minute}"
 
-    def deliveries_due(self) -> str:
+    def deliveries_due(self, shard: int) -> str:
         """Sorted set delivery id -> next attempt time (ms) of pending deliveries (or claim expiry)."""
-        return f"{self.prefix}deliveries:due"
+        return f"{self._in_shard(shard)}deliveries:due"
 
-    def deliveries_failed(self) -> str:
+    def deliveries_failed(self, shard: int) -> str:
         """Sorted set delivery id -> time (ms) it was dead-lettered."""
-        return f"{self.prefix}deliveries:failed"
+        return f"{self._in_shard(shard)}deliveries:failed"
 
-    def deliveries_delivered(self) -> str:
+    def deliveries_delivered(self, shard: int) -> str:
         """Sorted set delivery id -> time (ms) it was delivered (trimmed after the record TTL)."""
-        return f"{self.prefix}deliveries:delivered"
+        return f"{self._in_shard(shard)}deliveries:delivered"
 
-    def deliveries_failed_by_subscription(self, subscription_id: str) -> str:
+    def deliveries_failed_by_subscription(self, subscription_id: str, shard: int) -> str:
         """Sorted set delivery id -> time (ms) it was dead-lettered, one subscription's only (expires)."""
-        return f"{self.prefix}deliveries:failed:sub:{subscription_id}"
+        return f"{self._in_shard(shard)}deliveries:failed:sub:{subscription_id}"
 
-    def deliveries_in(self, status: str) -> str:
+    def deliveries_in(self, status: str, shard: int) -> str:
         """The sorted set holding the deliveries of one status (pending, failed, delivered, digested)."""
-        return {"pending": self.deliveries_due(), "failed": self.deliveries_failed(),
-                "delivered": self.deliveries_delivered(), "digested": self.deliveries_digested()}[status]
+        return {"pending": self.deliveries_due, "failed": self.deliveries_failed,
+                "delivered": self.deliveries_delivered, "digested": self.deliveries_digested}[status](shard)
 
-    def deliveries_held(self, subscription_id: str) -> str:
+    def deliveries_held(self, subscription_id: str, shard: int) -> str:
         """Sorted set delivery id -> the due time (ms) it got when held back by the endpoint's open
         circuit; released (due now) when the circuit closes (expires)."""
-        return f"{self.prefix}deliveries:held:{subscription_id}"
+        return f"{self._in_shard(shard)}deliveries:held:{subscription_id}"
 
-    def deliveries_digested(self) -> str:
+    def deliveries_digested(self, shard: int) -> str:
         """Sorted set delivery id -> time (ms) it was folded into a digest (trimmed after the record TTL)."""
-        return f"{self.prefix}deliveries:digested"
+        return f"{self._in_shard(shard)}deliveries:digested"
 
     def endpoint_health(self, subscription_id: str) -> str:
         """Hash: one subscription's endpoint health (consecutive failures, circuit, last error)."""
         return f"{self.prefix}endpoint:{subscription_id}"
 
-    def digest_admitted(self, subscription_id: str, owner_rep_id: str, window: int) -> str:
-        """Set of action ids sent one by one to a rep in one digest window (expires)."""
-        return f"{self.prefix}digest:admitted:{subscription_id}:{owner_rep_id}:{window}"
+    def digest_admitted(self, subscription_id: str, owner_rep_id: str, window: int, shard: int) -> str:
+        """Set of action ids sent one by one to a rep in one digest window (expires). In the shard of
+        the window's digest delivery, as are the two below."""
+        return f"{self._in_shard(shard)}digest:admitted:{subscription_id}:{owner_rep_id}:{window}"
 
-    def digest_items(self, digest_id: str) -> str:
+    def digest_items(self, digest_id: str, shard: int) -> str:
         """Hash action id -> item JSON: the alerts folded into one digest; deleted once it is frozen."""
-        return f"{self.prefix}digest:items:{digest_id}"
+        return f"{self._in_shard(shard)}digest:items:{digest_id}"
 
-    def digest_frozen(self, digest_id: str) -> str:
+    def digest_frozen(self, digest_id: str, shard: int) -> str:
         """Marks a digest whose content is fixed (it is being sent): later alerts go out on their own."""
-        return f"{self.prefix}digest:frozen:{digest_id}"
+        return f"{self._in_shard(shard)}digest:frozen:{digest_id}"
 
-    # -- customer lists (issue 10): written by the scorer in the same MULTI/EXEC as the states --
-
-    def customer_list(self, name: str) -> str:
-        """Sorted set customer_id -> urgency score (ascending = most urgent) of one list."""
-        return f"{self.prefix}list:{name}"
-
-    def customer_list_by(self, name: str, field: str, value: str) -> str:
-        """The same, only customers whose profile has `field` (`rep`, `tier`, `stage`) = `value`."""
-        return f"{self.prefix}list:{name}:{field}:{value}"
-
-    def customer_list_entries(self) -> str:
-        """Hash customer_id -> JSON of the list entry the scorer last wrote (list, score, rep, tier, stage)."""
-        return f"{self.prefix}list:entries"
+    # -- the policy stored through the API --
 
     def policy(self) -> str:
         """Hash of the policy stored through the API: version, yaml, sha256, updated_at."""
-        return f"{self.prefix}policy"
+        return f"{{{self.prefix}policy}}" if self.cluster else f"{self.prefix}policy"
 
     def policy_version(self) -> str:
-        """Counter: the version of the stored policy (INCR'd with every replacement; the scorer polls it)."""
-        return f"{self.prefix}policy:version"
+        """Counter: the version of the stored policy (INCR'd with every replacement; the scorer polls it).
+        Written by one script with the hash: on a Cluster both are under the tag `{<prefix>policy}`."""
+        return f"{{{self.prefix}policy}}:version" if self.cluster else f"{self.prefix}policy:version"
 
     # ---- intake (issue 12): identity map, adapters' rejected store, webhook replay guard ----
 
@@ -218,6 +229,11 @@ class RedisKeys:
     def identities_of(self, customer_id: str) -> str:
         """Set of the identity digests one customer's profile holds (replaced and erased together)."""
         return f"{self.prefix}identities:{customer_id}"
+
+    def identities_lock(self, customer_id: str) -> str:
+        """Held (expiring) while one customer's identities are replaced or erased: the set and the
+        identity keys live in different slots on a Cluster, so one writer at a time per customer."""
+        return f"{self.prefix}identities-lock:{customer_id}"
 
     def adapter_rejected(self) -> str:
         """Stream of provider events no customer could be found for (GET /v1/adapters/rejected)."""

@@ -88,12 +88,14 @@ def mask_url(url: str) -> str:
 
     `https://hooks.slack.com/services/T01/B02/XXXXXXXXXXXXXXXXXXXXabcd` →
     `https://hooks.slack.com/services/…/…/…abcd`; `https://user:pw@h/x?key=k&a=1` →
-    `https://…@h/x?key=…&a=1`. Something that does not parse as a URL is masked whole.
+    `https://…@h/x?key=…&a=1`; `redis+cluster://…@h1:7000,h2:7001`. Something that does not parse as
+    a URL is masked whole.
     """
     try:
         parts = urlsplit(url)
         host = parts.hostname or ""
-        parts.port  # noqa: B018 - raises ValueError for a port that is no number
+        if "," not in parts.netloc:  # several host:port (a Redis Cluster's seeds): no one port to check
+            parts.port  # noqa: B018 - raises ValueError for a port that is no number
     except ValueError:
         return mask_secret(url)
     netloc = parts.netloc

@@ -1,26 +1,46 @@
-"""Redis plumbing: one way to build a client from settings, and the check of a REDIS_URL."""
+"""Redis plumbing: one way to build a client from settings, for one Redis or a Redis Cluster.
+
+`RedisClient` is what every store takes: redis-py's asyncio `Redis` (REDIS_URL `redis://`,
+`rediss://`) or `RedisCluster` (`redis+cluster://`, `rediss+cluster://`; services/redis_url.py).
+Both speak the same commands; on a Cluster, the keys of one command, script or MULTI/EXEC must
+share a hash slot (services/names.py says which keys share a `{tag}`); work over keys of several
+slots goes through the helpers here (`slot_groups`, `eval_each`, `mget_many`).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
-from redis.asyncio import Redis
+from redis.asyncio import Redis, RedisCluster
+from redis.asyncio.client import Pipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline
 from redis.asyncio.connection import parse_url
+from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, WatchError
 
 from services.errors import ConfigError
+from services.names import RedisKeys
+from services.redis_url import is_cluster_url, parse_cluster_url
 
 if TYPE_CHECKING:
     from services.settings import CommonSettings
 
-REDIS_URL_FORMS = "redis://[user:password@]host[:port][/db], rediss://… (TLS) or unix:///path/to/socket"
+REDIS_URL_FORMS = ("redis://[user:password@]host[:port][/db], rediss://… (TLS), unix:///path/to/socket, or "
+                   "redis+cluster://host:port[,host:port…] (rediss+cluster:// with TLS) for a Redis Cluster")
 
 
 def redis_url_problem(url: str) -> str | None:
     """What is wrong with a REDIS_URL, or None. The message never repeats the URL (it may hold a password).
 
-    The forms are redis-py's (`Redis.from_url`): redis://, rediss:// and unix://. A URL without a
-    host (`redis://`) is refused rather than read as localhost."""
+    The forms are redis-py's (`Redis.from_url`): redis://, rediss:// and unix://, and a Redis Cluster's
+    (services/redis_url.py). A URL without a host (`redis://`) is refused rather than read as localhost."""
+    if is_cluster_url(url):
+        try:
+            parse_cluster_url(url)
+        except ConfigError as exc:
+            return str(exc).removeprefix("REDIS_URL ")
+        return None
     try:
         scheme = urlsplit(url.strip()).scheme.lower()
         options = parse_url(url.strip())
@@ -35,19 +55,161 @@ def redis_url_problem(url: str) -> str | None:
         return f"names no host; expected {REDIS_URL_FORMS}"
     return None
 
-RedisClient = Redis
-"""The client every service holds (a single Redis; services/redisio.py makes it)."""
+
+RedisClient: TypeAlias = Redis | RedisCluster
+"""A Redis client: one server or a Cluster (see the module docstring)."""
+AnyPipeline: TypeAlias = Pipeline | ClusterPipeline
+
+REDIS_ERRORS = (RedisError, RedisClusterException)
+"""What a Redis call raises when the store does not answer as it should: redis-py raises
+RedisClusterException (not a RedisError) when no seed node answers or no node serves a slot."""
+
+_TIMEOUTS: dict[str, Any] = {"socket_connect_timeout": 5, "socket_timeout": 10, "health_check_interval": 30}
 
 
-def make_redis(settings: CommonSettings) -> Redis:
-    """A client for REDIS_URL; ConfigError (never the URL itself) when the URL cannot be used."""
-    problem = redis_url_problem(settings.redis_url)
+class _Cluster(RedisCluster):
+    """redis-py's asyncio RedisCluster, which reads the slot map before the first command of any
+    task goes out. redis-py 8.1 routes commands that start before its first `initialize()` finished
+    without a slot map; several at once (a burst of requests on a fresh client) then broke its
+    connections (AttributeError, not a RedisError). Here they all wait for the one initialization."""
+
+    async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
+        if self._initialize:
+            await self.initialize()  # under redis-py's own lock: one initialization, the others wait
+        return await super().execute_command(*args, **kwargs)
+
+
+def make_redis(settings: CommonSettings) -> RedisClient:
+    """The client REDIS_URL names: a RedisCluster for a cluster URL, else a Redis."""
+    return make_redis_for(settings.redis_url)
+
+
+def make_redis_for(url: str) -> RedisClient:
+    """A client for `url`; ConfigError (never the URL itself) when the URL cannot be used."""
+    problem = redis_url_problem(url)
     if problem:
         raise ConfigError(f"REDIS_URL {problem}")
-    return Redis.from_url(
-        settings.redis_url,
-        decode_responses=True,
-        socket_connect_timeout=5,
-        socket_timeout=10,
-        health_check_interval=30,
+    if not is_cluster_url(url):
+        return Redis.from_url(url, decode_responses=True, **_TIMEOUTS)
+    location = parse_cluster_url(url)
+    tls: dict[str, Any] = {"ssl": True, **dict(location.tls_options)} if location.tls else {}
+    return _Cluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in location.nodes],
+        username=location.username, password=location.password, decode_responses=True, **tls, **_TIMEOUTS,
     )
+
+
+async def ping(client: RedisClient) -> None:
+    """Raise (REDIS_ERRORS) unless the store can serve requests: one Redis answers PING; a Cluster node
+    says `cluster_state:ok`, i.e. a primary serves every slot (not so while a failover is under way)."""
+    if not isinstance(client, RedisCluster):
+        await client.ping()
+        return
+    state = (await client.cluster_info()).get("cluster_state")
+    if state != "ok":
+        raise ClusterDownError(f"the Redis Cluster does not serve every slot (cluster_state:{state})")
+
+
+def is_cluster(client: RedisClient) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+def check_layout(client: RedisClient, keys: RedisKeys) -> None:
+    """ConfigError when `keys` were built for the other kind of Redis (settings.keys builds the right
+    ones): a Cluster client with single-Redis names would fail later with CROSSSLOT."""
+    if keys.cluster != is_cluster(client):
+        want = "a Redis Cluster" if is_cluster(client) else "one Redis"
+        raise ConfigError(f"the Redis key layout does not match the client: the client talks to {want}; "
+                          "build the keys with settings.keys (RedisKeys(prefix, cluster=...))")
+
+
+def slot_groups(client: RedisClient, keys: Sequence[str]) -> list[list[int]]:
+    """The indexes of `keys`, grouped by hash slot (one group on one Redis: every key is in one place)."""
+    if not isinstance(client, RedisCluster):
+        return [list(range(len(keys)))] if keys else []
+    groups: dict[int, list[int]] = {}
+    for index, key in enumerate(keys):
+        groups.setdefault(client.keyslot(key), []).append(index)
+    return list(groups.values())
+
+
+class NotReplicated(RedisError):
+    """Writes were applied by the primary but not acknowledged by enough replicas in time (WAIT): a
+    failover now could lose them. Retriable: a store outage for the caller."""
+
+
+async def eval_each(client: RedisClient, script: str,
+                    calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]],
+                    *, replicas: int = 0, timeout_ms: int = 2000) -> list[Any]:
+    """Run the Lua `script` once per (keys, args) of `calls`, pipelined (on a Cluster: one round trip
+    per node), and return each result. The keys of one call must share a slot on a Cluster.
+
+    `replicas` > 0: then also wait until that many replicas of every primary written to acknowledged
+    the writes (WAIT on the connection that carried them), else raise NotReplicated.
+
+    EVAL, not EVALSHA: a Cluster pipeline refuses EVALSHA (redis-py), and a replica promoted by a
+    failover may not hold a script loaded before. Redis caches the script body either way.
+    """
+    if not calls:
+        return []
+    async with client.pipeline(transaction=False) as pipe:
+        for keys, args in calls:
+            pipe.eval(script, len(keys), *keys, *args)
+        if replicas:
+            _queue_waits(client, pipe, [keys[0] for keys, _ in calls], replicas, timeout_ms)
+        replies = list(await pipe.execute())
+    acknowledged = [int(n) for n in replies[len(calls):]]
+    if any(n < replicas for n in acknowledged):
+        raise NotReplicated(f"{min(acknowledged)} of {replicas} Redis replicas acknowledged the writes "
+                            f"within {timeout_ms} ms")
+    return replies[:len(calls)]
+
+
+def _queue_waits(client: RedisClient, pipe: AnyPipeline, keys: Sequence[str], replicas: int, timeout_ms: int) -> None:
+    """A WAIT after the writes, on each primary written to: it goes over the connection that carried
+    that primary's writes (a pipeline sends one node's commands in order on one connection), so it
+    waits for them (WAIT covers the writes of its own connection)."""
+    if not isinstance(client, RedisCluster):
+        pipe.execute_command("WAIT", replicas, timeout_ms)
+        return
+    primaries: dict[str, ClusterNode] = {}
+    for key in keys:
+        node = client.get_node_from_key(key)
+        if node is None:
+            raise ClusterDownError(f"no primary serves the slot of {key}")
+        primaries[node.name] = node
+    for node in primaries.values():
+        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+
+
+async def mget_many(client: RedisClient, keys: Sequence[str]) -> list[Any]:
+    """MGET over keys of any slots, in order: one MGET on one Redis; on a Cluster one per node
+    (redis-py's `mget_nonatomic`). Not atomic across keys on a Cluster."""
+    if not keys:
+        return []
+    if isinstance(client, RedisCluster):
+        return list(await client.mget_nonatomic(list(keys)))
+    return list(await client.mget(list(keys)))
+
+
+async def watched(client: RedisClient, keys: Sequence[str], update: Callable[[AnyPipeline], Awaitable[None]]) -> None:
+    """An optimistic transaction: WATCH `keys`, let `update` read them and queue its writes after
+    `pipe.multi()`, EXEC; all again when a watched key changed meanwhile. On a Cluster every key
+    read and written must share a slot (redis-py raises CrossSlotTransactionError otherwise)."""
+    async with client.pipeline(transaction=True) as pipe:
+        while True:
+            try:
+                await pipe.watch(*keys)
+                await update(pipe)
+                await pipe.execute()
+                return
+            except WatchError:
+                continue
+
+
+async def read_watched(pipe: AnyPipeline, keys: Sequence[str]) -> list[Any]:
+    """The values of `keys` read inside `watched` (before `multi()`): one MGET on one Redis, one GET
+    each on a Cluster (redis-py's Cluster pipeline refuses MGET)."""
+    if isinstance(pipe, ClusterPipeline):
+        return [await pipe.get(key) for key in keys]
+    return list(await pipe.mget(list(keys)))

@@ -19,6 +19,7 @@ from services.apikeys import ApiKey, Rate, parse_api_keys
 from services.errors import ConfigError
 from services.logs import LogFormat
 from services.names import RedisKeys, topic
+from services.redis_url import is_cluster_url
 from services.redisio import redis_url_problem
 from services.stored_values import StoreFormat
 
@@ -47,6 +48,11 @@ class CommonSettings(BaseSettings):
     )
     topic_prefix: str = "fatigue."
     redis_prefix: str = "fatigue:"
+    redis_wait_replicas: int | None = Field(default=None, ge=0, le=16)
+    """Replicas that must acknowledge a write (Redis WAIT) before a consumer commits the Kafka offset it
+    depends on (the notifier's scheduled deliveries). Unset: 1 on a Redis Cluster, 0 on one Redis."""
+    redis_wait_timeout_ms: int = Field(default=2000, ge=1, le=60_000)
+    """How long that WAIT may take; fewer acknowledgements by then is a store outage (retried)."""
     partitions: int = Field(default=6, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
     kafka_idempotence: bool = False
@@ -166,8 +172,21 @@ class CommonSettings(BaseSettings):
         return topic(self.topic_prefix, names.INTAKE_TOPIC)
 
     @property
+    def redis_cluster(self) -> bool:
+        """REDIS_URL names a Redis Cluster (`redis+cluster://`, `rediss+cluster://`)."""
+        return is_cluster_url(self.redis_url)
+
+    @property
+    def wait_replicas(self) -> int:
+        """FATIGUE_REDIS_WAIT_REPLICAS, or its default for REDIS_URL (a Cluster has a replica per primary)."""
+        if self.redis_wait_replicas is not None:
+            return self.redis_wait_replicas
+        return 1 if self.redis_cluster else 0
+
+    @property
     def keys(self) -> RedisKeys:
-        return RedisKeys(self.redis_prefix)
+        """The key layout for REDIS_URL: on a Cluster, keys written together share a hash tag (services/names.py)."""
+        return RedisKeys(self.redis_prefix, cluster=self.redis_cluster)
 
 
 def _env_name(field: str) -> str:

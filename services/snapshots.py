@@ -13,11 +13,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import Redis
-
 from services.errors import FatigueError
 from services.names import RedisKeys
 from services.partitions import partition_of
+from services.redisio import RedisClient
 from services.stored_values import loads
 
 
@@ -43,7 +42,7 @@ def parse_snapshot(raw: str | bytes, customer_id: str = "") -> dict[str, Any]:
 
 
 class CustomerReader:
-    def __init__(self, redis: Redis, keys: RedisKeys, partitions: int) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, partitions: int) -> None:
         self._redis = redis
         self._keys = keys
         self.partitions = partitions

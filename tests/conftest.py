@@ -1,14 +1,18 @@
-"""Session fixtures: a real Tansu broker and a real redis-server on free loopback ports.
+"""Session fixtures: a real Tansu broker and a real redis-server on free loopback ports, and a real
+Redis Cluster (3 primaries, 3 replicas; tests/redis_cluster.py) for the tests that ask for it.
 
 Integration tests ask for `stack` (or `redis_client`, `common_settings`); unit tests ask for
 nothing and need no infrastructure. Each test gets its own topic prefix / Redis prefix / group ids
-so tests never see each other's data on the shared session broker.
+so tests never see each other's data on the shared session broker. A store test that must hold on
+one Redis and on a Cluster asks for `redis_target` (parametrized: `single`, `cluster`).
 """
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,10 @@ from redis.asyncio import Redis
 
 from fatigue.embedded import EmbeddedStack, start_stack
 from services.kafka import ensure_topics
+from services.names import RedisKeys
+from services.redisio import RedisClient, make_redis_for
 from services.settings import CommonSettings
+from tests.redis_cluster import RedisClusterProcesses, start_cluster, unsupported
 
 
 @pytest.fixture(scope="session")
@@ -61,5 +68,44 @@ async def redis_client(stack: EmbeddedStack) -> AsyncIterator[Redis]:
     client = Redis.from_url(stack.redis_url, decode_responses=True)
     try:
         yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcesses]:
+    """A real Redis Cluster, one per session (it takes ~9 s to start here; failover tests revive what they kill)."""
+    why = unsupported()
+    if why:
+        pytest.skip(f"no Redis Cluster on this machine: {why}")
+    started = time.monotonic()
+    cluster = start_cluster(Path(tmp_path_factory.mktemp("redis-cluster")))
+    print(f"Redis Cluster up in {time.monotonic() - started:.1f}s at {cluster.url}")  # noqa: T201 - with -s
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@dataclass(frozen=True)
+class RedisTarget:
+    """One Redis or a Redis Cluster, as a store test sees it: the client the services would build for
+    `url` and the key layout settings would choose (services/names.py)."""
+
+    kind: str  # "single" | "cluster"
+    url: str
+    client: RedisClient
+    keys: RedisKeys
+
+
+@pytest.fixture(params=["single", "cluster"])
+async def redis_target(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[RedisTarget]:
+    if request.param == "single":
+        url = request.getfixturevalue("stack").redis_url
+    else:
+        url = request.getfixturevalue("redis_cluster").url
+    client = make_redis_for(url)
+    try:
+        yield RedisTarget(request.param, url, client, RedisKeys(f"t{unique}:", cluster=request.param == "cluster"))
     finally:
         await client.aclose()

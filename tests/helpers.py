@@ -14,8 +14,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from redis.asyncio import RedisCluster
+
 from services.contract import EventEnvelope, EventIn, encode
 from services.kafka import make_producer
+from services.redisio import RedisClient
 from services.settings import CommonSettings
 
 T = TypeVar("T")
@@ -151,3 +154,12 @@ async def stored_snapshots(redis: Any, settings: CommonSettings, customers: list
 async def stored_snapshot(redis: Any, settings: CommonSettings, customer_id: str,
                           policy: Any = None) -> dict[str, Any] | None:
     return (await stored_snapshots(redis, settings, [customer_id], policy)).get(customer_id)
+
+
+async def keys_matching(client: RedisClient, pattern: str) -> list[str]:
+    """Every key matching `pattern`, sorted: on a Cluster, from every primary (KEYS asks one node)."""
+    if isinstance(client, RedisCluster):
+        found = await client.keys(pattern, target_nodes=RedisCluster.PRIMARIES)
+    else:
+        found = await client.keys(pattern)
+    return sorted(str(key) for key in found)

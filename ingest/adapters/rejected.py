@@ -18,10 +18,9 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
-from redis.asyncio import Redis
-
 from ingest.identity import Identity, identity_of_normalised
 from services.names import RedisKeys
+from services.redisio import RedisClient
 
 NO_CUSTOMER = "no_customer"
 INVALID = "invalid"
@@ -74,7 +73,7 @@ def _entry_out(entry_id: str, fields: dict[str, str]) -> dict[str, Any]:
 
 
 class RejectedStore:
-    def __init__(self, redis: Redis, keys: RedisKeys, *, max_entries: int, ttl_s: int) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, *, max_entries: int, ttl_s: int) -> None:
         self._redis = redis
         self._key = keys.adapter_rejected()
         self._max = max_entries

@@ -26,7 +26,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from fastapi.security import APIKeyQuery
-from redis.exceptions import RedisError
 
 from ingest.accept import AcceptPath, EventsInFlight
 from ingest.adapters import crm, mailgun, sendgrid, twilio
@@ -51,6 +50,7 @@ from ingest.schemas import AdapterAccepted, ErrorOut, RejectedPage
 from ingest.validation import BodyRefused, parse_json
 from services.errors import BrokerUnavailable
 from services.metrics import IngestMetrics
+from services.redisio import REDIS_ERRORS
 from services.settings import IngestSettings
 
 adapter_token = APIKeyQuery(
@@ -162,7 +162,7 @@ async def mailgun_event(request: Request, settings: SettingsDep, metrics: Metric
         return (await _store(mapped, "mailgun", intake, identities, rejected, metrics, datetime.now(UTC))).body()
     except BaseException:
         if token_key is not None:  # nothing stored: Mailgun's retry of this very request must get in
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(*REDIS_ERRORS, OSError):
                 await asyncio.shield(redis.delete(token_key))
         raise
 

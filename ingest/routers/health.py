@@ -9,13 +9,13 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
+from redis.exceptions import ClusterDownError
 from starlette.responses import Response
 
 from ingest.deps import PublisherDep, RedisDep
 from ingest.publisher import EventPublisher
 from services.errors import BrokerUnavailable
+from services.redisio import REDIS_ERRORS, RedisClient, ping
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["health"])
@@ -56,13 +56,16 @@ async def _check_kafka(publisher: EventPublisher) -> str:
     return "ok"
 
 
-async def _check_redis(redis: Redis) -> str:
+async def _check_redis(redis: RedisClient) -> str:
     try:
         async with asyncio.timeout(READY_TIMEOUT_S):
-            await redis.ping()
+            await ping(redis)
     except TimeoutError:
         return f"error: the state store (Redis) did not answer within {READY_TIMEOUT_S:g}s"
-    except (RedisError, OSError) as exc:
+    except ClusterDownError as exc:
+        log.warning("readiness: %s", exc)
+        return "error: the state store (Redis Cluster) does not serve every slot"
+    except (*REDIS_ERRORS, OSError) as exc:
         log.warning("readiness: the state store (Redis) does not answer: %s", exc)
         return "error: the state store (Redis) does not answer"
     return "ok"

@@ -10,6 +10,10 @@ digest delivery (so every retry sends the same body) and a marker makes any aler
 into that window go out on its own instead (it would otherwise miss the digest). All steps are
 idempotent by action id: a notifier that dies mid-way and is run again folds, freezes and sends
 each alert once.
+
+A window's bookkeeping (admitted set, items, frozen marker) lives in the shard of the window's
+digest delivery (services/names.py), so the fold script's keys, the digest's record and the due set
+it is scheduled in share one slot on a Redis Cluster.
 """
 
 from __future__ import annotations
@@ -21,14 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from services.actions import DIGEST_ITEMS_MAX, Action, Digest, DigestItem
 from services.delivery.store import DeliveryRecord
 from services.delivery.subscriptions import DigestLimit
 from services.errors import StoreUnavailable
 from services.names import ACTION_DIGEST, RedisKeys
+from services.redisio import REDIS_ERRORS, RedisClient, check_layout
 
 UNASSIGNED = "-"
 """The rep key of customers without an owner rep: they share one digest per window."""
@@ -122,7 +124,8 @@ def filled(digest: Digest, items: list[DigestItem]) -> Digest:
 class DigestStore:
     """Folding and freezing on Redis under `keys`. Every method raises StoreUnavailable."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
+        check_layout(redis, keys)
         self._redis = redis
         self._keys = keys
         self._fold = redis.register_script(_FOLD)
@@ -143,31 +146,35 @@ class DigestStore:
         delivery_id = delivery_id_of(digest["action_id"])
         due_ms = window.end_ms + DUE_GRACE_MS
         record = DeliveryRecord.new(delivery_id, digest, subscription_id, due_ms)  # type: ignore[arg-type]
-        keys = [self._keys.digest_admitted(subscription_id, rep, window.index),
-                self._keys.digest_items(digest["action_id"]), self._keys.digest_frozen(digest["action_id"]),
-                self._keys.delivery(delivery_id), self._keys.deliveries_due()]
+        shard = self._keys.delivery_shard(delivery_id)
+        digest_id = digest["action_id"]
+        keys = [self._keys.digest_admitted(subscription_id, rep, window.index, shard),
+                self._keys.digest_items(digest_id, shard), self._keys.digest_frozen(digest_id, shard),
+                self._keys.delivery(delivery_id), self._keys.deliveries_due(shard)]
         item = json.dumps(digest_item(action), separators=(",", ":"), sort_keys=True, ensure_ascii=False)
         args: list[str | int] = [limit.after, window.end_ms - now_ms + KEEP_MS, action["action_id"], item, now_ms,
                 record.to_json(), due_ms, delivery_id]
         try:
             folded = await self._fold(keys=keys, args=args)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot fold an alert into a digest: {exc}") from exc
         return delivery_id if folded else None
 
-    async def freeze(self, digest: Digest) -> Digest:
-        """Fix the digest's content: later alerts of its window go out on their own. Idempotent."""
+    async def freeze(self, digest: Digest, delivery_id: str) -> Digest:
+        """Fix the digest's content (its delivery: `delivery_id`): later alerts of its window go out on
+        their own. Idempotent."""
+        shard = self._keys.delivery_shard(delivery_id)
         try:
-            raws = await self._freeze(keys=[self._keys.digest_frozen(digest["action_id"]),
-                                            self._keys.digest_items(digest["action_id"])], args=[KEEP_MS])
-        except RedisError as exc:
+            raws = await self._freeze(keys=[self._keys.digest_frozen(digest["action_id"], shard),
+                                            self._keys.digest_items(digest["action_id"], shard)], args=[KEEP_MS])
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot freeze digest {digest['action_id']}: {exc}") from exc
         items: list[DigestItem] = [json.loads(raw) for raw in raws]
         return filled(digest, sorted(items, key=lambda item: (item["at"], item["action_id"])))
 
-    async def forget_items(self, digest_action_id: str) -> None:
-        """After the frozen digest is stored in its delivery record, its items are not needed."""
+    async def forget_items(self, digest_action_id: str, delivery_id: str) -> None:
+        """After the frozen digest is stored in its delivery record (`delivery_id`), its items are not needed."""
         try:
-            await self._redis.delete(self._keys.digest_items(digest_action_id))
-        except RedisError as exc:
+            await self._redis.delete(self._keys.digest_items(digest_action_id, self._keys.delivery_shard(delivery_id)))
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot clean up digest {digest_action_id}: {exc}") from exc

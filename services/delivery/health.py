@@ -20,11 +20,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
-
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import REDIS_ERRORS, RedisClient
 
 State = Literal["healthy", "failing", "circuit_open", "disabled"]
 STATES: tuple[State, ...] = ("healthy", "failing", "circuit_open", "disabled")
@@ -142,7 +140,7 @@ class Verdict:
 class EndpointHealthStore:
     """Health hashes under `keys.endpoint_health(id)`. Every method raises StoreUnavailable."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, config: CircuitConfig | None = None) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys, config: CircuitConfig | None = None) -> None:
         self._redis = redis
         self._keys = keys
         self._config = config or CircuitConfig()
@@ -161,7 +159,7 @@ class EndpointHealthStore:
             wait = await self._gate(keys=[self._keys.endpoint_health(subscription_id)],
                                     args=[now_ms, int(self._config.probe_s * 1000),
                                           int(self._config.recheck_s * 1000)])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot read the health of endpoint {subscription_id}: {exc}") from exc
         return int(wait)
 
@@ -174,7 +172,7 @@ class EndpointHealthStore:
         try:
             failures, open_until, opened, disable = await self._fail(
                 keys=[self._keys.endpoint_health(subscription_id)], args=args)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot record a failure of endpoint {subscription_id}: {exc}") from exc
         return Verdict(int(failures), int(open_until) or None, bool(opened), bool(disable))
 
@@ -182,7 +180,7 @@ class EndpointHealthStore:
         """Reset the failure count; True when this closed an open circuit."""
         try:
             return bool(await self._succeed(keys=[self._keys.endpoint_health(subscription_id)], args=[now_ms]))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot record a success of endpoint {subscription_id}: {exc}") from exc
 
     async def get(self, subscription_id: str) -> Health:
@@ -195,7 +193,7 @@ class EndpointHealthStore:
                 for sub_id in ids:
                     pipe.hgetall(self._keys.endpoint_health(sub_id))
                 raws = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot read endpoint health: {exc}") from exc
         return {sub_id: Health.from_hash(_decoded(raw)) for sub_id, raw in zip(ids, raws, strict=True)}
 
@@ -203,7 +201,7 @@ class EndpointHealthStore:
         """Forget the failures (re-enabling through the API starts from a clean slate)."""
         try:
             await self._redis.delete(self._keys.endpoint_health(subscription_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot reset the health of endpoint {subscription_id}: {exc}") from exc
 
 

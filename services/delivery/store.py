@@ -21,13 +21,10 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Literal, cast
 
-from redis.asyncio import Redis
-from redis.asyncio.client import Pipeline
-from redis.exceptions import RedisError
-
 from services.actions import Action
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import REDIS_ERRORS, AnyPipeline, RedisClient, check_layout, eval_each, read_watched, watched
 
 Status = Literal["pending", "delivered", "failed", "digested"]
 STATUSES: tuple[Status, ...] = ("pending", "delivered", "failed", "digested")
@@ -112,20 +109,34 @@ class DeliveryStore:
 
     `delivered_ttl_s`: how long a delivered or digested record stays readable. `dead_letter_ttl_s`:
     how long a failed record stays (a retry makes it permanent again). `clock`: seconds since the epoch.
+    `wait_replicas` / `wait_timeout_ms`: `schedule` returns only once that many replicas acknowledged
+    the new records (Redis WAIT), so the caller may commit what they came from (0: no wait).
+
+    Shards (services/names.py): a delivery's record and every set it moves through share its shard's
+    hash tag, so each script and transaction here stays in one slot of a Redis Cluster. One Redis has
+    one shard; readers over a status (claim, list, count, replay, release) go through every shard.
     """
 
     def __init__(
-        self, redis: Redis, keys: RedisKeys, *, delivered_ttl_s: int = 7 * 24 * 3600,
+        self, redis: RedisClient, keys: RedisKeys, *, delivered_ttl_s: int = 7 * 24 * 3600,
         dead_letter_ttl_s: int = 30 * 24 * 3600, clock: Callable[[], float] = time.time,
+        wait_replicas: int = 0, wait_timeout_ms: int = 2000,
     ) -> None:
+        check_layout(redis, keys)
         self._redis = redis
         self._keys = keys
         self._ttl_s = delivered_ttl_s
         self._dead_letter_ttl_s = dead_letter_ttl_s
         self._clock = clock
-        self._schedule = redis.register_script(_SCHEDULE)
+        self._wait_replicas, self._wait_timeout_ms = wait_replicas, wait_timeout_ms
         self._claim = redis.register_script(_CLAIM)
         self._release = redis.register_script(_RELEASE)
+        self._shards = range(keys.delivery_shards)
+        self._first_shard = 0
+        """Where the next claim starts, moved on every claim so that no shard waits behind the others."""
+
+    def _shard(self, delivery_id: str) -> int:
+        return self._keys.delivery_shard(delivery_id)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -133,31 +144,35 @@ class DeliveryStore:
     async def schedule(self, records: Iterable[DeliveryRecord]) -> builtins.list[str]:
         """Store pending records due at their `next_attempt_at_ms`; ids that exist are left alone.
 
-        Returns the ids newly scheduled. Once this returns, the deliveries survive a restart.
+        Returns the ids newly scheduled. Once this returns, the deliveries survive a restart (and, with
+        `wait_replicas`, a failover).
         """
         records = list(records)
-        if not records:
-            return []
-        due = self._keys.deliveries_due()
+        calls: list[tuple[list[str], list[str | int]]] = [
+            ([self._keys.deliveries_due(self._shard(rec.id)), self._keys.delivery(rec.id)],
+             [rec.to_json(), rec.next_attempt_at_ms or 0, rec.id]) for rec in records]
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for rec in records:
-                    await self._schedule(keys=[due, self._keys.delivery(rec.id)],
-                                         args=[rec.to_json(), rec.next_attempt_at_ms or 0, rec.id], client=pipe)
-                added = await pipe.execute()
-        except RedisError as exc:
+            added = await eval_each(self._redis, _SCHEDULE, calls, replicas=self._wait_replicas,
+                                    timeout_ms=self._wait_timeout_ms)
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot schedule webhook deliveries: {exc}") from exc
         return [rec.id for rec, ok in zip(records, added, strict=True) if ok]
 
     async def claim_due(self, now_ms: int, lease_ms: int, limit: int) -> builtins.list[DeliveryRecord]:
         """Pending records due at `now_ms` (at most `limit`), each claimed until `now_ms + lease_ms`."""
-        if limit <= 0:
-            return []
+        claimed: builtins.list[DeliveryRecord] = []
+        first, self._first_shard = self._first_shard, (self._first_shard + 1) % len(self._shards)
         try:
-            ids = await self._claim(keys=[self._keys.deliveries_due()], args=[now_ms, lease_ms, limit])
-            return await self._records(ids, drop_from=self._keys.deliveries_due())
-        except RedisError as exc:
+            for shard in [*self._shards[first:], *self._shards[:first]]:
+                remaining = limit - len(claimed)
+                if remaining <= 0:
+                    break
+                due = self._keys.deliveries_due(shard)
+                ids = await self._claim(keys=[due], args=[now_ms, lease_ms, remaining])
+                claimed += await self._records([str(i) for i in ids], drop_from=due)
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot claim due webhook deliveries: {exc}") from exc
+        return claimed
 
     async def take_rate_slot(self, subscription_id: str, per_minute: int, now_ms: int) -> int:
         """Count one send against the subscription's per-minute limit (fixed clock-minute windows).
@@ -171,7 +186,7 @@ class DeliveryStore:
                 pipe.incr(key)
                 pipe.expire(key, 120)
                 sent, _ = await pipe.execute()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot count webhook deliveries for rate limiting: {exc}") from exc
         return 0 if int(sent) <= per_minute else (minute + 1) * 60_000 - now_ms
 
@@ -182,8 +197,8 @@ class DeliveryStore:
         changes = {"status": "pending", "attempts": attempts, "next_attempt_at_ms": next_ms,
                    "last_status": last_status, "last_error": last_error}
 
-        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
-            pipe.zadd(self._keys.deliveries_due(), {rec.id: next_ms})
+        def move(pipe: AnyPipeline, rec: DeliveryRecord) -> None:
+            pipe.zadd(self._keys.deliveries_due(self._shard(rec.id)), {rec.id: next_ms})
 
         return await self._transition(delivery_id, changes, move, only_from=("pending",))
 
@@ -194,10 +209,11 @@ class DeliveryStore:
         the subscription's held set so that `release_held` can make it due at once when the circuit
         closes."""
         changes = {"next_attempt_at_ms": until_ms, "last_error": last_error}
-        held = self._keys.deliveries_held(subscription_id)
+        shard = self._shard(delivery_id)
+        held = self._keys.deliveries_held(subscription_id, shard)
 
-        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
-            pipe.zadd(self._keys.deliveries_due(), {rec.id: until_ms})
+        def move(pipe: AnyPipeline, rec: DeliveryRecord) -> None:
+            pipe.zadd(self._keys.deliveries_due(shard), {rec.id: until_ms})
             pipe.zadd(held, {rec.id: until_ms})
             pipe.expire(held, HELD_KEEP_S)
 
@@ -206,12 +222,14 @@ class DeliveryStore:
     async def release_held(self, subscription_id: str, now_ms: int) -> int:
         """Make the subscription's held deliveries due at `now_ms`; returns how many. A delivery whose
         due time is no longer the one it was held until (claimed, retried, finished since) is left alone."""
+        released = 0
         try:
-            released = await self._release(
-                keys=[self._keys.deliveries_held(subscription_id), self._keys.deliveries_due()], args=[now_ms])
-        except RedisError as exc:
+            for shard in self._shards:
+                keys = [self._keys.deliveries_held(subscription_id, shard), self._keys.deliveries_due(shard)]
+                released += int(await self._release(keys=keys, args=[now_ms]))
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot release held webhook deliveries: {exc}") from exc
-        return int(released)
+        return released
 
     async def mark_delivered(
         self, delivery_id: str, *, attempts: int, last_status: int | None
@@ -221,8 +239,8 @@ class DeliveryStore:
         changes = {"status": "delivered", "attempts": attempts, "next_attempt_at_ms": None,
                    "last_status": last_status, "last_error": None}
 
-        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
-            self._finish(pipe, rec, self._keys.deliveries_delivered(), now_ms)
+        def move(pipe: AnyPipeline, rec: DeliveryRecord) -> None:
+            self._finish(pipe, rec, self._keys.deliveries_delivered(self._shard(rec.id)), now_ms)
 
         return await self._transition(delivery_id, changes, move, only_from=("pending",))
 
@@ -232,8 +250,8 @@ class DeliveryStore:
         now_ms = self.now_ms()
         changes = {"status": "digested", "next_attempt_at_ms": None, "digest_id": digest_id}
 
-        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
-            self._finish(pipe, rec, self._keys.deliveries_digested(), now_ms)
+        def move(pipe: AnyPipeline, rec: DeliveryRecord) -> None:
+            self._finish(pipe, rec, self._keys.deliveries_digested(self._shard(rec.id)), now_ms)
 
         return await self._transition(delivery_id, changes, move, only_from=("pending",))
 
@@ -254,11 +272,12 @@ class DeliveryStore:
         changes = {"status": "failed", "attempts": attempts, "next_attempt_at_ms": None,
                    "last_status": last_status, "last_error": last_error}
 
-        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
+        def move(pipe: AnyPipeline, rec: DeliveryRecord) -> None:
             ttl_s = self._dead_letter_ttl_s
-            by_subscription = self._keys.deliveries_failed_by_subscription(rec.subscription_id)
-            pipe.zrem(self._keys.deliveries_due(), rec.id)
-            for key in (self._keys.deliveries_failed(), by_subscription):
+            shard = self._shard(rec.id)
+            by_subscription = self._keys.deliveries_failed_by_subscription(rec.subscription_id, shard)
+            pipe.zrem(self._keys.deliveries_due(shard), rec.id)
+            for key in (self._keys.deliveries_failed(shard), by_subscription):
                 pipe.zadd(key, {rec.id: now_ms})
                 pipe.zremrangebyscore(key, "-inf", now_ms - ttl_s * 1000)
             pipe.expire(by_subscription, ttl_s)  # outlives its newest member's record: gone once all are
@@ -274,7 +293,7 @@ class DeliveryStore:
         now_ms = self.now_ms()
         changes = {"status": "pending", "attempts": 0, "next_attempt_at_ms": now_ms}
 
-        def move(pipe: Pipeline, rec: DeliveryRecord) -> None:
+        def move(pipe: AnyPipeline, rec: DeliveryRecord) -> None:
             self._back_to_pending(pipe, rec, now_ms)
 
         return await self._transition(delivery_id, changes, move, only_from=("failed",), strict=True)
@@ -283,24 +302,26 @@ class DeliveryStore:
         """Every dead letter of one subscription (dead-lettered at or after `since_ms`; the oldest
         `limit`) back to pending as `retry` does. Returns how many were replayed.
 
-        Each record moves atomically (WATCH, in batches of _REPLAY_BATCH); records no longer failed
-        by then (retried or expired meanwhile) are skipped and not counted.
+        Each record moves atomically (WATCH, in batches of _REPLAY_BATCH of one shard); records no
+        longer failed by then (retried or expired meanwhile) are skipped and not counted.
         """
         if limit <= 0:
             return 0
         try:
             ids = await self._failed_ids(subscription_id, since_ms, limit)
             replayed = 0
-            for start in range(0, len(ids), _REPLAY_BATCH):
-                replayed += await self._replay_batch(subscription_id, ids[start:start + _REPLAY_BATCH])
-        except RedisError as exc:
+            for shard, shard_ids in self._by_shard(ids).items():
+                for start in range(0, len(shard_ids), _REPLAY_BATCH):
+                    batch = shard_ids[start:start + _REPLAY_BATCH]
+                    replayed += await self._replay_batch(subscription_id, shard, batch)
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot replay webhook deliveries of {subscription_id}: {exc}") from exc
         return replayed
 
     async def get(self, delivery_id: str) -> DeliveryRecord | None:
         try:
             raw = await self._redis.get(self._keys.delivery(delivery_id))
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot read webhook delivery: {exc}") from exc
         return DeliveryRecord.from_json(raw) if raw else None
 
@@ -312,52 +333,98 @@ class DeliveryStore:
         `subscription_id`: that subscription's only, for a status in BY_SUBSCRIPTION (ValueError otherwise).
         """
         if subscription_id is None:
-            key = self._keys.deliveries_in(status)
+            def key_of(shard: int) -> str:
+                return self._keys.deliveries_in(status, shard)
         elif status in BY_SUBSCRIPTION:
-            key = self._keys.deliveries_failed_by_subscription(subscription_id)
+            def key_of(shard: int) -> str:
+                return self._keys.deliveries_failed_by_subscription(subscription_id, shard)
         else:
             raise ValueError(f"deliveries can be listed by subscription only with status {', '.join(BY_SUBSCRIPTION)}")
         try:
-            ids = await self._redis.zrange(key, offset, offset + limit - 1, desc=status != "pending")
-            return await self._records([str(i) for i in ids], drop_from=key)
-        except RedisError as exc:
+            await self._trim(status, key_of)
+            ids = await self._page(key_of, offset, limit, desc=status != "pending")
+            found: dict[str, DeliveryRecord] = {}
+            for shard, shard_ids in self._by_shard(ids).items():
+                found.update((rec.id, rec) for rec in await self._records(shard_ids, drop_from=key_of(shard)))
+            return [found[i] for i in ids if i in found]
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot list webhook deliveries: {exc}") from exc
 
     async def count(self, status: Status) -> int:
         try:
-            return int(await self._redis.zcard(self._keys.deliveries_in(status)))
-        except RedisError as exc:
+            await self._trim(status, lambda shard: self._keys.deliveries_in(status, shard))
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for shard in self._shards:
+                    pipe.zcard(self._keys.deliveries_in(status, shard))
+                return sum(int(n) for n in await pipe.execute())
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot count webhook deliveries: {exc}") from exc
 
-    def _finish(self, pipe: Pipeline, rec: DeliveryRecord, done: str, now_ms: int) -> None:
+    async def _trim(self, status: Status, key_of: Callable[[int], str]) -> None:
+        """Drop the members older than their record's TTL from the sets `key_of(shard)` of a status
+        that expires (failed, delivered, digested). Writers trim the set they write to; readers trim
+        too, as on a Cluster a shard no one writes to would keep them until then."""
+        keep_s = {"failed": self._dead_letter_ttl_s, "delivered": self._ttl_s, "digested": self._ttl_s}.get(status)
+        if keep_s is None:
+            return
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for shard in self._shards:
+                pipe.zremrangebyscore(key_of(shard), "-inf", self.now_ms() - keep_s * 1000)
+            await pipe.execute()
+
+    def _by_shard(self, ids: Iterable[str]) -> dict[int, builtins.list[str]]:
+        """`ids` grouped by shard, each group in the order given."""
+        groups: dict[int, builtins.list[str]] = {}
+        for delivery_id in ids:
+            groups.setdefault(self._shard(delivery_id), []).append(delivery_id)
+        return groups
+
+    async def _page(self, key_of: Callable[[int], str], offset: int, limit: int, *, desc: bool) -> builtins.list[str]:
+        """The ids at [offset, offset + limit) of the sets `key_of(shard)` taken together, ordered by
+        score as one sorted set would be (ties by id)."""
+        if len(self._shards) == 1:
+            return [str(i) for i in await self._redis.zrange(key_of(0), offset, offset + limit - 1, desc=desc)]
+        scored: builtins.list[tuple[float, str]] = []
+        for shard in self._shards:
+            rows = await self._redis.zrange(key_of(shard), 0, offset + limit - 1, desc=desc, withscores=True)
+            scored += _scored(rows)
+        scored.sort(reverse=desc)
+        return [member for _, member in scored[offset:offset + limit]]
+
+    def _finish(self, pipe: AnyPipeline, rec: DeliveryRecord, done: str, now_ms: int) -> None:
         """Off the due set into the `done` set (trimmed by score); the record expires after the TTL."""
-        pipe.zrem(self._keys.deliveries_due(), rec.id)
+        pipe.zrem(self._keys.deliveries_due(self._shard(rec.id)), rec.id)
         pipe.zadd(done, {rec.id: now_ms})
         pipe.zremrangebyscore(done, "-inf", now_ms - self._ttl_s * 1000)
         pipe.expire(self._keys.delivery(rec.id), self._ttl_s)
 
-    def _back_to_pending(self, pipe: Pipeline, rec: DeliveryRecord, now_ms: int) -> None:
+    def _back_to_pending(self, pipe: AnyPipeline, rec: DeliveryRecord, now_ms: int) -> None:
         """A failed record (already rewritten as pending) off the failed sets, due at `now_ms`, kept for good."""
+        shard = self._shard(rec.id)
         pipe.persist(self._keys.delivery(rec.id))
-        pipe.zrem(self._keys.deliveries_failed(), rec.id)
-        pipe.zrem(self._keys.deliveries_failed_by_subscription(rec.subscription_id), rec.id)
-        pipe.zadd(self._keys.deliveries_due(), {rec.id: now_ms})
+        pipe.zrem(self._keys.deliveries_failed(shard), rec.id)
+        pipe.zrem(self._keys.deliveries_failed_by_subscription(rec.subscription_id, shard), rec.id)
+        pipe.zadd(self._keys.deliveries_due(shard), {rec.id: now_ms})
 
     async def _failed_ids(self, subscription_id: str, since_ms: int | None, limit: int) -> builtins.list[str]:
-        """Ids in the subscription's dead-letter index failed at or after `since_ms`, oldest first."""
-        index = self._keys.deliveries_failed_by_subscription(subscription_id)
+        """Ids in the subscription's dead-letter indexes failed at or after `since_ms`, the oldest `limit`."""
         low: int | str = "-inf" if since_ms is None else since_ms
-        ids = await self._redis.zrangebyscore(index, low, "+inf", start=0, num=limit)
-        return [str(i) for i in ids]
+        scored: builtins.list[tuple[float, str]] = []
+        for shard in self._shards:
+            index = self._keys.deliveries_failed_by_subscription(subscription_id, shard)
+            rows = await self._redis.zrangebyscore(index, low, "+inf", start=0, num=limit, withscores=True)
+            scored += _scored(rows)
+        return [member for _, member in sorted(scored)[:limit]]
 
-    async def _replay_batch(self, subscription_id: str, ids: builtins.list[str]) -> int:
-        """`ids` still failed (and of that subscription) back to pending in one transaction; how many."""
-        index = self._keys.deliveries_failed_by_subscription(subscription_id)
+    async def _replay_batch(self, subscription_id: str, shard: int, ids: builtins.list[str]) -> int:
+        """`ids` (of one shard) still failed and of that subscription back to pending in one
+        transaction; how many."""
+        index = self._keys.deliveries_failed_by_subscription(subscription_id, shard)
         record_keys = [self._keys.delivery(i) for i in ids]
         replayed = [0]
 
-        async def update(pipe: Pipeline) -> None:
-            raws = await pipe.mget(record_keys)
+        async def update(pipe: AnyPipeline) -> None:
+            raws = await read_watched(pipe, record_keys)
             now_ms = self.now_ms()
             gone = [i for i, raw in zip(ids, raws, strict=True) if raw is None]
             records = [DeliveryRecord.from_json(raw) for raw in raws if raw is not None]
@@ -371,11 +438,12 @@ class DeliveryStore:
                 self._back_to_pending(pipe, new, now_ms)
             replayed[0] = len(todo)
 
-        await self._redis.transaction(update, *record_keys)
+        await watched(self._redis, record_keys, update)
         return replayed[0]
 
     async def _records(self, ids: builtins.list[str], drop_from: str) -> builtins.list[DeliveryRecord]:
-        """The records of `ids` in order; ids whose record is gone (expired) are removed from `drop_from`."""
+        """The records of `ids` (of one shard) in order; ids whose record is gone (expired) are removed
+        from `drop_from` (a set of that shard)."""
         if not ids:
             return []
         raws = await self._redis.mget([self._keys.delivery(i) for i in ids])
@@ -385,7 +453,7 @@ class DeliveryStore:
         return [DeliveryRecord.from_json(raw) for raw in raws if raw is not None]
 
     async def _transition(
-        self, delivery_id: str, changes: dict[str, Any], move: Callable[[Pipeline, DeliveryRecord], None],
+        self, delivery_id: str, changes: dict[str, Any], move: Callable[[AnyPipeline, DeliveryRecord], None],
         *, only_from: tuple[Status, ...], strict: bool = False,
     ) -> DeliveryRecord | None:
         """Apply `changes` and `move` atomically (WATCH on the record). None if the record is gone
@@ -393,7 +461,7 @@ class DeliveryStore:
         key = self._keys.delivery(delivery_id)
         result: list[DeliveryRecord | None] = [None]
 
-        async def update(pipe: Pipeline) -> None:
+        async def update(pipe: AnyPipeline) -> None:
             raw = await pipe.get(key)
             result[0] = None
             if raw is None:
@@ -410,7 +478,12 @@ class DeliveryStore:
             result[0] = new
 
         try:
-            await self._redis.transaction(update, key)
-        except RedisError as exc:
+            await watched(self._redis, [key], update)
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"cannot update webhook delivery {delivery_id}: {exc}") from exc
         return result[0]
+
+
+def _scored(rows: Any) -> list[tuple[float, str]]:
+    """(score, member) of a WITHSCORES reply ([member, score] pairs)."""
+    return [(float(score), str(member)) for member, score in rows]

@@ -12,12 +12,12 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import WatchError
 
 from services.errors import StoreUnavailable
 from services.names import SECRET_PREFIX, RedisKeys
 from services.redaction import mask_url
+from services.redisio import RedisClient
 
 
 def generate_secret() -> str:
@@ -171,7 +171,7 @@ def with_enabled(sub: Subscription, enabled: bool, reason: str | None, now: date
 class SubscriptionStore:
     """CRUD over one Redis hash: subscription id -> JSON."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
         self._redis = redis
         self._key = keys.subscriptions()
 

@@ -21,12 +21,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import yaml
-from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from services.errors import FatigueError, PolicyError, StoreUnavailable
 from services.names import RedisKeys
 from services.policy.model import Policy, PolicyDoc, parse_policy
+from services.redisio import REDIS_ERRORS, RedisClient, check_layout
 
 # KEYS: policy hash, version counter. ARGV: yaml, sha256, updated_at, expected version ('' = any).
 # Returns {1, new_version} when stored, {0, current_version} when the expected version did not match.
@@ -137,9 +136,12 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PolicyStore:
-    """Read and replace the stored policy. Redis failures propagate as RedisError (the API answers 503)."""
+    """Read and replace the stored policy. Redis failures propagate as redis-py raises them (REDIS_ERRORS:
+    the API answers 503)."""
 
-    def __init__(self, redis: Redis, keys: RedisKeys, now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys,
+                 now: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        check_layout(redis, keys)
         self._redis = redis
         self._keys = keys
         self._now = now
@@ -200,7 +202,7 @@ class PolicySource:
     Redis failures raise StoreUnavailable (retriable); an invalid stored document raises PolicyError.
     """
 
-    def __init__(self, redis: Redis, keys: RedisKeys) -> None:
+    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
         self._redis = redis
         self._keys = keys
         self._store = PolicyStore(redis, keys)
@@ -212,7 +214,7 @@ class PolicySource:
         """
         try:
             raw = await self._redis.get(self._keys.policy_version())
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading the policy version from Redis failed: {exc}") from exc
         return None if raw is None else str(raw)
 
@@ -220,7 +222,7 @@ class PolicySource:
         """(version, policy) of the stored policy, or (None, fallback) when none is stored."""
         try:
             stored = await self._store.get()
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading the stored policy from Redis failed: {exc}") from exc
         if stored is None:
             return None, fallback
@@ -231,5 +233,5 @@ class PolicySource:
         """StoreUnavailable when Redis does not answer."""
         try:
             await self._store.report_problem(version, problem)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"recording a policy problem in Redis failed: {exc}") from exc

@@ -21,6 +21,7 @@ from services import stored_values
 from services.settings import CommonSettings
 from tests.helpers import FAST_GROUP_ENV, service_process, wait_until
 from tests.ingest.helpers import consume, ingest_settings_for, running_api, value_of
+from tests.redis_cluster import RedisClusterProcesses
 
 pytestmark = pytest.mark.integration
 
@@ -158,3 +159,22 @@ async def test_imported_history_leaves_customers_as_if_the_events_arrived_live(
     for name in names:
         assert comparable(snaps[f"imp-{name}"]) == comparable(snaps[f"live-{name}"]), name
     assert any(s["status"] != "normal" or s["last_action"] for s in snaps.values())  # the history did something
+
+
+async def test_import_on_a_redis_cluster_stores_each_event_once(
+    common_settings: CommonSettings, infra_env: dict[str, str], redis_cluster: RedisClusterProcesses, tmp_path: Path
+) -> None:
+    """REDIS_URL naming a Redis Cluster: the de-duplication claims of a batch spread over its slots.
+    Imported twice, every event is stored once; the second run finds them all duplicates."""
+    events = history([f"cl-{i}" for i in range(10)], 30)
+    path = tmp_path / "history.jsonl"
+    write_jsonl(path, events)
+    env = {**os.environ, **infra_env, "REDIS_URL": redis_cluster.url}
+    for run, (stored, duplicates) in enumerate([(len(events), 0), (0, len(events))]):
+        (tmp_path / f"run{run}").mkdir()
+        done = subprocess.run(import_command(path, tmp_path / f"run{run}"), env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+        assert done.returncode == 0 and f"{stored} stored, {duplicates} duplicates" in done.stderr, done.stderr
+    records = await consume(common_settings.kafka_bootstrap_servers, common_settings.events_topic,
+                            expected=len(events), timeout_s=20)
+    assert sorted(value_of(r)["event"]["event_id"] for r in records) == sorted(e["event_id"] for e in events)

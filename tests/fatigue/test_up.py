@@ -20,6 +20,7 @@ import pytest
 
 from fatigue.cli import main
 from fatigue.embedded import free_port
+from fatigue.supervisor import describe, make_plan
 from services.metrics import version
 from tests.helpers import FAST_GROUP_ENV, stop_process
 
@@ -32,6 +33,26 @@ def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert exited.value.code == 0
     assert capsys.readouterr().out.strip() == f"contact-fatigue {version()}"
     assert version() != "unknown"
+
+
+@pytest.mark.integration
+def test_up_with_redis_url_set_uses_that_redis_and_starts_only_the_broker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """REDIS_URL naming a Redis Cluster (here unreachable: the plan does not connect) is used as it is:
+    no embedded redis-server, the banner says external and never shows the password."""
+    cluster_url = "redis+cluster://app:s3cret-pw-0123@127.0.0.1:7000,127.0.0.1:7001"
+    monkeypatch.delenv("KAFKA_BOOTSTRAP_SERVERS", raising=False)
+    monkeypatch.setenv("REDIS_URL", cluster_url)
+    plan = make_plan("127.0.0.1", free_port(), tmp_path)
+    try:
+        assert plan.embedded is not None and [p.name for p in plan.embedded.processes] == ["kafka"]
+        assert plan.env["REDIS_URL"] == cluster_url and not (tmp_path / "redis.log").exists()
+        banner = describe(plan)
+        assert "redis+cluster://…@127.0.0.1:7000,127.0.0.1:7001  (external)" in banner
+        assert f"{plan.env['KAFKA_BOOTSTRAP_SERVERS']}  (embedded)" in banner and "s3cret" not in banner
+    finally:
+        plan.embedded.stop()
 
 
 @pytest.fixture

@@ -9,13 +9,21 @@ from redis.asyncio import Redis
 
 from ingest.dedup import DedupStore
 from services.names import RedisKeys
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def store(redis_client: Redis, unique: str) -> DedupStore:
-    return DedupStore(redis_client, RedisKeys(f"t{unique}:"), ttl_s=3600)
+def redis_client(redis_target: RedisTarget) -> RedisClient:
+    """One Redis, then a Cluster: every Redis test of this module runs on both."""
+    return redis_target.client
+
+
+@pytest.fixture
+def store(redis_client: RedisClient, redis_target: RedisTarget) -> DedupStore:
+    return DedupStore(redis_client, redis_target.keys, ttl_s=3600)
 
 
 async def test_of_concurrent_claims_of_one_id_exactly_one_wins(store: DedupStore) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
 
 from fatigue.embedded import free_port
 from notifier.ledger import DeliveryLedger, MemoryLedger, RedisLedger
 from services.errors import StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import make_redis_for
+from tests.conftest import RedisTarget
 
 TTL_S = 3600
 
@@ -50,15 +51,19 @@ async def test_memory_marks_expire() -> None:
 
 
 @pytest.mark.integration
-async def test_redis_mark_uses_the_shared_key_and_expires(redis_client: Redis, unique: str) -> None:
-    keys = RedisKeys(f"t{unique}:")
+async def test_redis_mark_uses_the_shared_key_and_expires(redis_target: RedisTarget) -> None:
+    redis_client, keys = redis_target.client, redis_target.keys  # one Redis, then a Cluster
     await RedisLedger(redis_client, keys, TTL_S).mark("act_1", "sub_a")
+    assert await RedisLedger(redis_client, keys, TTL_S).seen("act_1", "sub_a")
     ttl_s = await redis_client.ttl(keys.delivered("act_1", "sub_a"))
     assert TTL_S - 5 <= ttl_s <= TTL_S
 
 
-async def test_redis_down_raises_store_unavailable() -> None:
-    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=1)
+@pytest.mark.parametrize("scheme", ["redis://", "redis+cluster://"])
+async def test_redis_down_raises_store_unavailable(scheme: str) -> None:
+    """A Cluster client that reaches no node raises RedisClusterException, which is no RedisError:
+    it must still be StoreUnavailable (retried), not a crash."""
+    dead = make_redis_for(f"{scheme}127.0.0.1:{free_port()}")
     try:
         ledger = RedisLedger(dead, RedisKeys("x:"), TTL_S)
         with pytest.raises(StoreUnavailable):

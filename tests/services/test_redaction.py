@@ -51,6 +51,10 @@ SECRETS = [SLACK_TOKEN, WECOM_KEY, DINGTALK_TOKEN, DINGTALK_SIGN, FEISHU_TOKEN, 
          f"https://discord.com/api/webhooks/{MASK}{'123456789012345678'[-4:]}/{MASK}{DISCORD_TOKEN[-4:]}"),
         ("https://user:" + PASSWORD + "@example.com/hook?a=1", f"https://{MASK}@example.com/hook?a=1"),
         (f"redis://:{PASSWORD}@redis:6379/0", f"redis://{MASK}@redis:6379/0"),
+        # a Redis Cluster's seed list: the password masked, every host kept for the operator
+        (f"rediss+cluster://app:{PASSWORD}@r1:7000,r2:7001/0?ssl_ca_certs=/ca.pem",
+         f"rediss+cluster://{MASK}@r1:7000,r2:7001/0?ssl_ca_certs=/ca.pem"),
+        ("redis+cluster://10.0.0.1:7000,10.0.0.2:7000", "redis+cluster://10.0.0.1:7000,10.0.0.2:7000"),
         (f"https://example.com/in?token=short&x=1#access_token={SLACK_TOKEN}",
          f"https://example.com/in?token={MASK}&x=1#access_token={MASK}{SLACK_TOKEN[-4:]}"),
         # a relay on another host keeps the provider's path: masked the same way

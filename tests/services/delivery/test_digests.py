@@ -1,11 +1,10 @@
-"""Digests: the pure pieces, and folding/freezing against a real redis-server."""
+"""Digests: the pure pieces, and folding/freezing against a real redis-server and a real Redis Cluster."""
 
 from __future__ import annotations
 
 import json
 
 import pytest
-from redis.asyncio import Redis
 
 from services.actions import DIGEST_ITEMS_MAX, DigestItem, decode_action
 from services.delivery.digests import (
@@ -22,6 +21,8 @@ from services.delivery.store import DeliveryStore
 from services.delivery.subscriptions import DigestLimit
 from services.errors import BadRecord
 from services.names import ACTION_DIGEST, ACTION_RE_ENGAGE, ACTION_THROTTLE, RedisKeys
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 from tests.notifier.helpers import make_action
 
 LIMIT = DigestLimit(after=2, window_minutes=10)
@@ -84,17 +85,23 @@ def test_filled_counts_every_item_and_lists_the_first_fifty() -> None:
 
 
 @pytest.fixture
-def keys(unique: str) -> RedisKeys:
-    return RedisKeys(f"t{unique}:")
+def redis_client(redis_target: RedisTarget) -> RedisClient:
+    """One Redis, then a Cluster: every Redis test of this module runs on both."""
+    return redis_target.client
 
 
 @pytest.fixture
-def digests(redis_client: Redis, keys: RedisKeys) -> DigestStore:
+def keys(redis_target: RedisTarget) -> RedisKeys:
+    return redis_target.keys
+
+
+@pytest.fixture
+def digests(redis_client: RedisClient, keys: RedisKeys) -> DigestStore:
     return DigestStore(redis_client, keys)
 
 
 @pytest.fixture
-def deliveries(redis_client: Redis, keys: RedisKeys) -> DeliveryStore:
+def deliveries(redis_client: RedisClient, keys: RedisKeys) -> DeliveryStore:
     return DeliveryStore(redis_client, keys)
 
 
@@ -119,7 +126,7 @@ async def test_the_first_alerts_are_admitted_the_rest_folded_into_one_scheduled_
     assert record.next_attempt_at_ms == window.end_ms + DUE_GRACE_MS
     assert record.action["action_id"] == digest_action_id("sub_a", "rep-9", window)
     assert await deliveries.count("pending") == 1  # one digest, however many alerts fold into it
-    frozen = await digests.freeze(record.action)  # type: ignore[arg-type]
+    frozen = await digests.freeze(record.action, record.id)  # type: ignore[arg-type]
     assert [item["action_id"] for item in frozen["items"]] == ["act_3", "act_4"]
     assert frozen["total"] == 2 and frozen["owner_rep_id"] == "rep-9"
 
@@ -133,7 +140,7 @@ async def test_folding_is_idempotent_per_action(digests: DigestStore, deliveries
     assert await fold(digests, "act_3") == digest_delivery  # re-folded after a crash: still one item
     record = await deliveries.get(str(digest_delivery))
     assert record is not None
-    assert (await digests.freeze(record.action))["total"] == 1  # type: ignore[arg-type]
+    assert (await digests.freeze(record.action, record.id))["total"] == 1  # type: ignore[arg-type]
 
 
 @pytest.mark.integration
@@ -148,17 +155,19 @@ async def test_reps_windows_and_subscriptions_are_counted_apart(digests: DigestS
 
 @pytest.mark.integration
 async def test_after_freezing_late_alerts_of_the_window_go_out_on_their_own(
-    digests: DigestStore, deliveries: DeliveryStore, redis_client: Redis, keys: RedisKeys
+    digests: DigestStore, deliveries: DeliveryStore, redis_client: RedisClient, keys: RedisKeys
 ) -> None:
     for i in range(3):
         digest_delivery = await fold(digests, f"act_{i}")
     record = await deliveries.get(str(digest_delivery))
     assert record is not None
-    frozen = await digests.freeze(record.action)  # type: ignore[arg-type]
+    frozen = await digests.freeze(record.action, record.id)  # type: ignore[arg-type]
     assert await fold(digests, "act_late", T0 + 2000) is None  # would otherwise be lost
-    assert (await digests.freeze(record.action))["total"] == frozen["total"] == 1  # type: ignore[arg-type]
-    await digests.forget_items(frozen["action_id"])
-    assert not await redis_client.exists(keys.digest_items(frozen["action_id"]))
+    assert (await digests.freeze(record.action, record.id))["total"] == frozen["total"] == 1  # type: ignore[arg-type]
+    items = keys.digest_items(frozen["action_id"], keys.delivery_shard(record.id))
+    assert await redis_client.exists(items)
+    await digests.forget_items(frozen["action_id"], record.id)
+    assert not await redis_client.exists(items)
 
 
 @pytest.mark.parametrize(

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
 
 from services.delivery.health import CircuitConfig, EndpointHealthStore, Health
-from services.names import RedisKeys
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -16,8 +16,14 @@ CONFIG = CircuitConfig(failure_threshold=3, open_s=10.0, max_open_s=25.0, probe_
 
 
 @pytest.fixture
-def health(redis_client: Redis, unique: str) -> EndpointHealthStore:
-    return EndpointHealthStore(redis_client, RedisKeys(f"t{unique}:"), CONFIG)
+def redis_client(redis_target: RedisTarget) -> RedisClient:
+    """One Redis, then a Cluster: every Redis test of this module runs on both."""
+    return redis_target.client
+
+
+@pytest.fixture
+def health(redis_client: RedisClient, redis_target: RedisTarget) -> EndpointHealthStore:
+    return EndpointHealthStore(redis_client, redis_target.keys, CONFIG)
 
 
 async def fail(health: EndpointHealthStore, at_ms: int, times: int = 1, status: int | None = 500) -> None:

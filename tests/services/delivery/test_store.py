@@ -1,14 +1,19 @@
-"""DeliveryStore against a real redis-server: scheduling, claiming with leases, transitions, listing,
-dead-letter expiry, the per-subscription dead-letter index and replay, digested deliveries."""
+"""DeliveryStore against a real redis-server and a real Redis Cluster (every test runs on both):
+scheduling, claiming with leases, transitions, listing, dead-letter expiry, the per-subscription
+dead-letter index and replay, digested deliveries. On a Cluster the deliveries spread over shards
+(services/names.py), so the order of one claim's records is no promise: those assertions sort."""
 
 from __future__ import annotations
 
 import pytest
-from redis.asyncio import Redis
 
 from services.delivery.store import STATUSES, DeliveryRecord, DeliveryStore
+from services.errors import StoreUnavailable
 from services.names import RedisKeys
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 from tests.notifier.helpers import make_action
+from tests.redis_cluster import RedisClusterProcesses
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +35,19 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def store(redis_client: Redis, unique: str, clock: Clock) -> DeliveryStore:
-    return DeliveryStore(redis_client, RedisKeys(f"t{unique}:"), delivered_ttl_s=60, dead_letter_ttl_s=120,
-                         clock=clock)
+def redis_client(redis_target: RedisTarget) -> RedisClient:
+    """One Redis, then a Cluster: every test of this module runs on both."""
+    return redis_target.client
 
 
 @pytest.fixture
-def keys(unique: str) -> RedisKeys:
-    return RedisKeys(f"t{unique}:")
+def keys(redis_target: RedisTarget) -> RedisKeys:
+    return redis_target.keys
+
+
+@pytest.fixture
+def store(redis_client: RedisClient, keys: RedisKeys, clock: Clock) -> DeliveryStore:
+    return DeliveryStore(redis_client, keys, delivered_ttl_s=60, dead_letter_ttl_s=120, clock=clock)
 
 
 def record(delivery_id: str, due_ms: int = NOW_MS, sub_id: str = "sub_a") -> DeliveryRecord:
@@ -60,7 +70,9 @@ async def test_claim_takes_only_due_records_and_the_lease_hides_them(store: Deli
     assert await store.claim_due(NOW_MS + 4_999, lease_ms=5_000, limit=10) == []
     # the claimer died: its lease expires and the delivery is due again
     assert [r.id for r in await store.claim_due(NOW_MS + 5_000, lease_ms=5_000, limit=10)] == ["msg_now"]
-    assert [r.id for r in await store.claim_due(NOW_MS + 10_000, lease_ms=5_000, limit=1)] == ["msg_later"]
+    first = [r.id for r in await store.claim_due(NOW_MS + 20_000, lease_ms=5_000, limit=1)]
+    assert first in (["msg_now"], ["msg_later"])
+    assert len(await store.claim_due(NOW_MS + 20_000, lease_ms=5_000, limit=10)) == 1  # the other one
 
 
 async def test_reschedule_records_the_attempt_and_moves_the_due_time(store: DeliveryStore) -> None:
@@ -73,13 +85,14 @@ async def test_reschedule_records_the_attempt_and_moves_the_due_time(store: Deli
     assert (again.attempts, again.last_error, again.status) == (1, "HTTP 500", "pending")
 
 
-async def test_delivered_leaves_the_queue_and_expires(store: DeliveryStore, redis_client: Redis, unique: str) -> None:
+async def test_delivered_leaves_the_queue_and_expires(store: DeliveryStore, redis_client: RedisClient,
+                                                      keys: RedisKeys) -> None:
     await store.schedule([record("msg_1")])
     rec = await store.mark_delivered("msg_1", attempts=1, last_status=200)
     assert rec is not None and rec.status == "delivered"
     assert await store.claim_due(NOW_MS + 10**9, lease_ms=1, limit=10) == []
     assert [r.id for r in await store.list("delivered")] == ["msg_1"]
-    assert 0 < await redis_client.ttl(RedisKeys(f"t{unique}:").delivery("msg_1")) <= 60
+    assert 0 < await redis_client.ttl(keys.delivery("msg_1")) <= 60
     assert await store.mark_failed("msg_1", attempts=2, last_status=500, last_error="x") is None  # not pending
 
 
@@ -109,8 +122,8 @@ async def test_list_pending_soonest_first(store: DeliveryStore) -> None:
     assert await store.get("msg_none") is None
 
 
-async def test_rate_slots_count_per_clock_minute(redis_client: Redis, unique: str) -> None:
-    store = DeliveryStore(redis_client, RedisKeys(f"t{unique}:"))
+async def test_rate_slots_count_per_clock_minute(redis_client: RedisClient, keys: RedisKeys) -> None:
+    store = DeliveryStore(redis_client, keys)
     minute_ms = 1_790_000_040_000 - 1_790_000_040_000 % 60_000
     waits = [await store.take_rate_slot("sub_r", 2, minute_ms + 1_000 * i) for i in range(3)]
     assert waits == [0, 0, 60_000 - 2_000]  # the third send waits for the next minute
@@ -124,19 +137,23 @@ async def fail(store: DeliveryStore, *ids: str) -> None:
 
 
 async def test_dead_letters_expire_and_a_retry_keeps_them_for_good(
-    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys, clock: Clock
 ) -> None:
     await store.schedule([record("msg_old"), record("msg_new")])
     await fail(store, "msg_old")
     assert 0 < await redis_client.ttl(keys.delivery("msg_old")) <= 120
-    by_sub = keys.deliveries_failed_by_subscription("sub_a")
-    assert 0 < await redis_client.ttl(by_sub) <= 120
+    by_sub_old = keys.deliveries_failed_by_subscription("sub_a", keys.delivery_shard("msg_old"))
+    assert 0 < await redis_client.ttl(by_sub_old) <= 120
 
     clock.now_s += 121  # past msg_old's dead-letter TTL
     await fail(store, "msg_new")
-    # the sets are trimmed by score: msg_old failed more than the TTL ago
-    assert await redis_client.zrange(keys.deliveries_failed(), 0, -1) == ["msg_new"]
-    assert await redis_client.zrange(by_sub, 0, -1) == ["msg_new"]
+    # the sets are trimmed by score (msg_old failed more than the TTL ago), counting trims them too
+    assert await store.count("failed") == 1
+    for shard in range(keys.delivery_shards):
+        assert await redis_client.zrange(keys.deliveries_failed(shard), 0, -1) == (
+            ["msg_new"] if shard == keys.delivery_shard("msg_new") else [])
+    by_sub = keys.deliveries_failed_by_subscription("sub_a", keys.delivery_shard("msg_new"))
+    assert "msg_old" not in await redis_client.zrange(by_sub, 0, -1)
 
     retried = await store.retry("msg_new")
     assert retried is not None and retried.status == "pending"
@@ -144,18 +161,23 @@ async def test_dead_letters_expire_and_a_retry_keeps_them_for_good(
     assert await redis_client.zcard(by_sub) == 0
 
 
-async def test_readers_drop_expired_dead_letters(store: DeliveryStore, redis_client: Redis, keys: RedisKeys) -> None:
+async def test_readers_drop_expired_dead_letters(
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys
+) -> None:
     await store.schedule([record("msg_1"), record("msg_2")])
     await fail(store, "msg_1", "msg_2")
     await redis_client.delete(keys.delivery("msg_1"))  # as its TTL would
     assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_2"]
-    assert await redis_client.zrange(keys.deliveries_failed_by_subscription("sub_a"), 0, -1) == ["msg_2"]
+    assert await redis_client.zrange(keys.deliveries_failed_by_subscription("sub_a", keys.delivery_shard("msg_2")),
+                                     0, -1) == ["msg_2"]
+    by_sub_1 = keys.deliveries_failed_by_subscription("sub_a", keys.delivery_shard("msg_1"))
+    assert "msg_1" not in await redis_client.zrange(by_sub_1, 0, -1)
     assert [r.id for r in await store.list("failed")] == ["msg_2"]
     assert await store.count("failed") == 1
 
 
 async def test_the_per_subscription_index_follows_failures_and_retries(
-    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys, clock: Clock
 ) -> None:
     await store.schedule([record("msg_a1"), record("msg_a2"), record("msg_b1", sub_id="sub_b")])
     await fail(store, "msg_a1")
@@ -165,7 +187,8 @@ async def test_the_per_subscription_index_follows_failures_and_retries(
     assert [r.id for r in await store.list("failed", subscription_id="sub_b")] == ["msg_b1"]
     assert [r.id for r in await store.list("failed", subscription_id="sub_a", limit=1, offset=1)] == ["msg_a1"]
     assert await store.list("failed", subscription_id="sub_none") == []
-    assert await redis_client.zscore(keys.deliveries_failed_by_subscription("sub_a"), "msg_a1") == NOW_MS
+    shard = keys.delivery_shard("msg_a1")
+    assert await redis_client.zscore(keys.deliveries_failed_by_subscription("sub_a", shard), "msg_a1") == NOW_MS
 
     await store.retry("msg_a2")
     assert [r.id for r in await store.list("failed", subscription_id="sub_a")] == ["msg_a1"]
@@ -180,7 +203,7 @@ async def test_the_per_subscription_index_follows_failures_and_retries(
 
 
 async def test_replay_moves_one_subscriptions_dead_letters_back_to_pending(
-    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys, clock: Clock
 ) -> None:
     await store.schedule([record(f"msg_a{i}") for i in range(3)] + [record("msg_b", sub_id="sub_b")])
     await fail(store, "msg_a0", "msg_b")
@@ -219,7 +242,7 @@ async def test_replay_honours_the_limit(store: DeliveryStore, clock: Clock) -> N
 
 
 async def test_replay_skips_records_that_changed_meanwhile(
-    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, monkeypatch: pytest.MonkeyPatch
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await store.schedule([record(f"msg_{i}") for i in range(4)])
     await fail(store, "msg_0", "msg_1", "msg_2", "msg_3")
@@ -235,7 +258,8 @@ async def test_replay_skips_records_that_changed_meanwhile(
     assert await store.replay_failed("sub_a") == 2
     assert sorted(r.id for r in await store.claim_due(store.now_ms(), lease_ms=1000, limit=10)) == [
         "msg_0", "msg_1", "msg_3"]
-    assert await redis_client.zcard(keys.deliveries_failed_by_subscription("sub_a")) == 0
+    for shard in range(keys.delivery_shards):
+        assert await redis_client.zcard(keys.deliveries_failed_by_subscription("sub_a", shard)) == 0
 
     async def stale(*args: object) -> list[str]:
         return ["msg_0", "msg_1"]  # both pending again by now: nothing to do
@@ -252,14 +276,14 @@ async def test_replay_in_several_batches(store: DeliveryStore) -> None:
 
 
 async def test_digested_leaves_the_queue_and_expires_like_delivered(
-    store: DeliveryStore, redis_client: Redis, keys: RedisKeys, clock: Clock
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys, clock: Clock
 ) -> None:
     await store.schedule([record("msg_1"), record("msg_2"), record("msg_3")])
     rec = await store.mark_digested("msg_1", digest_id="msg_digest")
     assert rec is not None and (rec.status, rec.digest_id, rec.next_attempt_at_ms) == ("digested", "msg_digest", None)
     assert await store.get("msg_1") == rec
     assert 0 < await redis_client.ttl(keys.delivery("msg_1")) <= 60
-    assert [r.id for r in await store.claim_due(NOW_MS, lease_ms=1, limit=10)] == ["msg_2", "msg_3"]
+    assert sorted(r.id for r in await store.claim_due(NOW_MS, lease_ms=1, limit=10)) == ["msg_2", "msg_3"]
     clock.now_s += 1
     await store.mark_digested("msg_2", digest_id="msg_digest")
     assert [r.id for r in await store.list("digested")] == ["msg_2", "msg_1"]
@@ -268,7 +292,8 @@ async def test_digested_leaves_the_queue_and_expires_like_delivered(
 
     clock.now_s += 60  # msg_1 and msg_2 are older than the TTL: trimmed from the set
     await store.mark_digested("msg_3", digest_id="msg_digest")
-    assert await redis_client.zrange(keys.deliveries_digested(), 0, -1) == ["msg_3"]
+    assert await redis_client.zrange(keys.deliveries_digested(keys.delivery_shard("msg_3")), 0, -1) == ["msg_3"]
+    assert [r.id for r in await store.list("digested")] == ["msg_3"]
 
     # only from pending
     assert await store.mark_digested("msg_1", digest_id="msg_other") is None
@@ -278,7 +303,9 @@ async def test_digested_leaves_the_queue_and_expires_like_delivered(
         await store.retry("msg_1")
 
 
-async def test_records_without_digest_id_still_read(store: DeliveryStore, redis_client: Redis, keys: RedisKeys) -> None:
+async def test_records_without_digest_id_still_read(
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys
+) -> None:
     rec = record("msg_1")
     assert "digest_id" not in rec.to_json()  # omitted while unset: older readers still read new records
     legacy = rec.to_json()
@@ -288,7 +315,9 @@ async def test_records_without_digest_id_still_read(store: DeliveryStore, redis_
     assert set(STATUSES) == {"pending", "delivered", "failed", "digested"}
 
 
-async def test_replace_action_only_while_pending(store: DeliveryStore, redis_client: Redis, keys: RedisKeys) -> None:
+async def test_replace_action_only_while_pending(
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys
+) -> None:
     await store.schedule([record("msg_1", due_ms=NOW_MS + 5_000), record("msg_2")])
     before = await store.get("msg_1")
     assert before is not None
@@ -297,7 +326,8 @@ async def test_replace_action_only_while_pending(store: DeliveryStore, redis_cli
     assert replaced is not None and replaced.action == frozen
     assert replaced == type(before)(**{**before.__dict__, "action": frozen, "updated_at_ms": replaced.updated_at_ms})
     assert await store.get("msg_1") == replaced
-    assert await redis_client.zscore(keys.deliveries_due(), "msg_1") == NOW_MS + 5_000  # due time unchanged
+    due = keys.deliveries_due(keys.delivery_shard("msg_1"))
+    assert await redis_client.zscore(due, "msg_1") == NOW_MS + 5_000  # due time unchanged
     assert await redis_client.ttl(keys.delivery("msg_1")) == -1
 
     await store.mark_delivered("msg_2", attempts=1, last_status=200)
@@ -308,7 +338,7 @@ async def test_replace_action_only_while_pending(store: DeliveryStore, redis_cli
 
 
 async def test_held_deliveries_are_released_at_once_unless_they_moved_since(
-    store: DeliveryStore, redis_client: Redis, unique: str
+    store: DeliveryStore, redis_client: RedisClient, keys: RedisKeys
 ) -> None:
     await store.schedule([record("msg_held"), record("msg_claimed"), record("msg_done"), record("msg_other")])
     for delivery_id in ("msg_held", "msg_claimed", "msg_done"):
@@ -323,6 +353,28 @@ async def test_held_deliveries_are_released_at_once_unless_they_moved_since(
     assert await store.release_held("sub_a", NOW_MS + 1_000) == 1  # only the one still waiting as held
     assert [r.id for r in await store.claim_due(NOW_MS + 1_000, lease_ms=5_000, limit=10)] == ["msg_held"]
     assert await store.release_held("sub_a", NOW_MS + 2_000) == 0  # the set is gone once released
-    keys = RedisKeys(f"t{unique}:")
-    assert not await redis_client.exists(keys.deliveries_held("sub_a"))
-    assert await redis_client.zscore(keys.deliveries_due(), "msg_other") == NOW_MS + 30_000  # other endpoint
+    for shard in range(keys.delivery_shards):
+        assert not await redis_client.exists(keys.deliveries_held("sub_a", shard))
+    other_due = keys.deliveries_due(keys.delivery_shard("msg_other"))
+    assert await redis_client.zscore(other_due, "msg_other") == NOW_MS + 30_000  # other endpoint
+
+
+async def test_scheduling_waits_for_a_replica_when_asked(
+    redis_target: RedisTarget, keys: RedisKeys, request: pytest.FixtureRequest
+) -> None:
+    """With wait_replicas, `schedule` returns only once a replica of every primary written to has the
+    records (Redis WAIT), so the notifier commits an action's offset only after its deliveries would
+    survive a failover. A replica that does not answer makes it a store outage (retried), not a loss."""
+    store = DeliveryStore(redis_target.client, keys, wait_replicas=1, wait_timeout_ms=300)
+    if redis_target.kind == "single":  # no replica at all: never acknowledged
+        with pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas acknowledged"):
+            await store.schedule([record("msg_1")])
+        assert await DeliveryStore(redis_target.client, keys).schedule([record("msg_2")]) == ["msg_2"]
+        return
+    cluster: RedisClusterProcesses = request.getfixturevalue("redis_cluster")
+    assert await store.schedule([record("msg_1")]) == ["msg_1"]
+    [replica] = cluster.replicas_of(cluster.primary_of(keys.delivery("msg_2")))
+    with cluster.paused(replica), pytest.raises(StoreUnavailable, match="0 of 1 Redis replicas acknowledged"):
+        await store.schedule([record("msg_2"), record("msg_3")])
+    assert await store.schedule([record("msg_2"), record("msg_3")]) == []  # stored, and replicated now
+    assert await store.get("msg_2") is not None

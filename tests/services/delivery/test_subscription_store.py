@@ -1,4 +1,5 @@
-"""SubscriptionStore against a real Redis: create with options, atomic update and secret rotation."""
+"""SubscriptionStore against a real Redis and a real Redis Cluster: create with options, atomic update
+and secret rotation."""
 
 from __future__ import annotations
 
@@ -6,10 +7,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from redis.asyncio import Redis
 
 from services.delivery.subscriptions import Filters, SubscriptionStore
-from services.names import SECRET_PREFIX, RedisKeys
+from services.names import SECRET_PREFIX
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 
 pytestmark = pytest.mark.integration
 
@@ -17,8 +19,14 @@ NOW = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
 
 
 @pytest.fixture
-def store(redis_client: Redis, unique: str) -> SubscriptionStore:
-    return SubscriptionStore(redis_client, RedisKeys(f"t{unique}:"))
+def redis_client(redis_target: RedisTarget) -> RedisClient:
+    """One Redis, then a Cluster: every Redis test of this module runs on both."""
+    return redis_target.client
+
+
+@pytest.fixture
+def store(redis_client: RedisClient, redis_target: RedisTarget) -> SubscriptionStore:
+    return SubscriptionStore(redis_client, redis_target.keys)
 
 
 class TestSubscriptionStore:

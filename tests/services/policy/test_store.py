@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 
 import pytest
 import yaml
-from redis.asyncio import Redis
 
 from services.errors import PolicyError
 from services.names import RedisKeys
@@ -23,6 +22,8 @@ from services.policy.store import (
     sha256_of,
     yaml_text_of_json,
 )
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 
 STRICT = "frequency:\n  warn_above: 4\n  throttle_above: 5\n  recover_at_or_below: 2\n"
 BAD_GRACE = "version: 1\ngrace: 7days\n"  # line 2
@@ -77,16 +78,21 @@ def test_a_minimal_hand_written_record_reads() -> None:
     assert stored.version == 4 and stored.sha256 == hashlib.sha256(STRICT.encode()).hexdigest()
 
 
-# ---- against a real Redis ----
+# ---- against a real Redis and a real Redis Cluster (each test runs on both) ----
 
 
 @pytest.fixture
-def keys(unique: str) -> RedisKeys:
-    return RedisKeys(f"t{unique}:")
+def redis_client(redis_target: RedisTarget) -> RedisClient:
+    return redis_target.client
+
+
+@pytest.fixture
+def keys(redis_target: RedisTarget) -> RedisKeys:
+    return redis_target.keys
 
 
 @pytest.mark.integration
-async def test_put_validates_then_stores_the_next_version(redis_client: Redis, keys: RedisKeys) -> None:
+async def test_put_validates_then_stores_the_next_version(redis_client: RedisClient, keys: RedisKeys) -> None:
     at = datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
     store = PolicyStore(redis_client, keys, now=lambda: at)
     assert await store.get() is None
@@ -100,7 +106,7 @@ async def test_put_validates_then_stores_the_next_version(redis_client: Redis, k
 
 @pytest.mark.integration
 async def test_an_invalid_policy_is_refused_with_line_and_reason_and_nothing_changes(
-    redis_client: Redis, keys: RedisKeys
+    redis_client: RedisClient, keys: RedisKeys
 ) -> None:
     store = PolicyStore(redis_client, keys)
     await store.put(STRICT)
@@ -112,7 +118,7 @@ async def test_an_invalid_policy_is_refused_with_line_and_reason_and_nothing_cha
 
 
 @pytest.mark.integration
-async def test_concurrent_puts_get_distinct_versions(redis_client: Redis, keys: RedisKeys) -> None:
+async def test_concurrent_puts_get_distinct_versions(redis_client: RedisClient, keys: RedisKeys) -> None:
     store = PolicyStore(redis_client, keys)
     documents = [STRICT.replace("throttle_above: 5", f"throttle_above: {n + 5}") for n in range(20)]
     results = await asyncio.gather(*(store.put(doc) for doc in documents))
@@ -122,7 +128,7 @@ async def test_concurrent_puts_get_distinct_versions(redis_client: Redis, keys: 
 
 
 @pytest.mark.integration
-async def test_expected_version_guards_against_lost_updates(redis_client: Redis, keys: RedisKeys) -> None:
+async def test_expected_version_guards_against_lost_updates(redis_client: RedisClient, keys: RedisKeys) -> None:
     store = PolicyStore(redis_client, keys)
     with pytest.raises(PolicyVersionMismatch, match="version none"):
         await store.put(STRICT, expected_version=3)
@@ -136,7 +142,7 @@ async def test_expected_version_guards_against_lost_updates(redis_client: Redis,
 
 
 @pytest.mark.integration
-async def test_source_serves_the_fallback_until_a_policy_is_stored(redis_client: Redis, keys: RedisKeys) -> None:
+async def test_source_serves_the_fallback_until_a_policy_is_stored(redis_client: RedisClient, keys: RedisKeys) -> None:
     source = PolicySource(redis_client, keys)
     fallback = default_policy()
     assert await source.version_stamp() is None
@@ -147,14 +153,14 @@ async def test_source_serves_the_fallback_until_a_policy_is_stored(redis_client:
 
 
 @pytest.mark.integration
-async def test_source_refuses_an_invalid_document_written_by_hand(redis_client: Redis, keys: RedisKeys) -> None:
+async def test_source_refuses_an_invalid_document_written_by_hand(redis_client: RedisClient, keys: RedisKeys) -> None:
     await redis_client.hset(keys.policy(), mapping={"version": "7", "yaml": BAD_GRACE})
     with pytest.raises(PolicyError, match=r"stored policy v7:2: grace: '7days' is not a duration"):
         await PolicySource(redis_client, keys).current(default_policy())
 
 
 @pytest.mark.integration
-async def test_delete_removes_the_policy_and_versions_never_repeat(redis_client: Redis, keys: RedisKeys) -> None:
+async def test_delete_removes_the_policy_and_versions_never_repeat(redis_client: RedisClient, keys: RedisKeys) -> None:
     store, source = PolicyStore(redis_client, keys), PolicySource(redis_client, keys)
     assert await store.delete() is None  # nothing stored: nothing to do
     await store.put(STRICT)
