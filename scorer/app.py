@@ -167,7 +167,8 @@ class Scorer:
         self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
         self.exit_code = 0
         self.processor = Processor(
-            RedisPartitionStore(self.redis, settings.keys),
+            RedisPartitionStore(self.redis, settings.keys, wait_replicas=settings.wait_replicas,
+                                wait_timeout_ms=settings.redis_wait_timeout_ms),
             self.publisher,
             lambda: self.policy,
             SystemClock(),

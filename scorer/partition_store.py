@@ -18,16 +18,17 @@ scorer); tests/scorer/test_partition_store.py runs one contract against both.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 
 from services.customer_lists import ListEntry, queue_index_change
 from services.errors import FatigueError, StoreUnavailable
 from services.names import PartitionKeys, RedisKeys
-from services.redisio import RedisClient
+from services.redisio import REDIS_ERRORS, RedisClient, eval_each
 
 
 class Fenced(FatigueError):
@@ -91,6 +92,10 @@ class PartitionStore(Protocol):
         """Up to `limit` customers whose timers fire at or before `until_ms`, earliest first."""
         ...
 
+    async def offsets(self, partition: int) -> dict[str, int]:
+        """The stored offsets (after a commit whose outcome is unknown: applied, or not)."""
+        ...
+
 
 # ---- Redis ----
 
@@ -126,6 +131,9 @@ return 'OK'
 """KEYS[1] is the epoch; the others are named by position in the ops of ARGV[2..]: `op key-index
 count args…` (HSET field value…, HDEL field…, ZADD score member…, ZREM member…, HINCRBY field by).
 Every key is under the partition's hash tag: one slot on a Cluster."""
+
+_FENCED = re.compile(r"FENCED (\w+)")
+"""The commit script's refusal, as redis-py reports it (alone, or quoted by a pipeline's error)."""
 
 MAX_ARGS_PER_OP = 1000
 """Arguments of one HSET/ZADD/… op: far below what Lua's `unpack` can spread."""
@@ -198,18 +206,25 @@ def commit_ops(keys: PartitionKeys, changes: PartitionChanges) -> Ops:
 
 
 class RedisPartitionStore:
-    def __init__(self, redis: RedisClient, keys: RedisKeys) -> None:
+    """`wait_replicas` > 0: a commit returns only once that many replicas acknowledged it (Redis WAIT,
+    on the connection that carried it; FATIGUE_REDIS_WAIT_REPLICAS): a failover of the primary then
+    loses no commit the scorer went on from. Fewer in `wait_timeout_ms` is an outage (StoreUnavailable)
+    whose commit may have been applied: the caller reads the stored offsets again (`offsets`)."""
+
+    def __init__(self, redis: RedisClient, keys: RedisKeys, *, wait_replicas: int = 0,
+                 wait_timeout_ms: int = 2000) -> None:
         self._redis = redis
         self._keys = keys
+        self._wait_replicas = wait_replicas
+        self._wait_timeout_ms = wait_timeout_ms
         self._claim = redis.register_script(_CLAIM)
         self._load = redis.register_script(_LOAD)
-        self._commit = redis.register_script(_COMMIT)
 
     async def claim(self, partition: int) -> Claim:
         keys = self._keys.partition(partition)
         try:
             epoch, flat = await self._claim(keys=[keys.epoch(), keys.offsets()])
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"claiming partition {partition} in Redis failed: {exc}") from exc
         offsets = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
         return Claim(int(epoch), offsets)
@@ -220,7 +235,7 @@ class RedisPartitionStore:
         keys = self._keys.partition(partition)
         try:
             states, entries = await self._load(keys=[keys.states(), keys.customer_list_entries()], args=customer_ids)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading scorer state from Redis failed: {exc}") from exc
         return {c: Stored(state, _entry(entry)) for c, state, entry in zip(customer_ids, states, entries, strict=True)
                 if state is not None or entry is not None}
@@ -228,19 +243,28 @@ class RedisPartitionStore:
     async def commit(self, partition: int, epoch: int, changes: PartitionChanges) -> None:
         ops = commit_ops(self._keys.partition(partition), changes)
         try:
-            await self._commit(keys=ops.keys, args=[str(epoch), *ops.args])
+            await eval_each(self._redis, _COMMIT, [(ops.keys, [str(epoch), *ops.args])],
+                            replicas=self._wait_replicas, timeout_ms=self._wait_timeout_ms)
         except ResponseError as exc:
-            if str(exc).startswith("FENCED"):
-                raise Fenced(f"partition {partition} has another owner now (epoch {str(exc)[7:]}, ours {epoch})") \
-                    from None
+            fenced = _FENCED.search(str(exc))
+            if fenced:
+                raise Fenced(f"partition {partition} has another owner now (epoch {fenced.group(1)}, ours {epoch})"
+                             ) from None
             raise StoreUnavailable(f"committing scorer state to Redis failed: {exc}") from exc
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"committing scorer state to Redis failed: {exc}") from exc
+
+    async def offsets(self, partition: int) -> dict[str, int]:
+        try:
+            stored = await self._redis.hgetall(self._keys.partition(partition).offsets())
+        except REDIS_ERRORS as exc:
+            raise StoreUnavailable(f"reading stored offsets from Redis failed: {exc}") from exc
+        return {str(topic): int(offset) for topic, offset in stored.items()}
 
     async def due(self, partition: int, until_ms: int, limit: int) -> list[str]:
         try:
             found = await self._redis.zrangebyscore(self._keys.partition(partition).due(), "-inf", until_ms, 0, limit)
-        except RedisError as exc:
+        except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading due timers from Redis failed: {exc}") from exc
         return [str(c) for c in found]
 
@@ -308,6 +332,9 @@ class MemoryPartitionStore:
                 p.due[customer_id] = due
         p.offsets.update(changes.offsets)
         p.alerts.update(changes.alerts)
+
+    async def offsets(self, partition: int) -> dict[str, int]:
+        return dict(self._p(partition).offsets)
 
     async def due(self, partition: int, until_ms: int, limit: int) -> list[str]:
         p = self._p(partition)

@@ -43,7 +43,7 @@ from scorer.publisher import ActionPublisher
 from scorer.state_cache import CachedCustomer, StateCache
 from services.actions import Action
 from services.deadletter import DeadLetter, DeadLetterSink
-from services.errors import FatigueError
+from services.errors import FatigueError, StoreUnavailable
 from services.metrics import ScorerMetrics
 from services.policy.model import Policy
 from services.stored_values import ValueEncoder, loads
@@ -77,6 +77,9 @@ class Owned:
     """The newest event time processed in the partition (its event-time watermark)."""
     received_at_ms: int | None = None
     """When the API received the last event processed (the event lag while the partition is behind)."""
+    offsets_unsure: bool = False
+    """A commit failed in a way that may have applied it (a timeout, a replica that did not acknowledge):
+    the stored offsets are read again before the next batch."""
 
 
 @dataclass
@@ -214,7 +217,12 @@ class Processor:
 
     async def load(self, owned: Owned, customer_ids: set[str]) -> Loaded:
         """The customers as committed: taken out of the cache (a commit puts them back), else decoded
-        from the store. A failing attempt thus leaves nothing half-applied behind."""
+        from the store. A failing attempt thus leaves nothing half-applied behind. After a commit whose
+        outcome is unknown, the partition's cached states and offsets are read again from the store."""
+        if owned.offsets_unsure:
+            owned.offsets = await self._store.offsets(owned.partition)
+            self._cache.forget_partition(owned.partition)
+            owned.offsets_unsure = False
         loaded = Loaded()
         missing = []
         for customer_id in customer_ids:
@@ -359,7 +367,11 @@ class Processor:
         await self._dead_letters.publish(letters)
         await self._publisher.publish(actions)
         if changes:
-            await self._store.commit(owned.partition, owned.epoch, changes)
+            try:
+                await self._store.commit(owned.partition, owned.epoch, changes)
+            except StoreUnavailable:
+                owned.offsets_unsure = True
+                raise
         owned.offsets.update(changes.offsets)
         _note_times(owned, loaded)
         for customer_id, customer in loaded.customers.items():

@@ -139,7 +139,7 @@ class NotReplicated(RedisError):
 
 
 async def eval_each(client: RedisClient, script: str,
-                    calls: Sequence[tuple[Sequence[str], Sequence[str | int | float]]],
+                    calls: Sequence[tuple[Sequence[str], Sequence[str | bytes | int | float]]],
                     *, replicas: int = 0, timeout_ms: int = 2000) -> list[Any]:
     """Run the Lua `script` once per (keys, args) of `calls`, pipelined (on a Cluster: one round trip
     per node), and return each result. The keys of one call must share a slot on a Cluster.

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from scorer.clock import ManualClock
 from scorer.decoding import Record
-from scorer.partition_store import Fenced, RedisPartitionStore
+from scorer.partition_store import Fenced, PartitionChanges, RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
 from scorer.state_cache import StateCache
@@ -23,6 +23,7 @@ from services import stored_values
 from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode
 from services.deadletter import MemoryDeadLetterSink
 from services.durations import DAY_MS
+from services.errors import StoreUnavailable
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.policy.model import default_policy
@@ -218,3 +219,35 @@ async def test_the_partitions_event_time_and_arrival_are_kept_for_the_timers_and
     assert owned is not None
     assert owned.stream_time_ms == int((NOW - timedelta(days=2)).timestamp() * 1000)
     assert owned.received_at_ms == int(NOW.timestamp() * 1000)
+
+
+class AppliedButUnacknowledged(RedisPartitionStore):
+    """A commit Redis applied whose acknowledgement was lost (a WAIT that timed out, a connection cut
+    after the write): the scorer sees an outage."""
+
+    fail_next = False
+
+    async def commit(self, partition: int, epoch: int, changes: PartitionChanges) -> None:
+        await super().commit(partition, epoch, changes)
+        if self.fail_next:
+            self.fail_next = False
+            raise StoreUnavailable("1 of 1 Redis replicas did not acknowledge the writes within 2000 ms")
+
+
+async def test_a_retry_after_a_commit_of_unknown_outcome_counts_nothing_twice(redis_client: Redis, unique: str) -> None:
+    store = AppliedButUnacknowledged(redis_client, RedisKeys(unique))
+    metrics = ScorerMetrics(CollectorRegistry())
+    processor = Processor(store, MemoryActionPublisher(), default_policy, ManualClock(int(NOW.timestamp() * 1000)),
+                          metrics, events_topic=EVENTS, profiles_topic=PROFILES, dead_letters=MemoryDeadLetterSink())
+    await processor.assign([0])
+    await processor.process(0, [event_record(0, 0)])
+    store.fail_next = True
+    batch = [event_record(1, 1), event_record(2, 2)]
+    with pytest.raises(StoreUnavailable):
+        await processor.process(0, batch)
+    await processor.process(0, batch)  # retried in place, as the consumer does on an outage
+    assert (await snapshot_of(redis_client, unique, 0, "c1", NOW))["events_counted"] == 3
+    assert processor.position(0, EVENTS) == 3
+    # skipped by the stored offsets it read again, not applied again onto the state as committed
+    assert metrics.events.labels("replayed")._value.get() == 2
+    assert metrics.events.labels("duplicate")._value.get() == 0
