@@ -42,7 +42,9 @@ class ProfileChange:
     customer_id: str
     profile: dict[str, Any]
     at_ms: int | None = None
-    """When the profile took effect; None: in force from the customer's first event on."""
+    """When the profile took effect (its `updated_at`); None: in force from the customer's first event on."""
+    received_ms: int | None = None
+    """When the live scorer would have received it; None: when it took effect."""
 
 
 @dataclass(frozen=True)
@@ -70,6 +72,8 @@ class Simulation:
     actions: list[Action] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
     customers: set[str] = field(default_factory=set)
+    states: dict[str, CustomerState] = field(default_factory=dict)
+    """Every customer's state at the end of the replay (what the lists and the API would show)."""
     start_ms: int | None = None
     end_ms: int | None = None
     timers_fired: int = 0
@@ -115,7 +119,7 @@ class _Replay:
         batch of the live scorer, decided on together (scorer/core/delivery.py) when time moves on."""
         self.unit_newest: dict[str, int] = {}
         self.unit_at: int | None = None
-        self.result = Simulation()
+        self.result = Simulation(states=self.states)
 
     def state(self, customer_id: str) -> CustomerState:
         if customer_id not in self.states:
@@ -184,9 +188,11 @@ class _Replay:
             self.result.delivered.append(decision.sent)
         self.result.withheld.update(reason for _, reason in decision.withheld)
 
-    def apply_profile(self, change: ProfileChange, now_ms: int) -> None:
+    def apply_profile(self, change: ProfileChange, now_ms: int, effective_ms: int | None) -> None:
+        """A profile arriving at `now_ms`, in force from `effective_ms` (its updated_at) or, untimed, now."""
         state = self.begin(now_ms, change.customer_id)
-        actions = timeline.apply_profile(state, change.profile, now_ms, self.policy, every_timer=self.every_timer)
+        at_ms = now_ms if effective_ms is None else effective_ms
+        actions = timeline.apply_profile(state, change.profile, at_ms, self.policy, every_timer=self.every_timer)
         if change.customer_id == self.follow:
             self.result.timeline.append(Step(max(state.clock_ms, now_ms), "profile", _profile_text(change.profile)))
             self.result.followed_profile = change.profile
@@ -255,7 +261,7 @@ def simulate(
         elif isinstance(item.payload, Arrival):
             replay.apply_event(item.payload)
         else:
-            replay.apply_profile(item.payload, item.at_ms)
+            replay.apply_profile(item.payload, item.at_ms, item.payload.at_ms)
     replay.flush()
     replay.fire_until(end_ms + settle_ms)
     return replay.result
@@ -271,13 +277,14 @@ def _replay_order(arrivals: list[Arrival], profiles: list[ProfileChange], start_
         first[customer] = min(a.at_ms, first.get(customer, a.at_ms))
     for p in profiles:
         if p.at_ms is not None:
-            first[p.customer_id] = min(p.at_ms, first.get(p.customer_id, p.at_ms))
+            arrives = p.received_ms if p.received_ms is not None else p.at_ms
+            first[p.customer_id] = min(arrives, first.get(p.customer_id, arrives))
     items = [_Item(a.at_ms, 2, seq, a) for seq, a in enumerate(arrivals)]
     for seq, p in enumerate(profiles):
         if p.at_ms is None:
             items.append(_Item(first.get(p.customer_id, start_ms), 0, seq, p))
         else:
-            items.append(_Item(p.at_ms, 1, seq, p))
+            items.append(_Item(p.received_ms if p.received_ms is not None else p.at_ms, 1, seq, p))
     return sorted(items)
 
 
