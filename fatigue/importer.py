@@ -276,6 +276,9 @@ class Importer:
         self._stored_since_start = 0
         self._started = clock()
         self._report: Any = None
+        self.positions: dict[int, int] = {}
+        """partition -> the highest offset of the events topic this run's events reached (for the alerts
+        they caused: fatigue/import_alerts.py)."""
         self.unreadable: list[FileUnreadable] = []
         """Files that could not be read to their end (each is also a row of the report)."""
         self.checkpoint_saved = False
@@ -352,6 +355,8 @@ class Importer:
         if self._accept is not None and batch:
             await self._throttle(len(batch))
             stored = await self._accept_with_retry(batch)
+            for partition, offset in stored.positions.items():
+                self.positions[partition] = max(offset, self.positions.get(partition, -1))
             self.counts.accepted += stored.count
             self.counts.duplicates += stored.duplicates
             self._refused(key, stored.refused)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 from services.errors import ConfigError
 
 if TYPE_CHECKING:
+    from fatigue.import_alerts import AlertCount
     from fatigue.importer import Counts, Importer, ImportJob
     from services.settings import ImportSettings
 
@@ -30,6 +31,8 @@ class _Run:
     """What an interrupted run needs to say where it stopped."""
 
     importer: Importer | None = None
+    alerts: AlertCount | None = None
+    """The alerts the import caused, once counted."""
 
 
 def add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -63,6 +66,9 @@ def add_import_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
                      help="store events even when Redis (de-duplication) does not answer; a re-run may then store "
                      "events twice (default: exit 2)")
     cmd.add_argument("--no-progress", action="store_true", help="no progress bar (e.g. in logs)")
+    cmd.add_argument("--alerts-wait", type=float, default=120.0, metavar="SECONDS",
+                     help="after storing, wait up to this long for the scorer to process the import and count "
+                     "the alerts it sent reps (0: do not wait; default 120)")
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -87,7 +93,7 @@ def run_import(args: argparse.Namespace) -> int:
     started = time.monotonic()
     try:
         counts = asyncio.run(_run(job, settings, run, show_progress=not args.no_progress,
-                                  dedup_optional=args.dedup_optional))
+                                  dedup_optional=args.dedup_optional, alerts_wait_s=args.alerts_wait))
     except KeyboardInterrupt:
         sys.stderr.write(interrupted_message(job, run.importer))
         return 130
@@ -99,12 +105,26 @@ def run_import(args: argparse.Namespace) -> int:
         f"{counts.accepted} stored, {counts.duplicates} duplicates, {counts.refused} refused as too large; "
         f"{counts.rows / elapsed:,.0f} rows/s, "
         f"peak RSS {peak_mib:,.0f} MiB\n")
+    if not job.dry_run:
+        sys.stderr.write(alerts_line(run.alerts, args.alerts_wait) + "\n")
     unreadable = run.importer.unreadable if run.importer else []
     if unreadable:
         first, more = unreadable[0], len(unreadable) - 1
         also = f" (and {more} more files that cannot be read to their end: see {args.report})" if more else ""
         raise FileUnreadable(first.path, first.line, first.reason + also)
     return 0
+
+
+def alerts_line(alerts: AlertCount | None, wait_s: float) -> str:
+    """What the import's summary says of the alerts it caused (docs/import.md)."""
+    if alerts is None:
+        return "alerts to reps: not counted (--alerts-wait 0, or nothing was stored)"
+    if alerts.alerts is None:
+        return (f"alerts to reps: unknown: the scorer had not processed the import within {wait_s:g}s "
+                "(is it running? `fatigue customers list` shows where customers are)")
+    noun = "alert" if alerts.alerts == 1 else "alerts"
+    return (f"alerts to reps: {alerts.alerts} {noun} for the imported customers (history is told once, where it "
+            f"leaves each customer; counted {alerts.waited_s:.0f}s after storing)")
 
 
 def interrupted_message(job: ImportJob, importer: Importer | None) -> str:
@@ -119,9 +139,10 @@ def interrupted_message(job: ImportJob, importer: Importer | None) -> str:
 
 
 async def _run(job: ImportJob, settings: ImportSettings | None, run: _Run, *, show_progress: bool,
-               dedup_optional: bool) -> Counts:
+               dedup_optional: bool, alerts_wait_s: float = 0.0) -> Counts:
     from tqdm import tqdm
 
+    from fatigue.import_alerts import alerts_sent, wait_for_alerts
     from fatigue.import_dedup import dedup_store
     from fatigue.importer import Importer, count_rows
     from ingest.accept import AcceptPath
@@ -153,7 +174,15 @@ async def _run(job: ImportJob, settings: ImportSettings | None, run: _Run, *, sh
                                     topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
                                     claim_wait_s=settings.kafka_request_timeout_s + 1)
                 run.importer = Importer(job, accept, progress)
-                return await run.importer.run(report)
+                before = await alerts_sent(redis, settings.keys, settings.partitions, job.producer)
+                counts = await run.importer.run(report)
+                if alerts_wait_s > 0 and run.importer.positions:
+                    progress.close()
+                    sys.stderr.write(f"waiting up to {alerts_wait_s:g}s for the scorer to process the import...\n")
+                    run.alerts = await wait_for_alerts(
+                        redis, settings.keys, settings.partitions, job.producer, settings.events_topic,
+                        run.importer.positions, before, settings.timer_settle_s, alerts_wait_s)
+                return counts
             finally:
                 await publisher.close()
                 await redis.aclose()

@@ -64,6 +64,8 @@ class Accepted:
     duplicates: int
     refused: list[tuple[EventIn, RecordRefused]] = field(default_factory=list)
     """Events the event log refused for their own properties (too large): not stored, not to be retried."""
+    positions: dict[int, int] = field(default_factory=dict)
+    """partition -> the highest offset of the events topic the stored events reached."""
 
     @property
     def count(self) -> int:
@@ -112,7 +114,8 @@ class AcceptPath:
         if sent.failure is not None:
             raise sent.failure
         return Accepted(events=stored, duplicates=repeats + len(claim.duplicates),
-                        refused=[(fresh[i], error) for i, error in sorted(sent.refused.items())])
+                        refused=[(fresh[i], error) for i, error in sorted(sent.refused.items())],
+                        positions=dict(sent.positions))
 
     async def _settle_claims(self, producer: str, claimed: list[str], stored: list[EventIn]) -> None:
         """Confirm the claims of the stored events, release the others (shielded: it must happen)."""

@@ -109,6 +109,9 @@ class Sent:
     acked: set[int] = field(default_factory=set)
     refused: dict[int, RecordRefused] = field(default_factory=dict)
     failure: BrokerUnavailable | BrokerMisconfigured | None = None
+    positions: dict[int, int] = field(default_factory=dict)
+    """partition -> the highest offset acknowledged there (what a reader must have processed to have
+    seen every acknowledged record)."""
 
     def fail(self, error: FatigueError) -> None:
         """Keep the most telling failure: a configuration error over an outage, else the first."""
@@ -155,7 +158,15 @@ async def send_each(producer: AIOKafkaProducer, topic: str, records: Sequence[Re
             _settle(sent, index, error, topic, limit_bytes, records[index])
         else:
             sent.acked.add(index)
+            _note_position(sent, future.result())
     return sent
+
+
+def _note_position(sent: Sent, metadata: object) -> None:
+    """The partition and offset an acknowledged record got (aiokafka's RecordMetadata)."""
+    partition, offset = getattr(metadata, "partition", None), getattr(metadata, "offset", None)
+    if isinstance(partition, int) and isinstance(offset, int):
+        sent.positions[partition] = max(offset, sent.positions.get(partition, -1))
 
 
 def _settle(sent: Sent, index: int, exc: BaseException, topic: str, limit_bytes: int, record: Record) -> None:

@@ -486,3 +486,5 @@ class ImportSettings(CommonSettings):
 
     max_future_skew_s: float = Field(default=300.0, ge=0)
     dedup_ttl_s: int = Field(default=7 * 24 * 3600, ge=60)
+    timer_settle_s: float = Field(default=DEFAULT_TIMER_SETTLE_S, ge=0, le=86_400)
+    """The scorer's FATIGUE_TIMER_SETTLE_S: how long after the import the customers' messages are decided."""

@@ -17,9 +17,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from services import stored_values
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, service_process, wait_until
+from tests.helpers import FAST_GROUP_ENV, service_process, stored_snapshots, wait_until
 from tests.ingest.helpers import consume, ingest_settings_for, running_api, value_of
 from tests.redis_cluster import RedisClusterProcesses
 
@@ -46,9 +45,10 @@ def write_jsonl(path: Path, events: list[dict[str, Any]]) -> None:
     path.write_text("".join(json.dumps(e) + "\n" for e in events))
 
 
-def import_command(path: Path, tmp_path: Path, *extra: str) -> list[str]:
+def import_command(path: Path, tmp_path: Path, *extra: str, alerts_wait: float = 0) -> list[str]:
     return [sys.executable, "-m", "fatigue.cli", "import", str(path), "--no-progress", "--batch", "100",
-            "--checkpoint", str(tmp_path / "cp.json"), "--report", str(tmp_path / "report.csv"), *extra]
+            "--checkpoint", str(tmp_path / "cp.json"), "--report", str(tmp_path / "report.csv"),
+            "--alerts-wait", str(alerts_wait), *extra]
 
 
 def checkpoint_line(tmp_path: Path) -> int:
@@ -64,8 +64,7 @@ def scorer_env(infra_env: dict[str, str], unique: str, tmp_path: Path) -> dict[s
 
 
 async def snapshots(redis: Redis, settings: CommonSettings, customers: list[str]) -> dict[str, dict]:
-    raw = await redis.mget([settings.keys.snapshot(c) for c in customers])
-    return {c: stored_values.loads(r) for c, r in zip(customers, raw, strict=True) if r}
+    return await stored_snapshots(redis, settings, customers)
 
 
 async def test_killed_halfway_and_resumed_every_event_is_stored_once(
@@ -178,3 +177,51 @@ async def test_import_on_a_redis_cluster_stores_each_event_once(
     records = await consume(common_settings.kafka_bootstrap_servers, common_settings.events_topic,
                             expected=len(events), timeout_s=20)
     assert sorted(value_of(r)["event"]["event_id"] for r in records) == sorted(e["event_id"] for e in events)
+
+
+def adoption_day(customers: int, now: datetime) -> list[dict[str, Any]]:
+    """90 days of email touches, 20 or 6 per customer, the last one 33 days ago, none answered: what
+    a new user imports on day one (issue 17, finding 4)."""
+    events = []
+    for c in range(customers):
+        touches = 20 if c % 2 else 6
+        for i in range(touches):
+            at = now - timedelta(days=33 + (90 - 33) * (touches - 1 - i) / (touches - 1))
+            events.append({"event_id": f"a-{c}-{i}", "type": "touch", "customer_id": f"hist-{c:03d}",
+                           "channel": "email", "kind": "promo", "occurred_at": at.isoformat()})
+    return sorted(events, key=lambda e: e["occurred_at"])
+
+
+async def test_importing_history_pages_nobody_about_the_past(
+    common_settings: CommonSettings, infra_env: dict[str, str], redis_client: Redis, unique: str, tmp_path: Path
+) -> None:
+    """The import records every transition in event time — the unanswered streaks and caps of months
+    ago, over long since — and tells each rep only where it leaves their customer: neglected, 33 days
+    without a touch (to_activate), one re_engage each. No throttle ("cool down") for a customer nobody
+    touched for a month; the summary says how many alerts the import caused."""
+    events = adoption_day(40, datetime.now(UTC))
+    path = tmp_path / "history.jsonl"
+    write_jsonl(path, events)
+    env = {**os.environ, **infra_env, "FATIGUE_TIMER_SETTLE_S": "1"}
+    customers = sorted({e["customer_id"] for e in events})
+    with service_process("scorer", scorer_env(infra_env, unique, tmp_path), tmp_path):
+        done = subprocess.run(import_command(path, tmp_path, alerts_wait=90), env=env, capture_output=True,
+                              text=True, timeout=180, check=False)
+        assert done.returncode == 0, done.stderr
+        snaps = await wait_until(lambda: _all_dormant(redis_client, common_settings, customers), 30,
+                                 "every imported customer to activate")
+    actions = [value_of(r) for r in await consume(common_settings.kafka_bootstrap_servers,
+                                                   common_settings.actions_topic, expected=40, timeout_s=20,
+                                                   settle_s=3)]
+    assert {a["type"] for a in actions} == {"fatigue.re_engage"}
+    assert sorted(a["customer_id"] for a in actions) == customers  # one message each
+    rules = {r["rule"] for a in actions for r in a["reasons"]}
+    assert rules & {"cadence_overdue", "unanswered_streak_rested"} and not rules & {"frequency_cap", "unanswered_streak"}
+    assert {s["lifecycle"]["state"] for s in snaps.values()} == {"to_activate"}
+    assert "alerts to reps: 40 alerts for the imported customers" in done.stderr, done.stderr
+
+
+async def _all_dormant(redis: Redis, settings: CommonSettings, customers: list[str]) -> dict | None:
+    snaps = await snapshots(redis, settings, customers)
+    ok = len(snaps) == len(customers) and all(s["status"] == "dormant" for s in snaps.values())
+    return snaps if ok else None
