@@ -197,6 +197,7 @@ class PartitionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
         try:
             await until_done(lambda: self._processor.process(partition, records), "processing a batch")
         except Fenced as exc:
+            self._processor.count_fenced()
             log.warning("%s: giving partition %d up and rejoining the group", exc, partition)
             self._processor.revoke([partition])
             self.progress.pop(partition, None)

@@ -449,6 +449,9 @@ class Processor:
         changes = PartitionChanges(due={customer_id: self._clock.now_ms() + TIMER_RETRY_MS})
         await self._store.commit(owned.partition, owned.epoch, changes)
 
+    def count_fenced(self) -> None:
+        self._metrics.fenced.inc()
+
     def count_timers(self, fired: int) -> None:
         self._metrics.timers_fired.inc(fired)
 

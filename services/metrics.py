@@ -120,9 +120,10 @@ class ScorerMetrics:
             "Processing time minus API arrival time of the oldest event of the last batch.",
             registry=registry,
         )
-        self.commit_conflicts = Counter(
-            "fatigue_scorer_commit_conflicts_total",
-            "Batches re-read because another writer changed the same customers (rebalance).",
+        self.fenced = Counter(
+            "fatigue_scorer_fenced_total",
+            "Commits refused because another worker claimed the partition since (this one gave it up and "
+            "rejoined its group): a rebalance, a session that expired, an admin command claiming it.",
             registry=registry,
         )
         self.policy_version = Gauge(

@@ -390,10 +390,6 @@ class ScorerSettings(CommonSettings):
     tick_interval_s: float = Field(default=1.0, gt=0)
     """How often due timers (re_engage, window expiry) are checked."""
     batch_max_events: int = Field(default=500, ge=1)
-    batch_max_wait_s: float = Field(default=0.02, gt=0)
-    """Longest the first record of a batch waits for more before the batch is processed: the latency
-    of a trickle against the per-batch cost (~1 ms of CPU; docs/performance.md). A stream that keeps
-    up fills batches of batch_max_events sooner."""
     web_port: int = Field(default=6066, ge=0, le=65535)
     """Faust web server port for /metrics and /healthz (0: no web server)."""
     web_host: str = "127.0.0.1"
