@@ -6,7 +6,7 @@ from typing import Any
 
 from scorer.core import engine, lifecycle, signals
 from scorer.core.engine import counted_touches, leave_times, next_due_ms, reply_latency
-from scorer.core.state import CustomerState
+from scorer.core.state import DUE_UNKNOWN, CustomerState
 from scorer.core.timefmt import format_ms, format_optional
 from services.durations import DAY_MS
 from services.policy.model import Policy
@@ -134,9 +134,14 @@ def _window_table(state: CustomerState, now_ms: int, policy: Policy) -> dict[str
 _UNKNOWN = -1
 
 
+def _next_check(state: CustomerState, policy: Policy) -> int | None:
+    return next_due_ms(state, policy) if state.due_ms == DUE_UNKNOWN else state.due_ms
+
+
 def snapshot(state: CustomerState, now_ms: int, policy: Policy, *, next_due: int | None = _UNKNOWN) -> dict[str, Any]:
-    """The public view of a customer at `now_ms` (docs/api.md). `next_due`: the customer's next due
-    time when the caller has it (`engine.next_due_ms`), so it is not computed twice."""
+    """The public view of a customer at `now_ms` (docs/api.md), computed at read time from the state.
+    `next_due`: the moment (event time) the customer's timeline is evaluated next without an event,
+    when the caller has it; else the state's own (`timers.next_firing_ms`, kept as `due_ms`)."""
     policy = policy.for_profile(state.profile)
     now_ms = max(now_ms, state.clock_ms)
     last_ms, median_ms = reply_latency(state)
@@ -173,7 +178,7 @@ def snapshot(state: CustomerState, now_ms: int, policy: Policy, *, next_due: int
         "first_seen_at": format_optional(state.first_seen_ms),
         "last_touch_at": format_optional(state.last_touch_ms),
         "last_response_at": format_optional(state.last_response_ms),
-        "next_check_at": format_optional(next_due_ms(state, policy) if next_due == _UNKNOWN else next_due),
+        "next_check_at": format_optional(_next_check(state, policy) if next_due == _UNKNOWN else next_due),
         "last_action": state.last_action,
         "events_counted": state.events_counted,
         "lifecycle": _lifecycle(state, now_ms, policy),
