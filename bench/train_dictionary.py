@@ -1,11 +1,11 @@
-"""Train the zstd dictionary the scorer compresses stored states and snapshots with.
+"""Train the zstd dictionary the scorer compresses stored states and decision views with.
 
     python -m bench.train_dictionary                 # writes services/zstd_dictionaries/fatigue-<next>.zdict
     python -m bench.train_dictionary --check         # how the current dictionary does on fresh customers
 
 The samples are this project's own synthetic customers, run through the scorer's Processor exactly as
 the live scorer runs them (default policy, batches of 500, the memory store of bench/edge.py), so they
-are the documents the scorer writes: states and snapshots of customers with 1 to 60 events over the
+are the documents the scorer writes: states and decision views of customers with 1 to 60 events over the
 last 1 to 90 days, on every channel and kind of the contract, half of them with a profile (owner,
 tier, stage, time zone). Ids are random (UUIDs, CRM-like ids) so the dictionary learns the structure
 the documents share, not particular customers. Nothing of a user's data is in it.

@@ -21,7 +21,7 @@ from aiokafka.partitioner import murmur2
 
 from services.errors import ConfigError, StoreUnavailable
 from services.names import RedisKeys
-from services.redisio import RedisClient
+from services.redisio import REDIS_ERRORS, RedisClient
 
 META_PARTITIONS = "partitions"
 META_LAYOUT = "layout"
@@ -46,15 +46,20 @@ def partition_of(customer_id: str, partitions: int) -> int:
 async def check_partition_count(redis: RedisClient, keys: RedisKeys, partitions: int) -> None:
     """Record the partition count if none is recorded; PartitionCountChanged when another one is.
     StoreUnavailable when Redis does not answer."""
-    from redis.exceptions import RedisError
-
     try:
         await redis.hsetnx(keys.meta(), META_PARTITIONS, str(partitions))
         await redis.hsetnx(keys.meta(), META_LAYOUT, LAYOUT_VERSION)
         recorded = await redis.hget(keys.meta(), META_PARTITIONS)
-    except RedisError as exc:
+    except REDIS_ERRORS as exc:
         raise StoreUnavailable(f"reading the recorded partition count from Redis failed: {exc}") from exc
-    if recorded is not None and int(recorded) != partitions:
+    if recorded is None:
+        return
+    try:
+        written_for = int(recorded)
+    except ValueError:
+        raise PartitionCountChanged(f"the partition count recorded in Redis (key {keys.meta()}, field "
+                                    f"{META_PARTITIONS}) is not a number: {str(recorded)[:40]!r}") from None
+    if written_for != partitions:
         raise PartitionCountChanged(
-            f"FATIGUE_PARTITIONS={partitions}, but the state in Redis was written for {int(recorded)} partitions "
+            f"FATIGUE_PARTITIONS={partitions}, but the state in Redis was written for {written_for} partitions "
             f"(key {keys.meta()}): customers would be looked for in the wrong partition")

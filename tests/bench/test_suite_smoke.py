@@ -26,7 +26,7 @@ EXPECTED = {
     "1": ["ceiling: raw aiokafka getmany + JSON decode", "bare Faust agent, no work",
           "naive Faust agent, count per customer in a Table", "our scorer, 1 worker process",
           "our scorer, 2 worker processes", "scorer (1 worker): Redis commands per event",
-          "scorer (2 workers): Redis commands per event", "state + snapshot bytes per customer (section 1 data)"],
+          "scorer (2 workers): Redis commands per event", "state + decision view bytes per customer (section 1 data)"],
     "2": ["pure core: engine.apply_event", "Processor without I/O (memory store, same stored values)"],
     "3": ["raw produce, batches of 100 (8 in flight, acks=all)", "POST /v1/events, batches of 100 (8 connections)",
           "POST /v1/events, 1 event per request, max (32 connections)", "POST 1 event at 100/s open loop: p99",
@@ -37,7 +37,7 @@ EXPECTED = {
           "decision API at 100/s open loop: p99", "decision API: Redis commands per request"],
     "5": ["event -> snapshot, idle: p99", "event -> webhook, idle: p99", "event -> snapshot under 100 events/s: p99",
           "event -> webhook under 100 events/s: p99"],
-    "6": ["state + snapshot bytes per customer (200 customers, 1 event each)", "scorer RSS after 200 customers",
+    "6": ["state + decision view bytes per customer (200 customers, 1 event each)", "scorer RSS after 200 customers",
           "scorer throughput on this data (200 customers, 1 event each)",
           "restart after kill -9 to caught up (200 customers, 50 new events)"],
 }

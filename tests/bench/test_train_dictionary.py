@@ -14,9 +14,11 @@ from services import stored_values
 
 def test_the_samples_are_the_json_documents_the_scorer_writes() -> None:
     docs = asyncio.run(train_dictionary.documents(40, seed=3))
-    assert len(docs) >= 70  # a state and a snapshot per customer with an event or a profile
+    assert len(docs) >= 70  # a state and a decision view per customer with an event or a profile
     parsed = [orjson.loads(d) for d in docs]  # JSON, not already-compressed values
-    assert {"customer_id"} <= set(parsed[0]) and any("windows" in p for p in parsed)
+    assert all("customer_id" in p for p in parsed)
+    states, views = [p for p in parsed if "clock_ms" in p], [p for p in parsed if "weekly" in p]
+    assert len(states) == len(views) == len(parsed) // 2
     assert any((p.get("profile") or {}).get("owner_rep_id") for p in parsed)
 
 

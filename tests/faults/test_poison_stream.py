@@ -14,11 +14,18 @@ from aiokafka import AIOKafkaConsumer
 from redis.asyncio import Redis
 
 from fatigue.embedded import free_port
-from services import stored_values
 from services.deadletter import decode_dead_letter
 from services.kafka import make_producer
 from services.settings import CommonSettings
-from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, wait_until
+from tests.helpers import (
+    FAST_GROUP_ENV,
+    event,
+    produce_events,
+    service_process,
+    stored_snapshot,
+    stored_snapshots,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -74,8 +81,8 @@ async def test_poison_records_mid_stream_are_dead_lettered_and_the_rest_counted(
            "FATIGUE_WEB_PORT": str(port), "FATIGUE_DATA_DIR": str(tmp_path / "scorer")}
     with service_process("scorer", env, tmp_path):
         async def all_counted() -> bool:
-            raws = await redis_client.mget([common_settings.keys.snapshot(c) for c in customers])
-            return all(raw and stored_values.loads(raw)["events_counted"] == 7 for raw in raws)
+            found = await stored_snapshots(redis_client, common_settings, customers)
+            return len(found) == len(customers) and all(s["events_counted"] == 7 for s in found.values())
 
         await wait_until(all_counted, 90, "every healthy customer's 7 events counted")
         letters = await dead_letters(common_settings, expected=3)
@@ -88,6 +95,6 @@ async def test_poison_records_mid_stream_are_dead_lettered_and_the_rest_counted(
     assert all(letter.key == b"victim" and letter.error_message for letter in letters)
     assert any("out of range" in letter.error_message or "supported range" in letter.error_message
                for letter in letters)
-    assert await redis_client.get(common_settings.keys.snapshot("victim")) is None
+    assert await stored_snapshot(redis_client, common_settings, "victim") is None
     assert health.status_code == 200 and health.json()["agent"] == "running"
     assert 'fatigue_scorer_dead_letters_total{stage="scorer.decode"} 3.0' in metrics

@@ -1,52 +1,36 @@
-"""Profiles in, snapshots out: PUT /v1/customers/{id}/profile and GET /v1/customers/{id}."""
+"""Profiles in, snapshots out: PUT /v1/customers/{id}/profile and GET /v1/customers/{id} (computed at
+read time from the state the real scorer stored)."""
 
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from services.partitions import partition_of
 from services.settings import CommonSettings, IngestSettings
-from services.stored_values import ValueEncoder
+from services.stored_values import loads
 from tests.ingest.helpers import closed_port_address, consume, ingest_settings_for, running_api, value_of
+from tests.scorer_feed import ScorerFeed
 
 pytestmark = pytest.mark.integration
 
-SNAPSHOT = {  # the shape scorer/core/views.py writes
-    "customer_id": "cust-9",
-    "status": "throttled",
-    "status_since": "2026-11-23T09:00:01.000Z",
-    "as_of": "2026-11-23T09:30:00.000Z",
-    "profile": {"tier": "A", "stage": "negotiation", "owner_rep_id": "rep-7", "do_not_contact": False},
-    "windows": {
-        "24h": {
-            "touches": {"total": 3, "by_channel": {"email": 2, "sms": 1}, "by_kind": {"promo": 3}},
-            "responses": {"total": 0, "by_channel": {}, "by_kind": {}},
-        },
-        "7d": {
-            "touches": {"total": 9, "by_channel": {"email": 6, "sms": 3}, "by_kind": {"promo": 9}},
-            "responses": {"total": 1, "by_channel": {"email": 1}, "by_kind": {"reply": 1}},
-        },
-    },
-    "frequency": {"window": "7d", "counted_touches": 9, "throttle_above": 8, "recover_at_or_below": 5},
-    "reply_latency": {"last_s": 5400.0, "median_s": 7200.0, "samples": 4},
-    "first_seen_at": "2026-10-01T08:00:00.000Z",
-    "last_touch_at": "2026-11-23T09:00:00.000Z",
-    "last_response_at": "2026-11-20T10:00:00.000Z",
-    "next_check_at": "2026-11-24T09:00:00.000Z",
-    "last_action": {
-        "action_id": "act-1",
-        "type": "fatigue.throttle",
-        "at": "2026-11-23T09:00:01.000Z",
-        "reasons": [{"rule": "frequency_cap", "window": "7d", "observed": 9, "threshold": 8}],
-        "suggestion": "Pause promotional touches for 48h.",
-    },
-    "events_counted": 10,
-    "score": 0.93,  # a field a later scorer may add: passed through
-}
+
+class Feed(ScorerFeed):
+    """The real scorer's edge at the real time now, on the test's Redis prefix."""
+
+    def __init__(self, redis: Redis, settings: IngestSettings) -> None:
+        super().__init__(redis, settings.keys, settings.partitions, datetime.now(UTC))
+
+
+async def corrupt_state(redis: Redis, settings: IngestSettings, customer_id: str, raw: str | bytes) -> None:
+    """Store `raw` where the scorer keeps the customer's state and decision view."""
+    keys = settings.keys.partition(partition_of(customer_id, settings.partitions))
+    await redis.hset(keys.states(), customer_id, raw)
+    await redis.hset(keys.views(), customer_id, raw)
 
 
 async def test_profile_lands_on_the_profiles_topic(api: httpx.AsyncClient, settings: IngestSettings) -> None:
@@ -70,7 +54,7 @@ async def test_profile_with_broker_down_is_503(common_settings: CommonSettings) 
     assert response.json()["error"]["code"] == "broker_unavailable"
 
 
-async def test_customer_is_404_until_the_scorer_wrote_a_snapshot(
+async def test_customer_is_404_until_the_scorer_stored_a_state(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
 ) -> None:
     missing = await api.get("/v1/customers/cust-9")
@@ -80,56 +64,68 @@ async def test_customer_is_404_until_the_scorer_wrote_a_snapshot(
         "message": "no state for customer 'cust-9' yet: the scorer has not processed any event or profile for it",
     }
 
-    await redis_client.set(settings.keys.snapshot("cust-9"), json.dumps(SNAPSHOT))
+    feed = Feed(redis_client, settings)
+    records = [feed.profile("cust-9", tier="A", stage="negotiation", owner_rep_id="rep-7")]
+    records += [feed.event("cust-9", 6 - i * 0.4, channel="email" if i % 3 else "sms", kind="promo") for i in range(14)]
+    records.append(feed.event("cust-9", 3.05, "response", "reply", channel="email"))
+    await feed.process(records)
+
     found = await api.get("/v1/customers/cust-9")
     assert found.status_code == 200, found.text
     body = found.json()
-    assert body["status"] == "throttled" and body["score"] == 0.93
-    assert body["windows"]["7d"]["touches"]["by_channel"] == {"email": 6, "sms": 3}
-    assert body["reply_latency"] == {"last_s": 5400.0, "median_s": 7200.0, "samples": 4}
-    assert body["last_action"]["reasons"][0]["rule"] == "frequency_cap"
-    assert body["profile"]["tier"] == "A"
-    assert body["frequency"]["counted_touches"] == 9 and body["events_counted"] == 10
-    assert datetime.fromisoformat(body["next_check_at"]) == datetime(2026, 11, 24, 9, tzinfo=UTC)
+    assert body["status"] == "throttled" and body["profile"]["tier"] == "A", body
+    assert body["frequency"]["counted_touches"] == 14 and body["events_counted"] == 15
+    assert body["windows"]["7d"]["touches"]["by_channel"] == {"email": 9, "sms": 5}
+    assert body["windows"]["7d"]["responses"]["by_kind"] == {"reply": 1}
+    assert body["reply_latency"]["samples"] == 1
+    assert body["last_action"]["type"] == "fatigue.throttle"
+    assert "frequency_cap" in [r["rule"] for r in body["last_action"]["reasons"]]
+    # computed as of the request: the snapshot is no older than the request
+    assert datetime.fromisoformat(body["as_of"]) >= feed.now - timedelta(seconds=1)
 
 
-async def test_a_minimal_snapshot_gets_defaults(
+async def test_a_profile_only_customer_reads_with_defaults(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
 ) -> None:
-    await redis_client.set(settings.keys.snapshot("new"), json.dumps({"customer_id": "new", "status": "normal"}))
+    feed = Feed(redis_client, settings)
+    await feed.process([feed.profile("new", tier="B")])
     body = (await api.get("/v1/customers/new")).json()
-    assert body["windows"] == {} and body["last_action"] is None and body["reply_latency"]["samples"] == 0
+    assert body["status"] == "normal" and body["last_action"] is None and body["reply_latency"]["samples"] == 0
+    assert body["events_counted"] == 0 and body["profile"]["tier"] == "B"
 
 
-async def test_an_unreadable_snapshot_is_500_not_garbage(
+async def test_a_compressed_state_is_served_like_a_json_one(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
 ) -> None:
-    await redis_client.set(settings.keys.snapshot("bad"), json.dumps({"customer_id": "bad"}))
+    """The scorer stores compressed values by default (services/stored_values.py); a state stored as
+    plain JSON (an older build, FATIGUE_STORE_COMPRESSION=none) reads as the same document."""
+    feed = Feed(redis_client, settings)
+    await feed.process([feed.event("cust-z", 1), feed.event("cust-z", 0.5, "response", "reply")])
+    keys = settings.keys.partition(feed.partition("cust-z"))
+    stored = await redis_client.hget(keys.states(), "cust-z")
+    assert stored is not None
+    zipped = (await api.get("/v1/customers/cust-z")).json()
+    await redis_client.hset(keys.states(), "cust-z", json.dumps(loads(stored)))
+    plain = (await api.get("/v1/customers/cust-z")).json()
+    assert {**zipped, "as_of": None} == {**plain, "as_of": None} and zipped["events_counted"] == 2
+
+
+async def test_an_unreadable_state_is_500_not_garbage(
+    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
+) -> None:
+    await corrupt_state(redis_client, settings, "bad", json.dumps({"customer_id": "bad"}))
     response = await api.get("/v1/customers/bad")
     assert response.status_code == 500
-    assert response.json()["error"] == {
-        "code": "bad_snapshot",
-        "message": "the stored state of 'bad' is unreadable: status: is required",
-    }
+    error = response.json()["error"]
+    assert error["code"] == "bad_snapshot"
+    assert error["message"].startswith("the stored state of 'bad' is unreadable: ")
 
 
-async def test_a_compressed_snapshot_is_served_like_a_json_one(
-    api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
-) -> None:
-    """What the scorer writes by default (services/stored_values.py) reads as the same document."""
-    await redis_client.set(settings.keys.snapshot("cust-9"), ValueEncoder("zstd").encode(SNAPSHOT))
-    await redis_client.set(settings.keys.snapshot("cust-j"), json.dumps({**SNAPSHOT, "customer_id": "cust-j"}))
-    zipped, plain = (await api.get("/v1/customers/cust-9")).json(), (await api.get("/v1/customers/cust-j")).json()
-    assert zipped == {**plain, "customer_id": "cust-9"} and zipped["status"] == "throttled"
-    decision = (await api.get("/v1/customers/cust-9/decision", params={"channel": "email"})).json()
-    assert datetime.fromisoformat(decision["snapshot_as_of"]) == datetime(2026, 11, 23, 9, 30, tzinfo=UTC)
-
-
-@pytest.mark.parametrize("raw", ["KLUv/QBYAQAAeyJh", "{broken", "KLUv!!!!"])
-async def test_a_corrupt_stored_snapshot_is_500_naming_the_customer_for_reads_and_decisions(
+@pytest.mark.parametrize("raw", ["KLUv/QBYAQAAeyJh", "{broken", "KLUv!!!!", "[1, 2]"])
+async def test_a_corrupt_stored_state_is_500_naming_the_customer_for_reads_and_decisions(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis, raw: str
 ) -> None:
-    await redis_client.set(settings.keys.snapshot("bad"), raw)
+    await corrupt_state(redis_client, settings, "bad", raw)
     for path, params in (("/v1/customers/bad", {}), ("/v1/customers/bad/decision", {"channel": "sms"})):
         response = await api.get(path, params=params)
         assert response.status_code == 500, (path, response.text)

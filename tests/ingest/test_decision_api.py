@@ -1,8 +1,7 @@
-"""GET /v1/customers/{id}/decision on a real Redis, with snapshots the real core wrote."""
+"""GET /v1/customers/{id}/decision on a real Redis, with the states and views the real scorer wrote."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
@@ -11,13 +10,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
-from scorer.core import engine
-from scorer.core.state import ContactEvent, CustomerState
-from scorer.core.views import snapshot
-from services.durations import HOUR_MS
-from services.policy.model import default_policy
 from services.settings import CommonSettings, IngestSettings
 from tests.ingest.helpers import ingest_settings_for, running_api
+from tests.scorer_feed import ScorerFeed
 
 pytestmark = pytest.mark.integration
 
@@ -30,14 +25,11 @@ async def api(common_settings: CommonSettings) -> AsyncIterator[tuple[httpx.Asyn
 
 
 async def store_snapshot(redis: Redis, settings: IngestSettings, customer: str, hours_ago: float) -> None:
-    """A customer whose only email touch was `hours_ago`, answered by an open an hour later."""
-    now = int(datetime.now(UTC).timestamp() * 1000)
-    state, policy = CustomerState(customer), default_policy()
-    touched = now - int(hours_ago * HOUR_MS)
-    engine.apply_event(state, ContactEvent("t", "touch", customer, "email", touched, kind="value"), now, policy)
-    engine.apply_event(state, ContactEvent("o", "response", customer, "email", touched + HOUR_MS, kind="open"),
-                       now, policy)
-    await redis.set(settings.keys.snapshot(customer), json.dumps(snapshot(state, now, policy)))
+    """A customer whose only email touch was `hours_ago`, answered by an open an hour later, as the
+    real scorer stores it (its state and decision view)."""
+    feed = ScorerFeed(redis, settings.keys, settings.partitions, datetime.now(UTC))
+    await feed.process([feed.event(customer, hours_ago / 24, channel="email", kind="value"),
+                        feed.event(customer, (hours_ago - 1) / 24, "response", "open", channel="email")])
 
 
 async def test_decisions_follow_gap_and_quiet_period_and_the_policy_in_force(

@@ -3,6 +3,8 @@ rejected entries of the customer's addresses gone, the rest named in `remains`."
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import httpx
 import pytest
 from redis.asyncio import Redis
@@ -10,32 +12,44 @@ from redis.asyncio import Redis
 from ingest.adapters.rejected import names_customer
 from ingest.identity import EMAIL, PHONE, Identity
 from ingest.routers.customers import ERASED_KINDS
+from scorer.decoding import Record
 from services.settings import CommonSettings, IngestSettings
 from tests.ingest.adapters.samples import load_json
 from tests.ingest.helpers import consume, ingest_settings_for, running_api
+from tests.scorer_feed import ScorerFeed
 
 
 @pytest.mark.integration
-async def test_erasure_deletes_state_and_snapshot_and_writes_a_tombstone(
+async def test_erasure_deletes_state_view_and_list_places_and_writes_a_tombstone(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
 ) -> None:
-    await redis_client.set(settings.keys.state("cust-9"), "{}")
-    await redis_client.set(settings.keys.snapshot("cust-9"), "{}")
-    await redis_client.set(settings.keys.snapshot("cust-10"), "{}")
+    feed = ScorerFeed(redis_client, settings.keys, settings.partitions, datetime.now(UTC))
+    await feed.process([*over_contacted_records(feed, "cust-9"), feed.event("cust-10", 1)])
+    assert (await api.get("/v1/customers/cust-9")).json()["status"] == "throttled"
     response = await api.delete("/v1/customers/cust-9")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["erased"] == {"state": True, "snapshot": True, "lists": False, "rejected": False,
+    assert body["erased"] == {"state": True, "snapshot": True, "lists": True, "rejected": False,
                               "identities": False, "profile": True}
     assert tuple(body["erased"]) == ERASED_KINDS
     assert any("events topic" in remains for remains in body["remains"])
-    assert await redis_client.get(settings.keys.state("cust-9")) is None
-    assert await redis_client.get(settings.keys.snapshot("cust-10")) == "{}"
+    nine, ten = (settings.keys.partition(feed.partition(c)) for c in ("cust-9", "cust-10"))
+    for key in (nine.states(), nine.views(), nine.customer_list_entries()):
+        assert await redis_client.hget(key, "cust-9") is None, key
+    assert await redis_client.zscore(nine.due(), "cust-9") is None
+    listed = (await api.get("/v1/customers", params={"list": "throttled"})).json()["items"]
+    assert "cust-9" not in [item["customer_id"] for item in listed]
+    assert await redis_client.hget(ten.states(), "cust-10") is not None
+    assert (await api.get("/v1/customers/cust-10")).status_code == 200
     [record] = await consume(settings.kafka_bootstrap_servers, settings.profiles_topic, expected=1)
     assert (record.key, record.value) == (b"cust-9", None)
     again = await api.delete("/v1/customers/cust-9")  # idempotent
     assert again.status_code == 200 and again.json()["erased"]["state"] is False
     assert (await api.get("/v1/customers/cust-9")).status_code == 404
+
+
+def over_contacted_records(feed: ScorerFeed, customer_id: str) -> list[Record]:
+    return [feed.event(customer_id, 6 - i * 0.4) for i in range(14)]
 
 
 def sendgrid_open(email: str, event_id: str) -> dict:

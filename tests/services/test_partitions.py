@@ -92,3 +92,6 @@ async def test_the_partition_count_is_recorded_and_a_changed_one_refused(redis_c
     with pytest.raises(PartitionCountChanged, match="written for 6 partitions") as refused:
         await check_partition_count(redis_client, keys, 12)
     assert "repartition" in refused.value.operator_action
+    await redis_client.hset(keys.meta(), "partitions", "six")
+    with pytest.raises(PartitionCountChanged, match="not a number: 'six'"):
+        await check_partition_count(redis_client, keys, 6)
