@@ -3,7 +3,6 @@ stable while the lists change under them."""
 
 from __future__ import annotations
 
-import json
 import random
 
 import pytest
@@ -11,29 +10,42 @@ from redis.asyncio import Redis
 
 from services.customer_lists import InvalidCursor, ListEntry, ListReader, encode_cursor, queue_index_change
 from services.names import RedisKeys
+from services.partitions import partition_of
 
 pytestmark = pytest.mark.integration
 
 
+PARTITIONS = 4
+"""Customers spread over four partitions: every page merges four indexes."""
+
+
 async def write(redis: Redis, keys: RedisKeys, moves: list[tuple[str, ListEntry | None]],
                 known: dict[str, ListEntry]) -> None:
-    """Move customers as the scorer does: one MULTI/EXEC, from the entry known to the new one."""
-    pipe = redis.pipeline(transaction=True)
+    """Move customers as the scorer does: in their partition's index, one MULTI/EXEC per partition,
+    from the entry known to the new one."""
+    by_partition: dict[int, list[tuple[str, ListEntry | None]]] = {}
     for customer, entry in moves:
-        queue_index_change(pipe, keys, customer, known.get(customer), entry)
-        pipe.set(keys.snapshot(customer), json.dumps({"customer_id": customer, "status": "dormant"}))
-        if entry is None:
-            known.pop(customer, None)
-        else:
-            known[customer] = entry
-    await pipe.execute()
+        by_partition.setdefault(partition_of(customer, PARTITIONS), []).append((customer, entry))
+    for partition, run in by_partition.items():
+        pipe = redis.pipeline(transaction=True)
+        for customer, entry in run:
+            queue_index_change(pipe, keys.partition(partition), customer, known.get(customer), entry)
+            if entry is None:
+                known.pop(customer, None)
+            else:
+                known[customer] = entry
+        await pipe.execute()
+
+
+def reader_of(redis: Redis, keys: RedisKeys) -> ListReader:
+    return ListReader(redis, keys, PARTITIONS)
 
 
 async def read_all(reader: ListReader, name: str, limit: int, **filters: str) -> list[str]:
     seen, cursor = [], None
     for _ in range(1000):
         page = await reader.page(name, limit=limit, cursor=cursor, **filters)
-        seen += [c for c, _, _ in page.items]
+        seen += [c for c, _, _ in page.members]
         cursor = page.next_cursor
         if cursor is None:
             return seen
@@ -52,7 +64,7 @@ async def test_pages_go_through_the_list_in_order_with_ties_by_id(redis_client: 
                for i in range(120)]
     await write(redis_client, keys, entries, known)  # type: ignore[arg-type]
     expected = [c for c, e in sorted(entries, key=lambda ce: (ce[1].score, ce[0]))]
-    reader = ListReader(redis_client, keys)
+    reader = reader_of(redis_client, keys)
     for limit in (1, 7, 50, 500):
         assert await read_all(reader, "to_activate", limit) == expected
     assert await read_all(reader, "to_activate", 5, owner_rep_id="rep1") == [
@@ -67,15 +79,16 @@ async def test_filters_combine_and_entries_move_between_lists(redis_client: Redi
         ("b", ListEntry("throttled", -4, "alice", "B", "prospect")),
         ("c", ListEntry("throttled", -3, "bo", "A", "customer")),
     ], known)
-    reader = ListReader(redis_client, keys)
+    reader = reader_of(redis_client, keys)
     assert await read_all(reader, "throttled", 10, owner_rep_id="alice", tier="A") == ["a"]
     assert await read_all(reader, "throttled", 10, tier="A") == ["a", "c"]
     assert await read_all(reader, "throttled", 10, stage="prospect", tier="B") == ["b"]
     await write(redis_client, keys, [("a", ListEntry("to_activate", 7, "bo", "A", "prospect")), ("b", None)], known)
     assert await read_all(reader, "throttled", 10) == ["c"]
     assert await read_all(reader, "to_activate", 10, owner_rep_id="bo") == ["a"]
-    assert await redis_client.zcard(keys.customer_list_by("throttled", "rep", "alice")) == 0
-    assert await redis_client.hget(keys.customer_list_entries(), "b") is None
+    alice = [keys.partition(p).customer_list_by("throttled", "rep", "alice") for p in range(PARTITIONS)]
+    assert [await redis_client.zcard(key) for key in alice] == [0] * PARTITIONS
+    assert await redis_client.hget(keys.partition(partition_of("b", PARTITIONS)).customer_list_entries(), "b") is None
 
 
 @pytest.mark.parametrize("seed", range(12))
@@ -87,13 +100,13 @@ async def test_pages_stay_stable_while_the_list_changes(redis_client: Redis, key
     scores = (1, 2, 2, 2, 3, 4)
     await write(redis_client, keys, [(f"c{i:02d}", ListEntry("cooling_off", rng.choice(scores)))
                                      for i in range(60)], known)
-    reader = ListReader(redis_client, keys)
+    reader = reader_of(redis_client, keys)
     changed: set[str] = set()
     seen: list[tuple[str, int]] = []
     cursor, fresh = None, 100
     for _ in range(200):
         page = await reader.page("cooling_off", limit=rng.choice((3, 5, 8)), cursor=cursor)
-        seen += [(c, s) for c, s, _ in page.items]
+        seen += [(c, s) for c, s, _ in page.members]
         cursor = page.next_cursor
         if cursor is None:
             break
@@ -122,15 +135,15 @@ async def test_pages_stay_stable_while_the_list_changes(redis_client: Redis, key
 async def test_a_cursor_whose_customer_left_continues_after_it(redis_client: Redis, keys: RedisKeys) -> None:
     known: dict[str, ListEntry] = {}
     await write(redis_client, keys, [(f"c{i}", ListEntry("to_activate", 5)) for i in range(6)], known)
-    reader = ListReader(redis_client, keys)
+    reader = reader_of(redis_client, keys)
     first = await reader.page("to_activate", limit=3)
-    assert [c for c, _, _ in first.items] == ["c0", "c1", "c2"]
+    assert [c for c, _, _ in first.members] == ["c0", "c1", "c2"]
     await write(redis_client, keys, [("c2", None), ("c1", ListEntry("to_activate", 9))], known)
     rest = await reader.page("to_activate", limit=10, cursor=first.next_cursor)
-    assert [c for c, _, _ in rest.items] == ["c3", "c4", "c5", "c1"] and rest.next_cursor is None
+    assert [c for c, _, _ in rest.members] == ["c3", "c4", "c5", "c1"] and rest.next_cursor is None
 
 
 @pytest.mark.parametrize("cursor", ["nonsense!", encode_cursor("throttled", 1, "x"), "WzEsMl0"])
 async def test_foreign_cursors_are_refused(redis_client: Redis, keys: RedisKeys, cursor: str) -> None:
     with pytest.raises(InvalidCursor):
-        await ListReader(redis_client, keys).page("to_activate", cursor=cursor)
+        await reader_of(redis_client, keys).page("to_activate", cursor=cursor)
