@@ -81,7 +81,8 @@ def test_the_by_hand_walkthrough_works_as_written(infra_env: dict[str, str], tmp
             walkthrough = subprocess.Popen(["bash", "-euo", "pipefail", "-c", script], stdout=out,
                                            stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 120
-        while '"type":"fatigue.throttle"' not in output.read_text() and time.monotonic() < deadline:
+        while not ('"type":"fatigue.throttle"' in output.read_text() and '"events_counted"' in output.read_text()) \
+                and time.monotonic() < deadline:
             time.sleep(0.5)
         printed = output.read_text()
     finally:
@@ -92,4 +93,9 @@ def test_the_by_hand_walkthrough_works_as_written(infra_env: dict[str, str], tmp
     assert '{"accepted":13,"duplicates":0,"rejected":[]}' in printed, printed[-3000:]
     start = printed.index('{"type":"fatigue.throttle"')  # curl's answers end without a newline
     throttle, _ = json.JSONDecoder().raw_decode(printed[start:])
-    assert throttle["data"]["customer_id"] == "acme-042" and throttle["data"]["reasons"], throttle
+    assert throttle["data"]["customer_id"] == "acme-042", throttle
+    assert [r["rule"] for r in throttle["data"]["reasons"]] == ["frequency_cap", "unanswered_streak"], throttle
+    assert printed.count('{"type":"fatigue.throttle"') == 1, printed[-3000:]  # one message, not one per rule
+    start = printed.index('{"customer_id":"acme-042"')  # the live state step 3 reads
+    state, _ = json.JSONDecoder().raw_decode(printed[start:])
+    assert (state["status"], state["events_counted"]) == ("throttled", 13), state
