@@ -1,11 +1,12 @@
 """Contract v1 decoded fast: msgspec mirrors of the Kafka envelopes, for the scorer's hot path.
 
 The scorer decodes every record of the events and profiles topics; with pydantic
-(services/contract.py) that cost ~18 µs an event. The msgspec Structs below mirror the same contract
-(lengths, patterns, enums as Literals, unknown fields forbidden at every level), so that what our own
-intakes write is parsed and validated in C; what msgspec cannot express is checked here in Python
-with the contract's own functions (`check_moment`, `attributes_json_size`, `iana_time_zones`) and rules
-(kind matches type, in_reply_to only on responses; the bounds of `check_attributes` by `within_bounds`).
+(services/contract.py) that cost ~30 µs of CPU an event (bench/decode.py, docs/performance.md). The
+msgspec Structs below mirror the same contract (lengths, patterns, enums as Literals, unknown fields
+forbidden at every level), so that what our own intakes write is parsed and validated in C; what
+msgspec cannot express is checked here in Python with the contract's own functions (`check_moment`,
+`attributes_json_size`, `iana_time_zones`) and rules (kind matches type, in_reply_to only on
+responses; the bounds of `check_attributes` by `within_bounds`).
 
 The fast path only ever *accepts*. `fast_event` and `fast_profile` return None whenever they refuse
 an input or meet anything unusual — another timestamp form, emails or phones in a profile, a field
