@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
+.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -31,10 +31,13 @@ bench: dev  ## the benchmark suite: table on stdout, JSON in bench/results/ (doc
 bench-quick: dev  ## the suite at reduced sizes (a few minutes): run it for every change to a hot path
 	nice -n 5 $(PY) -m bench.suite --quick
 
-bench-extra: bench-core bench-decision bench-latency bench-delivery bench-backtest bench-import  ## the standalone benchmarks
+bench-extra: bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import  ## the standalone benchmarks
 
 bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
+
+bench-decode: dev  ## the scorer's record decoding: µs per record, pydantic alone vs the msgspec fast path
+	$(PY) -m bench.decode --events 20000 --rounds 7
 
 bench-decision: dev  ## pre-send decision: stored snapshot decoded + decide, per second on one core
 	$(PY) -m bench.decision --customers 2000 --runs 5

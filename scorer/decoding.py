@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pydantic import ValidationError
-
 from scorer.core.state import ContactEvent
-from scorer.history import contact_event
-from services.contract import EventEnvelope, ProfileEnvelope, to_ms
+from scorer.envelopes import REFUSALS, DecodedEvent, DecodedProfile, decode_events, decode_profiles
+from services.contract import ProfileEnvelope
 
 DECODE_STAGE = "scorer.decode"
 
@@ -56,28 +54,46 @@ def _customer_of_key(key: bytes) -> str:
     return customer_id
 
 
-def decode(record: Record, events_topic: str, profiles_topic: str) -> Item:
-    """Decode one record; an undecodable one carries its error (it goes to the dead-letter topic)."""
+def _tombstone(record: Record) -> Item:
     try:
-        if record.value is None and record.topic == profiles_topic and record.key:
-            return Item(record, Decoded(_customer_of_key(record.key), erase=True))
-        if record.value is None:
-            raise ValueError("record has no value")
-        if record.topic == events_topic:
-            env = EventEnvelope.model_validate_json(record.value)
-            return Item(record, Decoded(env.event.customer_id, event=contact_event(env.event, env.producer),
-                                        received_at_ms=to_ms(env.received_at)))
-        if record.topic == profiles_topic:
-            penv = ProfileEnvelope.model_validate_json(record.value)
-            profile = penv.profile.model_dump(exclude_none=True, mode="json")
-            return Item(record, Decoded(penv.customer_id, profile=profile, updated_at_ms=to_ms(penv.updated_at)))
-        raise ValueError(f"unexpected topic {record.topic!r}")
-    except (ValidationError, ValueError, RecursionError, OverflowError) as exc:  # UnicodeError is a ValueError
-        return Item(record, error=exc, stage=DECODE_STAGE)
+        assert record.key is not None
+        return Item(record, Decoded(_customer_of_key(record.key), erase=True))
+    except REFUSALS as exc:  # UnicodeError is a ValueError
+        return Item(record, error=exc)
 
 
 def decode_batch(records: list[Record], events_topic: str, profiles_topic: str) -> list[Item]:
-    return [decode(r, events_topic, profiles_topic) for r in records]
+    """Each record decoded, in order (scorer/envelopes.py: a batch of values at a time, msgspec first);
+    an undecodable one carries its error (it goes to the dead-letter topic). Never raises."""
+    events = [i for i, r in enumerate(records) if r.topic == events_topic]
+    profiles = [i for i, r in enumerate(records) if r.topic == profiles_topic
+                and not (r.value is None and r.key)]
+    items: list[Item | None] = [None] * len(records)
+    for i, answer in zip(events, decode_events([records[i].value for i in events]), strict=True):
+        if isinstance(answer, DecodedEvent):
+            decoded = Decoded(answer.event.customer_id, event=answer.event, received_at_ms=answer.received_at_ms)
+            items[i] = Item(records[i], decoded)
+        else:
+            items[i] = Item(records[i], error=answer.error)
+    for i, profile in zip(profiles, decode_profiles([records[i].value for i in profiles]), strict=True):
+        if isinstance(profile, DecodedProfile):
+            decoded = Decoded(profile.customer_id, profile=profile.profile, updated_at_ms=profile.updated_at_ms)
+            items[i] = Item(records[i], decoded)
+        else:
+            items[i] = Item(records[i], error=profile.error)
+    for i, record in enumerate(records):
+        if items[i] is not None:
+            continue
+        if record.topic == profiles_topic:
+            items[i] = _tombstone(record)
+        else:
+            items[i] = Item(record, error=ValueError(f"unexpected topic {record.topic!r}"))
+    return [item for item in items if item is not None]
+
+
+def decode(record: Record, events_topic: str, profiles_topic: str) -> Item:
+    """One record decoded (`decode_batch` of one)."""
+    return decode_batch([record], events_topic, profiles_topic)[0]
 
 
 def in_event_time(arrived: list[Decoded]) -> list[Decoded]:

@@ -139,8 +139,16 @@ def parse_rfc3339(value: Any) -> datetime:
 
 
 def check_moment(moment: datetime) -> datetime:
-    """`moment` when it is within the contract's range (after its offset is applied), else ValueError."""
-    if not EARLIEST_MOMENT <= moment < LATEST_MOMENT:
+    """`moment` when it carries an offset and is within the contract's range (after its offset is
+    applied), else ValueError — never TypeError (a moment without an offset cannot be compared) nor
+    OverflowError (an offset that takes it past year 1 or 9999), which pydantic would let escape."""
+    if moment.utcoffset() is None:
+        raise ValueError(f"{moment.isoformat()} has no UTC offset (e.g. 2026-11-23T09:30:00Z or ...+08:00)")
+    try:
+        inside = EARLIEST_MOMENT <= moment < LATEST_MOMENT
+    except OverflowError:
+        inside = False
+    if not inside:
         raise ValueError(
             f"{moment.isoformat()} is outside the supported range "
             f"{EARLIEST_MOMENT.date().isoformat()} to {LATEST_MOMENT.date().isoformat()} (UTC)"
@@ -154,10 +162,7 @@ def parse_moment(value: Any) -> datetime:
         moment = parse_rfc3339(value)
     except OverflowError as exc:  # e.g. 0001-01-01T00:00:00+14:00 is before year 1 in UTC
         raise ValueError(f"{value!r} is outside the supported range (1970 to 2200, UTC)") from exc
-    try:
-        return check_moment(moment)
-    except OverflowError as exc:
-        raise ValueError(f"{value!r} is outside the supported range (1970 to 2200, UTC)") from exc
+    return check_moment(moment)
 
 
 def check_attributes(value: dict[str, Any]) -> None:
@@ -180,6 +185,11 @@ def check_attributes(value: dict[str, Any]) -> None:
             if not isinstance(key, str):
                 raise ValueError(f"{path or 'attributes'}: keys must be strings")
             pending.append((child, path + key if key.startswith("[") or not path else f"{path}.{key}", depth + 1))
+
+
+def attributes_json_size(value: dict[str, Any]) -> int:
+    """Bytes of `attributes` as compact UTF-8 JSON: what MAX_ATTRIBUTES_BYTES bounds."""
+    return len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
 
 
 def _check_scalar(item: Any, path: str) -> None:
@@ -258,7 +268,7 @@ class EventIn(BaseModel):
     @classmethod
     def _attributes_size(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is not None:
-            size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+            size = attributes_json_size(value)
             if size > MAX_ATTRIBUTES_BYTES:
                 raise ValueError(f"is {size} bytes as JSON; at most {MAX_ATTRIBUTES_BYTES} allowed")
         return value
