@@ -41,12 +41,13 @@ from scorer.lists import list_entry_of
 from scorer.partition_store import Fenced, PartitionChanges, PartitionStore
 from scorer.publisher import ActionPublisher
 from scorer.state_cache import CachedCustomer, StateCache
+from scorer.state_values import state_of_value, state_value
 from services.actions import Action
 from services.deadletter import DeadLetter, DeadLetterSink
 from services.errors import FatigueError, StoreUnavailable
 from services.metrics import ScorerMetrics
 from services.policy.model import Policy
-from services.stored_values import ValueEncoder, loads
+from services.stored_values import ValueEncoder
 
 log = logging.getLogger(__name__)
 
@@ -236,7 +237,7 @@ class Processor:
         stored = await self._store.load(owned.partition, sorted(missing))
         for customer_id, found in stored.items():
             try:
-                state = CustomerState.from_json(loads(found.state)) if found.state is not None else None
+                state = state_of_value(found.state) if found.state is not None else None
             except Exception as exc:  # noqa: BLE001 - any shape a hand-written or corrupt value may have
                 loaded.unreadable[customer_id] = f"stored state is unreadable: {type(exc).__name__}: {exc}"
                 continue
@@ -334,7 +335,7 @@ class Processor:
         state = customer.state
         assert state is not None
         customer_id = state.customer_id
-        changes.states[customer_id] = self._encoder.encode(state.to_json())
+        changes.states[customer_id] = state_value(self._encoder, state)
         changes.views[customer_id] = self._encoder.encode(decision_view(state, now_ms, policy))
         entry = list_entry_of(state)
         if entry != customer.entry:

@@ -139,7 +139,7 @@ async def stored_snapshots(redis: Any, settings: CommonSettings, customers: list
                            policy: Any = None) -> dict[str, dict[str, Any]]:
     """The snapshots of these customers, computed now from the states the scorer stored in their
     partitions (as GET /v1/customers/{id} computes them); customers without a state left out."""
-    from scorer.core.state import CustomerState
+    from scorer.core.state_codec import decode_state
     from scorer.core.views import snapshot
     from services.partitions import partition_of
     from services.policy.model import default_policy
@@ -148,7 +148,7 @@ async def stored_snapshots(redis: Any, settings: CommonSettings, customers: list
     reader = CustomerReader(redis, settings.keys, settings.partitions)
     states = await reader.states([(c, partition_of(c, settings.partitions)) for c in customers])
     now_ms = int(time.time() * 1000)
-    return {c: snapshot(CustomerState.from_json(doc), now_ms, policy or default_policy()) for c, doc in states.items()}
+    return {c: snapshot(decode_state(payload), now_ms, policy or default_policy()) for c, payload in states.items()}
 
 
 async def stored_snapshot(redis: Any, settings: CommonSettings, customer_id: str,

@@ -10,6 +10,7 @@ from redis.asyncio import Redis
 
 from scorer.core.state import CustomerState
 from scorer.core.views import snapshot
+from scorer.state_values import state_of_value
 from services import stored_values
 from services.contract import to_ms
 from services.names import RedisKeys
@@ -18,7 +19,7 @@ from services.policy.model import Policy, default_policy
 
 async def state_of(redis: Redis, prefix: str, partition: int, customer_id: str) -> CustomerState | None:
     raw = await redis.hget(RedisKeys(prefix).partition(partition).states(), customer_id)
-    return None if raw is None else CustomerState.from_json(stored_values.loads(raw))
+    return None if raw is None else state_of_value(raw)
 
 
 async def snapshot_of(redis: Redis, prefix: str, partition: int, customer_id: str, now: datetime,
