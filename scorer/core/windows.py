@@ -14,7 +14,7 @@ one bucket longer, never shorter).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -168,6 +168,11 @@ class SeriesKey:
     type: str
     channel: str
     kind: str
+
+    def __reduce__(self) -> tuple[Callable[..., SeriesKey], tuple[str, str, str]]:
+        """Copied and pickled by its constructor: a frozen class's `__setstate__` cannot set its fields
+        once mypyc compiled it (copy.deepcopy of a state)."""
+        return SeriesKey, (self.type, self.channel, self.kind)
 
     def encode(self) -> str:
         return f"{self.type}|{self.channel}|{self.kind}"
