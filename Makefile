@@ -12,7 +12,7 @@ install:  ## create .venv with the service's packages (and redis-server if missi
 dev:  ## .venv with test and lint tools too
 	bash deploy/bootstrap.sh --dev
 
-build-core: dev  ## recompile the core with mypyc after editing scorer/core/ (FATIGUE_COMPILE=0: back to pure Python)
+build-core:  ## recompile the core after editing scorer/core/ (in .venv from make dev; FATIGUE_COMPILE=0: pure Python)
 	$(PY) setup.py -q build_ext --inplace
 	@$(PY) -c 'from scorer.core.implementation import describe; print(describe())'
 
