@@ -1,7 +1,10 @@
 """Section 2: the pure core and the Processor without I/O, on the same events (the cost of the edge).
 
 - pure core: the events decoded once up front, then `engine.apply_event` per event on states in
-  a dict, with the clock passed in: what the decision logic itself costs.
+  a dict, with the clock passed in: what the decision logic itself costs. In this process (the core
+  as installed: compiled with mypyc where the build could), and each implementation in a child
+  process in turns on the same events — compiled, and pure Python (`FATIGUE_PURE_CORE=1`) — for
+  their ratio (bench/core_throughput.py).
 - Processor without I/O: `scorer.processor.Processor` as the scorer builds it (default policy,
   fetches of `ScorerSettings().batch_max_events` records in topic order, each processed partition by
   partition as scorer/consumer.py does), but on the in-memory partition store
@@ -15,14 +18,18 @@ The events are section 1's generator (`bench.dataset`, 10 events per customer ov
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 
-from bench.core_throughput import run_once
+from bench.core_throughput import COMPILED, PURE, measure_in_child, run_once, write_events
 from bench.dataset import Dataset
 from bench.harness import Contender, Context, Figure, Sample, interleave, relate
 from scorer.clock import ManualClock
+from scorer.core import engine
+from scorer.core.implementation import is_compiled
 from scorer.core.state import ContactEvent
 from scorer.decoding import Record, decode
 from scorer.partition_store import MemoryPartitionStore
@@ -107,10 +114,26 @@ async def run(ctx: Context) -> list[Figure]:
     async def processor() -> Sample:
         return await run_processor(records, now_ms, batch)
 
+    path = ctx.workdir / "core-events.json"
+    write_events(core_events, path)
+
+    def in_child(implementation: str) -> Callable[[], Awaitable[Sample]]:
+        async def run_child() -> Sample:
+            found = await asyncio.to_thread(measure_in_child, path, implementation, now_ms=now_ms)
+            return Sample(found["rates"][0], {"cpu_us_per_event": found["cpu_us_per_event"][0]})
+        return run_child
+
+    installed = COMPILED if is_compiled(engine) else PURE
     figures = await interleave([
-        Contender(SECTION, "pure core: engine.apply_event", "events/s", core, short="pure core"),
+        Contender(SECTION, "pure core: engine.apply_event", "events/s", core, short="pure core",
+                  note=f"the core as installed: {installed}"),
         Contender(SECTION, "Processor without I/O (memory store, same stored values)", "events/s", processor,
                   target=">= 50% of the pure core"),
+        Contender(SECTION, "core compiled (mypyc), child process", "events/s", in_child(COMPILED),
+                  target=">= 2x the pure-Python core"),
+        Contender(SECTION, "core pure Python (FATIGUE_PURE_CORE=1), child process", "events/s", in_child(PURE),
+                  short="pure-Python core"),
     ], ctx.rounds, say=ctx.say)
     relate(figures[1], figures[0])
+    relate(figures[2], figures[3])
     return figures

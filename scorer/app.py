@@ -26,6 +26,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from scorer.clock import SystemClock
 from scorer.consumer import PartitionConsumer, make_consumer, until_done
+from scorer.core.implementation import describe as describe_core
 from scorer.dryrun import check_policy
 from scorer.health import Liveness
 from scorer.partition_store import Fenced, RedisPartitionStore
@@ -354,6 +355,7 @@ def main() -> None:
     settings = ScorerSettings.load("scorer")
     # scorer.transport: Faust's services subclassed there log their start and stop at INFO.
     setup_logging(settings.log_level, service="scorer", fmt=settings.log_format, chatty=["scorer.transport"])
+    log.info("%s", describe_core())  # compiled (mypyc) or the pure-Python fallback, and why
     scorer = Scorer(settings)
     # override_logging=False: Faust's and mode's records go through our one handler (JSON, redacted).
     worker = Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)
