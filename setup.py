@@ -24,9 +24,11 @@ from setuptools.command.build_ext import build_ext
 CORE = Path("scorer") / "core"
 GROUP = "scorer.core.compiled"
 """The mypyc group: one shared library `scorer/core/compiled__mypyc*.so` and a small module per source."""
-NOT_COMPILED = frozenset({"__init__", "implementation", "timeline"})
+NOT_COMPILED = frozenset({"__init__", "implementation", "timeline", "state_codec"})
 """Loader and package (implementation, __init__); timeline.py subclasses RuntimeError, which mypyc
-cannot compile as a native class (it is thin glue around engine.py: nothing to gain)."""
+cannot compile as a native class (it is thin glue around engine.py: nothing to gain); state_codec.py
+declares a msgspec Struct with `array_like=True`, a class keyword a compiled module drops (the
+stored array would be read as a map): its work is msgspec's C code anyway."""
 MANIFEST = "compiled.json"
 SKIP_ENV = "FATIGUE_COMPILE"
 
