@@ -36,9 +36,8 @@ def customer_in(partition: int, partitions: int = PARTITIONS, prefix: str = "c")
     return next(f"{prefix}{n}" for n in range(1000) if partition_of(f"{prefix}{n}", partitions) == partition)
 
 
-async def state_in(redis: Redis, keys: RedisKeys, partition: int, customer_id: str) -> str | None:
-    value: str | None = await redis.hget(keys.partition(partition).states(), customer_id)
-    return value
+async def state_in(redis: Redis, keys: RedisKeys, partition: int, customer_id: str) -> object:
+    return await redis.hget(keys.partition(partition).states(), customer_id)
 
 
 async def test_a_record_in_the_wrong_partition_is_republished_and_counted_once_where_it_belongs(
@@ -188,6 +187,5 @@ async def test_the_scorer_counts_a_record_produced_to_the_wrong_partition_once_w
     assert json.loads(copy.value)["producer"] == "crc32-producer"
 
 
-async def _stored_offset(redis: Redis, settings: CommonSettings, partition: int) -> str | None:
-    found: str | None = await redis.hget(settings.keys.partition(partition).offsets(), settings.events_topic)
-    return found
+async def _stored_offset(redis: Redis, settings: CommonSettings, partition: int) -> object:
+    return await redis.hget(settings.keys.partition(partition).offsets(), settings.events_topic)
