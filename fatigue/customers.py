@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
+from services.partitions import refuse_while_repartitioning
 from services.policy.model import Policy, default_policy
 from services.policy.store import PolicySource
 from services.redaction import mask_url
@@ -49,6 +50,7 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
 
     redis = make_redis(settings)
     try:
+        await refuse_while_repartitioning(redis, settings.keys)
         reader = ListReader(redis, settings.keys, settings.partitions)
         customers = CustomerReader(redis, settings.keys, settings.partitions)
         policy = await _policy(PolicySource(redis, settings.keys))
@@ -84,6 +86,7 @@ async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> i
 
     redis = make_redis(settings)
     try:
+        await refuse_while_repartitioning(redis, settings.keys)
         seen, moved = 0, 0
         for partition in range(settings.partitions):
             read, written = await reindex_partition(redis, settings.keys, partition, batch)
@@ -102,6 +105,7 @@ async def migrate(settings: CommonSettings, group: str, out: IO[str]) -> None:
 
     redis = make_redis(settings)
     try:
+        await refuse_while_repartitioning(redis, settings.keys)
         policy = await _policy(PolicySource(redis, settings.keys))
         done = await move(redis, settings.keys, settings.partitions, group, policy,
                           int(datetime.now(UTC).timestamp() * 1000))
@@ -122,6 +126,7 @@ async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, stat
     redis = make_redis(settings)
     customers = CustomerReader(redis, settings.keys, settings.partitions)
     try:
+        await refuse_while_repartitioning(redis, settings.keys)
         document = await customers.state(customer_id)
         policy = await _policy(PolicySource(redis, settings.keys))
     except SnapshotUnreadable as exc:
