@@ -7,7 +7,6 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 from prometheus_client import CollectorRegistry
-from redis.asyncio import Redis
 
 from scorer.clock import ManualClock
 from scorer.decoding import Record
@@ -22,12 +21,13 @@ from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.partitions import partition_of
 from services.policy.model import Policy, default_policy
+from services.redisio import RedisClient
 
 EVENTS, PROFILES = "ev", "pr"
 
 
 class ScorerFeed:
-    def __init__(self, redis: Redis, keys: RedisKeys, partitions: int, now: datetime,
+    def __init__(self, redis: RedisClient, keys: RedisKeys, partitions: int, now: datetime,
                  policy: Policy | None = None, store: PartitionStore | None = None) -> None:
         self.now = now
         self.partitions = partitions
