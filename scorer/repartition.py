@@ -13,8 +13,9 @@ The command, in order; a refused precondition changes nothing (exit 2), an outag
        same is nothing to do; a re-partition in progress to another count is refused;
     b. the scorer's consumer group (FATIGUE_SCORER_APP_ID) must have no member: a running scorer would
        write customers where the new count does not look for them;
-    c. every partition of the events and profiles topics must be processed: the offset stored with its
-       state in Redis reaches the log end (a record not yet scored would be scored in the old place);
+    c. every old partition of the events and profiles topics must be processed: the offset stored with
+       its state in Redis reaches the log end (a record not yet scored would be scored in the old place;
+       what a partition the topics already had beyond the old count holds is in the new layout already);
     d. the events and profiles topics are grown to N partitions where they have fewer (CreatePartitions);
     e. the meta hash is marked (`repartition` = N: the scorer, the API and `fatigue customers` refuse to
        start meanwhile), then every customer whose partition changes is moved (scorer/repartition_move.py);
@@ -139,19 +140,19 @@ async def group_members(admin: AIOKafkaAdminClient, group: str) -> list[str]:
     return names
 
 
-async def lagging(settings: ScorerSettings, redis: RedisClient, keys: RedisKeys,
-                  counts: dict[str, int]) -> list[str]:
-    """Every partition of the topics whose records are not all processed, named with its lag: the offset
-    stored with its state in Redis against the log end offset."""
+async def lagging(settings: ScorerSettings, redis: RedisClient, keys: RedisKeys, topics: list[str],
+                  partitions: int) -> list[str]:
+    """Every partition 0..`partitions`-1 of the topics whose records are not all processed, named with its
+    lag: the offset stored with its state in Redis against the log end offset."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_bootstrap_servers,
                                 request_timeout_ms=int(settings.kafka_request_timeout_s * 1000),
                                 **kafka_security_kwargs(settings))
     await consumer.start()
     try:
-        ends = await consumer.end_offsets([TopicPartition(t, p) for t, n in counts.items() for p in range(n)])
+        ends = await consumer.end_offsets([TopicPartition(t, p) for t in topics for p in range(partitions)])
     finally:
         await consumer.stop()
-    stored = await asyncio.gather(*(redis.hgetall(keys.partition(p).offsets()) for p in range(max(counts.values()))))
+    stored = await asyncio.gather(*(redis.hgetall(keys.partition(p).offsets()) for p in range(partitions)))
     behind = []
     for tp, end in sorted(ends.items()):
         done = stored[tp.partition].get(tp.topic)
@@ -231,7 +232,7 @@ async def _checked(settings: ScorerSettings, admin: AIOKafkaAdminClient, redis: 
                 f"{'; '.join(members)}",
                 "Stop every scorer (the group must be empty; a scorer that was killed leaves the group once its "
                 "session times out), then run this again.")
-        behind = await lagging(settings, redis, settings.keys, counts)
+        behind = await lagging(settings, redis, settings.keys, topics, min(old, *counts.values()))
         if behind:
             raise RepartitionRefused(
                 "the scorers have not processed everything yet: " + "; ".join(behind),

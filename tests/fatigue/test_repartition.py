@@ -25,11 +25,14 @@ from redis.asyncio import Redis
 
 from fatigue.embedded import free_port
 from services.contract import EventEnvelope, EventIn, encode
+from services.errors import StoreUnavailable
 from services.kafka import ensure_topics, make_producer
 from services.partitions import RepartitionInProgress, partition_of
 from services.settings import CommonSettings
 from tests.helpers import FAST_GROUP_ENV, event, service_process, stored_snapshots, wait_until
 from tests.ingest.helpers import ingest_settings_for, running_api
+from tests.scorer.test_repartition_move import DiesAfterCopying
+from tests.scorer_feed import ScorerFeed
 
 pytestmark = pytest.mark.integration
 
@@ -151,6 +154,38 @@ async def test_redis_not_answering_is_an_outage(six_partition_topics: CommonSett
     down = repartition({**env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}, "--partitions", "6")
     assert down.returncode == 1, down.stderr
     assert "what to do: Check that the Redis server in REDIS_URL is up" in down.stderr
+
+
+async def test_an_interrupted_run_is_finished_by_running_it_again(
+        six_partition_topics: CommonSettings, env: dict[str, str], redis_client: Redis) -> None:
+    """Killed between a copy and its delete, after the topics grew (a record already in a new partition):
+    the same command finishes it, and ends where one run ends."""
+    settings = six_partition_topics
+    feed = ScorerFeed(redis_client, settings.keys, 3, datetime.now(UTC))
+    customers = [f"i{n}" for n in range(60)]
+    await feed.process([feed.event(c, 1) for c in customers])
+    await record(redis_client, settings, partitions="3")
+    await redis_client.hset(settings.keys.meta(), "repartition", "6")  # what the killed run had marked
+    with pytest.raises(StoreUnavailable):
+        await DiesAfterCopying(redis_client, settings.keys, 3, 6, batch=5).run()
+    await _produce_one(settings, partition=4)  # a new partition, after the growth: not the old layout's
+    done = repartition(env, "--partitions", "6")
+    assert done.returncode == 0, done.stderr
+    assert "re-partitioned 3 -> 6 partitions (an interrupted run finished)" in done.stdout
+    assert await meta(redis_client, settings) == {"partitions": "6"}
+    for c in customers:
+        for p in range(6):
+            here = await redis_client.hexists(settings.keys.partition(p).states(), c)
+            assert here == (p == partition_of(c, 6)), (c, p)
+
+
+async def _produce_one(settings: CommonSettings, partition: int) -> None:
+    producer = make_producer(settings, "tests")
+    await producer.start()
+    try:
+        await (await producer.send(settings.events_topic, b"{}", key=b"k", partition=partition))
+    finally:
+        await producer.stop()
 
 
 # ---- while a re-partition is marked, nothing that reads or writes customers starts ----
