@@ -189,3 +189,19 @@ async def test_the_scorer_counts_a_record_produced_to_the_wrong_partition_once_w
 
 async def _stored_offset(redis: Redis, settings: CommonSettings, partition: int) -> object:
     return await redis.hget(settings.keys.partition(partition).offsets(), settings.events_topic)
+
+
+def test_rerouted_records_are_counted_always_and_logged_once_a_minute_per_partition(
+        caplog: pytest.LogCaptureFixture) -> None:
+    from scorer.reroute import MemoryRecordRouter, Rerouting
+
+    counted: list[tuple[str, int]] = []
+    rerouting = Rerouting(PARTITIONS, MemoryRecordRouter(), lambda topic, n: counted.append((topic, n)))
+    one = [Misrouted(Record(EVENTS, 0, 1, b"{}", b"k"), 2)]
+    with caplog.at_level("WARNING", logger="scorer.reroute"):
+        for partition, now_ms in ((0, 0), (0, 30_000), (1, 30_000), (0, 59_999), (0, 60_000)):
+            rerouting.done(partition, one, now_ms)
+    assert counted == [(EVENTS, 1)] * 5
+    lines = [r.getMessage() for r in caplog.records]
+    assert [line.split(":")[0] for line in lines] == ["partition 0", "partition 1", "partition 0"]
+    assert lines[2].startswith("partition 0: 3 records of customers of other partitions re-published")
