@@ -278,11 +278,12 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _customers(args: argparse.Namespace) -> None:
-    from fatigue.customers import ListOptions, list_customers, migrate, reindex, show
+    from fatigue.customers import ListOptions, list_customers, migrate, not_repartitioning, reindex, show
     from fatigue.runfile import located_settings
     from services.settings import CommonSettings
 
     settings = located_settings("customers", CommonSettings, sys.stderr, kafka=False, redis=True)
+    asyncio.run(not_repartitioning(settings))
     if args.customers_command == "reindex":
         asyncio.run(reindex(settings, sys.stdout))
         return

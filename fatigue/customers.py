@@ -50,7 +50,6 @@ async def list_customers(settings: CommonSettings, options: ListOptions, out: IO
 
     redis = make_redis(settings)
     try:
-        await refuse_while_repartitioning(redis, settings.keys)
         reader = ListReader(redis, settings.keys, settings.partitions)
         customers = CustomerReader(redis, settings.keys, settings.partitions)
         policy = await _policy(PolicySource(redis, settings.keys))
@@ -86,7 +85,6 @@ async def reindex(settings: CommonSettings, out: IO[str], batch: int = 500) -> i
 
     redis = make_redis(settings)
     try:
-        await refuse_while_repartitioning(redis, settings.keys)
         seen, moved = 0, 0
         for partition in range(settings.partitions):
             read, written = await reindex_partition(redis, settings.keys, partition, batch)
@@ -105,7 +103,6 @@ async def migrate(settings: CommonSettings, group: str, out: IO[str]) -> None:
 
     redis = make_redis(settings)
     try:
-        await refuse_while_repartitioning(redis, settings.keys)
         policy = await _policy(PolicySource(redis, settings.keys))
         done = await move(redis, settings.keys, settings.partitions, group, policy,
                           int(datetime.now(UTC).timestamp() * 1000))
@@ -126,7 +123,6 @@ async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, stat
     redis = make_redis(settings)
     customers = CustomerReader(redis, settings.keys, settings.partitions)
     try:
-        await refuse_while_repartitioning(redis, settings.keys)
         document = await customers.state(customer_id)
         policy = await _policy(PolicySource(redis, settings.keys))
     except SnapshotUnreadable as exc:
@@ -183,3 +179,13 @@ def _line(item: dict[str, Any]) -> str:
 
 def _json_line(item: dict[str, Any]) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+async def not_repartitioning(settings: CommonSettings) -> None:
+    """RepartitionInProgress (exit status 2, naming the command that finishes it) while `fatigue
+    repartition` moves customers between partitions: none of these commands reads or writes them then."""
+    redis = make_redis(settings)
+    try:
+        await refuse_while_repartitioning(redis, settings.keys)
+    finally:
+        await redis.aclose()
