@@ -21,8 +21,8 @@ from services.kafka import make_producer
 from services.names import RedisKeys
 from services.partitions import partition_of
 from services.settings import CommonSettings
-from services.snapshots import CustomerReader
 from tests.helpers import FAST_GROUP_ENV, event, service_process, stored_snapshot, wait_until
+from tests.scorer.stored import snapshot_of
 from tests.scorer_feed import EVENTS, PROFILES, ScorerFeed
 
 pytestmark = pytest.mark.integration
@@ -56,7 +56,7 @@ async def test_a_record_in_the_wrong_partition_is_republished_and_counted_once_w
     assert feed.metrics.rerouted.labels(PROFILES)._value.get() == 1
 
     await feed.process(feed.delivered(feed.router.sent))  # the brokers put the copies in partition 2
-    found = await CustomerReader(redis_client, keys, PARTITIONS).state(customer)  # as the API reads it
+    found = await snapshot_of(redis_client, keys.prefix, partition_of(customer, PARTITIONS), customer, NOW)
     assert found is not None and found["events_counted"] == 1 and found["profile"]["stage"] == "intent"
     assert len(feed.router.sent) == 2  # in its own partition nothing is re-published again
 
@@ -101,7 +101,7 @@ async def test_a_crash_between_republishing_and_commit_counts_the_record_once(
     assert await redis_client.hget(keys.partition(0).offsets(), EVENTS) == "0"
     copies = restarted.delivered(dying.router.sent) + restarted.delivered(restarted.router.sent)
     await restarted.process(copies)
-    found = await CustomerReader(redis_client, keys, PARTITIONS).state(customer)
+    found = await snapshot_of(redis_client, keys.prefix, partition_of(customer, PARTITIONS), customer, NOW)
     assert found is not None and found["events_counted"] == 1 and found["profile"]["tier"] == "A"
     assert restarted.metrics.events.labels("duplicate")._value.get() == 1  # the event_id absorbed the second copy
 
