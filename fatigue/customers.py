@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
+from services.partitions import refuse_while_repartitioning
 from services.policy.model import Policy, default_policy
 from services.policy.store import PolicySource
 from services.redaction import mask_url
@@ -178,3 +179,13 @@ def _line(item: dict[str, Any]) -> str:
 
 def _json_line(item: dict[str, Any]) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+async def not_repartitioning(settings: CommonSettings) -> None:
+    """RepartitionInProgress (exit status 2, naming the command that finishes it) while `fatigue
+    repartition` moves customers between partitions: none of these commands reads or writes them then."""
+    redis = make_redis(settings)
+    try:
+        await refuse_while_repartitioning(redis, settings.keys)
+    finally:
+        await redis.aclose()

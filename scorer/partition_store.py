@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -161,7 +162,7 @@ class Ops:
             chunk = args[start:start + step]
             self.args += [op, self._key(key), len(chunk), *chunk]
 
-    def hset_many(self, key: str, mapping: dict[str, bytes]) -> None:
+    def hset_many(self, key: str, mapping: Mapping[str, str | bytes]) -> None:
         self._op("HS", key, [x for pair in mapping.items() for x in pair], 2)
 
     def hset(self, key: str, field: str, value: str, /) -> None:
@@ -241,7 +242,10 @@ class RedisPartitionStore:
                 if state is not None or entry is not None}
 
     async def commit(self, partition: int, epoch: int, changes: PartitionChanges) -> None:
-        ops = commit_ops(self._keys.partition(partition), changes)
+        await self.apply(partition, epoch, commit_ops(self._keys.partition(partition), changes))
+
+    async def apply(self, partition: int, epoch: int, ops: Ops) -> None:
+        """Run `ops` (every key under the partition's hash tag) as one commit: as `commit` does."""
         try:
             await eval_each(self._redis, _COMMIT, [(ops.keys, [str(epoch), *ops.args])],
                             replicas=self._wait_replicas, timeout_ms=self._wait_timeout_ms)
