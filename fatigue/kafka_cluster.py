@@ -235,6 +235,11 @@ class KafkaCluster:
             except subprocess.TimeoutExpired:
                 node.kill()
 
+    def kill_all(self) -> None:
+        """kill -9 of every node: the end of a test session, whose data nobody reads again."""
+        for node in self.nodes:
+            node.kill()
+
     def _spawn(self, node: KafkaNode) -> None:
         args = [*_java(self.libs, self.heap, self.workdir), "kafka.Kafka", str(node.workdir / "server.properties")]
         with node.log_path.open("ab") as log:
@@ -307,11 +312,12 @@ def _write_properties(path: Path, settings: Mapping[str, str]) -> None:
 
 
 def _format(cluster: KafkaCluster) -> None:
-    """`kafka-storage format` of every node's log dir with the cluster's id, the nodes in parallel."""
+    """`kafka-storage format` of every node's log dir with the cluster's id, the nodes in parallel.
+    `--cluster-id=ID` in one argument: an id may begin with `-` (URL-safe base64)."""
     running = []
     for node in cluster.nodes:
         args = [*_java(cluster.libs, cluster.heap, cluster.workdir), "kafka.tools.StorageTool", "format",
-                "--cluster-id", cluster.cluster_id, "--config", str(node.workdir / "server.properties")]
+                f"--cluster-id={cluster.cluster_id}", "--config", str(node.workdir / "server.properties")]
         with (node.workdir / "format.log").open("wb") as log:
             running.append((node, subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)))  # noqa: S603
     for node, proc in running:
