@@ -28,7 +28,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,8 +38,13 @@ from services.errors import ConfigError
 REPO = Path(__file__).resolve().parent.parent
 POM = REPO / "deploy" / "kafka" / "pom.xml"
 DEFAULT_HEAP = "384m"
-JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss512k", "-Djava.awt.headless=true")
-"""One GC thread and small stacks: three nodes share two cores with the tests."""
+LEAN_JVM_OPTS = ("-XX:+UseSerialGC", "-XX:TieredStopAtLevel=1", "-Xss512k", "-Djava.awt.headless=true")
+"""For the tests: one GC thread, the quick JIT only (less CPU at start), small stacks: three nodes
+share two cores with the tests."""
+SCRIPT_JVM_OPTS = ("-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:InitiatingHeapOccupancyPercent=35",
+                   "-XX:+ExplicitGCInvokesConcurrent", "-Djava.awt.headless=true")
+"""What Apache Kafka's own start script gives the broker (bin/kafka-run-class.sh,
+KAFKA_JVM_PERFORMANCE_OPTS; with -Xmx1G from kafka-server-start.sh): for the benchmark."""
 
 TEST_TUNING: dict[str, str] = {
     "group.initial.rebalance.delay.ms": "0",  # default 3000: every group's first join waits that long
@@ -190,6 +195,7 @@ class KafkaCluster:
     workdir: Path
     libs: Path
     heap: str
+    jvm_opts: tuple[str, ...] = LEAN_JVM_OPTS
     nodes: list[KafkaNode] = field(default_factory=list)
     cluster_id: str = ""
     started_s: float = 0.0
@@ -241,7 +247,8 @@ class KafkaCluster:
             node.kill()
 
     def _spawn(self, node: KafkaNode) -> None:
-        args = [*_java(self.libs, self.heap, self.workdir), "kafka.Kafka", str(node.workdir / "server.properties")]
+        args = [*_java(self.libs, self.heap, self.workdir, self.jvm_opts), "kafka.Kafka",
+                str(node.workdir / "server.properties")]
         with node.log_path.open("ab") as log:
             node.proc = subprocess.Popen(  # noqa: S603 - java and arguments built here
                 args, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=node.workdir,
@@ -249,9 +256,9 @@ class KafkaCluster:
             )
 
 
-def _java(libs: Path, heap: str, workdir: Path) -> list[str]:
+def _java(libs: Path, heap: str, workdir: Path, jvm_opts: Sequence[str] = LEAN_JVM_OPTS) -> list[str]:
     java = shutil.which("java") or "java"
-    return [java, f"-Xmx{heap}", "-Xms64m", *JVM_OPTS,
+    return [java, f"-Xmx{heap}", "-Xms64m", *jvm_opts,
             f"-Dlog4j2.configurationFile={workdir / 'log4j2.yaml'}", "-cp", f"{libs}/*"]
 
 
@@ -262,12 +269,12 @@ def node_addresses(nodes: int) -> list[NodeAddress]:
 
 def start_cluster(workdir: Path, nodes: int = 3, *, heap: str = DEFAULT_HEAP, libs: Path | None = None,
                   extra: Mapping[str, str] | None = None, addresses: list[NodeAddress] | None = None,
-                  timeout_s: float = 120.0) -> KafkaCluster:
+                  jvm_opts: Sequence[str] = LEAN_JVM_OPTS, timeout_s: float = 120.0) -> KafkaCluster:
     """Format and start `nodes` (1 or 3) combined nodes; ConfigError when they cannot start (see
     `unavailable_reason`), or do not all register within `timeout_s` (their logs are in `workdir`).
 
     `extra`: settings over `cluster_settings` and `TEST_TUNING` for every node; `addresses`: the
-    ports to use (default: `node_addresses(nodes)`)."""
+    ports to use (default: `node_addresses(nodes)`); `jvm_opts`: LEAN_JVM_OPTS or SCRIPT_JVM_OPTS."""
     if nodes not in (1, 3):
         raise ConfigError(f"a cluster of 1 or 3 nodes, not {nodes}")
     libs = libs or kafka_libs()
@@ -278,7 +285,7 @@ def start_cluster(workdir: Path, nodes: int = 3, *, heap: str = DEFAULT_HEAP, li
     (workdir / "log4j2.yaml").write_text(LOG4J2)
     began = time.monotonic()
     addresses = addresses or node_addresses(nodes)
-    cluster = KafkaCluster(workdir, libs, heap, cluster_id=_cluster_id())
+    cluster = KafkaCluster(workdir, libs, heap, tuple(jvm_opts), cluster_id=_cluster_id())
     try:
         for address in addresses:
             node = KafkaNode(address, workdir / f"node-{address.node_id}")
