@@ -27,12 +27,21 @@ APACHE_KAFKA_ENV = {
 }
 
 
+def _own_sizes(ctx: Context) -> Context:
+    """Section 1's contenders at this section's sizes (bench/suite.py SIZES: fewer events and rounds in
+    `make bench`, to stay under 20 minutes), with work folders and group names of its own."""
+    sizes = {**ctx.sizes, "stream_events": ctx.size("apache_kafka_stream_events"),
+             "stream_customers": ctx.size("apache_kafka_stream_customers")}
+    return dataclasses.replace(ctx, sizes=sizes, run_id=f"{ctx.run_id}k",
+                               rounds=min(ctx.rounds, ctx.size("apache_kafka_rounds")))
+
+
 def section_name() -> str:
     return f"1k stream, Apache Kafka {kafka_version()}"
 
 
 async def run(ctx: Context) -> list[Figure]:
-    ctx = dataclasses.replace(ctx, run_id=f"{ctx.run_id}k")  # its own work folders and group names beside section 1's
+    ctx = _own_sizes(ctx)
     if ctx.apache_kafka:
         _, figures = await run_contenders(dataclasses.replace(ctx, bootstrap=ctx.apache_kafka, broker_pid=None),
                                           section_name(), APACHE_KAFKA_ENV)

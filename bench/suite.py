@@ -45,6 +45,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "decision_customers": 10_000, "import_events": 100_000,
         "e2e_rounds": 25, "e2e_background": 1000,
         "state_customers": 100_000, "state_events_per_customer": 1, "restart_events": 2_000,
+        # Section 1k: half of section 1's events (10 per customer as there), 2 rounds: section 1 itself
+        # takes about half of the suite's 12-14 minutes, and all of it must stay under 20.
+        "apache_kafka_stream_events": 30_000, "apache_kafka_stream_customers": 3_000, "apache_kafka_rounds": 2,
     },
     "quick": {
         "rounds": 2, "warmup": 0.1,
@@ -54,6 +57,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "decision_customers": 2_000, "import_events": 20_000,
         "e2e_rounds": 10, "e2e_background": 1000,
         "state_customers": 10_000, "state_events_per_customer": 1, "restart_events": 500,
+        "apache_kafka_stream_events": 20_000, "apache_kafka_stream_customers": 2_000, "apache_kafka_rounds": 2,
     },
     "tiny": {  # the smoke test (tests/bench): every code path, no meaningful figure
         "rounds": 1, "warmup": 0.1,
@@ -63,6 +67,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "decision_customers": 50, "import_events": 300,
         "e2e_rounds": 2, "e2e_background": 100,
         "state_customers": 200, "state_events_per_customer": 1, "restart_events": 50,
+        "apache_kafka_stream_events": 600, "apache_kafka_stream_customers": 60, "apache_kafka_rounds": 1,
     },
 }
 
