@@ -269,12 +269,14 @@ def node_addresses(nodes: int) -> list[NodeAddress]:
 
 def start_cluster(workdir: Path, nodes: int = 3, *, heap: str = DEFAULT_HEAP, libs: Path | None = None,
                   extra: Mapping[str, str] | None = None, addresses: list[NodeAddress] | None = None,
-                  jvm_opts: Sequence[str] = LEAN_JVM_OPTS, timeout_s: float = 120.0) -> KafkaCluster:
+                  jvm_opts: Sequence[str] = LEAN_JVM_OPTS, format_args: Sequence[str] = (),
+                  timeout_s: float = 120.0) -> KafkaCluster:
     """Format and start `nodes` (1 or 3) combined nodes; ConfigError when they cannot start (see
     `unavailable_reason`), or do not all register within `timeout_s` (their logs are in `workdir`).
 
     `extra`: settings over `cluster_settings` and `TEST_TUNING` for every node; `addresses`: the
-    ports to use (default: `node_addresses(nodes)`); `jvm_opts`: LEAN_JVM_OPTS or SCRIPT_JVM_OPTS."""
+    ports to use (default: `node_addresses(nodes)`); `jvm_opts`: LEAN_JVM_OPTS or SCRIPT_JVM_OPTS;
+    `format_args`: more arguments to `kafka-storage format` (e.g. `--add-scram` for SCRAM users)."""
     if nodes not in (1, 3):
         raise ConfigError(f"a cluster of 1 or 3 nodes, not {nodes}")
     libs = libs or kafka_libs()
@@ -294,7 +296,7 @@ def start_cluster(workdir: Path, nodes: int = 3, *, heap: str = DEFAULT_HEAP, li
                         **(extra or {})}
             _write_properties(node.workdir / "server.properties", settings)
             cluster.nodes.append(node)
-        _format(cluster)
+        _format(cluster, format_args)
         for node in cluster.nodes:
             cluster._spawn(node)
         for node in cluster.nodes:
@@ -318,13 +320,14 @@ def _write_properties(path: Path, settings: Mapping[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
 
 
-def _format(cluster: KafkaCluster) -> None:
+def _format(cluster: KafkaCluster, format_args: Sequence[str] = ()) -> None:
     """`kafka-storage format` of every node's log dir with the cluster's id, the nodes in parallel.
     `--cluster-id=ID` in one argument: an id may begin with `-` (URL-safe base64)."""
     running = []
     for node in cluster.nodes:
         args = [*_java(cluster.libs, cluster.heap, cluster.workdir), "kafka.tools.StorageTool", "format",
-                f"--cluster-id={cluster.cluster_id}", "--config", str(node.workdir / "server.properties")]
+                f"--cluster-id={cluster.cluster_id}", "--config", str(node.workdir / "server.properties"),
+                *format_args]
         with (node.workdir / "format.log").open("wb") as log:
             running.append((node, subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)))  # noqa: S603
     for node, proc in running:
