@@ -296,7 +296,7 @@ def start_cluster(workdir: Path, nodes: int = 3, *, heap: str = DEFAULT_HEAP, li
                         **(extra or {})}
             _write_properties(node.workdir / "server.properties", settings)
             cluster.nodes.append(node)
-        _format(cluster, format_args)
+        format_storage(cluster, format_args)
         for node in cluster.nodes:
             cluster._spawn(node)
         for node in cluster.nodes:
@@ -320,7 +320,7 @@ def _write_properties(path: Path, settings: Mapping[str, str]) -> None:
     path.write_text("".join(f"{key}={value}\n" for key, value in settings.items()))
 
 
-def _format(cluster: KafkaCluster, format_args: Sequence[str] = ()) -> None:
+def format_storage(cluster: KafkaCluster, format_args: Sequence[str] = ()) -> None:
     """`kafka-storage format` of every node's log dir with the cluster's id, the nodes in parallel.
     `--cluster-id=ID` in one argument: an id may begin with `-` (URL-safe base64)."""
     running = []
