@@ -1,7 +1,7 @@
 """The Apache Kafka tier: the suite's contract and fault tests on Apache Kafka itself.
 
 One three-node KRaft cluster (combined broker+controller nodes, replication factor 3,
-min.insync.replicas 2: `fatigue.kafka_cluster`) serves the whole session; Redis is the session's
+min.insync.replicas 2: `fatigue.kafka_cluster`) serves the whole tier; Redis is the session's
 redis-server (tests/conftest.py). Each test gets its own topic prefix, Redis prefix and group ids,
 as in the Tansu tier. A test that kills a broker starts it again and waits for its replicas to be
 back in sync before it ends, so the next test finds the whole cluster.
@@ -37,8 +37,10 @@ KAFKA_GROUP_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
+    """Started by the tier's first test that needs it, stopped after the tier's last test (package
+    scope), so the rest of the suite does not share the two cores with three idle JVMs."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(f"Apache Kafka tier skipped: {reason}")
