@@ -10,14 +10,19 @@ from tests.helpers import wait_until
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:
+    """The topic's partitions, once the broker asked knows the topic (a topic just created reaches
+    every broker's metadata a moment later)."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap_servers)
     await admin.start()
+
+    async def described() -> list[int] | None:
+        [found] = await admin.describe_topics([topic])
+        return sorted(p["partition"] for p in found["partitions"]) or None
+
     try:
-        [described] = await admin.describe_topics([topic])
+        return await wait_until(described, 30, f"the topic {topic} in the cluster's metadata")
     finally:
         await admin.close()
-    assert described["partitions"], f"no topic {topic}: {described}"
-    return sorted(p["partition"] for p in described["partitions"])
 
 
 async def read_topic(bootstrap_servers: str, topic: str, timeout_s: float = 60) -> list[ConsumerRecord]:
