@@ -23,13 +23,12 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from redis.asyncio import Redis
 
-from services import stored_values
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.kafka import make_producer
 from services.settings import CommonSettings
 from tests.helpers import service_process, wait_until
 from tests.kafka.conftest import KAFKA_GROUP_ENV
-from tests.kafka.helpers import read_topic
+from tests.kafka.helpers import read_topic, stored_snapshots
 
 pytestmark = pytest.mark.apache_kafka
 
@@ -88,9 +87,8 @@ async def _compact_quickly(settings: CommonSettings) -> None:
 
 
 async def _profiles_in_redis(redis: Redis, settings: CommonSettings, expected: dict[str, dict | None]) -> bool:
-    raws = await redis.mget([settings.keys.snapshot(c) for c in expected])
-    found = {c: stored_values.loads(r)["profile"] if r else None for c, r in zip(expected, raws, strict=True)}
-    return found == expected
+    snapshots = await stored_snapshots(redis, settings, list(expected))
+    return {c: snapshots[c]["profile"] if c in snapshots else None for c in expected} == expected
 
 
 @pytest.mark.timeout(240)

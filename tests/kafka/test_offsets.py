@@ -25,6 +25,7 @@ from fatigue.kafka_cluster import KafkaCluster
 from services.settings import CommonSettings
 from tests.helpers import event, produce_events, service_process, wait_until
 from tests.kafka.conftest import KAFKA_GROUP_ENV, PARTITIONS
+from tests.kafka.helpers import stored_offsets
 
 pytestmark = pytest.mark.apache_kafka
 
@@ -102,7 +103,6 @@ async def test_committed_offsets_never_pass_the_state_in_redis_and_meet_it_at_re
            "FATIGUE_DATA_DIR": str(tmp_path / "scorer"), "FATIGUE_BATCH_MAX_EVENTS": "100"}
     customers = [f"o{n}" for n in range(60)]
     events = [event(i, c, days_ago=(40 - i) / 10) for i in range(40) for c in customers]
-    offsets_key = kafka_settings.keys.offsets(group)
     events_topic = kafka_settings.events_topic
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka_settings.kafka_bootstrap_servers)
     await admin.start()
@@ -117,9 +117,8 @@ async def test_committed_offsets_never_pass_the_state_in_redis_and_meet_it_at_re
             assert exc.retriable, exc
             return {}
         committed = {tp.partition: meta.offset for tp, meta in found.items() if tp.topic == events_topic}
-        stored = await redis_client.hgetall(offsets_key)
-        in_redis = {int(tp.rsplit("/", 1)[1]): int(offset) + 1 for tp, offset in stored.items()
-                    if tp.rsplit("/", 1)[0] == events_topic}
+        in_redis = {p: offset + 1 for p, offset in (await stored_offsets(redis_client, kafka_settings, group,
+                                                                          events_topic)).items()}
         samples += 1
         for partition, offset in committed.items():
             assert offset <= in_redis.get(partition, 0), f"partition {partition}: Kafka committed {offset}, Redis " \

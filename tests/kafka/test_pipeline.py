@@ -32,12 +32,11 @@ from redis.asyncio import Redis
 
 from fatigue.embedded import EmbeddedStack, free_port
 from fatigue.kafka_cluster import KafkaCluster
-from services import stored_values
 from services.names import ACTION_THROTTLE
 from services.settings import CommonSettings
 from tests.helpers import over_contacted, stop_process, wait_until
 from tests.kafka.conftest import KAFKA_GROUP_ENV, wait_in_sync
-from tests.kafka.helpers import read_topic
+from tests.kafka.helpers import read_topic, stored_snapshots
 from tests.notifier.receivers import Receiver, always, receiving
 
 pytestmark = pytest.mark.apache_kafka
@@ -267,11 +266,8 @@ def receiver_has(receiver: Receiver, action_id: str) -> bool:
 
 
 async def _wait_all_counted(redis: Redis, settings: CommonSettings, customers: list[str]) -> dict[str, dict]:
-    keys = [settings.keys.snapshot(c) for c in customers]
-
     async def counted() -> dict[str, dict] | None:
-        raws = await redis.mget(keys)
-        snaps = {c: stored_values.loads(r) for c, r in zip(customers, raws, strict=True) if r}
+        snaps = await stored_snapshots(redis, settings, customers)
         done = len(snaps) == len(customers) and all(s["events_counted"] >= 16 for s in snaps.values())
         return snaps if done else None
 

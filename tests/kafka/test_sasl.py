@@ -24,13 +24,13 @@ from redis.asyncio import Redis
 
 from fatigue.embedded import EmbeddedStack, free_port
 from fatigue.kafka_cluster import KafkaCluster, node_addresses, start_cluster, unavailable_reason
-from services import stored_values
 from services.errors import FatigueError
 from services.kafka import AckedProducer, ensure_topics, kafka_security_kwargs
 from services.logs import CHATTY_LOGGERS, quiet_chatty_loggers, setup_logging
 from services.settings import CommonSettings
 from tests.helpers import over_contacted, produce_events, service_process, wait_until
 from tests.kafka.conftest import KAFKA_GROUP_ENV
+from tests.kafka.helpers import stored_snapshots
 
 pytestmark = pytest.mark.apache_kafka
 
@@ -121,11 +121,9 @@ async def test_the_scorer_scores_over_scram(
     settings = CommonSettings.from_env(env)
     await ensure_topics(settings)
     await produce_events(settings, over_contacted("sasl-cust"))
-    key = settings.keys.snapshot("sasl-cust")
 
     async def throttled() -> dict | None:
-        raw = await redis_client.get(key)
-        snap = stored_values.loads(raw) if raw else None
+        snap = (await stored_snapshots(redis_client, settings, ["sasl-cust"])).get("sasl-cust")
         return snap if snap and snap["status"] == "throttled" else None
 
     with service_process("scorer", env, tmp_path) as proc:

@@ -34,13 +34,12 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 from redis.asyncio import Redis
 
-from services import stored_values
 from services.contract import to_ms
 from services.kafka import ensure_topics
 from services.settings import CommonSettings
 from tests.helpers import event, produce_events, service_process, wait_until
 from tests.kafka.conftest import KAFKA_GROUP_ENV
-from tests.kafka.helpers import partitions_of, read_topic
+from tests.kafka.helpers import partitions_of, read_topic, stored_offsets, stored_snapshots, stored_states
 from tests.scorer.test_recovery import WINDOWS_MS, recount
 
 pytestmark = pytest.mark.apache_kafka
@@ -68,10 +67,8 @@ async def test_three_workers_one_killed_one_added_under_load_count_every_custome
     }
     stream = [per_customer[c][i] for i in range(30) for c in customers]  # 3,600 events, interleaved
     chunks = [stream[i:i + 200] for i in range(0, len(stream), 200)]  # 18 chunks
-    keys = [settings.keys.snapshot(c) for c in customers]
-
     async def counted() -> int:
-        return sum(stored_values.loads(r)["events_counted"] for r in await redis_client.mget(keys) if r)
+        return sum(s["events_counted"] for s in (await stored_snapshots(redis_client, settings, customers)).values())
 
     async def flowing(part: list[list[dict]]) -> None:  # the load: a chunk a second
         for chunk in part:
@@ -89,11 +86,12 @@ async def test_three_workers_one_killed_one_added_under_load_count_every_custome
         workers.enter_context(service_process("scorer", {**env, "FATIGUE_DATA_DIR": str(tmp_path / "w3")}, tmp_path))
         await asyncio.gather(load, later)
         offsets = await _wait_offsets_at_end(redis_client, settings, group, len(stream))
-        snapshots = {c: stored_values.loads(r) for c, r in zip(customers, await redis_client.mget(keys), strict=True)}
+        snapshots = await stored_snapshots(redis_client, settings, customers)
         members = await wait_until(lambda: _members(settings, group, 3), 60, "the group of three")
 
     assert len(members) == 3  # the killed worker left the group, the added one joined it
     assert sum(offsets.values()) == len(stream) and len(offsets) == PARTITIONS
+    assert len(snapshots) == len(customers)
     assert all(snap["events_counted"] <= 30 for snap in snapshots.values()), "an event counted twice"
     if any(snap["events_counted"] < 30 for snap in snapshots.values()):
         await _explain_missing(redis_client, settings, customers)
@@ -108,8 +106,7 @@ async def test_three_workers_one_killed_one_added_under_load_count_every_custome
 async def _explain_missing(redis: Redis, settings: CommonSettings, customers: list[str]) -> None:
     """The events on the log that no customer state counted, as runs of offsets per partition, in an
     expected failure (the known defect: nothing counted twice, whole runs of records never counted)."""
-    states = {c: stored_values.loads(r) for c, r in
-              zip(customers, await redis.mget([settings.keys.state(c) for c in customers]), strict=True)}
+    states = await stored_states(redis, settings, customers)
     seen = {key.rsplit("/", 1)[1] for state in states.values() for key in state["seen"]}
     by_partition: dict[int, list[tuple[int, bool]]] = defaultdict(list)
     for record in await read_topic(settings.kafka_bootstrap_servers, settings.events_topic):
@@ -159,9 +156,8 @@ async def _wait_offsets_at_end(redis: Redis, settings: CommonSettings, group: st
     """partition -> records processed (stored offset + 1), once they add up to `total`."""
 
     async def at_end() -> dict[int, int] | None:
-        stored = await redis.hgetall(settings.keys.offsets(group))
-        done = {int(tp.rsplit("/", 1)[1]): int(offset) + 1 for tp, offset in stored.items()
-                if tp.rsplit("/", 1)[0] == settings.events_topic}
+        stored = await stored_offsets(redis, settings, group, settings.events_topic)
+        done = {partition: offset + 1 for partition, offset in stored.items()}
         return done if sum(done.values()) >= total else None
 
     return await wait_until(at_end, 150, "every partition's stored offset at its end")

@@ -30,9 +30,9 @@ from redis.asyncio import Redis
 
 from fatigue.embedded import EmbeddedStack
 from fatigue.kafka_cluster import KafkaCluster
-from services import stored_values
 from services.settings import CommonSettings
 from tests.helpers import over_contacted, produce_events, service_process, wait_until
+from tests.kafka.helpers import stored_snapshots
 
 pytestmark = pytest.mark.apache_kafka
 
@@ -94,11 +94,9 @@ async def test_a_scorer_with_the_production_group_timeouts_joins_and_scores_on_a
     env = {**kafka_env, "FATIGUE_SCORER_APP_ID": f"scorer-{unique}", "FATIGUE_WEB_PORT": "0",
            "FATIGUE_DATA_DIR": str(tmp_path / "scorer")}
     await produce_events(kafka_settings, over_contacted("defaults"))
-    key = kafka_settings.keys.snapshot("defaults")
 
     async def throttled() -> dict | None:
-        raw = await redis_client.get(key)
-        snap = stored_values.loads(raw) if raw else None
+        snap = (await stored_snapshots(redis_client, kafka_settings, ["defaults"])).get("defaults")
         return snap if snap and snap["status"] == "throttled" else None
 
     with service_process("scorer", env, tmp_path):
