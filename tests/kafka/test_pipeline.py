@@ -276,11 +276,14 @@ async def _wait_all_counted(redis: Redis, settings: CommonSettings, customers: l
 
 async def _throttle_actions(settings: CommonSettings, customers: list[str]) -> dict[str, str]:
     """action_id -> customer of every throttle of `customers` on the actions topic (repeats of one
-    action_id are one)."""
-    records = await read_topic(settings.kafka_bootstrap_servers, settings.actions_topic)
-    found = {}
-    for record in records:
-        action = json.loads(record.value)
-        if action["type"] == ACTION_THROTTLE and action["customer_id"] in customers:
-            found[action["action_id"]] = action["customer_id"]
-    return found
+    action_id are one), once every customer has one."""
+
+    async def every_customer() -> dict[str, str] | None:
+        found = {}
+        for record in await read_topic(settings.kafka_bootstrap_servers, settings.actions_topic):
+            action = json.loads(record.value)
+            if action["type"] == ACTION_THROTTLE and action["customer_id"] in customers:
+                found[action["action_id"]] = action["customer_id"]
+        return found if set(found.values()) == set(customers) else None
+
+    return await wait_until(every_customer, 60, "a throttle action for every customer on the actions topic")
