@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev build-core up demo test lint bench bench-quick bench-extra bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
+.PHONY: help install dev build-core up demo test test-kafka kafka lint bench bench-quick bench-extra bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -24,6 +24,12 @@ demo: install  ## run everything plus the synthetic demo stream
 
 test: dev  ## the whole test suite (real broker and Redis started by fixtures)
 	.venv/bin/pytest
+
+kafka:  ## fetch Apache Kafka's broker jars from Maven Central (pinned, checksummed, cached; --dev does it too)
+	bash deploy/fetch-kafka.sh
+
+test-kafka: dev  ## only the Apache Kafka tier (tests/kafka/): a three-node KRaft cluster started by a fixture
+	.venv/bin/pytest -m apache_kafka
 
 lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .

