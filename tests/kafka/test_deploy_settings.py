@@ -25,6 +25,7 @@ from fatigue.kafka_cluster import TEST_TUNING, NodeAddress, cluster_settings, ka
 from services.kafka import topic_specs
 from services.policy.model import default_policy
 from services.settings import CommonSettings
+from tests.helpers import wait_until
 from tests.kafka.helpers import partitions_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -110,13 +111,19 @@ async def test_topics_made_on_apache_kafka_have_those_settings(kafka_settings: C
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        described = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        async def described() -> dict[str, dict[str, str]] | None:
+            """Every topic's configs, once the broker asked knows them all (a topic created a moment ago
+            is answered with an error and no entries by a broker its metadata has not reached yet)."""
+            answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+            found = {name: {entry[0]: entry[1] for entry in entries}
+                     for response in answers for (error, _m, _t, name, entries) in response.resources if not error}
+            return found if all(found.get(t) for t in topics) else None
+
+        configs = await wait_until(described, 30, "the topics' configs")
         replicas = {t["topic"]: {len(p["replicas"]) for p in t["partitions"]}
                     for t in await admin.describe_topics(topics)}
     finally:
         await admin.close()
-    configs = {name: {entry[0]: entry[1] for entry in entries}
-               for response in described for (_e, _m, _t, name, entries) in response.resources}
     policy = default_policy()
     assert int(configs[settings.events_topic]["retention.ms"]) >= policy.retention_ms + policy.grace_ms
     assert configs[settings.profiles_topic]["cleanup.policy"] == "compact"
