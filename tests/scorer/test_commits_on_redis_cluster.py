@@ -18,7 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from scorer.clock import ManualClock
 from scorer.decoding import Record
-from scorer.partition_store import RedisPartitionStore
+from scorer.partition_store import PartitionChanges, RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
 from services.contract import EventEnvelope, EventIn, encode
@@ -106,3 +106,25 @@ async def test_a_new_owner_does_not_start_from_a_commit_no_replica_acknowledged(
         assert after.owned() == []
     owned = await after.assign([0])
     assert owned[0].offsets == {EVENTS: 1}
+
+
+async def test_a_commit_whose_connection_broke_is_not_taken_as_replicated(
+        redis_cluster: RedisClusterProcesses, cluster_client: RedisClient, unique: str) -> None:
+    """A commit sent on a connection the primary had closed (a network cut, a restart): redis-py sends
+    it again, and its WAIT must go with it to that primary, on the same connection — not to another
+    node, whose own replicas would answer for a write they never saw."""
+    keys = RedisKeys(f"t{unique}:", cluster=True)
+    await cluster_client.initialize()
+    default = cluster_client.get_default_node()
+    partition = next(p for p in range(16) if cluster_client.get_node_from_key(keys.partition(p).epoch()) != default)
+    store = RedisPartitionStore(cluster_client, keys, wait_replicas=1, wait_timeout_ms=WAIT_TIMEOUT_MS)
+    claim = await store.claim(partition)
+    await store.commit(partition, claim.epoch, PartitionChanges(offsets={EVENTS: 0}))
+    primary = redis_cluster.primary_of(keys.partition(partition).epoch())
+    replica = replica_of_partition(redis_cluster, keys, partition)
+    with redis_cluster.paused(replica):
+        primary.client().client_kill_filter(_type="normal", skipme=True)  # the store's connections closed
+        with pytest.raises(StoreUnavailable):
+            await store.commit(partition, claim.epoch, PartitionChanges(offsets={EVENTS: 1}))
+    # unknown outcome (sent or not before the connection failed): read again, as a replica holds it
+    assert await store.offsets(partition, claim.epoch) in ({EVENTS: 0}, {EVENTS: 1})
