@@ -10,7 +10,8 @@ slots goes through the helpers here (`slot_groups`, `eval_each`, `mget_many`).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
@@ -21,6 +22,7 @@ from redis.asyncio.connection import parse_url
 from redis.exceptions import (
     AskError,
     ClusterDownError,
+    ConnectionError,
     RedisClusterException,
     RedisError,
     TryAgainError,
@@ -79,12 +81,30 @@ class _Cluster(RedisCluster):
     """redis-py's asyncio RedisCluster, which reads the slot map before the first command of any
     task goes out. redis-py 8.1 routes commands that start before its first `initialize()` finished
     without a slot map; several at once (a burst of requests on a fresh client) then broke its
-    connections (AttributeError, not a RedisError). Here they all wait for the one initialization."""
+    connections (AttributeError, not a RedisError). Here they all wait for the one initialization.
+
+    During a failover redis-py's retry of one command closes every connection of the client (`aclose`);
+    another task's command that was using one then fails with AttributeError (its writer gone) or
+    RuntimeError (uvloop: the transport closed): here that is the connection error it is
+    (`closed_under`), so the API answers 503 (or skips de-duplication), never 500."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()  # under redis-py's own lock: one initialization, the others wait
-        return await super().execute_command(*args, **kwargs)
+        with closed_under():
+            return await super().execute_command(*args, **kwargs)
+
+
+@contextmanager
+def closed_under() -> Iterator[None]:
+    """Turn what redis-py 8.1 raises for a connection closed under a command by another task's retry
+    during a failover (AttributeError; uvloop's RuntimeError on a closed transport) into the
+    ConnectionError it is, an outage like any other. Seen in tests/e2e/test_pipeline_on_redis_cluster.py
+    as a 500 of `POST /v1/events`, once after Kafka had the events (confirming their de-duplication)."""
+    try:
+        yield
+    except (AttributeError, RuntimeError) as exc:
+        raise ConnectionError(f"a Redis connection was closed while in use ({exc})") from exc
 
 
 def make_redis(settings: CommonSettings) -> RedisClient:
@@ -168,7 +188,8 @@ async def eval_each(client: RedisClient, script: str,
                 pipe.eval(script, len(keys), *keys, *args)
             if replicas:  # one Redis: a pipeline (and redis-py's retry of it) is one connection
                 pipe.execute_command("WAIT", replicas, timeout_ms)
-            replies = list(await pipe.execute())
+            with closed_under():
+                replies = list(await pipe.execute())
     acknowledged = [int(n) for n in replies[len(calls):]]
     if any(n < replicas for n in acknowledged):
         raise NotReplicated(f"{min(acknowledged)} of {replicas} Redis replicas acknowledged the writes "
@@ -211,7 +232,8 @@ async def _eval_and_wait_per_node(client: RedisCluster, script: str,
         waits.append(commands[-1].result)
 
     try:
-        await asyncio.gather(*(run(node, indexes) for node, indexes in by_node.values()))
+        with closed_under():
+            await asyncio.gather(*(run(node, indexes) for node, indexes in by_node.values()))
     except (*RedisCluster.ERRORS_ALLOW_RETRY, AskError, TryAgainError):
         await client.aclose()  # the slot map is read again before the next command
         raise
