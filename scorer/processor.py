@@ -226,7 +226,7 @@ class Processor:
         from the store. A failing attempt thus leaves nothing half-applied behind. After a commit whose
         outcome is unknown, the partition's cached states and offsets are read again from the store."""
         if owned.offsets_unsure:
-            owned.offsets = await self._store.offsets(owned.partition)
+            owned.offsets = await self._store.offsets(owned.partition, owned.epoch)
             self._cache.forget_partition(owned.partition)
             owned.offsets_unsure = False
         loaded = Loaded()
