@@ -40,7 +40,7 @@ import httpx
 import pytest
 
 from fatigue.embedded import EmbeddedStack, free_port
-from scorer.core.state import CustomerState
+from scorer.core.state_codec import decode_state
 from scorer.lists import list_entry_of
 from services.kafka import ensure_topics
 from services.names import ACTION_RE_ENGAGE, ACTION_THROTTLE, CUSTOMER_LISTS
@@ -287,7 +287,7 @@ async def assert_lists_agree_with_states(p: Pipeline, client: httpx.AsyncClient,
     states = await reader.states([(c, partition_of(c, PARTITIONS)) for c in sorted(customers)])
     by_state: dict[str, set[str]] = {name: set() for name in CUSTOMER_LISTS}
     for customer, doc in states.items():
-        entry = list_entry_of(CustomerState.from_json(doc))
+        entry = list_entry_of(decode_state(doc))
         if entry is not None:
             by_state[entry.name].add(customer)
     for name in CUSTOMER_LISTS:

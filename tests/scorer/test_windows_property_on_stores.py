@@ -28,6 +28,7 @@ from scorer.partition_store import MemoryPartitionStore, PartitionStore, RedisPa
 from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
 from scorer.state_cache import StateCache
+from scorer.state_values import state_of_value
 from services.contract import EventEnvelope, EventIn, encode, from_ms
 from services.deadletter import MemoryDeadLetterSink
 from services.durations import DAY_MS
@@ -35,7 +36,6 @@ from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.partitions import partition_of
 from services.policy.model import default_policy
-from services.stored_values import loads
 from tests.conftest import RedisTarget
 
 POLICY = default_policy()
@@ -103,7 +103,7 @@ def check_windows(states: dict[str, CustomerState], raw: list[Raw]) -> None:
 async def test_stored_windows_equal_a_recount_in_memory(raw: list[Raw], data: st.DataObject) -> None:
     store = MemoryPartitionStore()
     await run_live(store, raw, stream_of(raw, data)[1])
-    states = {c: CustomerState.from_json(loads(s)) for p in store.partitions.values() for c, s in p.states.items()}
+    states = {c: state_of_value(s) for p in store.partitions.values() for c, s in p.states.items()}
     check_windows(states, raw)
 
 
@@ -119,5 +119,5 @@ async def test_stored_windows_equal_a_recount_in_redis(raw: list[Raw], data: st.
     states = {}
     for partition in range(PARTITIONS):
         stored = await redis_target.client.hgetall(keys.partition(partition).states())
-        states |= {c: CustomerState.from_json(loads(s)) for c, s in stored.items()}
+        states |= {c: state_of_value(s) for c, s in stored.items()}
     check_windows(states, raw)
