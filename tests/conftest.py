@@ -5,6 +5,11 @@ Integration tests ask for `stack` (or `redis_client`, `common_settings`); unit t
 nothing and need no infrastructure. Each test gets its own topic prefix / Redis prefix / group ids
 so tests never see each other's data on the shared session broker. A store test that must hold on
 one Redis and on a Cluster asks for `redis_target` (parametrized: `single`, `cluster`).
+
+The suite runs on several pytest-xdist workers (pyproject's addopts: `-n 4 --dist loadgroup`; most of
+its time is spent waiting on brokers, children and timers, not on the two cores): each worker has its
+own session fixtures, a test file runs whole on one worker, and the Apache Kafka tier (tests/kafka/)
+is one group, so one worker starts its three brokers. `-n 0` runs everything in this process.
 """
 
 from __future__ import annotations
@@ -24,6 +29,17 @@ from services.names import RedisKeys
 from services.redisio import RedisClient, make_redis_for
 from services.settings import CommonSettings
 from tests.redis_cluster import RedisClusterProcesses, start_cluster, unsupported
+
+TESTS = Path(__file__).resolve().parent
+APACHE_KAFKA_TIER = TESTS / "kafka"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """One xdist group per test file (its module fixtures start once), the Apache Kafka tier one group
+    (its package-scoped three-broker cluster starts once, on one worker)."""
+    for item in items:
+        group = "apache-kafka" if APACHE_KAFKA_TIER in item.path.parents else str(item.path.relative_to(TESTS))
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.fixture(scope="session")

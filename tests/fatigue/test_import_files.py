@@ -213,6 +213,14 @@ async def test_a_batch_redis_does_not_claim_is_not_stored(infra_env: dict[str, s
 
 
 @pytest.mark.integration
+def stacks_of(pid: int) -> str:
+    """Every thread's Python stack of a running process (py-spy, a dev dependency), for a failure message."""
+    py_spy = Path(sys.executable).with_name("py-spy")
+    done = subprocess.run([str(py_spy), "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=30,
+                          check=False)
+    return done.stdout + done.stderr
+
+
 def test_ctrl_c_before_the_first_batch_names_no_checkpoint(tmp_path: Path, infra_env: dict[str, str]) -> None:
     """Before: "stored batches are in .fatigue-import.checkpoint; run again with --resume", a file
     never written."""
@@ -229,7 +237,10 @@ def test_ctrl_c_before_the_first_batch_names_no_checkpoint(tmp_path: Path, infra
             time.sleep(0.1)
         time.sleep(1.0)  # connected; now waiting on the rate limit
         proc.send_signal(signal.SIGINT)
-        code = proc.wait(timeout=30)
+        try:
+            code = proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:  # seen once in a full run, never alone: say where it waits
+            pytest.fail(f"still running 30 s after SIGINT:\n{log_path.read_text()}\n{stacks_of(proc.pid)}")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -76,8 +76,8 @@ def test_the_suite_runs_the_compiled_core() -> None:
 @pytest.mark.skipif(PURE_RUN, reason="this is the pure-Python run")
 def test_the_core_tests_pass_on_the_pure_python_core() -> None:
     env = {**os.environ, PURE_ENV: "1"}
-    done = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q", "-x", *CORE_TESTS],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=880, check=False)
+    command = [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-n", "0", "-q", "-x", *CORE_TESTS]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=880, check=False)
     tail = done.stdout[-3000:] + done.stderr[-2000:]
     assert done.returncode == 0, tail
     passed = re.search(r"(\d+) passed", done.stdout)
