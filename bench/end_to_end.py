@@ -3,7 +3,8 @@
 The whole stack as `fatigue up` runs it (API, scorer, notifier processes, bench/procs.py) on the
 suite's broker and Redis, a webhook receiver (aiohttp) in this process subscribed through the API.
 After a warm-up alert (groups joined), each round posts 13 touches of a new customer in one
-request (it trips the throttle) and measures, from just before the POST:
+request (it trips the throttle; they happened in the last 13 seconds, so they are live events, not
+history the scorer tells after its settle) and measures, from just before the POST:
 
 - event -> snapshot: until the customer's snapshot in Redis counts all 13 events (polled every 2 ms);
 - event -> webhook: until the receiver holds the customer's `fatigue.throttle`.
@@ -43,9 +44,13 @@ BACKGROUND_BATCH = 10
 
 
 def touches(customer: str) -> list[dict[str, str]]:
+    """13 touches of the last 13 seconds: live events (younger than FATIGUE_TIMER_SETTLE_S when processed),
+    over the frequency cap, so the batch that counts them tells the throttle at once. Older ones would be
+    history, told by the customer's timer after the settle (30 s): the settle would be timed, not the path."""
     now = datetime.now(UTC)
     return [{"event_id": f"{customer}-{i}", "type": "touch", "customer_id": customer, "channel": "email",
-             "kind": "promo", "occurred_at": (now - timedelta(days=29 - 2 * i)).isoformat()} for i in range(TOUCHES)]
+             "kind": "promo", "occurred_at": (now - timedelta(seconds=TOUCHES - i)).isoformat()}
+            for i in range(TOUCHES)]
 
 
 class Receiver:
