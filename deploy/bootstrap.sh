@@ -75,6 +75,6 @@ if [ "$dev" = 1 ]; then
   [ -x .venv-quix/bin/python ] || { echo "bootstrap: creating .venv-quix"; "$python_bin" -m venv .venv-quix; }
   .venv-quix/bin/python -m pip install -q -c bench/quix-constraints.txt quixstreams 2>&1 \
     | grep -v "^WARNING: Location" || true
-  .venv-quix/bin/python -W ignore -c 'import quixstreams' || { echo "bootstrap: quixstreams incomplete" >&2; exit 1; }
+  .venv-quix/bin/python -c 'import quixstreams' 2>/dev/null || { echo "bootstrap: quixstreams incomplete" >&2; exit 1; }
 fi
 echo "bootstrap: ready (.venv)"
