@@ -1,7 +1,7 @@
 # Developer shortcuts. The README's two commands do not need make.
 PY := .venv/bin/python
 
-.PHONY: help install dev up demo test lint bench bench-quick bench-extra bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
+.PHONY: help install dev build-core up demo test test-kafka kafka lint bench bench-quick bench-extra bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import dictionary runbooks
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -12,6 +12,10 @@ install:  ## create .venv with the service's packages (and redis-server if missi
 dev:  ## .venv with test and lint tools too
 	bash deploy/bootstrap.sh --dev
 
+build-core:  ## recompile the core after editing scorer/core/ (in .venv from make dev; FATIGUE_COMPILE=0: pure Python)
+	$(PY) setup.py -q build_ext --inplace
+	@$(PY) -c 'from scorer.core.implementation import describe; print(describe())'
+
 up: install  ## run everything on the embedded broker and Redis
 	.venv/bin/fatigue up
 
@@ -20,6 +24,12 @@ demo: install  ## run everything plus the synthetic demo stream
 
 test: dev  ## the whole test suite (real broker and Redis started by fixtures)
 	.venv/bin/pytest
+
+kafka:  ## fetch Apache Kafka's broker jars from Maven Central (pinned, checksummed, cached; --dev does it too)
+	bash deploy/fetch-kafka.sh
+
+test-kafka: dev  ## only the Apache Kafka tier (tests/kafka/): a three-node KRaft cluster started by a fixture
+	.venv/bin/pytest -m apache_kafka
 
 lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
@@ -33,7 +43,7 @@ bench-quick: dev  ## the suite at reduced sizes (a few minutes): run it for ever
 
 bench-extra: bench-core bench-decode bench-decision bench-latency bench-delivery bench-backtest bench-import  ## the standalone benchmarks
 
-bench-core: dev  ## pure core: events/s on one core, bytes of state per customer (100k customers)
+bench-core: dev  ## the core alone, compiled and pure Python: events/s on one core, bytes of state per customer
 	$(PY) -m bench.core_throughput --customers 100000 --events 200000 --runs 5
 
 bench-decode: dev  ## the scorer's record decoding: µs per record, pydantic alone vs the msgspec fast path

@@ -1,7 +1,10 @@
 """Section 2: the pure core and the Processor without I/O, on the same events (the cost of the edge).
 
 - pure core: the events decoded once up front, then `engine.apply_event` per event on states in
-  a dict, with the clock passed in: what the decision logic itself costs.
+  a dict, with the clock passed in: what the decision logic itself costs. In this process (the core
+  as installed: compiled with mypyc where the build could), and each implementation in a child
+  process in turns on the same events — compiled, and pure Python (`FATIGUE_PURE_CORE=1`) — for
+  their ratio (bench/core_throughput.py).
 - Processor without I/O: `scorer.processor.Processor` as the scorer builds it (default policy,
   fetches of `ScorerSettings().batch_max_events` records in topic order, each processed partition by
   partition as scorer/consumer.py does), but on the in-memory partition store
@@ -10,22 +13,23 @@
   publisher and dead-letter sink. Everything the edge does per batch is in it (decoding the envelopes,
   the core, decision views, due times, serialising), only the network is not.
 
-The pure core's figure says which core ran: extension modules of scorer/core where the build
-compiled them (the mypyc build option), else pure Python (`core_build`).
-
 The events are section 1's generator (`bench.dataset`, 10 events per customer over 30 days).
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Awaitable, Callable
 
 from prometheus_client import CollectorRegistry
 
-from bench.core_throughput import run_once
+from bench.core_throughput import COMPILED, PURE, measure_in_child, run_once, write_events
 from bench.dataset import Dataset
 from bench.harness import Contender, Context, Figure, Sample, interleave, relate
 from scorer.clock import ManualClock
+from scorer.core import engine
+from scorer.core.implementation import is_compiled
 from scorer.core.state import ContactEvent
 from scorer.decoding import Record, decode
 from scorer.partition_store import MemoryPartitionStore
@@ -92,20 +96,6 @@ async def run_processor(records: list[Record], now_ms: int, batch: int) -> Sampl
     return Sample(len(records) / elapsed, {"cpu_us_per_event": (time.process_time() - cpu) / len(records) * 1e6})
 
 
-def core_build() -> str:
-    """Which core this process runs: compiled modules of scorer/core (extension modules), or pure Python."""
-    import importlib
-    import pkgutil
-
-    import scorer.core
-
-    names = [m.name for m in pkgutil.iter_modules(scorer.core.__path__, "scorer.core.")]
-    compiled = [n for n in names if not str(importlib.import_module(n).__file__ or "").endswith(".py")]
-    if compiled:
-        return f"compiled modules: {', '.join(n.rsplit('.', 1)[1] for n in compiled)}"
-    return "pure Python: no compiled module of scorer/core is importable in this build"
-
-
 async def run(ctx: Context) -> list[Figure]:
     events = ctx.size("edge_events")
     data = Dataset.make(events, max(1, events // 10), 6, seed=11)
@@ -124,11 +114,26 @@ async def run(ctx: Context) -> list[Figure]:
     async def processor() -> Sample:
         return await run_processor(records, now_ms, batch)
 
+    path = ctx.workdir / "core-events.json"
+    write_events(core_events, path)
+
+    def in_child(implementation: str) -> Callable[[], Awaitable[Sample]]:
+        async def run_child() -> Sample:
+            found = await asyncio.to_thread(measure_in_child, path, implementation, now_ms=now_ms)
+            return Sample(found["rates"][0], {"cpu_us_per_event": found["cpu_us_per_event"][0]})
+        return run_child
+
+    installed = COMPILED if is_compiled(engine) else PURE
     figures = await interleave([
         Contender(SECTION, "pure core: engine.apply_event", "events/s", core, short="pure core",
-                  note=core_build()),
+                  note=f"the core as installed: {installed}"),
         Contender(SECTION, "Processor without I/O (memory store, same stored values)", "events/s", processor,
                   target=">= 50% of the pure core"),
+        Contender(SECTION, "core compiled (mypyc), child process", "events/s", in_child(COMPILED),
+                  target=">= 2x the pure-Python core"),
+        Contender(SECTION, "core pure Python (FATIGUE_PURE_CORE=1), child process", "events/s", in_child(PURE),
+                  short="pure-Python core"),
     ], ctx.rounds, say=ctx.say)
     relate(figures[1], figures[0])
+    relate(figures[2], figures[3])
     return figures

@@ -31,9 +31,9 @@ from bench.dataset import create_topics, delete_prefix
 from bench.harness import Context, Figure, Sample, load_1m, median, percentile, single
 from bench.procs import Child, service, stop_all
 from fatigue.embedded import free_port
+from scorer.state_values import state_of_value
 from services.names import RedisKeys
 from services.partitions import partition_of
-from services.snapshots import parse_snapshot
 
 SECTION = "5 end to end"
 LAST_HOOK_LOAD_P99_MS = 282
@@ -113,7 +113,7 @@ class Stack:
         while customer not in self.receiver.arrivals or snapshot_at is None:
             if snapshot_at is None:
                 raw = await self.redis.hget(key, customer)
-                if raw and parse_snapshot(raw).get("events_counted", 0) >= TOUCHES:
+                if raw and state_of_value(raw).events_counted >= TOUCHES:
                     snapshot_at = time.monotonic()
             if time.monotonic() - started > timeout_s:
                 dead = [c.name for c in self.children if not c.alive()]

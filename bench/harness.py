@@ -236,6 +236,8 @@ class Context:
     say: Callable[[str], None] = print
     profile: bool = False
     """Record py-spy profiles of the scorer catching up and of the API under load (bench/results/profiles/)."""
+    apache_kafka: str | None = None
+    """An Apache Kafka to run section 1k on (`--apache-kafka`); None: the section starts its own."""
     run_id: str = field(default_factory=lambda: f"{int(time.time()) % 1_000_000:06d}")
 
     def size(self, name: str) -> Any:

@@ -66,9 +66,13 @@ def quix_python() -> str:
 
 
 def scorer_env(ctx: Context, topic_prefix: str, redis_prefix: str, app_id: str, partitions: int,
-               workdir: Path, redis_url: str | None = None) -> dict[str, str]:
+               workdir: Path, redis_url: str | None = None,
+               service_env: dict[str, str] = EMBEDDED_ENV) -> dict[str, str]:
+    """The scorer's environment; `redis_url`: another Redis than the suite's (a Cluster); `service_env`:
+    what the broker needs (EMBEDDED_ENV: what `fatigue up` sets for Tansu; bench/stream_kafka.py: Apache
+    Kafka's)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FATIGUE_")}
-    env.update(EMBEDDED_ENV)
+    env.update(service_env)
     env.update({
         "KAFKA_BOOTSTRAP_SERVERS": ctx.bootstrap, "REDIS_URL": redis_url or ctx.redis_url,
         "FATIGUE_TOPIC_PREFIX": topic_prefix,
@@ -115,8 +119,10 @@ async def wait_progress(progress: OffsetProgress, target: int, deadline_s: float
 
 
 class StreamBench:
-    def __init__(self, ctx: Context, data: Dataset, topic_prefix: str, warmup: float) -> None:
+    def __init__(self, ctx: Context, data: Dataset, topic_prefix: str, warmup: float,
+                 service_env: dict[str, str] = EMBEDDED_ENV) -> None:
         self.ctx = ctx
+        self.service_env = service_env
         self.data = data
         self.topic_prefix = topic_prefix
         self.events_topic = topic(topic_prefix, EVENTS_TOPIC)
@@ -167,7 +173,7 @@ class StreamBench:
         redis_prefix = f"bench:{name}:"
         redis = self.redis if cluster is None else self._cluster_client(cluster)
         env = scorer_env(self.ctx, self.topic_prefix, redis_prefix, name, self.data.partitions, workdir,
-                         redis_url=cluster.url if cluster else None)
+                         redis_url=cluster.url if cluster else None, service_env=self.service_env)
         progress = OffsetProgress(redis, redis_prefix, name, self.events_topic, self.data.partitions,
                                   cluster=cluster is not None)
         before = await command_stats(self.redis) if cluster is None else {}
@@ -337,25 +343,35 @@ async def sample_sizes(redis: Redis, keys: RedisKeys, customers: int, sample: in
 
 async def run(ctx: Context) -> list[Figure]:
     """Section 1 figures (plus the scorer's Redis costs for section 7 and sizes for section 6)."""
+    quix_python()  # before anything runs: say at once how to make the peers' environment
+    bench, figures = await run_contenders(ctx, SECTION, EMBEDDED_ENV, full=True)
+    customers, events = ctx.size("stream_customers"), ctx.size("stream_events")
+    return figures + _redis_figures(bench) + _size_figures(bench, customers, events)
+
+
+async def run_contenders(ctx: Context, section: str, service_env: dict[str, str], *,
+                         full: bool) -> tuple[StreamBench, list[Figure]]:
+    """The contenders on `ctx.bootstrap`, interleaved; figures under `section`. `full`: the quixstreams
+    peers and the scorer on a Redis Cluster too (section 1; section 1k runs the Faust peers and the
+    scorer on one Redis)."""
     events, customers, partitions = ctx.size("stream_events"), ctx.size("stream_customers"), 6
     say = ctx.say
-    say(f"  section 1: {events:,} events of {customers:,} customers over 30 days, {partitions} partitions")
+    say(f"  {section}: {events:,} events of {customers:,} customers over 30 days, {partitions} partitions")
     data = Dataset.make(events, customers, partitions, seed=11)
     topic_prefix = f"bench{ctx.run_id}s."
     await create_topics(ctx.bootstrap, topic_prefix, partitions)
     started = time.monotonic()
     await produce(ctx.bootstrap, topic(topic_prefix, EVENTS_TOPIC), data.records)
     say(f"    produced {len(data):,} events in {time.monotonic() - started:.1f} s")
-    quix_python()  # before anything runs: say at once how to make the peers' environment
-    cluster = await _start_cluster(ctx)
-    bench = StreamBench(ctx, data, topic_prefix, warmup=ctx.size("warmup"))
+    cluster = await _start_cluster(ctx) if full else None
+    bench = StreamBench(ctx, data, topic_prefix, warmup=ctx.size("warmup"), service_env=service_env)
     try:
-        figures = await _contend(ctx, bench, cluster)
+        figures = await _contend(ctx, bench, section, cluster, quix=full)
     finally:
         await bench.close()
         if cluster is not None:
             await asyncio.to_thread(cluster.stop)
-    return figures + _redis_figures(bench) + _size_figures(bench, customers, events)
+    return bench, figures
 
 
 async def _start_cluster(ctx: Context) -> RedisClusterProcesses | None:
@@ -372,19 +388,26 @@ async def _start_cluster(ctx: Context) -> RedisClusterProcesses | None:
 SCORER_TARGET = ">= 4x naive peer and >= 2x quixstreams window"
 
 
-async def _contend(ctx: Context, bench: StreamBench, cluster: RedisClusterProcesses | None) -> list[Figure]:
+async def _contend(ctx: Context, bench: StreamBench, section: str, cluster: RedisClusterProcesses | None, *,
+                   quix: bool) -> list[Figure]:
     def c(name: str, short: str, run: Callable[[], Awaitable[Sample]], **kw: str) -> Contender:
-        return Contender(SECTION, name, "events/s", run, short=short, **kw)
+        return Contender(section, name, "events/s", run, short=short, **kw)
 
     contenders = [
         c("ceiling: raw aiokafka getmany + JSON decode", "ceiling", lambda: bench.peer("ceiling")),
         c("bare Faust agent, no work", "bare Faust", lambda: bench.peer("bare")),
         c("naive Faust agent, count per customer in a Table", "naive peer", lambda: bench.peer("naive")),
-        c("quixstreams: State-API count per customer (RocksDB, changelog)", "quixstreams count",
-          lambda: bench.peer("quix-count")),
-        c("quixstreams: 30-day sliding-window count per customer (RocksDB, changelog)", "quixstreams window",
-          lambda: bench.peer("quix-window")),
-        c("our scorer, 1 worker process", "1 process", lambda: bench.scorer(1), target=SCORER_TARGET),
+    ]
+    if quix:
+        contenders += [
+            c("quixstreams: State-API count per customer (RocksDB, changelog)", "quixstreams count",
+              lambda: bench.peer("quix-count")),
+            c("quixstreams: 30-day sliding-window count per customer (RocksDB, changelog)", "quixstreams window",
+              lambda: bench.peer("quix-window")),
+        ]
+    contenders += [
+        c("our scorer, 1 worker process", "1 process", lambda: bench.scorer(1),
+          target=SCORER_TARGET if quix else ">= 4x naive peer"),
         c("our scorer, 2 worker processes", "2 processes", lambda: bench.scorer(2), target=">= 1.7x one process"),
     ]
     if cluster is not None:
@@ -392,7 +415,7 @@ async def _contend(ctx: Context, bench: StreamBench, cluster: RedisClusterProces
                             "1 process on a Cluster", lambda: bench.scorer(1, cluster)))
     figures = await interleave(contenders, ctx.rounds, say=ctx.say)
     _relate_stream(figures)
-    if ctx.profile:
+    if ctx.profile and quix:
         from bench.stream_profile import profile_scorer
 
         await profile_scorer(ctx, bench)
@@ -404,11 +427,12 @@ def _relate_stream(figures: list[Figure]) -> None:
     processes against one, the Cluster run against one process on one Redis."""
     by = {f.short: f for f in figures}
     one = by["1 process"]
-    for peer in ("bare Faust", "naive peer", "quixstreams count", "quixstreams window"):
+    peers = [p for p in ("bare Faust", "naive peer", "quixstreams count", "quixstreams window") if p in by]
+    for peer in peers:
         relate(by[peer], by["ceiling"])
     relate(one, by["naive peer"])
     ratios = []
-    for peer in ("naive peer", "quixstreams window", "quixstreams count", "bare Faust"):
+    for peer in sorted(peers, key=("naive peer", "quixstreams window", "quixstreams count", "bare Faust").index):
         base = by[peer].value
         if base and base == base and one.value == one.value:
             ratios.append(f"{one.value / base:.2f}x {peer}")

@@ -1,12 +1,14 @@
 """The benchmark suite: every section on one embedded broker and Redis, one table, one JSON file.
 
-    python -m bench.suite [--quick | --tiny] [--only 1,3,...] [--rounds N] [--profile]
+    python -m bench.suite [--quick | --tiny] [--only 1,1k,3,...] [--rounds N] [--profile] [--apache-kafka HOST:PORT]
     make bench          # the full run (under 20 minutes on the 2-core development machine)
     make bench-quick    # reduced sizes, a few minutes: for every change to a hot path
 
 Sections (see docs/performance.md for what each measures and the figures of the last runs):
 1 stream (ceiling, bare Faust, naive Faust Table peer, quixstreams count and 30-day sliding window
   peers, our scorer with 1 and 2 processes, and with 1 on a Redis Cluster),
+1k section 1's Faust peers and scorer on Apache Kafka itself (one KRaft node; skipped, saying why,
+   without Java 17 or the jars deploy/fetch-kafka.sh fetches),
 2 core and edge (the pure core and the Processor without I/O on the same events),
 3 ingest (POST /v1/events batches of 1 and 100 vs raw produce, open-loop latency, `fatigue import`),
 4 decision API (max rate and open-loop latency, with the load generator's own ceiling),
@@ -44,6 +46,9 @@ SIZES: dict[str, dict[str, Any]] = {
         "decision_customers": 10_000, "import_events": 100_000,
         "e2e_rounds": 25, "e2e_background": 1000,
         "state_customers": 100_000, "state_events_per_customer": 1, "restart_events": 2_000,
+        # Section 1k: half of section 1's events (10 per customer as there), 2 rounds: section 1 itself
+        # takes about half of the suite's 12-14 minutes, and all of it must stay under 20.
+        "apache_kafka_stream_events": 30_000, "apache_kafka_stream_customers": 3_000, "apache_kafka_rounds": 2,
     },
     "quick": {
         "rounds": 2, "warmup": 0.1,
@@ -53,6 +58,7 @@ SIZES: dict[str, dict[str, Any]] = {
         "decision_customers": 2_000, "import_events": 20_000,
         "e2e_rounds": 10, "e2e_background": 1000,
         "state_customers": 10_000, "state_events_per_customer": 1, "restart_events": 500,
+        "apache_kafka_stream_events": 20_000, "apache_kafka_stream_customers": 2_000, "apache_kafka_rounds": 2,
     },
     "tiny": {  # the smoke test (tests/bench): every code path, no meaningful figure
         "rounds": 1, "warmup": 0.1,
@@ -62,12 +68,13 @@ SIZES: dict[str, dict[str, Any]] = {
         "decision_customers": 50, "import_events": 300,
         "e2e_rounds": 2, "e2e_background": 100,
         "state_customers": 200, "state_events_per_customer": 1, "restart_events": 50,
+        "apache_kafka_stream_events": 600, "apache_kafka_stream_customers": 60, "apache_kafka_rounds": 1,
     },
 }
 
 
-SECTIONS = {"1": "bench.stream", "2": "bench.edge", "3": "bench.ingest_api", "4": "bench.decision_api",
-            "5": "bench.end_to_end", "6": "bench.state"}
+SECTIONS = {"1": "bench.stream", "1k": "bench.stream_kafka", "2": "bench.edge", "3": "bench.ingest_api",
+            "4": "bench.decision_api", "5": "bench.end_to_end", "6": "bench.state"}
 
 
 def section(key: str) -> Callable[[Context], Awaitable[list[Figure]]]:
@@ -88,12 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--quick", action="store_true", help="reduced sizes (a few minutes)")
     mode.add_argument("--tiny", action="store_true", help="smoke-test sizes (figures are meaningless)")
-    parser.add_argument("--only", default="1,2,3,4,5,6", help="comma-separated sections (default: all)")
+    parser.add_argument("--only", default="1,1k,2,3,4,5,6", help="comma-separated sections (default: all)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per section")
     parser.add_argument("--profile", action="store_true",
                         help="py-spy profiles of the scorer catching up (section 1) and of the API under load (3, 4)")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
+    parser.add_argument("--apache-kafka", default=None, help="section 1k on this Apache Kafka instead of starting one")
     parser.add_argument("--results", type=Path, default=None, help="directory for the JSON (default bench/results)")
     args = parser.parse_args(argv)
     name = "tiny" if args.tiny else "quick" if args.quick else "full"
@@ -115,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
             broker_pid = next(p.proc.pid for p in stack.processes if p.name == "kafka")
             redis_pid = next(p.proc.pid for p in stack.processes if p.name == "redis")
         ctx = Context(bootstrap, redis_url, workdir, sizes["rounds"], sizes, broker_pid, redis_pid,
-                      say=_say, profile=args.profile)
+                      say=_say, profile=args.profile, apache_kafka=args.apache_kafka)
         _say(f"benchmark suite ({name}), sections {', '.join(only)}, {sizes['rounds']} interleaved rounds; "
              f"work directory {workdir}")
         with contextlib.suppress(KeyboardInterrupt):

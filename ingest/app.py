@@ -28,6 +28,7 @@ from ingest.deps import NEEDS_ADMIN, NEEDS_INGEST, require_api_key, require_auth
 from ingest.errors import install_error_handlers
 from ingest.identity import IdentityMap
 from ingest.limits import BodySizeLimit
+from ingest.partition_check import PartitionCountCheck
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from ingest.routers import adapters, customers, deliveries, events, health, policy, profiles, subscriptions
@@ -82,6 +83,7 @@ def _build_stores(state: Any, settings: IngestSettings) -> None:
     state.policy_cache = PolicyCache(PolicySource(redis, settings.keys), file=settings.policy_file)
     state.customers = CustomerReader(redis, settings.keys, settings.partitions)
     state.lists = ListReader(redis, settings.keys, settings.partitions)
+    state.partition_check = PartitionCountCheck(redis, settings.keys, settings.partitions)
     state.dedup = DedupStore(redis, settings.keys, settings.dedup_ttl_s)
     state.accept = AcceptPath(state.publisher, state.dedup, topic=settings.events_topic,
                               max_future_skew_s=settings.max_future_skew_s,

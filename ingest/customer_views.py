@@ -11,16 +11,31 @@ from __future__ import annotations
 from typing import Any
 
 from scorer.core.state import CustomerState
+from scorer.core.state_codec import decode_state
 from scorer.core.views import snapshot
 from services.policy.model import Policy
 from services.snapshots import SnapshotUnreadable
 
 
-def explain(stored_state: dict[str, Any], customer_id: str, policy: Policy, now_ms: int) -> dict[str, Any]:
+def explain(payload: bytes, customer_id: str, policy: Policy, now_ms: int) -> dict[str, Any]:
     """The snapshot of GET /v1/customers/{id} (docs/api.md) as of `now_ms`, from the stored state's
-    JSON document; SnapshotUnreadable when the document is not a state this build reads."""
+    payload (services/snapshots.py `CustomerReader`); SnapshotUnreadable when it is not a state this
+    build reads."""
+    state = state_of(payload, customer_id)
     try:
-        state = CustomerState.from_json(stored_state)
         return snapshot(state, now_ms, policy)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         raise SnapshotUnreadable(customer_id, f"{type(exc).__name__}: {exc}") from exc
+
+
+def state_of(payload: bytes, customer_id: str) -> CustomerState:
+    """The stored state in its payload (any format version: scorer/core/state_codec.py)."""
+    try:
+        return decode_state(payload)
+    except ValueError as exc:
+        raise SnapshotUnreadable(customer_id, str(exc)) from exc
+
+
+def state_document(payload: bytes, customer_id: str) -> dict[str, Any]:
+    """The stored state as a JSON document (its fields by name), whatever format it is stored in."""
+    return state_of(payload, customer_id).to_json()

@@ -23,6 +23,7 @@ from ingest.auth import RateLimiter, match_api_key, retry_after_header
 from ingest.dedup import DedupStore
 from ingest.errors import ApiError
 from ingest.identity import IdentityMap
+from ingest.partition_check import PartitionCountCheck
 from ingest.policy_cache import PolicyCache
 from ingest.publisher import EventPublisher
 from services.apikeys import SCOPE_ADMIN, SCOPE_INGEST, SCOPE_READ, ApiKey, Rate
@@ -299,3 +300,10 @@ async def get_list_reader(request: Request) -> ListReader:
 
 
 ListReaderDep = Annotated[ListReader, Depends(get_list_reader)]
+
+
+async def get_partition_check(request: Request) -> PartitionCountCheck:
+    return request.app.state.partition_check  # type: ignore[no-any-return]
+
+
+PartitionCheckDep = Annotated[PartitionCountCheck, Depends(get_partition_check)]

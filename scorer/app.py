@@ -26,11 +26,13 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from scorer.clock import SystemClock
 from scorer.consumer import PartitionConsumer, make_consumer, until_done
+from scorer.core.implementation import describe as describe_core
 from scorer.dryrun import check_policy
 from scorer.health import Liveness
 from scorer.partition_store import Fenced, RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import PUBLISH_STAGE, KafkaActionPublisher
+from scorer.reroute import REROUTE_STAGE, KafkaRecordRouter, Rerouting
 from scorer.state_cache import StateCache
 from scorer.transport import faust_credentials
 from services.deadletter import KafkaDeadLetterSink
@@ -164,6 +166,7 @@ class Scorer:
         self.dead_letters = KafkaDeadLetterSink(settings, client_id="fatigue-scorer-dead-letters",
                                                 on_refused=self.metrics.count_refused_letter)
         self.publisher = KafkaActionPublisher(settings, self.dead_letters, on_refused=self._count_refused_action)
+        self.router = KafkaRecordRouter(settings, self.dead_letters, on_refused=self._count_refused_reroute)
         self.liveness = Liveness(stall_s=settings.stall_s, tick_interval_s=settings.tick_interval_s)
         self.exit_code = 0
         self.processor = Processor(
@@ -181,6 +184,8 @@ class Scorer:
             timer_settle_s=settings.timer_settle_s,
             encoder=ValueEncoder(settings.store_format),
             cache=StateCache(settings.state_cache_size),
+            rerouting=Rerouting(settings.partitions, self.router,
+                                lambda topic, n: self.metrics.rerouted.labels(topic=topic).inc(n)),
         )
         self.kafka_consumer: AIOKafkaConsumer | None = None
         self.partitions: PartitionConsumer | None = None
@@ -191,6 +196,10 @@ class Scorer:
     def _count_refused_action(self, error: RecordRefused) -> None:
         self.metrics.refused_records.labels(stage="scorer.actions", reason=error.reason).inc()
         self.metrics.dead_letters.labels(stage=PUBLISH_STAGE).inc()
+
+    def _count_refused_reroute(self, error: RecordRefused) -> None:
+        self.metrics.refused_records.labels(stage=REROUTE_STAGE, reason=error.reason).inc()
+        self.metrics.dead_letters.labels(stage=REROUTE_STAGE).inc()
 
     @property
     def policy(self) -> Policy:
@@ -339,6 +348,7 @@ class Scorer:
         if self.kafka_consumer is not None:
             await self.kafka_consumer.stop()
         await self.publisher.close()
+        await self.router.close()
         await self.dead_letters.close()
         await self.redis.aclose()
 
@@ -354,6 +364,7 @@ def main() -> None:
     settings = ScorerSettings.load("scorer")
     # scorer.transport: Faust's services subclassed there log their start and stop at INFO.
     setup_logging(settings.log_level, service="scorer", fmt=settings.log_format, chatty=["scorer.transport"])
+    log.info("%s", describe_core())  # compiled (mypyc) or the pure-Python fallback, and why
     scorer = Scorer(settings)
     # override_logging=False: Faust's and mode's records go through our one handler (JSON, redacted).
     worker = Worker(scorer.app, loglevel=settings.log_level.lower(), quiet=True, override_logging=False)

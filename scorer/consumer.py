@@ -155,7 +155,8 @@ class PartitionConsumer(ConsumerRebalanceListener):  # type: ignore[misc]
                 await asyncio.wait_for(stop.wait(), 1.0)
             return {}
         await self._note_positions()
-        return {tp: [Record(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp) for r in records]
+        return {tp: [Record(r.topic, r.partition, r.offset, r.value, r.key, r.timestamp, tuple(r.headers or ()))
+                     for r in records]
                 for tp, records in answer.items() if records}
 
     async def _note_positions(self) -> None:

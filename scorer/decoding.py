@@ -23,6 +23,7 @@ class Record:
     value: bytes | None
     key: bytes | None = None
     timestamp_ms: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

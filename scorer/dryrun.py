@@ -21,6 +21,7 @@ from typing import Any
 
 from scorer.core import engine, lifecycle, timeline, timers
 from scorer.core.state import ContactEvent, CustomerState
+from scorer.core.state_codec import decode_state, encode_state
 from scorer.core.views import snapshot
 from services.contract import Channel, ResponseKind, Stage, Tier, TouchKind
 from services.durations import DAY_MS, HOUR_MS
@@ -142,11 +143,14 @@ def _fire_timers(state: CustomerState, policy: Policy, *, until_ms: int, steps: 
 
 def _round_trip(state: CustomerState, now_ms: int, policy: Policy) -> CustomerState:
     """What the scorer stores and the API serves, as it would: JSON both ways, and a decision."""
+    snapshot(state, now_ms, policy, next_due=engine.next_due_ms(state, policy))  # as a state stored without
+    # its due time (an older scorer's) is shown: the next check computed, which must be representable
     snap = json.loads(json.dumps(snapshot(state, now_ms, policy)))
     lifecycle.list_entry(state)
     for channel in ("email", "sms", "phone"):
         decide(snap, policy, channel, "promo", now_ms)
-    return CustomerState.from_json(json.loads(json.dumps(state.to_json())))
+    CustomerState.from_json(json.loads(json.dumps(state.to_json())))  # FATIGUE_STORE_FORMAT=json
+    return decode_state(encode_state(state))
 
 
 def check_policy(policy: Policy) -> None:

@@ -17,15 +17,15 @@ from collections import defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from scorer.core.state import CustomerState
 from scorer.core.views import decision_view
 from scorer.lists import list_entry_of
 from scorer.partition_store import PartitionChanges, RedisPartitionStore
+from scorer.state_values import state_of_value, state_value
 from services.names import RedisKeys
 from services.partitions import partition_of
 from services.policy.model import Policy
 from services.redisio import RedisClient
-from services.stored_values import ValueEncoder, loads
+from services.stored_values import ValueEncoder
 
 
 @dataclass
@@ -57,7 +57,7 @@ async def migrate(redis: RedisClient, keys: RedisKeys, partitions: int, group: s
                 continue
             customer_id = key[len(prefix):]
             try:
-                state = CustomerState.from_json(loads(raw))
+                state = state_of_value(raw)
             except Exception:  # noqa: BLE001 - any shape a corrupt value may have: moved as it is
                 done.unreadable += 1
                 changes[partition_of(customer_id, partitions)].states[customer_id] = \
@@ -65,7 +65,7 @@ async def migrate(redis: RedisClient, keys: RedisKeys, partitions: int, group: s
                 continue
             partition = partition_of(customer_id, partitions)
             change = changes[partition]
-            change.states[customer_id] = encoder.encode(state.to_json())
+            change.states[customer_id] = state_value(encoder, state)
             change.views[customer_id] = encoder.encode(decision_view(state, now_ms, policy))
             change.entries[customer_id] = (None, list_entry_of(state))
             change.due[customer_id] = now_ms

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -76,7 +77,9 @@ class PartitionChanges:
 
 class PartitionStore(Protocol):
     async def claim(self, partition: int) -> Claim:
-        """Become the partition's owner (bump its epoch). StoreUnavailable on an outage."""
+        """Become the partition's owner (bump its epoch); the offsets as the replicas a commit waits for
+        hold them (an earlier owner's commit only the primary has is not started from). StoreUnavailable
+        on an outage (also while no replica acknowledges)."""
         ...
 
     async def load(self, partition: int, customer_ids: list[str]) -> dict[str, Stored]:
@@ -92,8 +95,10 @@ class PartitionStore(Protocol):
         """Up to `limit` customers whose timers fire at or before `until_ms`, earliest first."""
         ...
 
-    async def offsets(self, partition: int) -> dict[str, int]:
-        """The stored offsets (after a commit whose outcome is unknown: applied, or not)."""
+    async def offsets(self, partition: int, epoch: int) -> dict[str, int]:
+        """The stored offsets, after a commit whose outcome is unknown (applied, or not), as the
+        replicas a commit waits for hold them: never a commit only the primary has. Fenced when `epoch`
+        is no longer the partition's; StoreUnavailable (also while no replica acknowledges)."""
         ...
 
 
@@ -103,6 +108,18 @@ _CLAIM = """
 local epoch = redis.call('INCR', KEYS[1])
 return {epoch, redis.call('HGETALL', KEYS[2])}
 """
+
+_OFFSETS = """
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return redis.error_reply('FENCED ' .. tostring(current))
+end
+redis.call('SET', KEYS[1], current)
+return redis.call('HGETALL', KEYS[2])
+"""
+"""KEYS: the epoch, the offsets. The epoch is written back unchanged: a write, so that the WAIT after it
+on the same connection waits for everything the primary applied before it (WAIT waits for the
+connection's own last write; the replication stream is in order), an earlier unacknowledged commit too."""
 
 _LOAD = """
 local n = #ARGV
@@ -161,7 +178,7 @@ class Ops:
             chunk = args[start:start + step]
             self.args += [op, self._key(key), len(chunk), *chunk]
 
-    def hset_many(self, key: str, mapping: dict[str, bytes]) -> None:
+    def hset_many(self, key: str, mapping: Mapping[str, str | bytes]) -> None:
         self._op("HS", key, [x for pair in mapping.items() for x in pair], 2)
 
     def hset(self, key: str, field: str, value: str, /) -> None:
@@ -209,7 +226,9 @@ class RedisPartitionStore:
     """`wait_replicas` > 0: a commit returns only once that many replicas acknowledged it (Redis WAIT,
     on the connection that carried it; FATIGUE_REDIS_WAIT_REPLICAS): a failover of the primary then
     loses no commit the scorer went on from. Fewer in `wait_timeout_ms` is an outage (StoreUnavailable)
-    whose commit may have been applied: the caller reads the stored offsets again (`offsets`)."""
+    whose commit may have been applied on the primary alone: the caller reads the stored offsets again
+    (`offsets`), and those reads, like a claim's, wait for the replicas too — a plain read would return
+    the unacknowledged commit as done, and a failover before the replica had it would then lose it."""
 
     def __init__(self, redis: RedisClient, keys: RedisKeys, *, wait_replicas: int = 0,
                  wait_timeout_ms: int = 2000) -> None:
@@ -217,17 +236,13 @@ class RedisPartitionStore:
         self._keys = keys
         self._wait_replicas = wait_replicas
         self._wait_timeout_ms = wait_timeout_ms
-        self._claim = redis.register_script(_CLAIM)
         self._load = redis.register_script(_LOAD)
 
     async def claim(self, partition: int) -> Claim:
         keys = self._keys.partition(partition)
-        try:
-            epoch, flat = await self._claim(keys=[keys.epoch(), keys.offsets()])
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"claiming partition {partition} in Redis failed: {exc}") from exc
-        offsets = {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
-        return Claim(int(epoch), offsets)
+        epoch, flat = await self._replicated(partition, _CLAIM, [keys.epoch(), keys.offsets()], [],
+                                             f"claiming partition {partition} in Redis")
+        return Claim(int(epoch), _offsets(flat))
 
     async def load(self, partition: int, customer_ids: list[str]) -> dict[str, Stored]:
         if not customer_ids:
@@ -241,25 +256,37 @@ class RedisPartitionStore:
                 if state is not None or entry is not None}
 
     async def commit(self, partition: int, epoch: int, changes: PartitionChanges) -> None:
-        ops = commit_ops(self._keys.partition(partition), changes)
+        await self.apply(partition, epoch, commit_ops(self._keys.partition(partition), changes))
+
+    async def apply(self, partition: int, epoch: int, ops: Ops) -> None:
+        """Run `ops` (every key under the partition's hash tag) as one commit, fenced by `epoch` and
+        replicated as `commit` is (`fatigue repartition` moves customers with it)."""
+        await self._replicated(partition, _COMMIT, ops.keys, [str(epoch), *ops.args],
+                               "committing scorer state to Redis", epoch=epoch)
+
+    async def offsets(self, partition: int, epoch: int) -> dict[str, int]:
+        keys = self._keys.partition(partition)
+        flat = await self._replicated(partition, _OFFSETS, [keys.epoch(), keys.offsets()], [str(epoch)],
+                                      "reading stored offsets from Redis", epoch=epoch)
+        return _offsets(flat)
+
+    async def _replicated(self, partition: int, script: str, keys: list[str], args: list[str | bytes | int],
+                          what: str, *, epoch: int | None = None) -> Any:
+        """Run one script of the partition, then WAIT for `wait_replicas` (eval_each): its reply once
+        that many replicas hold it and everything the primary applied before. Fenced when the script
+        refuses the epoch; StoreUnavailable on an outage or too few acknowledgements (NotReplicated)."""
         try:
-            await eval_each(self._redis, _COMMIT, [(ops.keys, [str(epoch), *ops.args])],
-                            replicas=self._wait_replicas, timeout_ms=self._wait_timeout_ms)
+            [reply] = await eval_each(self._redis, script, [(keys, args)], replicas=self._wait_replicas,
+                                      timeout_ms=self._wait_timeout_ms)
         except ResponseError as exc:
             fenced = _FENCED.search(str(exc))
             if fenced:
                 raise Fenced(f"partition {partition} has another owner now (epoch {fenced.group(1)}, ours {epoch})"
                              ) from None
-            raise StoreUnavailable(f"committing scorer state to Redis failed: {exc}") from exc
+            raise StoreUnavailable(f"{what} failed: {exc}") from exc
         except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"committing scorer state to Redis failed: {exc}") from exc
-
-    async def offsets(self, partition: int) -> dict[str, int]:
-        try:
-            stored = await self._redis.hgetall(self._keys.partition(partition).offsets())
-        except REDIS_ERRORS as exc:
-            raise StoreUnavailable(f"reading stored offsets from Redis failed: {exc}") from exc
-        return {str(topic): int(offset) for topic, offset in stored.items()}
+            raise StoreUnavailable(f"{what} failed: {exc}") from exc
+        return reply
 
     async def due(self, partition: int, until_ms: int, limit: int) -> list[str]:
         try:
@@ -267,6 +294,11 @@ class RedisPartitionStore:
         except REDIS_ERRORS as exc:
             raise StoreUnavailable(f"reading due timers from Redis failed: {exc}") from exc
         return [str(c) for c in found]
+
+
+def _offsets(flat: list[Any]) -> dict[str, int]:
+    """topic -> offset, from an HGETALL as a script returns it (a flat list)."""
+    return {str(flat[i]): int(flat[i + 1]) for i in range(0, len(flat), 2)}
 
 
 def _entry(raw: Any) -> ListEntry | None:
@@ -333,8 +365,11 @@ class MemoryPartitionStore:
         p.offsets.update(changes.offsets)
         p.alerts.update(changes.alerts)
 
-    async def offsets(self, partition: int) -> dict[str, int]:
-        return dict(self._p(partition).offsets)
+    async def offsets(self, partition: int, epoch: int) -> dict[str, int]:
+        p = self._p(partition)
+        if epoch != p.epoch:
+            raise Fenced(f"partition {partition} has another owner now (epoch {p.epoch}, ours {epoch})")
+        return dict(p.offsets)
 
     async def due(self, partition: int, until_ms: int, limit: int) -> list[str]:
         p = self._p(partition)

@@ -5,9 +5,10 @@ claimed, the offsets stored with the partition's state, and — bounded, least r
 (scorer/state_cache.py) — its customers' decoded states as it last committed them. Order of effects
 for a batch of one partition's records:
 
-    states: the cache, else the store -> the core, in event time -> publish dead letters and actions,
-    wait for acks -> commit states, decision views, list entries, due times and offsets in one script
-    call, only if the partition's epoch is still ours (scorer/partition_store.py)
+    states: the cache, else the store -> the core, in event time -> publish dead letters, actions and
+    the records of other partitions' customers (scorer/reroute.py), wait for acks -> commit states,
+    decision views, list entries, due times and offsets in one script call, only if the partition's
+    epoch is still ours (scorer/partition_store.py)
 
 A crash between publishing and committing re-publishes the same actions with the same `action_id` on
 restart (at-least-once; receivers de-duplicate by id); a crash before publishing loses nothing. A
@@ -40,13 +41,15 @@ from scorer.decoding import DECODE_STAGE, Decoded, Item, Record, decode_batch, i
 from scorer.lists import list_entry_of
 from scorer.partition_store import Fenced, PartitionChanges, PartitionStore
 from scorer.publisher import ActionPublisher
+from scorer.reroute import Misrouted, Rerouting
 from scorer.state_cache import CachedCustomer, StateCache
+from scorer.state_values import state_of_value, state_value
 from services.actions import Action
 from services.deadletter import DeadLetter, DeadLetterSink
 from services.errors import FatigueError, StoreUnavailable
 from services.metrics import ScorerMetrics
 from services.policy.model import Policy
-from services.stored_values import ValueEncoder, loads
+from services.stored_values import ValueEncoder
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,7 @@ class Processor:
         timer_settle_s: float = 0.0,
         encoder: ValueEncoder | None = None,
         cache: StateCache | None = None,
+        rerouting: Rerouting | None = None,
     ) -> None:
         self._store = store
         self._publisher = publisher
@@ -143,6 +147,8 @@ class Processor:
         self._settle_ms = int(timer_settle_s * 1000)
         self._encoder = encoder or ValueEncoder()
         self._cache = cache if cache is not None else StateCache(10_000)
+        self._rerouting = rerouting
+        """None: every record is taken to be in its customer's partition (tests, the backtest)."""
         self._owned: dict[int, Owned] = {}
         self._lock = asyncio.Lock()  # batches and timers never interleave
 
@@ -221,7 +227,7 @@ class Processor:
         from the store. A failing attempt thus leaves nothing half-applied behind. After a commit whose
         outcome is unknown, the partition's cached states and offsets are read again from the store."""
         if owned.offsets_unsure:
-            owned.offsets = await self._store.offsets(owned.partition)
+            owned.offsets = await self._store.offsets(owned.partition, owned.epoch)
             self._cache.forget_partition(owned.partition)
             owned.offsets_unsure = False
         loaded = Loaded()
@@ -237,15 +243,22 @@ class Processor:
         stored = await self._store.load(owned.partition, sorted(missing))
         for customer_id, found in stored.items():
             try:
-                state = CustomerState.from_json(loads(found.state)) if found.state is not None else None
+                state = state_of_value(found.state) if found.state is not None else None
             except Exception as exc:  # noqa: BLE001 - any shape a hand-written or corrupt value may have
                 loaded.unreadable[customer_id] = f"stored state is unreadable: {type(exc).__name__}: {exc}"
                 continue
             loaded.customers[customer_id] = CachedCustomer(owned.partition, state, found.entry)
         return loaded
 
+    def misrouted(self, owned: Owned, item: Item) -> Misrouted | None:
+        """The record with its customer's partition, when that is not this one (scorer/reroute.py)."""
+        if self._rerouting is None or item.decoded is None:
+            return None
+        elsewhere = self._rerouting.elsewhere(owned.partition, item.decoded.customer_id)
+        return None if elsewhere is None else Misrouted(item.record, elsewhere)
+
     def apply_records(self, owned: Owned, loaded: Loaded, items: list[Item],
-                      policy: Policy) -> tuple[PartitionChanges, list[Action], list[DeadLetter]]:
+                      policy: Policy) -> tuple[PartitionChanges, list[Action], list[DeadLetter], list[Misrouted]]:
         try:
             return self._apply_records(owned, loaded, items, policy)
         except FatigueError:
@@ -253,10 +266,10 @@ class Processor:
         except Exception as exc:  # the core failed: bisect, never retry in place
             raise CoreFailure(exc) from exc
 
-    def _apply_records(self, owned: Owned, loaded: Loaded, items: list[Item],
-                       policy: Policy) -> tuple[PartitionChanges, list[Action], list[DeadLetter]]:
+    def _apply_records(self, owned: Owned, loaded: Loaded, items: list[Item], policy: Policy
+                       ) -> tuple[PartitionChanges, list[Action], list[DeadLetter], list[Misrouted]]:
         now_ms = self._clock.now_ms()
-        changes, letters = PartitionChanges(), []
+        changes, letters, misrouted = PartitionChanges(), [], []
         arrived: dict[str, list[Decoded]] = {}
         """customer -> what this batch brings them, in arrival order (applied below, in event time)."""
         erased: set[str] = set()
@@ -266,6 +279,10 @@ class Processor:
                 self._metrics.events.labels("replayed").inc()
                 continue
             changes.offsets[record.topic] = max(changes.offsets.get(record.topic, -1), record.offset)
+            elsewhere = self.misrouted(owned, item)
+            if elsewhere is not None:
+                misrouted.append(elsewhere)
+                continue
             decoded = item.decoded
             reason = None if decoded is None else loaded.unreadable.get(decoded.customer_id)
             if item.error is not None or reason is not None:
@@ -295,7 +312,7 @@ class Processor:
             actions += self._decide(state, made, now_ms, changes, wait=delivery.is_history(newest, now_ms,
                                                                                              self._settle_ms))
             self._write(customer, policy, now_ms, changes, arrived=True)
-        return changes, actions, letters
+        return changes, actions, letters, misrouted
 
     def _erase(self, customer_id: str, loaded: Loaded, changes: PartitionChanges) -> None:
         found = loaded.customers.pop(customer_id, None)
@@ -335,7 +352,7 @@ class Processor:
         state = customer.state
         assert state is not None
         customer_id = state.customer_id
-        changes.states[customer_id] = self._encoder.encode(state.to_json())
+        changes.states[customer_id] = state_value(self._encoder, state)
         changes.views[customer_id] = self._encoder.encode(decision_view(state, now_ms, policy))
         entry = list_entry_of(state)
         if entry != customer.entry:
@@ -363,10 +380,12 @@ class Processor:
                              value=r.value, error=error, failed_at_ms=now_ms, timestamp_ms=r.timestamp_ms)
 
     async def commit(self, owned: Owned, loaded: Loaded, changes: PartitionChanges, actions: list[Action],
-                     letters: list[DeadLetter]) -> None:
+                     letters: list[DeadLetter], misrouted: list[Misrouted] | None = None) -> None:
         """Publish (acks), then commit if the epoch is still ours; then the cache and offsets follow."""
         await self._dead_letters.publish(letters)
         await self._publisher.publish(actions)
+        if misrouted and self._rerouting is not None:
+            await self._rerouting.router.reroute(misrouted)
         if changes:
             try:
                 await self._store.commit(owned.partition, owned.epoch, changes)
@@ -374,6 +393,8 @@ class Processor:
                 owned.offsets_unsure = True
                 raise
         owned.offsets.update(changes.offsets)
+        if misrouted and self._rerouting is not None:
+            self._rerouting.done(owned.partition, misrouted, self._clock.now_ms())
         _note_times(owned, loaded)
         for customer_id, customer in loaded.customers.items():
             if customer_id not in changes.erased:
@@ -479,12 +500,13 @@ class RecordsWork:
         return RecordsWork(self._p, self.owned, self.items[:mid]), RecordsWork(self._p, self.owned, self.items[mid:])
 
     async def run(self, policy: Policy, *, commit: bool) -> list[Action]:
-        customers = {i.decoded.customer_id for i in self.items if i.decoded is not None}
+        customers = {i.decoded.customer_id for i in self.items
+                     if i.decoded is not None and self._p.misrouted(self.owned, i) is None}
         loaded = await self._p.load(self.owned, customers)
-        changes, actions, letters = self._p.apply_records(self.owned, loaded, self.items, policy)
+        changes, actions, letters, misrouted = self._p.apply_records(self.owned, loaded, self.items, policy)
         if not commit:
             return actions
-        await self._p.commit(self.owned, loaded, changes, actions, letters)
+        await self._p.commit(self.owned, loaded, changes, actions, letters, misrouted)
         self._p.count_letters(letters)
         self._p.count_actions(actions)
         return actions

@@ -7,12 +7,11 @@ wrote — instead of overwriting it from the states and list entries it keeps in
 
 from __future__ import annotations
 
-from scorer.core.state import CustomerState
 from scorer.lists import list_entry_of
 from scorer.partition_store import PartitionChanges, RedisPartitionStore
+from scorer.state_values import state_of_value
 from services.names import RedisKeys
 from services.redisio import RedisClient
-from services.stored_values import loads
 
 
 async def reindex_partition(redis: RedisClient, keys: RedisKeys, partition: int, batch: int = 500) -> tuple[int, int]:
@@ -31,7 +30,7 @@ async def reindex_partition(redis: RedisClient, keys: RedisKeys, partition: int,
         changes = PartitionChanges()
         for customer_id, raw in found.items():
             try:
-                state = CustomerState.from_json(loads(raw))
+                state = state_of_value(raw)
             except Exception:  # noqa: BLE001, S112 - any shape a corrupt value may have: left alone
                 continue
             read += 1

@@ -100,6 +100,19 @@ Record = tuple[bytes | None, bytes | None]
 """(key, value) of one Kafka record."""
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """How one record is sent beyond its key and value: to an explicit `partition` (None: the
+    producer's partitioner, murmur2 of the key), with `headers` and a `timestamp_ms` (None: now)."""
+
+    partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] = ()
+    timestamp_ms: int | None = None
+
+
+DEFAULT_PLACEMENT = Placement()
+
+
 @dataclass
 class Sent:
     """What became of each record of one `send_each`, by index: acknowledged (`acked`), refused for its
@@ -121,7 +134,7 @@ class Sent:
 
 
 async def send_each(producer: AIOKafkaProducer, topic: str, records: Sequence[Record], *, timeout_s: float,
-                    limit_bytes: int) -> Sent:
+                    limit_bytes: int, placements: Sequence[Placement] | None = None) -> Sent:
     """Send `records` to `topic` and find out what became of each one, within `timeout_s` in total.
 
     Never raises for a Kafka error: each is classified (services/kafka_errors.py) into the result. A
@@ -130,6 +143,7 @@ async def send_each(producer: AIOKafkaProducer, topic: str, records: Sequence[Re
     deadline counts as not sent (aiokafka may still store it later: at least once, not exactly once).
     Sending may take METADATA_GRACE_S longer: aiokafka waits up to its request timeout for a topic's
     metadata before it says the topic is unknown (a configuration error, not an outage).
+    `placements` (one per record) name a partition, headers or a timestamp.
     """
     sent = Sent()
     loop = asyncio.get_running_loop()
@@ -138,8 +152,11 @@ async def send_each(producer: AIOKafkaProducer, topic: str, records: Sequence[Re
     try:
         async with asyncio.timeout_at(deadline + METADATA_GRACE_S):
             for index, (key, value) in enumerate(records):
+                how = placements[index] if placements is not None else DEFAULT_PLACEMENT
                 try:
-                    futures[index] = await producer.send(topic, key=key, value=value)
+                    futures[index] = await producer.send(topic, key=key, value=value, partition=how.partition,
+                                                         timestamp_ms=how.timestamp_ms,
+                                                         headers=list(how.headers) or None)
                 except KafkaError as exc:
                     _settle(sent, index, exc, topic, limit_bytes, records[index])
                     if sent.failure is not None:
@@ -215,12 +232,13 @@ class AckedProducer:
             self._producer = producer
         return self._producer
 
-    async def send_all(self, topic: str, records: Sequence[Record],
-                       ids: Sequence[str] | None = None) -> dict[int, RecordRefused]:
+    async def send_all(self, topic: str, records: Sequence[Record], ids: Sequence[str] | None = None,
+                       placements: Sequence[Placement] | None = None) -> dict[int, RecordRefused]:
         """Send (key, value) records to `topic`; return those refused for their own properties (by index).
 
         With `ids` (one per record), a record whose id an earlier call had acknowledged is not sent again:
         when an outage interrupts a call, the caller's retry with the same records sends only the rest.
+        `placements` (one per record): see `send_each`.
         Raises BrokerUnavailable (outage: retry) or BrokerMisconfigured (do not retry in place).
         """
         todo = [i for i in range(len(records)) if ids is None or ids[i] not in self._acked]
@@ -229,7 +247,8 @@ class AckedProducer:
         producer = await self._started()
         timeout_s = 2 * self._settings.kafka_request_timeout_s  # aiokafka settles every record by then
         sent = await send_each(producer, topic, [records[i] for i in todo], timeout_s=timeout_s,
-                               limit_bytes=self._settings.kafka_max_request_bytes)
+                               limit_bytes=self._settings.kafka_max_request_bytes,
+                               placements=None if placements is None else [placements[i] for i in todo])
         if ids is not None:
             for j in sent.acked:
                 self._remember(ids[todo[j]])
@@ -248,13 +267,19 @@ class AckedProducer:
             self._producer = None
 
 
+EVENTS_RETENTION_MS = 97 * 24 * 3600 * 1000
+"""How long the events topic keeps events: the packaged policy's longest window (90 d) plus its grace
+(7 d), so the scorer's state can be rebuilt from the log. Without it the broker's default applies
+(Apache Kafka: 7 days). A policy with longer windows needs it raised on the topic."""
+
+
 def topic_specs(settings: CommonSettings) -> list[NewTopic]:
     """The topics, all with the same partition count so a customer's records co-locate."""
     common = {"num_partitions": settings.partitions, "replication_factor": settings.replication_factor}
     # acks=all only means "more than one copy" when at least two replicas must be in sync.
     durable = {"min.insync.replicas": "2"} if settings.replication_factor >= 2 else {}
     return [
-        NewTopic(settings.events_topic, topic_configs=dict(durable), **common),
+        NewTopic(settings.events_topic, topic_configs={"retention.ms": str(EVENTS_RETENTION_MS), **durable}, **common),
         NewTopic(settings.profiles_topic, topic_configs={"cleanup.policy": "compact", **durable}, **common),
         NewTopic(settings.actions_topic, topic_configs=dict(durable), **common),
         NewTopic(settings.dead_letter_topic, topic_configs=dict(durable), **common),

@@ -151,8 +151,16 @@ class ScorerMetrics:
             "fatigue_scorer_dead_letters_total",
             "Records sent to the dead-letter topic instead of stopping the stream, by stage "
             "(scorer.decode: not a valid record; scorer.process: the core failed on it; scorer.publish: an "
-            "action the actions topic refused, too large).",
+            "action the actions topic refused, too large; scorer.reroute: a record re-published to its "
+            "customer's partition that the topic refused).",
             ["stage"],
+            registry=registry,
+        )
+        self.rerouted = Counter(
+            "fatigue_scorer_records_rerouted_total",
+            "Records found in a partition their customer is not in (a producer not partitioning by murmur2 of "
+            "the customer id, or on an old partition count), re-published to the customer's partition, by topic.",
+            ["topic"],
             registry=registry,
         )
         self.timer_failures = Counter(
@@ -319,7 +327,7 @@ REFUSAL_REASONS = ("auth", "body", "size", "broker_unavailable", "broker_misconf
                    "header_timeout", "body_timeout")
 SCORER_OUTCOMES = ("counted", "duplicate", "late", "replayed", "bad_record", "profile")
 POLICY_SOURCES = ("store", "file", "runtime")
-DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process", "scorer.publish")
+DEAD_LETTER_STAGES = ("scorer.decode", "scorer.process", "scorer.publish", "scorer.reroute")
 INTAKE_DEAD_LETTER_STAGES = ("intake.validate", "intake.forward")
 DELIVERY_OUTCOMES = ("delivered", "failed", "refused", "duplicate")
 ATTEMPT_RESULTS = ("2xx", "3xx", "4xx", "5xx", "timeout", "error")
@@ -332,7 +340,7 @@ INTAKE_OUTCOMES = ("accepted", "duplicate", "invalid", "refused")
 INTAKE_RETRY_REASONS = ("broker_unavailable", "in_flight")
 REFUSED_STAGES_API = ("api.publish",)
 REFUSED_STAGES_INTAKE = ("intake.fetch", "intake.forward", "intake.dead_letter")
-REFUSED_STAGES_SCORER = ("scorer.actions", "scorer.dead_letter")
+REFUSED_STAGES_SCORER = ("scorer.actions", "scorer.dead_letter", "scorer.reroute")
 REFUSED_STAGES_NOTIFIER = ("notifier.dead_letter",)
 """Where a record refused by the brokers for its own properties was being sent (docs/metrics.md)."""
 

@@ -12,10 +12,13 @@ Redis hash tag (services/names.py `PartitionKeys`); the API finds a customer's s
 The count is recorded in Redis (`RedisKeys.meta()`, field `partitions`) by the first scorer or API to
 start, and checked by every later one: a different count would silently read and write customers
 in the wrong partition's keys, so it stops the process with the procedure to follow instead
-(docs/operations.md#changing-the-partition-count).
+(docs/operations.md#changing-the-partition-count). While `fatigue repartition` moves customers to a
+new count (field `repartition`: the count they move to), nothing that reads or writes them starts.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from aiokafka.partitioner import murmur2
 
@@ -24,6 +27,8 @@ from services.names import RedisKeys
 from services.redisio import REDIS_ERRORS, RedisClient
 
 META_PARTITIONS = "partitions"
+META_REPARTITION = "repartition"
+"""Set while `fatigue repartition` moves customers: the partition count they move to."""
 META_LAYOUT = "layout"
 LAYOUT_VERSION = "2"
 """Version 2: per-partition keys under hash tags ({p<N>}); version 1 (no record) kept one key per customer."""
@@ -32,8 +37,30 @@ LAYOUT_VERSION = "2"
 class PartitionCountChanged(ConfigError):
     """The partition count differs from the one the stored state was written with."""
 
-    operator_action = ("Set FATIGUE_PARTITIONS to the recorded count, or re-partition the state as "
-                       "docs/operations.md#changing-the-partition-count describes (`fatigue repartition`).")
+    operator_action = ("Set FATIGUE_PARTITIONS to the recorded count. To change the count: stop the intake (API, "
+                       "adapters, imports), let the scorers catch up, stop them, run `fatigue repartition "
+                       "--partitions N`, then restart every service with FATIGUE_PARTITIONS=N "
+                       "(docs/operations.md#changing-the-partition-count).")
+
+
+class RepartitionInProgress(ConfigError):
+    """`fatigue repartition` was moving customers to another partition count and has not finished."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__(f"a re-partition to {target} partitions is in progress (or was interrupted): customers are "
+                         f"being moved between partitions")
+        self.operator_action = (f"Finish it: `fatigue repartition --partitions {target}` (it takes up where it "
+                                f"stopped), then start every service with FATIGUE_PARTITIONS={target} "
+                                f"(docs/operations.md#changing-the-partition-count).")
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """What the meta hash says: the partition count the state was written for, and the one a re-partition
+    in progress moves it to (None: not recorded / none in progress). Raw text, as stored."""
+
+    partitions: str | None
+    repartition: str | None
 
 
 def partition_of(customer_id: str, partitions: int) -> int:
@@ -43,9 +70,26 @@ def partition_of(customer_id: str, partitions: int) -> int:
     return (murmur2(customer_id.encode("utf-8")) & 0x7FFFFFFF) % partitions
 
 
+async def recorded(redis: RedisClient, keys: RedisKeys) -> Recorded:
+    """The meta hash's partition count and re-partition mark (one HMGET). StoreUnavailable."""
+    try:
+        count, moving = await redis.hmget(keys.meta(), [META_PARTITIONS, META_REPARTITION])
+    except REDIS_ERRORS as exc:
+        raise StoreUnavailable(f"reading the recorded partition count from Redis failed: {exc}") from exc
+    return Recorded(None if count is None else str(count), None if moving is None else str(moving))
+
+
+async def refuse_while_repartitioning(redis: RedisClient, keys: RedisKeys) -> None:
+    """RepartitionInProgress while `fatigue repartition` is moving customers. StoreUnavailable."""
+    moving = (await recorded(redis, keys)).repartition
+    if moving is not None:
+        raise RepartitionInProgress(moving)
+
+
 async def check_partition_count(redis: RedisClient, keys: RedisKeys, partitions: int) -> None:
-    """Record the partition count if none is recorded; PartitionCountChanged when another one is.
-    StoreUnavailable when Redis does not answer."""
+    """Record the partition count if none is recorded; PartitionCountChanged when another one is,
+    RepartitionInProgress while a re-partition is. StoreUnavailable when Redis does not answer."""
+    await refuse_while_repartitioning(redis, keys)
     try:
         await redis.hsetnx(keys.meta(), META_PARTITIONS, str(partitions))
         await redis.hsetnx(keys.meta(), META_LAYOUT, LAYOUT_VERSION)

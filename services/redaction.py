@@ -11,7 +11,8 @@ What counts as a credential:
 - in text: `Authorization: Bearer …` / `Basic …`, header or field assignments of secrets
   (`webhook-signature: …`, `X-Twilio-Signature: …`, `x-api-key=…`, `"password": "…"`), and
   tokens recognisable by their shape (`fk_…` API keys, `whsec_…` webhook secrets, Standard
-  Webhooks `v1,…` signatures, Slack `xox…-` tokens, DingTalk `SEC…` signing secrets).
+  Webhooks `v1,…` signatures, Slack `xox…-` tokens, DingTalk `SEC…` signing secrets), and the
+  SASL bytes in aiokafka's DEBUG records of its requests (with PLAIN they hold the Kafka password).
 
 A masked value keeps at most its last 4 characters, and only when it is long enough (12+) for them
 to reveal little: `https://hooks.slack.com/services/…/…/…abcd`. Everything here is a pure function
@@ -62,8 +63,10 @@ _TOKEN_SHAPES = (
     re.compile(r"\b(v1a?,)([A-Za-z0-9+/=]{16,})"),
     re.compile(r"\b(xox[abprs]-)([A-Za-z0-9\-]{10,})"),
     re.compile(r"\b(SEC)([0-9a-f]{32,})"),
+    # aiokafka's DEBUG record of a SASL request: for PLAIN the bytes are `user\x00user\x00password`.
+    re.compile(r"\b(sasl_auth_bytes=)(b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")"),
 )
-_TOKEN_MARKERS = ("fk_", "whsec_", "v1", "xox", "SEC")
+_TOKEN_MARKERS = ("fk_", "whsec_", "v1", "xox", "SEC", "sasl_auth_bytes")
 """A substring each of _TOKEN_SHAPES needs: most lines have none, and skip the regex."""
 _AUTH_SCHEMES = frozenset({"bearer", "basic", "token", "digest"})
 

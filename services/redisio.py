@@ -9,15 +9,25 @@ slots goes through the helpers here (`slot_groups`, `eval_each`, `mget_many`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import urlsplit
 
 from redis.asyncio import Redis, RedisCluster
 from redis.asyncio.client import Pipeline
-from redis.asyncio.cluster import ClusterNode, ClusterPipeline
+from redis.asyncio.cluster import ClusterNode, ClusterPipeline, PipelineCommand
 from redis.asyncio.connection import parse_url
-from redis.exceptions import ClusterDownError, RedisClusterException, RedisError, WatchError
+from redis.exceptions import (
+    AskError,
+    ClusterDownError,
+    ConnectionError,
+    RedisClusterException,
+    RedisError,
+    TryAgainError,
+    WatchError,
+)
 
 from services.errors import ConfigError
 from services.names import RedisKeys
@@ -71,12 +81,30 @@ class _Cluster(RedisCluster):
     """redis-py's asyncio RedisCluster, which reads the slot map before the first command of any
     task goes out. redis-py 8.1 routes commands that start before its first `initialize()` finished
     without a slot map; several at once (a burst of requests on a fresh client) then broke its
-    connections (AttributeError, not a RedisError). Here they all wait for the one initialization."""
+    connections (AttributeError, not a RedisError). Here they all wait for the one initialization.
+
+    During a failover redis-py's retry of one command closes every connection of the client (`aclose`);
+    another task's command that was using one then fails with AttributeError (its writer gone) or
+    RuntimeError (uvloop: the transport closed): here that is the connection error it is
+    (`closed_under`), so the API answers 503 (or skips de-duplication), never 500."""
 
     async def execute_command(self, *args: Any, **kwargs: Any) -> Any:
         if self._initialize:
             await self.initialize()  # under redis-py's own lock: one initialization, the others wait
-        return await super().execute_command(*args, **kwargs)
+        with closed_under():
+            return await super().execute_command(*args, **kwargs)
+
+
+@contextmanager
+def closed_under() -> Iterator[None]:
+    """Turn what redis-py 8.1 raises for a connection closed under a command by another task's retry
+    during a failover (AttributeError; uvloop's RuntimeError on a closed transport) into the
+    ConnectionError it is, an outage like any other. Seen in tests/e2e/test_pipeline_on_redis_cluster.py
+    as a 500 of `POST /v1/events`, once after Kafka had the events (confirming their de-duplication)."""
+    try:
+        yield
+    except (AttributeError, RuntimeError) as exc:
+        raise ConnectionError(f"a Redis connection was closed while in use ({exc})") from exc
 
 
 def make_redis(settings: CommonSettings) -> RedisClient:
@@ -152,12 +180,16 @@ async def eval_each(client: RedisClient, script: str,
     """
     if not calls:
         return []
-    async with client.pipeline(transaction=False) as pipe:
-        for keys, args in calls:
-            pipe.eval(script, len(keys), *keys, *args)
-        if replicas:
-            _queue_waits(client, pipe, [keys[0] for keys, _ in calls], replicas, timeout_ms)
-        replies = list(await pipe.execute())
+    if replicas and isinstance(client, RedisCluster):
+        replies = await _eval_and_wait_per_node(client, script, calls, replicas, timeout_ms)
+    else:
+        async with client.pipeline(transaction=False) as pipe:
+            for keys, args in calls:
+                pipe.eval(script, len(keys), *keys, *args)
+            if replicas:  # one Redis: a pipeline (and redis-py's retry of it) is one connection
+                pipe.execute_command("WAIT", replicas, timeout_ms)
+            with closed_under():
+                replies = list(await pipe.execute())
     acknowledged = [int(n) for n in replies[len(calls):]]
     if any(n < replicas for n in acknowledged):
         raise NotReplicated(f"{min(acknowledged)} of {replicas} Redis replicas acknowledged the writes "
@@ -165,21 +197,47 @@ async def eval_each(client: RedisClient, script: str,
     return replies[:len(calls)]
 
 
-def _queue_waits(client: RedisClient, pipe: AnyPipeline, keys: Sequence[str], replicas: int, timeout_ms: int) -> None:
-    """A WAIT after the writes, on each primary written to: it goes over the connection that carried
-    that primary's writes (a pipeline sends one node's commands in order on one connection), so it
-    waits for them (WAIT covers the writes of its own connection)."""
-    if not isinstance(client, RedisCluster):
-        pipe.execute_command("WAIT", replicas, timeout_ms)
-        return
-    primaries: dict[str, ClusterNode] = {}
-    for key in keys:
-        node = client.get_node_from_key(key)
+async def _eval_and_wait_per_node(client: RedisCluster, script: str,
+                                  calls: Sequence[tuple[Sequence[str], Sequence[str | bytes | int | float]]],
+                                  replicas: int, timeout_ms: int) -> list[Any]:
+    """The scripts of each primary and a WAIT after them, sent on one connection to that primary (WAIT
+    covers the writes of its own connection); the replies of the scripts in order, then one WAIT reply
+    per primary.
+
+    Not redis-py's Cluster pipeline: when a connection breaks it sends the pipeline again, and then
+    routes the WAIT (which names no key) to whichever node it likes, whose answer says nothing of these
+    writes (redis-py 8.1). Here a broken connection, a moved slot or a node that is gone is an error
+    for the caller, who knows the outcome is unknown; the slot map is read again for the next call, as
+    redis-py does before its own retries."""
+    await client.initialize()
+    by_node: dict[str, tuple[ClusterNode, list[int]]] = {}
+    for index, (keys, _) in enumerate(calls):
+        node = client.get_node_from_key(keys[0])
         if node is None:
-            raise ClusterDownError(f"no primary serves the slot of {key}")
-        primaries[node.name] = node
-    for node in primaries.values():
-        pipe.execute_command("WAIT", replicas, timeout_ms, target_nodes=node)
+            raise ClusterDownError(f"no primary serves the slot of {keys[0]}")
+        by_node.setdefault(node.name, (node, []))[1].append(index)
+    replies: list[Any] = [None] * len(calls)
+    waits: list[Any] = []
+
+    async def run(node: ClusterNode, indexes: list[int]) -> None:
+        commands = [PipelineCommand(n, "EVAL", script, len(calls[i][0]), *calls[i][0], *calls[i][1])
+                    for n, i in enumerate(indexes)]
+        commands.append(PipelineCommand(len(indexes), "WAIT", replicas, timeout_ms))
+        await node.execute_pipeline(commands)
+        for command in commands:
+            if isinstance(command.result, Exception):
+                raise command.result
+        for i, command in zip(indexes, commands[:-1], strict=True):
+            replies[i] = command.result
+        waits.append(commands[-1].result)
+
+    try:
+        with closed_under():
+            await asyncio.gather(*(run(node, indexes) for node, indexes in by_node.values()))
+    except (*RedisCluster.ERRORS_ALLOW_RETRY, AskError, TryAgainError):
+        await client.aclose()  # the slot map is read again before the next command
+        raise
+    return [*replies, *waits]
 
 
 async def mget_many(client: RedisClient, keys: Sequence[str]) -> list[Any]:

@@ -17,7 +17,7 @@ from services.errors import FatigueError
 from services.names import RedisKeys
 from services.partitions import partition_of
 from services.redisio import RedisClient
-from services.stored_values import loads
+from services.stored_values import loads, payload_of
 
 
 class SnapshotUnreadable(FatigueError):
@@ -27,6 +27,15 @@ class SnapshotUnreadable(FatigueError):
     def __init__(self, customer_id: str, reason: str) -> None:
         super().__init__(f"the stored state of {customer_id!r} is unreadable: {reason}")
         self.customer_id = customer_id
+
+
+def stored_payload(raw: str | bytes, customer_id: str = "") -> bytes:
+    """What a stored value holds (JSON, or a scorer state's MessagePack), decompressed;
+    SnapshotUnreadable when it is not a stored value."""
+    try:
+        return payload_of(raw)
+    except ValueError as exc:
+        raise SnapshotUnreadable(customer_id, str(exc)) from None
 
 
 def parse_snapshot(raw: str | bytes, customer_id: str = "") -> dict[str, Any]:
@@ -50,13 +59,14 @@ class CustomerReader:
     def partition_of(self, customer_id: str) -> int:
         return partition_of(customer_id, self.partitions)
 
-    async def state(self, customer_id: str) -> dict[str, Any] | None:
-        """The scorer's stored state of the customer (its JSON document), or None."""
+    async def state(self, customer_id: str) -> bytes | None:
+        """The scorer's stored state of the customer (its payload: ingest/customer_views.py reads it
+        with the core's state codec), or None."""
         keys = self._keys.partition(self.partition_of(customer_id))
         raw = await self._redis.hget(keys.states(), customer_id)
-        return parse_snapshot(raw, customer_id) if raw else None
+        return stored_payload(raw, customer_id) if raw else None
 
-    async def states(self, located: list[tuple[str, int]]) -> dict[str, dict[str, Any]]:
+    async def states(self, located: list[tuple[str, int]]) -> dict[str, bytes]:
         """The stored states of (customer_id, partition) pairs, one HMGET per partition (in parallel)."""
         by_partition: dict[int, list[str]] = {}
         for customer_id, partition in located:
@@ -67,7 +77,7 @@ class CustomerReader:
         for ids, raws in zip(by_partition.values(), answers, strict=True):
             for customer_id, raw in zip(ids, raws, strict=True):
                 if raw:
-                    found[customer_id] = parse_snapshot(raw, customer_id)
+                    found[customer_id] = stored_payload(raw, customer_id)
         return found
 
     async def view_with_policy_stamp(self, customer_id: str) -> tuple[dict[str, Any] | None, str | None]:

@@ -1,16 +1,18 @@
-"""How customer states and snapshots are stored in Redis: JSON, or that JSON zstd-compressed.
+"""How customer states and decision views are stored in Redis: as text, JSON or zstd-compressed.
 
-The scorer writes every customer's state and snapshot on every batch that touches the customer, and
-both are JSON documents that repeat the same keys and shapes customer after customer. Compressed
-with a zstd dictionary trained on such documents (RFC 8878 §5: the dictionary carries what they
-share, each frame only what is particular to one customer) they take about a quarter of the space.
+The scorer writes every customer's state and decision view on every batch that touches the
+customer. Compressed with a zstd dictionary trained on such values (RFC 8878 §5: the dictionary
+carries what they share, each frame only what is particular to one customer) they take a fraction
+of the space.
 
 A stored value is either
 - **JSON**: what `FATIGUE_STORE_FORMAT=json` writes, and what every
-  value written before this format existed is; or
-- the **base64** (RFC 4648 §4, standard alphabet, padded) of one **zstd frame** (RFC 8878) of that
-  JSON, compressed with the dictionary its frame header names (`Dictionary_ID`); it begins with
-  `KLUv` (the frame's magic number), which no JSON text does. Base64 keeps the
+  value written before compression existed is; or
+- the **base64** (RFC 4648 §4, standard alphabet, padded) of one **zstd frame** (RFC 8878) of a
+  payload, compressed with the dictionary its frame header names (`Dictionary_ID`); it begins with
+  `KLUv` (the frame's magic number), which no JSON text does. The payload is JSON (decision views,
+  and states before format version 3) or a scorer state's MessagePack array (format version 3,
+  scorer/core/state_codec.py: `payload_of` hands it over, `loads` only parses JSON). Base64 keeps the
   values text, so the Redis clients, all built with `decode_responses=True`, read them like any other
   key (the cost: a third more bytes than the raw frame).
 
@@ -41,7 +43,7 @@ except ImportError:  # pragma: no cover - depends on the interpreter
 StoreFormat = Literal["zstd", "json"]
 STORE_FORMATS: tuple[StoreFormat, ...] = ("zstd", "json")
 
-CURRENT_DICTIONARY = "fatigue-1"
+CURRENT_DICTIONARY = "fatigue-2"
 """The dictionary new compressed values are written with (services/zstd_dictionaries/<name>.zdict)."""
 
 COMPRESSION_LEVEL = 3
@@ -55,6 +57,10 @@ memory); a state or snapshot is a few KiB."""
 FRAME_PREFIX = b"KLUv"
 """How the base64 of every zstd frame begins (its magic number 0xFD2FB528, RFC 8878 §3.1.1), and no
 JSON text can: what tells a compressed value from a JSON one."""
+
+
+_JSON_FIRST_BYTES = frozenset(b'{["-0123456789tfn \t\r\n')
+"""The bytes a JSON text can begin with (RFC 8259): what a binary payload's first byte is not."""
 
 
 class StoredValueUnreadable(ValueError):
@@ -86,6 +92,11 @@ class ValueEncoder:
         if store_format == "zstd":
             self._compressor = zstd.ZstdCompressor(COMPRESSION_LEVEL, zstd_dict=_dictionaries()[dictionary])
 
+    @property
+    def compresses(self) -> bool:
+        """Whether values are stored compressed (`zstd`): only then can a payload be binary."""
+        return self._compressor is not None
+
     def encode(self, document: Any) -> bytes:
         """One JSON-serialisable document as the value to store."""
         text = orjson.dumps(document)
@@ -93,9 +104,22 @@ class ValueEncoder:
             return text
         return b64encode(self._compressor.compress(text, zstd.ZstdCompressor.FLUSH_FRAME))
 
+    def encode_payload(self, payload: bytes) -> bytes:
+        """An already-encoded payload (a scorer state's MessagePack: scorer/core/state_codec.py) as
+        the value to store; only for the compressed format (text stays text)."""
+        if self._compressor is None:
+            raise ValueError("a binary payload is stored compressed only (FATIGUE_STORE_FORMAT=zstd)")
+        return b64encode(self._compressor.compress(payload, zstd.ZstdCompressor.FLUSH_FRAME))
+
+
+def payload_of(raw: str | bytes) -> bytes:
+    """What a stored value holds: as stored if it is JSON, decompressed if it is a frame (JSON, or a
+    scorer state's MessagePack). StoredValueUnreadable when it is neither."""
+    return json_text(raw)
+
 
 def json_text(raw: str | bytes) -> bytes:
-    """The JSON of a stored value (as stored if it is JSON, decompressed if it is a frame)."""
+    """The payload of a stored value (as stored if it is JSON, decompressed if it is a frame)."""
     data = raw.encode() if isinstance(raw, str) else raw
     if not data.startswith(FRAME_PREFIX):
         return data
@@ -126,9 +150,12 @@ def json_text(raw: str | bytes) -> bytes:
 
 
 def loads(raw: str | bytes) -> Any:
-    """A stored value parsed: orjson, or the stdlib for what orjson refuses and Python's json writes
-    (NaN or Infinity in a hand-written or old value). StoredValueUnreadable or ValueError."""
+    """A stored JSON value parsed: orjson, or the stdlib for what orjson refuses and Python's json writes
+    (NaN or Infinity in a hand-written or old value). StoredValueUnreadable or ValueError (also for a
+    binary payload: a scorer state is read with scorer/core/state_codec.py)."""
     text = json_text(raw)
+    if text and text[0] not in _JSON_FIRST_BYTES:
+        raise StoredValueUnreadable("not JSON: a binary payload (a scorer state is read by the state codec)")
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError:

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
@@ -62,6 +63,37 @@ def service_process(name: str, env: dict[str, str], log_dir: Path) -> Iterator[s
         yield proc
     finally:
         stop_process(proc, signal.SIGTERM, timeout_s=20)
+
+
+class KeptRunning:
+    """`fatigue <name>` started again whenever it exits, as `fatigue up` or an orchestrator would; the
+    exit codes of the runs that ended on their own are in `exits`."""
+
+    def __init__(self, name: str, env: dict[str, str], log_dir: Path) -> None:
+        self._name, self._env, self._log_dir = name, env, log_dir
+        self.exits: list[int] = []
+        self._stopping = threading.Event()
+        self.proc = self._start()
+        self._watcher = threading.Thread(target=self._watch, name=f"keep-{name}", daemon=True)
+        self._watcher.start()
+
+    def _start(self) -> subprocess.Popen[bytes]:
+        log_path = self._log_dir / f"{self._name}-{time.monotonic_ns()}.log"
+        with log_path.open("wb") as log_file:
+            return subprocess.Popen([sys.executable, "-m", "fatigue.cli", self._name], env={**os.environ, **self._env},
+                                    stdout=log_file, stderr=subprocess.STDOUT)
+
+    def _watch(self) -> None:
+        while not self._stopping.wait(0.2):
+            code = self.proc.poll()
+            if code is not None and not self._stopping.is_set():
+                self.exits.append(code)
+                self.proc = self._start()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._watcher.join(timeout=5)
+        stop_process(self.proc, signal.SIGTERM, timeout_s=20)
 
 
 def stop_process(proc: subprocess.Popen[bytes], sig: int, timeout_s: float) -> int:
@@ -139,7 +171,7 @@ async def stored_snapshots(redis: Any, settings: CommonSettings, customers: list
                            policy: Any = None) -> dict[str, dict[str, Any]]:
     """The snapshots of these customers, computed now from the states the scorer stored in their
     partitions (as GET /v1/customers/{id} computes them); customers without a state left out."""
-    from scorer.core.state import CustomerState
+    from scorer.core.state_codec import decode_state
     from scorer.core.views import snapshot
     from services.partitions import partition_of
     from services.policy.model import default_policy
@@ -148,7 +180,7 @@ async def stored_snapshots(redis: Any, settings: CommonSettings, customers: list
     reader = CustomerReader(redis, settings.keys, settings.partitions)
     states = await reader.states([(c, partition_of(c, settings.partitions)) for c in customers])
     now_ms = int(time.time() * 1000)
-    return {c: snapshot(CustomerState.from_json(doc), now_ms, policy or default_policy()) for c, doc in states.items()}
+    return {c: snapshot(decode_state(payload), now_ms, policy or default_policy()) for c, payload in states.items()}
 
 
 async def stored_snapshot(redis: Any, settings: CommonSettings, customer_id: str,

@@ -12,7 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.exceptions import ClusterDownError
 from starlette.responses import Response
 
-from ingest.deps import PublisherDep, RedisDep
+from ingest.deps import PartitionCheckDep, PublisherDep, RedisDep
 from ingest.publisher import EventPublisher
 from services.errors import BrokerUnavailable
 from services.redisio import REDIS_ERRORS, RedisClient, ping
@@ -31,12 +31,13 @@ async def get_health() -> dict[str, str]:
 
 @router.get(
     "/readyz",
-    summary="Readiness: Kafka and Redis answer",
-    responses={503: {"description": "At least one dependency failed; `checks` says which."}},
+    summary="Readiness: Kafka and Redis answer, FATIGUE_PARTITIONS is the recorded partition count",
+    responses={503: {"description": "At least one check failed; `checks` says which."}},
 )
-async def get_readiness(publisher: PublisherDep, redis: RedisDep) -> JSONResponse:
-    kafka, store = await asyncio.gather(_check_kafka(publisher), _check_redis(redis))
-    checks = {"kafka": kafka, "redis": store}
+async def get_readiness(publisher: PublisherDep, redis: RedisDep, partitions: PartitionCheckDep) -> JSONResponse:
+    kafka, store, count = await asyncio.gather(_check_kafka(publisher), _check_redis(redis),
+                                               partitions.check(READY_TIMEOUT_S))
+    checks = {"kafka": kafka, "redis": store, "partitions": count}
     ready = all(result == "ok" for result in checks.values())
     body: dict[str, Any] = {"status": "ok" if ready else "unavailable", "checks": checks}
     return JSONResponse(body, status_code=200 if ready else 503)

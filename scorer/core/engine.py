@@ -47,6 +47,11 @@ class Outcome:
     actions: list[Action] = field(default_factory=list)
     reason: str = ""
 
+    def __init__(self, result: str, actions: list[Action] | None = None, reason: str = "") -> None:
+        self.result = result
+        self.actions = [] if actions is None else actions
+        self.reason = reason
+
 
 def apply_event(state: CustomerState, event: ContactEvent, now_ms: int, policy: Policy) -> Outcome:
     policy = policy.for_profile(state.profile)

@@ -80,10 +80,6 @@ def complaint_ends_ms(state: CustomerState, policy: Policy) -> int | None:
     return max(state.complaints_ms) + policy.signals.complaint_cool_off.ms
 
 
-def _counted(touches: list[TouchRecord], policy: Policy) -> list[TouchRecord]:
-    return [t for t in touches if t[3] not in policy.uncounted_kinds]
-
-
 def _fresh(state: CustomerState) -> int:
     return state.fresh_start_ms if state.fresh_start_ms is not None else -1
 
@@ -93,7 +89,8 @@ def streak_length(state: CustomerState, policy: Policy) -> int:
     since = state.last_response_ms if state.last_response_ms is not None else -1
     if state.fresh_start_ms is not None and state.fresh_start_ms > since:
         since = state.fresh_start_ms
-    return sum(1 for t in _counted(state.recent_touches, policy) if t[0] > since)
+    uncounted = policy.uncounted_kinds
+    return sum(1 for t in state.recent_touches if t[0] > since and t[3] not in uncounted)
 
 
 def unanswered_streak(state: CustomerState, now_ms: int, policy: Policy, was_active: bool) -> Reason | None:
@@ -154,7 +151,8 @@ def rate_drop(
     imported in one go.
     """
     reference = min(now_ms, state.watermark_ms if state.watermark_ms is not None else now_ms)
-    settled = [t for t in _counted(state.recent_touches, policy) if t[0] <= reference - setting.settle_ms]
+    settled_by, uncounted = reference - setting.settle_ms, policy.uncounted_kinds
+    settled = [t for t in state.recent_touches if t[0] <= settled_by and t[3] not in uncounted]
     if len(settled) < setting.recent_touches + setting.min_baseline_touches:
         return None
     mask = mask_of(setting.kinds)

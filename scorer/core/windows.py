@@ -14,7 +14,7 @@ one bucket longer, never shorter).
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
 
@@ -69,6 +69,11 @@ class Series:
     coarse: dict[int, int] = field(default_factory=dict)
     _by_end: _ByEnd | None = field(default=None, repr=False, compare=False)
     """Derived from the buckets on first use after a change (add and advance drop it)."""
+
+    def __init__(self, fine: dict[int, int] | None = None, coarse: dict[int, int] | None = None) -> None:
+        self.fine = {} if fine is None else fine
+        self.coarse = {} if coarse is None else coarse
+        self._by_end = None
 
     def add(self, ts_ms: int, now_ms: int, count: int = 1) -> None:
         start, size = bucket_of(ts_ms, now_ms)
@@ -169,6 +174,20 @@ class SeriesKey:
     channel: str
     kind: str
 
+    def __reduce__(self) -> tuple[Callable[..., SeriesKey], tuple[str, str, str]]:
+        """Copied and pickled by its constructor: a frozen class's `__setstate__` cannot set its fields
+        once mypyc compiled it (copy.deepcopy of a state)."""
+        return SeriesKey, (self.type, self.channel, self.kind)
+
+    def __hash__(self) -> int:
+        return hash((self.type, self.channel, self.kind))
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not SeriesKey:
+            return NotImplemented
+        assert isinstance(other, SeriesKey)
+        return self.type == other.type and self.channel == other.channel and self.kind == other.kind
+
     def encode(self) -> str:
         return f"{self.type}|{self.channel}|{self.kind}"
 
@@ -185,7 +204,10 @@ class WindowCounts:
     series: dict[SeriesKey, Series] = field(default_factory=dict)
 
     def add(self, key: SeriesKey, ts_ms: int, now_ms: int) -> None:
-        self.series.setdefault(key, Series()).add(ts_ms, now_ms)
+        series = self.series.get(key)
+        if series is None:
+            series = self.series[key] = Series()
+        series.add(ts_ms, now_ms)
 
     def advance(self, now_ms: int, retention_ms: int) -> None:
         for key in list(self.series):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -230,7 +231,7 @@ class Policy:
             _resolved={},
         )
 
-    @property
+    @cached_property
     def retention_ms(self) -> int:
         return max(w.ms for w in self.windows)
 

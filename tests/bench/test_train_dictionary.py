@@ -9,17 +9,18 @@ import orjson
 import pytest
 
 from bench import train_dictionary
+from scorer.core.state_codec import decode_state
 from services import stored_values
 
 
-def test_the_samples_are_the_json_documents_the_scorer_writes() -> None:
+def test_the_samples_are_the_payloads_the_scorer_writes() -> None:
     docs = asyncio.run(train_dictionary.documents(40, seed=3))
     assert len(docs) >= 70  # a state and a decision view per customer with an event or a profile
-    parsed = [orjson.loads(d) for d in docs]  # JSON, not already-compressed values
-    assert all("customer_id" in p for p in parsed)
-    states, views = [p for p in parsed if "clock_ms" in p], [p for p in parsed if "weekly" in p]
-    assert len(states) == len(views) == len(parsed) // 2
-    assert any((p.get("profile") or {}).get("owner_rep_id") for p in parsed)
+    states = [decode_state(d) for d in docs if not d.startswith(b"{")]  # MessagePack, not compressed yet
+    views = [orjson.loads(d) for d in docs if d.startswith(b"{")]  # JSON, not compressed yet
+    assert len(states) == len(views) == len(docs) // 2
+    assert {s.customer_id for s in states} == {v["customer_id"] for v in views}
+    assert any((s.profile or {}).get("owner_rep_id") for s in states)
 
 
 def test_a_shipped_dictionary_is_never_overwritten(monkeypatch: pytest.MonkeyPatch) -> None:

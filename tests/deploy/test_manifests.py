@@ -52,9 +52,10 @@ SETTINGS_BY_COMMAND: dict[str, type[CommonSettings]] = {
 }
 """The settings class each deployable subcommand reads (fatigue/cli.py dispatches to them)."""
 
-DEV_ONLY_COMMANDS = {"up", "demo", "backtest", "import", "dlq", "customers"}
+DEV_ONLY_COMMANDS = {"up", "demo", "backtest", "import", "dlq", "customers", "repartition"}
 """Never deployed: all-in-one commands with an embedded broker and Redis, the offline backtest, and
-`fatigue import`, `fatigue dlq` and `fatigue customers`, one-shot commands an operator runs by hand."""
+`fatigue import`, `fatigue dlq`, `fatigue customers` and `fatigue repartition`, one-shot commands an
+operator runs by hand."""
 
 LISTEN_FIELDS = {
     "api": ("host", "port"),

@@ -10,9 +10,9 @@ import httpx
 import pytest
 from redis.asyncio import Redis
 
+from scorer.state_values import state_of_value
 from services.partitions import partition_of
 from services.settings import CommonSettings, IngestSettings
-from services.stored_values import loads
 from tests.ingest.helpers import closed_port_address, consume, ingest_settings_for, running_api, value_of
 from tests.scorer_feed import ScorerFeed
 
@@ -97,15 +97,15 @@ async def test_a_profile_only_customer_reads_with_defaults(
 async def test_a_compressed_state_is_served_like_a_json_one(
     api: httpx.AsyncClient, settings: IngestSettings, redis_client: Redis
 ) -> None:
-    """The scorer stores compressed values by default (services/stored_values.py); a state stored as
-    plain JSON (an older build, FATIGUE_STORE_COMPRESSION=none) reads as the same document."""
+    """The scorer stores compressed MessagePack states by default (scorer/core/state_codec.py); a state
+    stored as plain JSON (an older build, FATIGUE_STORE_FORMAT=json) reads as the same document."""
     feed = Feed(redis_client, settings)
     await feed.process([feed.event("cust-z", 1), feed.event("cust-z", 0.5, "response", "reply")])
     keys = settings.keys.partition(feed.partition("cust-z"))
     stored = await redis_client.hget(keys.states(), "cust-z")
     assert stored is not None
     zipped = (await api.get("/v1/customers/cust-z")).json()
-    await redis_client.hset(keys.states(), "cust-z", json.dumps(loads(stored)))
+    await redis_client.hset(keys.states(), "cust-z", json.dumps(state_of_value(stored).to_json()))
     plain = (await api.get("/v1/customers/cust-z")).json()
     assert {**zipped, "as_of": None} == {**plain, "as_of": None} and zipped["events_counted"] == 2
 

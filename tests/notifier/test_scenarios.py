@@ -117,12 +117,13 @@ async def test_every_action_ends_delivered_once_or_dead_lettered_and_slow_does_n
             await wait_for(lambda: _now(len(healthy.successes()) >= N_ACTIONS), task, "the healthy endpoint")
             # A slow endpoint does not delay a healthy one. Sent one at a time (or with the slow endpoint's
             # attempts holding every delivery slot) the last healthy delivery would come only after the
-            # slow endpoint's N - 1 first attempts had timed out; allow a quarter of that. (It takes ~0.3 s
-            # here; ~3.4 s with both cores of a 2-core machine pinned by busy loops.)
+            # slow endpoint's N - 1 first attempts had timed out; anything clearly below that is not serial.
+            # (It takes ~0.3 s on a quiet machine; ~3.4 s with both cores of a 2-core machine pinned by busy
+            # loops; 6.4 s was seen with the whole suite and five other test runs sharing 2 cores.)
             start = sc.first_request_s()
             healthy_done = max(hit.arrived_s for hit in healthy.hits) - start
             serial_s = (N_ACTIONS - 1) * DELIVERY_TIMEOUT_S
-            assert healthy_done < serial_s / 4, f"healthy endpoint done only after {healthy_done:.2f}s"
+            assert healthy_done < serial_s * 0.8, f"healthy endpoint done only after {healthy_done:.2f}s"
             assert sc.receivers["slow"].hits[0].arrived_s - start < DELIVERY_TIMEOUT_S  # it was busy meanwhile
             late = await publish(settings, *actions[-DUPLICATED_LATE:])
             await sc.wait_settled(len(actions), task)

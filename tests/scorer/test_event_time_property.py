@@ -16,11 +16,17 @@ Whatever the pattern, the live scorer records the same transitions (type, moment
 ids) as the in-order replay of the backtest, and leaves every customer on the same list. What it
 sends the reps is what the backtest says it would send given the same arrivals; in order, that is
 what the in-order replay sends.
+
+The same property holds with the partition store in Redis — one Redis, and a Redis Cluster with the
+commits waiting for a replica as the scorer's do there (`redis_target`) — with fewer examples (each
+history is some dozens of round trips to Redis; the in-memory run covers the breadth).
 """
 
 from __future__ import annotations
 
+import uuid
 from collections import defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,7 +40,7 @@ from scorer.clock import ManualClock
 from scorer.core.state import ContactEvent, CustomerState
 from scorer.decoding import Record
 from scorer.lists import list_entry_of
-from scorer.partition_store import MemoryPartitionStore, PartitionChanges
+from scorer.partition_store import MemoryPartitionStore, PartitionChanges, PartitionStore, RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
 from services.actions import Action
@@ -43,8 +49,11 @@ from services.customer_lists import ListEntry
 from services.deadletter import MemoryDeadLetterSink
 from services.durations import DAY_MS, HOUR_MS, MINUTE_MS
 from services.metrics import ScorerMetrics
+from services.names import RedisKeys
 from services.partitions import partition_of
 from services.policy.model import Policy
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 from tests.scorer.test_backtest_timers import TIGHT
 
 T0 = 1_790_000_000_000
@@ -136,8 +145,47 @@ class Live:
     entries: dict[str, ListEntry] = field(default_factory=dict)
 
 
-async def run_live(history: History, policy: Policy) -> Live:
-    store, clock, publisher = MemoryPartitionStore(), ManualClock(T0), MemoryActionPublisher()
+@dataclass
+class Stored:
+    """A partition store under test, and how the test reads what the scorer's timers and lists use."""
+
+    store: PartitionStore
+    next_due: Callable[[], Awaitable[int | None]]
+    """The earliest due time of any customer (None: no timer)."""
+    entries: Callable[[], Awaitable[dict[str, ListEntry]]]
+    """customer -> their place on the lists, from every partition."""
+
+
+def in_memory() -> Stored:
+    store = MemoryPartitionStore()
+
+    async def next_due() -> int | None:
+        return min((d for p in store.partitions.values() for d in p.due.values()), default=None)
+
+    async def entries() -> dict[str, ListEntry]:
+        return {c: e for p in store.partitions.values() for c, e in p.entries.items()}
+
+    return Stored(store, next_due, entries)
+
+
+def in_redis(client: RedisClient, keys: RedisKeys, wait_replicas: int) -> Stored:
+    store = RedisPartitionStore(client, keys, wait_replicas=wait_replicas)
+    partitions = [keys.partition(p) for p in range(PARTITIONS)]
+
+    async def next_due() -> int | None:
+        firsts = [await client.zrange(p.due(), 0, 0, withscores=True) for p in partitions]
+        return min((int(score) for first in firsts for _, score in first), default=None)
+
+    async def entries() -> dict[str, ListEntry]:
+        found = [await client.hgetall(p.customer_list_entries()) for p in partitions]
+        return {c: ListEntry.from_json(raw) for stored in found for c, raw in stored.items()}
+
+    return Stored(store, next_due, entries)
+
+
+async def run_live(history: History, policy: Policy, stored: Stored | None = None) -> Live:
+    stored = stored or in_memory()
+    store, clock, publisher = stored.store, ManualClock(T0), MemoryActionPublisher()
     processor = RecordingProcessor(store, publisher, lambda: policy, clock, ScorerMetrics(CollectorRegistry()),
                                    events_topic=EVENTS_TOPIC, profiles_topic=PROFILES_TOPIC,
                                    dead_letters=MemoryDeadLetterSink(), timer_settle_s=SETTLE_MS / 1000)
@@ -157,24 +205,23 @@ async def run_live(history: History, policy: Policy) -> Live:
     for event, at in sorted(zip(history.events, history.arrivals, strict=True), key=lambda pair: pair[1]):
         arrivals[at].append(record(EVENTS_TOPIC, event.customer_id, envelope_of(event, at)))
     for at in sorted(arrivals):
-        await fire_timers(processor, store, clock, until_ms=at)
+        await fire_timers(processor, stored, clock, until_ms=at)
         clock.set(at)
         for partition in range(PARTITIONS):
             batch = [r for r in arrivals[at] if r.partition == partition]
             if batch:
                 await processor.process(partition, batch)
-    await fire_timers(processor, store, clock, until_ms=history.until_ms + SETTLE_MS)
-    entries = {c: e for p in store.partitions.values() for c, e in p.entries.items()}
-    return Live(processor.transitions, list(publisher.published), entries)
+    await fire_timers(processor, stored, clock, until_ms=history.until_ms + SETTLE_MS)
+    return Live(processor.transitions, list(publisher.published), await stored.entries())
 
 
-async def fire_timers(processor: Processor, store: MemoryPartitionStore, clock: ManualClock, until_ms: int) -> None:
+async def fire_timers(processor: Processor, stored: Stored, clock: ManualClock, until_ms: int) -> None:
     """Every timer the due-time index fires before `until_ms`, at the moment it fires."""
     for _ in range(10_000):
-        scores = [d for p in store.partitions.values() for d in p.due.values()]
-        if not scores or min(scores) > until_ms:
+        due = await stored.next_due()
+        if due is None or due > until_ms:
             return
-        clock.set(max(clock.now_ms(), min(scores)))
+        clock.set(max(clock.now_ms(), due))
         for partition in range(PARTITIONS):
             await processor.fire_due(partition)
     raise AssertionError("timers did not settle")
@@ -209,9 +256,24 @@ TOLD = ("type", "at", "reasons", "previous_status", "status", "action_id")
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(history=histories())
 async def test_live_late_imported_and_replayed_give_the_same_answers(history: History) -> None:
+    await check_the_same_answers(history, in_memory())
+
+
+# Fewer examples in Redis (dozens of round trips per history; WAIT on the Cluster): 40 take ~5 s on each target here.
+@pytest.mark.timeout(300)
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(history=histories())
+async def test_the_same_answers_with_the_partitions_in_redis(history: History, redis_target: RedisTarget) -> None:
+    """One Redis, and the Cluster with every commit waiting for a replica; a key prefix per example."""
+    keys = RedisKeys(f"{redis_target.keys.prefix}{uuid.uuid4().hex[:8]}:", cluster=redis_target.kind == "cluster")
+    await check_the_same_answers(history, in_redis(redis_target.client, keys, int(keys.cluster)))
+
+
+async def check_the_same_answers(history: History, stored: Stored) -> None:
     profiles = [ProfileChange(c, ProfileIn(**p).model_dump(exclude_none=True, mode="json"), at_ms=T0)
                 for c, p in sorted(history.profiles.items())]  # as the scorer decodes them from the topic
-    live = await run_live(history, TIGHT)
+    live = await run_live(history, TIGHT, stored)
     in_order = simulate(history.events, profiles, TIGHT, until_ms=history.until_ms, settle_ms=SETTLE_MS)
     arrived = [ProfileChange(p.customer_id, p.profile, at_ms=T0, received_ms=history.profiles_at) for p in profiles]
     as_arrived = simulate([Arrival(e, at) for e, at in zip(history.events, history.arrivals, strict=True)],

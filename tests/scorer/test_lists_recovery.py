@@ -22,7 +22,7 @@ from redis.asyncio import Redis
 
 from scorer.core.state import CustomerState
 from scorer.lists import list_entry_of
-from services import stored_values
+from scorer.state_values import state_of_value
 from services.contract import ProfileEnvelope, ProfileIn, encode
 from services.customer_lists import ListEntry, ListReader
 from services.kafka import make_producer
@@ -113,7 +113,7 @@ async def states_of(redis: Redis, settings: CommonSettings, customers: list[str]
     for customer in customers:
         raw = await redis.hget(settings.keys.partition(partition_of(customer, settings.partitions)).states(), customer)
         if raw:
-            found[customer] = CustomerState.from_json(stored_values.loads(raw))
+            found[customer] = state_of_value(raw)
     return found
 
 

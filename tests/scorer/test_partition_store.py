@@ -4,6 +4,7 @@ epoch) and in memory (the tests' and the property tests' store)."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import AsyncIterator
 
 import pytest
 from redis.asyncio import Redis
@@ -11,13 +12,23 @@ from redis.asyncio import Redis
 from scorer.partition_store import Fenced, MemoryPartitionStore, PartitionChanges, PartitionStore, RedisPartitionStore
 from services.customer_lists import ListEntry
 from services.names import RedisKeys
+from services.redisio import make_redis_for
 
 
-@pytest.fixture(params=["memory", "redis"])
-async def store(request: pytest.FixtureRequest, redis_client: Redis, unique: str) -> PartitionStore:
+@pytest.fixture(params=["memory", "single", "cluster"])
+async def store(request: pytest.FixtureRequest, unique: str) -> AsyncIterator[PartitionStore]:
+    """The in-memory store, and the Redis one on one Redis and on a Cluster (waiting for a replica
+    there, as the scorer does by default)."""
     if request.param == "memory":
-        return MemoryPartitionStore()
-    return RedisPartitionStore(redis_client, RedisKeys(f"t{unique}:"))
+        yield MemoryPartitionStore()
+        return
+    cluster = request.param == "cluster"
+    url = request.getfixturevalue("redis_cluster" if cluster else "stack")
+    client = make_redis_for(url.url if cluster else url.redis_url)
+    try:
+        yield RedisPartitionStore(client, RedisKeys(f"t{unique}:", cluster=cluster), wait_replicas=int(cluster))
+    finally:
+        await client.aclose()
 
 
 async def test_a_claim_bumps_the_epoch_and_returns_the_stored_offsets(store: PartitionStore) -> None:
@@ -40,6 +51,16 @@ async def test_a_zombie_commit_is_refused_and_changes_nothing(store: PartitionSt
     await store.commit(0, owner.epoch, PartitionChanges(states={"c1": b"owner"}, offsets={"ev": 9}))
     assert (await store.load(0, ["c1"]))["c1"].state in (b"owner", "owner")
     assert (await store.claim(0)).offsets == {"ev": 9}
+
+
+async def test_offsets_read_again_are_the_owners_only(store: PartitionStore) -> None:
+    """After a commit of unknown outcome the owner reads its offsets again; a zombie is told it lost."""
+    zombie = await store.claim(2)
+    owner = await store.claim(2)
+    await store.commit(2, owner.epoch, PartitionChanges(offsets={"ev": 4}))
+    assert await store.offsets(2, owner.epoch) == {"ev": 4}
+    with pytest.raises(Fenced):
+        await store.offsets(2, zombie.epoch)
 
 
 async def test_states_entries_and_timers_round_trip_and_erase(store: PartitionStore) -> None:

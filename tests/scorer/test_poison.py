@@ -18,7 +18,7 @@ from scorer.decoding import Record
 from scorer.partition_store import RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import ActionPublisher, KafkaActionPublisher, MemoryActionPublisher
-from services import stored_values
+from scorer.state_values import state_of_value
 from services.actions import Action
 from services.contract import EventEnvelope, EventIn, encode
 from services.deadletter import DeadLetterSink, KafkaDeadLetterSink, MemoryDeadLetterSink, decode_dead_letter
@@ -78,7 +78,7 @@ class Harness:
 
     async def counted(self, customer: str) -> int:
         raw = await self.redis.hget(self.pkeys.states(), customer)
-        return int(stored_values.loads(raw)["events_counted"]) if raw else 0
+        return state_of_value(raw).events_counted if raw else 0
 
     async def committed_offset(self) -> int:
         return int(await self.redis.hget(self.pkeys.offsets(), EVENTS))

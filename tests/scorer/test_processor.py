@@ -27,6 +27,8 @@ from services.errors import StoreUnavailable
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.policy.model import default_policy
+from services.redisio import RedisClient
+from tests.conftest import RedisTarget
 from tests.scorer.stored import snapshot_of, view_of
 
 pytestmark = pytest.mark.integration
@@ -44,12 +46,15 @@ def event_record(offset: int, i: int, customer: str = "c1", days_ago: float = 1.
     return Record(EVENTS, partition, offset, value)
 
 
-async def make(redis: Redis, prefix: str, partitions: tuple[int, ...] = (0, 1), cache: int = 10_000,
-               settle_s: float = 0.0) -> tuple[Processor, MemoryActionPublisher, ManualClock, ScorerMetrics]:
+async def make(redis: RedisClient, prefix: str, partitions: tuple[int, ...] = (0, 1), cache: int = 10_000,
+               settle_s: float = 0.0, cluster: bool = False,
+               ) -> tuple[Processor, MemoryActionPublisher, ManualClock, ScorerMetrics]:
+    """A Processor on `redis` owning `partitions`; on a Cluster its commits wait for a replica (the default)."""
     publisher, clock = MemoryActionPublisher(), ManualClock(int(NOW.timestamp() * 1000))
     metrics = ScorerMetrics(CollectorRegistry())
     processor = Processor(
-        RedisPartitionStore(redis, RedisKeys(prefix)), publisher, default_policy, clock, metrics,
+        RedisPartitionStore(redis, RedisKeys(prefix, cluster=cluster), wait_replicas=int(cluster)), publisher,
+        default_policy, clock, metrics,
         events_topic=EVENTS, profiles_topic=PROFILES, dead_letters=MemoryDeadLetterSink(), cache=StateCache(cache),
         timer_settle_s=settle_s,
     )
@@ -135,18 +140,20 @@ async def test_timers_fire_a_settle_after_they_are_due_and_wait_for_a_backlog(
     assert [a["type"] for a in await processor.fire_due(0)] == ["fatigue.re_engage"]
 
 
-async def test_a_zombie_owner_commits_nothing_and_is_told_so(redis_client: Redis, unique: str) -> None:
+async def test_a_zombie_owner_commits_nothing_and_is_told_so(redis_target: RedisTarget, unique: str) -> None:
     """Two workers that both believe they own partition 0: the one that claimed it last wins; the
-    other's batch is refused whole (Fenced) and its cached states are dropped with the partition."""
-    zombie, zombie_actions, _, _ = await make(redis_client, unique, partitions=(0,))
+    other's batch is refused whole (Fenced) and its cached states are dropped with the partition.
+    On one Redis and on a Cluster."""
+    redis, cluster = redis_target.client, redis_target.kind == "cluster"
+    zombie, zombie_actions, _, _ = await make(redis, unique, partitions=(0,), cluster=cluster)
     await zombie.process(0, [event_record(0, 1)])
-    owner, _, _, _ = await make(redis_client, unique, partitions=(0,))
+    owner, _, _, _ = await make(redis, unique, partitions=(0,), cluster=cluster)
     await owner.process(0, [event_record(1, 2)])
     with pytest.raises(Fenced):
         await zombie.process(0, [event_record(2, 3)])
-    snap = await snapshot_of(redis_client, unique, 0, "c1", NOW)
+    snap = await snapshot_of(redis, unique, 0, "c1", NOW)
     assert snap["events_counted"] == 2  # e1 (zombie, before the claim) and e2 (owner); never e3
-    assert await redis_client.hget(RedisKeys(unique).partition(0).offsets(), EVENTS) == "1"
+    assert await redis.hget(RedisKeys(unique).partition(0).offsets(), EVENTS) == "1"
     zombie.revoke([0])
     assert zombie.owned() == [] and zombie_actions.published == []
 

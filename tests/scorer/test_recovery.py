@@ -15,11 +15,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from redis.asyncio import Redis
 
 from scorer.core.windows import bucket_of, in_window
 from services.contract import parse_rfc3339, to_ms
 from services.settings import CommonSettings
+from tests.conftest import RedisTarget
 from tests.helpers import FAST_GROUP_ENV, event, produce_events, service_process, stored_snapshots, wait_until
 
 pytestmark = pytest.mark.integration
@@ -34,8 +34,12 @@ def recount(events: list[dict], window_ms: int, now_ms: int) -> int:
 
 
 async def test_sigkill_under_batching_load_keeps_windows_exact(
-    common_settings: CommonSettings, redis_client: Redis, infra_env: dict[str, str], unique: str, tmp_path: Path
+    common_settings: CommonSettings, redis_target: RedisTarget, infra_env: dict[str, str], unique: str, tmp_path: Path
 ) -> None:
+    """On one Redis and on a Redis Cluster (where the worker's commits wait for a replica)."""
+    infra_env = {**infra_env, "REDIS_URL": redis_target.url}
+    common_settings = common_settings.model_copy(update={"redis_url": redis_target.url})
+    redis_client = redis_target.client
     rng = random.Random(5)
     customers = [f"r{n}" for n in range(60)]
     # Per customer: touches and responses over the last 6 days (inside the grace period), in order.

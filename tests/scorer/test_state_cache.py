@@ -18,6 +18,7 @@ from scorer.partition_store import RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
 from scorer.state_cache import CachedCustomer, StateCache
+from scorer.state_values import state_of_value
 from services import stored_values
 from services.contract import EventEnvelope, EventIn, ProfileEnvelope, ProfileIn, encode
 from services.deadletter import MemoryDeadLetterSink
@@ -118,12 +119,12 @@ class Worker:
         out = {}
         for c in customers:
             state, view = await self.redis.hget(keys.states(), c), await self.redis.hget(keys.views(), c)
-            out[c] = (state and stored_values.loads(state), view and stored_values.loads(view))
+            out[c] = (state and state_of_value(state).to_json(), view and stored_values.loads(view))
         return out
 
     async def counted(self, customer: str) -> int:
         raw = await self.redis.hget(self.keys.partition(0).states(), customer)
-        return int(stored_values.loads(raw)["events_counted"]) if raw else 0
+        return state_of_value(raw).events_counted if raw else 0
 
 
 @pytest.mark.integration

@@ -11,11 +11,12 @@ from prometheus_client import CollectorRegistry
 from redis.asyncio import Redis
 
 from scorer.clock import ManualClock
+from scorer.core.state_codec import decode_state
 from scorer.decoding import Record
 from scorer.partition_store import RedisPartitionStore
 from scorer.processor import Processor
 from scorer.publisher import MemoryActionPublisher
-from services import stored_values
+from scorer.state_values import state_of_value
 from services.contract import EventEnvelope, EventIn, encode
 from services.deadletter import MemoryDeadLetterSink
 from services.metrics import ScorerMetrics
@@ -57,9 +58,10 @@ async def test_the_default_writes_compressed_values_every_reader_reads(redis_cli
     await (await processor(redis_client, unique, "zstd")).process(0, [touch(o) for o in range(3)])
     state, view = await stored(redis_client, unique, "c1")
     assert state.startswith("KLUv") and view.startswith("KLUv")
-    assert stored_values.loads(state)["customer_id"] == "c1"
+    assert state_of_value(state).customer_id == "c1"
     reader = CustomerReader(redis_client, RedisKeys(unique), 1)  # one partition: c1 is in partition 0
-    assert (await reader.state("c1"))["events_counted"] == 3  # type: ignore[index]
+    payload = await reader.state("c1")
+    assert payload is not None and decode_state(payload).events_counted == 3
     assert (await reader.view_with_policy_stamp("c1"))[0]["frequency"]["counted_touches"] == 3  # type: ignore[index]
 
 
@@ -75,7 +77,7 @@ async def test_a_customer_stored_in_one_format_carries_on_in_the_other(
     assert state.startswith("{") == (then == "json") and view.startswith("{") == (then == "json")
     if then == "json":
         assert json.loads(state)["events_counted"] == 6  # readable with redis-cli
-    assert stored_values.loads(state)["events_counted"] == 6
+    assert state_of_value(state).events_counted == 6
 
 
 async def test_a_corrupt_compressed_state_dead_letters_that_customer_only(redis_client: Redis, unique: str) -> None:
@@ -86,4 +88,4 @@ async def test_a_corrupt_compressed_state_dead_letters_that_customer_only(redis_
     assert [(d.stage, d.offset) for d in sink.letters] == [("scorer.process", 0)]
     assert "unreadable" in sink.letters[0].error_message and "zstd" in sink.letters[0].error_message
     state, _ = await stored(redis_client, unique, "good")
-    assert stored_values.loads(state)["events_counted"] == 1
+    assert state_of_value(state).events_counted == 1

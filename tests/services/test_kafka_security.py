@@ -32,11 +32,10 @@ from fatigue.embedded import LOOPBACK, EmbeddedStack, free_port, tansu_binary, w
 from notifier.app import make_consumer
 from scorer.app import Scorer
 from scorer.transport import faust_credentials
-from services import stored_values
 from services.errors import BrokerUnavailable, ConfigError
 from services.kafka import ensure_topics, kafka_security_kwargs, make_producer, topic_specs
 from services.settings import CommonSettings, IngestSettings, NotifierSettings, ScorerSettings
-from tests.helpers import FAST_GROUP_ENV, over_contacted, service_process, wait_until
+from tests.helpers import FAST_GROUP_ENV, over_contacted, service_process, stored_snapshot, wait_until
 from tests.ingest.helpers import ingest_settings_for, running_api
 
 PASSWORD = "sasl-Pa55word-never-shown"
@@ -389,8 +388,8 @@ async def test_api_scorer_and_notifier_work_over_mutual_tls(
     with service_process("scorer", tls_env, tmp_path):
         actions = await _read_actions(NotifierSettings.from_env(tls_env), expected=1)
     assert [a["type"] for a in actions] == ["fatigue.throttle"]
-    snapshot = stored_values.loads(await redis_client.get(settings.keys.snapshot("cust-tls")) or "{}")
-    assert snapshot["status"] == "throttled"
+    snapshot = await stored_snapshot(redis_client, settings, "cust-tls")
+    assert snapshot is not None and snapshot["status"] == "throttled"
     assert set(tls_front.client_names) == {"fatigue-client"}  # every connection: TLS with the client certificate
 
 

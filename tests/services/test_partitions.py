@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 
 from services.kafka import make_producer
 from services.names import RedisKeys
-from services.partitions import PartitionCountChanged, check_partition_count, partition_of
+from services.partitions import PartitionCountChanged, RepartitionInProgress, check_partition_count, partition_of
 from services.settings import CommonSettings
 
 KEYS = ["acme-042", "cust-13", "a", "Z" * 200, "hist-014", "用户-7", "x@y.z", *(
@@ -95,3 +95,26 @@ async def test_the_partition_count_is_recorded_and_a_changed_one_refused(redis_c
     await redis_client.hset(keys.meta(), "partitions", "six")
     with pytest.raises(PartitionCountChanged, match="not a number: 'six'"):
         await check_partition_count(redis_client, keys, 6)
+
+
+def test_the_refusal_names_a_procedure_whose_command_exists() -> None:
+    """PartitionCountChanged's operator action is the procedure, and its command is one `fatigue` has
+    (it named `fatigue repartition` before there was one)."""
+    from fatigue.cli import _parser
+
+    action = PartitionCountChanged.operator_action
+    for step in ("stop the intake", "let the scorers catch up", "stop them", "`fatigue repartition --partitions N`",
+                 "restart every service with FATIGUE_PARTITIONS=N", "docs/operations.md#changing-the-partition-count"):
+        assert step in action
+    args = _parser().parse_args(["repartition", "--partitions", "6"])
+    assert (args.command, args.partitions) == ("repartition", 6)
+
+
+@pytest.mark.integration
+async def test_nothing_starts_while_a_repartition_is_marked(redis_client: Redis, unique: str) -> None:
+    keys = RedisKeys(f"t{unique}:")
+    await redis_client.hset(keys.meta(), mapping={"partitions": "3", "repartition": "6"})
+    with pytest.raises(RepartitionInProgress, match="re-partition to 6 partitions is in progress") as refused:
+        await check_partition_count(redis_client, keys, 3)
+    assert "`fatigue repartition --partitions 6`" in refused.value.operator_action
+    assert await redis_client.hgetall(keys.meta()) == {"partitions": "3", "repartition": "6"}

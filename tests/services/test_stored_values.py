@@ -1,4 +1,4 @@
-"""Stored states and snapshots: JSON or a base64 zstd frame with the shipped dictionary (pure, no Redis)."""
+"""Stored states and views: JSON or a base64 zstd frame with the shipped dictionary (pure, no Redis)."""
 
 from __future__ import annotations
 
@@ -11,13 +11,14 @@ from pydantic import ValidationError
 
 from scorer.core import engine
 from scorer.core.state import ContactEvent, CustomerState
-from scorer.core.views import snapshot
+from scorer.core.state_codec import decode_state, encode_state
+from scorer.core.views import decision_view, snapshot
 from services import stored_values
 from services.durations import DAY_MS, HOUR_MS
 from services.policy.model import default_policy
 from services.settings import ScorerSettings
 from services.snapshots import SnapshotUnreadable, parse_snapshot
-from services.stored_values import StoredValueUnreadable, ValueEncoder, json_text, loads, zstd
+from services.stored_values import StoredValueUnreadable, ValueEncoder, json_text, loads, payload_of, zstd
 
 NOW = 1_790_000_000_000
 
@@ -55,15 +56,29 @@ def test_every_document_round_trips_in_either_format(store_format: str) -> None:
         assert loads(value.decode()) == loads(value)  # Redis answers text (decode_responses=True)
 
 
-def test_a_compressed_value_is_text_a_quarter_of_the_json_and_names_its_dictionary() -> None:
+def test_a_compressed_value_is_text_a_third_of_the_json_and_names_its_dictionary() -> None:
+    """What the scorer writes: a state's MessagePack payload and a decision view, each compressed to
+    a third of the JSON the state or view would take, as base64 text naming the dictionary."""
     encoder = ValueEncoder("zstd")
-    for doc in documents():
-        text, value = orjson.dumps(doc), encoder.encode(doc)
-        assert value.startswith(stored_values.FRAME_PREFIX)
-        value.decode("ascii")  # base64: safe for a decode_responses client
-        frame = base64.b64decode(value, validate=True)
-        assert zstd.get_frame_info(frame).dictionary_id != 0
-        assert len(value) < len(text) * 0.4, (len(value), len(text))
+    for n in range(20):
+        state = customer(n, touches=3 + n)
+        view = decision_view(state, NOW, default_policy())
+        for json_form, value in ((orjson.dumps(state.to_json()), encoder.encode_payload(encode_state(state))),
+                                 (orjson.dumps(view), encoder.encode(view))):
+            assert value.startswith(stored_values.FRAME_PREFIX)
+            value.decode("ascii")  # base64: safe for a decode_responses client
+            frame = base64.b64decode(value, validate=True)
+            assert zstd.get_frame_info(frame).dictionary_id != 0
+            assert len(value) < len(json_form) * 0.36, (len(value), len(json_form))
+        assert decode_state(payload_of(encoder.encode_payload(encode_state(state)))).to_json() == state.to_json()
+
+
+def test_a_binary_payload_is_stored_compressed_only_and_loads_refuses_it() -> None:
+    state = customer(1)
+    with pytest.raises(ValueError, match="compressed only"):
+        ValueEncoder("json").encode_payload(encode_state(state))
+    with pytest.raises(StoredValueUnreadable, match="binary payload"):
+        loads(ValueEncoder("zstd").encode_payload(encode_state(state)))
 
 
 def test_the_json_format_writes_readable_json() -> None:
@@ -142,3 +157,12 @@ def test_an_unreadable_snapshot_names_the_customer_and_why(raw: str) -> None:
     with pytest.raises(SnapshotUnreadable, match="the stored state of 'c9' is unreadable: ") as caught:
         parse_snapshot(raw, "c9")
     assert caught.value.customer_id == "c9"
+
+
+def test_a_state_stored_by_the_previous_version_still_reads() -> None:
+    """Before format version 3 a state was its JSON document compressed with `fatigue-1`: read as the
+    same state (and rewritten as version 3 with the current dictionary at its next commit)."""
+    state = customer(3)
+    old = ValueEncoder("zstd", dictionary="fatigue-1").encode(state.to_json())
+    assert stored_values.CURRENT_DICTIONARY != "fatigue-1"
+    assert decode_state(payload_of(old)).to_json() == state.to_json()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -96,6 +99,16 @@ def test_breakdown_and_json_round_trip() -> None:
     assert again.breakdown(24 * HOUR_MS, T0, type_="touch", by="kind") == {"promo": 1}
     assert again.count(7 * DAY_MS, T0, type_="touch", exclude_kinds=frozenset({"promo"})) == 1
 
+
+
+def test_window_counts_survive_a_deep_copy_and_pickle() -> None:
+    """What a replay from a copied state needs, compiled (mypyc) or not: the keys of a frozen class too."""
+    counts = WindowCounts()
+    counts.add(SeriesKey("touch", "email", "promo"), T0, T0)
+    for again in (copy.deepcopy(counts), pickle.loads(pickle.dumps(counts))):
+        assert again.to_json() == counts.to_json()
+        assert again.count(7 * DAY_MS, T0, type_="touch") == 1
+        assert list(again.series) == [SeriesKey("touch", "email", "promo")]
 
 @settings(max_examples=200, deadline=None)
 @given(
