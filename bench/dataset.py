@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.partitioner import murmur2
 from redis.asyncio import Redis
 
@@ -86,8 +87,21 @@ class Dataset:
         return counts
 
 
+RETENTION = {"retention.ms": "604800000", "retention.bytes": "-1"}
+"""Kafka's defaults (7 days, no size limit), given explicitly when the events topic is created: quixstreams
+reads both (DescribeConfigs) for its changelog topics, and Tansu describes only the configs a topic was
+created with (without them quixstreams stops with KeyError 'retention.ms')."""
+
+
 async def create_topics(bootstrap: str, topic_prefix: str, partitions: int) -> CommonSettings:
+    """The service's topics under `topic_prefix`, the events topic with its retention given (`RETENTION`)."""
     settings = CommonSettings(kafka_bootstrap_servers=bootstrap, topic_prefix=topic_prefix, partitions=partitions)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(settings.events_topic, partitions, 1, topic_configs=dict(RETENTION))])
+    finally:
+        await admin.close()
     await ensure_topics(settings)
     return settings
 

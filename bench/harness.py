@@ -187,6 +187,7 @@ SHORT = {
     "cpu_us_per_event": "cpu us/ev", "redis_cpu_us_per_event": "redis cpu us/ev",
     "broker_cpu_us_per_event": "broker cpu us/ev", "redis_commands_per_event": "redis cmd/ev",
     "redis_round_trips_per_event": "redis trips/ev", "cpu_us_per_request": "cpu us/req",
+    "batch_records_mean": "mean batch (records)",
 }
 
 
@@ -234,7 +235,7 @@ class Context:
     redis_pid: int | None = None
     say: Callable[[str], None] = print
     profile: bool = False
-    """Record py-spy profiles of the API under load (bench/results/profiles/)."""
+    """Record py-spy profiles of the scorer catching up and of the API under load (bench/results/profiles/)."""
     apache_kafka: str | None = None
     """An Apache Kafka to run section 1k on (`--apache-kafka`); None: the section starts its own."""
     run_id: str = field(default_factory=lambda: f"{int(time.time()) % 1_000_000:06d}")

@@ -38,12 +38,18 @@ def write_history(path: Path, events: int, customers: int, id_prefix: str = "b")
             handle.write(json.dumps(event, separators=(",", ":")) + "\n")
 
 
+def import_command(history: Path, workdir: Path, batch: int, progress: bool) -> list[str]:
+    """The `fatigue import` command line of the benchmark: the import alone, `--alerts-wait 0` (no scorer
+    runs beside it: waiting for one to process and settle the import would be timed as import time)."""
+    return [sys.executable, "-m", "fatigue.cli", "import", str(history), "--batch", str(batch),
+            "--checkpoint", str(workdir / "cp.json"), "--report", str(workdir / "report.csv"),
+            "--alerts-wait", "0", *([] if progress else ["--no-progress"])]
+
+
 def run_import(history: Path, workdir: Path, env: dict[str, str], batch: int,
                progress: bool = True) -> tuple[float, float]:
     """`fatigue import` of `history` in a child process: (wall seconds, that child's peak RSS in MiB)."""
-    command = [sys.executable, "-m", "fatigue.cli", "import", str(history), "--batch", str(batch),
-               "--checkpoint", str(workdir / "cp.json"), "--report", str(workdir / "report.csv"),
-               *([] if progress else ["--no-progress"])]
+    command = import_command(history, workdir, batch, progress)
     began = time.monotonic()
     proc = subprocess.Popen(command, env=env, stdout=None if progress else subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage, not the largest child's so far

@@ -21,6 +21,7 @@ AREAS = (
     ("/notifier/", "notifier (ours)"), ("/fastapi/", "fastapi"), ("/starlette/", "starlette"),
     ("/pydantic", "pydantic"), ("/uvicorn/", "uvicorn"), ("/h11/", "h11"), ("/httptools/", "httptools"),
     ("/uvloop/", "uvloop"), ("/redis/", "redis-py"), ("/aiokafka/", "aiokafka"), ("/anyio/", "anyio (thread pool)"),
+    ("/faust/", "faust"), ("/mode/", "mode"), ("/msgspec/", "msgspec"), ("/zstd/", "zstd"),
     ("/prometheus_client/", "prometheus_client"), ("/asyncio/", "asyncio"), ("/json/", "json (stdlib)"),
     ("/concurrent/", "thread pool"), ("/threading.py", "thread pool"), ("/logging/", "logging"),
 )

@@ -44,7 +44,7 @@ async def run(ctx: Context) -> list[Figure]:
     ctx = _own_sizes(ctx)
     if ctx.apache_kafka:
         _, figures = await run_contenders(dataclasses.replace(ctx, bootstrap=ctx.apache_kafka, broker_pid=None),
-                                          section_name(), APACHE_KAFKA_ENV)
+                                          section_name(), APACHE_KAFKA_ENV, full=False)
         return figures
     reason = unavailable_reason()
     if reason:
@@ -57,7 +57,7 @@ async def run(ctx: Context) -> list[Figure]:
         [pid] = cluster.pids().values()
         _, figures = await run_contenders(
             dataclasses.replace(ctx, bootstrap=cluster.bootstrap_servers, broker_pid=pid), section_name(),
-            APACHE_KAFKA_ENV)
+            APACHE_KAFKA_ENV, full=False)
     finally:
         await asyncio.to_thread(cluster.stop)
     return figures

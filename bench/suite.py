@@ -5,9 +5,10 @@
     make bench-quick    # reduced sizes, a few minutes: for every change to a hot path
 
 Sections (see docs/performance.md for what each measures and the figures of the last runs):
-1 stream (ceiling, bare Faust, naive Faust Table peer, our scorer with 1 and 2 processes),
-1k the same on Apache Kafka itself (one KRaft node; skipped, saying why, without Java 17 or the jars
-   deploy/fetch-kafka.sh fetches),
+1 stream (ceiling, bare Faust, naive Faust Table peer, quixstreams count and 30-day sliding window
+  peers, our scorer with 1 and 2 processes, and with 1 on a Redis Cluster),
+1k section 1's Faust peers and scorer on Apache Kafka itself (one KRaft node; skipped, saying why,
+   without Java 17 or the jars deploy/fetch-kafka.sh fetches),
 2 core and edge (the pure core and the Processor without I/O on the same events),
 3 ingest (POST /v1/events batches of 1 and 100 vs raw produce, open-loop latency, `fatigue import`),
 4 decision API (max rate and open-loop latency, with the load generator's own ceiling),
@@ -96,7 +97,8 @@ def main(argv: list[str] | None = None) -> int:
     mode.add_argument("--tiny", action="store_true", help="smoke-test sizes (figures are meaningless)")
     parser.add_argument("--only", default="1,1k,2,3,4,5,6", help="comma-separated sections (default: all)")
     parser.add_argument("--rounds", type=int, default=None, help="interleaved rounds per section")
-    parser.add_argument("--profile", action="store_true", help="py-spy profiles of the API under load")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy profiles of the scorer catching up (section 1) and of the API under load (3, 4)")
     parser.add_argument("--bootstrap", default=None, help="use this broker instead of starting one")
     parser.add_argument("--redis-url", default=None, help="use this Redis instead of starting one")
     parser.add_argument("--apache-kafka", default=None, help="section 1k on this Apache Kafka instead of starting one")

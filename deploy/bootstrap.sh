@@ -3,7 +3,8 @@
 #   - Python >= 3.11 with venv (from the distribution when missing)
 #   - redis-server (the embedded default and the tests start their own on loopback)
 #   - a virtualenv in .venv with the pinned packages (constraints.txt), the embedded broker included
-#   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run
+#   - with --dev: Prometheus and promtool (Debian's `prometheus`), which the monitoring tests run, and
+#     .venv-quix with quixstreams, the benchmark's peers (bench/quix-constraints.txt)
 #   - with --dev: Java 17 and Maven when missing, then Apache Kafka's broker jars from Maven Central
 #     (deploy/fetch-kafka.sh: pinned, verified, cached), which the Apache Kafka test tier runs
 # Usage: bash deploy/bootstrap.sh          # to run the service (`fatigue up`)
@@ -93,4 +94,12 @@ echo "bootstrap: installing pinned packages into .venv"
   || { echo "bootstrap: installation incomplete" >&2; exit 1; }
 # The one line about the core: compiled with mypyc, or the pure-Python fallback and why (setup.py).
 echo "bootstrap: $(.venv/bin/python -c 'from scorer.core.implementation import describe; print(describe())')"
+if [ "$dev" = 1 ]; then
+  # The benchmark's quixstreams peers (bench/quix_peers.py) need versions of pydantic and confluent-kafka
+  # below the service's pins: their own virtualenv (bench/quix-constraints.txt).
+  [ -x .venv-quix/bin/python ] || { echo "bootstrap: creating .venv-quix"; "$python_bin" -m venv .venv-quix; }
+  .venv-quix/bin/python -m pip install -q -c bench/quix-constraints.txt quixstreams 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv-quix/bin/python -c 'import quixstreams' 2>/dev/null || { echo "bootstrap: quixstreams incomplete" >&2; exit 1; }
+fi
 echo "bootstrap: ready (.venv)"

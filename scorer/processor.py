@@ -190,6 +190,7 @@ class Processor:
     async def process(self, partition: int, records: list[Record]) -> list[Action]:
         """One batch of one owned partition's records (events and profiles topics), in order."""
         items = decode_batch(records, self._events_topic, self._profiles_topic)
+        self._metrics.batch_records.observe(len(records))
         async with self._lock:
             owned = self._owned.get(partition)
             if owned is None:

@@ -24,6 +24,8 @@ from services.names import ACTION_TYPES, WITHHELD_REASONS
 from services.policy.decision import DECIDING_RULES
 
 LATENCY_BUCKETS_S = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+BATCH_RECORDS_BUCKETS = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000)
+"""Records per scorer batch: the default FATIGUE_BATCH_MAX_EVENTS (500) is a bucket bound."""
 
 
 class IngestMetrics:
@@ -108,6 +110,13 @@ class ScorerMetrics:
             "fatigue_scorer_batch_seconds",
             "Time to process one batch (state read, core, actions published, state committed).",
             buckets=LATENCY_BUCKETS_S,
+            registry=registry,
+        )
+        self.batch_records = Histogram(
+            "fatigue_scorer_batch_records",
+            "Records (events and profiles) in one batch of one partition: far below FATIGUE_BATCH_MAX_EVENTS "
+            "while the scorer is behind means every per-batch cost is paid more often than designed.",
+            buckets=BATCH_RECORDS_BUCKETS,
             registry=registry,
         )
         self.timers_fired = Counter(

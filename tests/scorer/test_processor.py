@@ -258,3 +258,20 @@ async def test_a_retry_after_a_commit_of_unknown_outcome_counts_nothing_twice(re
     # skipped by the stored offsets it read again, not applied again onto the state as committed
     assert metrics.events.labels("replayed")._value.get() == 2
     assert metrics.events.labels("duplicate")._value.get() == 0
+
+
+async def test_each_batch_reports_its_record_count(redis_client: Redis, unique: str) -> None:
+    """`fatigue_scorer_batch_records` on /metrics: one observation per partition batch, of its records (bad
+    ones included), so an operator (and `make bench`) can see batches far below FATIGUE_BATCH_MAX_EVENTS."""
+    registry = CollectorRegistry()
+    processor = Processor(
+        RedisPartitionStore(redis_client, RedisKeys(unique)), MemoryActionPublisher(), default_policy,
+        ManualClock(int(NOW.timestamp() * 1000)), ScorerMetrics(registry), events_topic=EVENTS,
+        profiles_topic=PROFILES, dead_letters=MemoryDeadLetterSink(),
+    )
+    await processor.assign([0, 1])
+    await processor.process(0, [event_record(o, o) for o in range(7)])
+    await processor.process(1, [Record(EVENTS, 1, 0, b"not json"), event_record(1, 8, customer="c2", partition=1)])
+    assert registry.get_sample_value("fatigue_scorer_batch_records_count") == 2
+    assert registry.get_sample_value("fatigue_scorer_batch_records_sum") == 9
+    assert registry.get_sample_value("fatigue_scorer_batch_records_bucket", {"le": "5.0"}) == 1
