@@ -10,11 +10,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import resource
+import signal
 import sys
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from services.errors import ConfigError
 
@@ -25,6 +27,43 @@ if TYPE_CHECKING:
     from services.settings import ImportSettings
 
 DEFAULT_BATCH = 500
+CANCEL_AGAIN_S = 0.5
+"""After Ctrl-C, how often the import is cancelled again until it has stopped."""
+T = TypeVar("T")
+
+
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) stopped the import."""
+
+
+async def until_interrupted(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main`; Ctrl-C cancels it, and again every CANCEL_AGAIN_S until it has stopped, then raises
+    `Interrupted`. `asyncio.run` cancels once on the first Ctrl-C, and on Python 3.11 a cancellation that
+    arrives as an inner `wait_for` completes is lost: the import went on to wait on its `--rate` for
+    good (seen in a full test run, tests/fatigue/test_import_files.py)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main)
+    interrupted = False
+
+    def cancel() -> None:
+        if not task.done():
+            task.cancel()
+            loop.call_later(CANCEL_AGAIN_S, cancel)
+
+    def on_sigint() -> None:
+        nonlocal interrupted
+        interrupted = True
+        cancel()
+
+    loop.add_signal_handler(signal.SIGINT, on_sigint)
+    try:
+        return await task
+    except asyncio.CancelledError:
+        if interrupted:
+            raise Interrupted from None
+        raise
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
 
 
 @dataclass
@@ -93,9 +132,10 @@ def run_import(args: argparse.Namespace) -> int:
     run = _Run()
     started = time.monotonic()
     try:
-        counts = asyncio.run(_run(job, settings, run, show_progress=not args.no_progress,
-                                  dedup_optional=args.dedup_optional, alerts_wait_s=args.alerts_wait))
-    except KeyboardInterrupt:
+        counts = asyncio.run(until_interrupted(_run(job, settings, run, show_progress=not args.no_progress,
+                                                    dedup_optional=args.dedup_optional,
+                                                    alerts_wait_s=args.alerts_wait)))
+    except (KeyboardInterrupt, Interrupted):
         sys.stderr.write(interrupted_message(job, run.importer))
         return 130
     elapsed = max(time.monotonic() - started, 1e-9)

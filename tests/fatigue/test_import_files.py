@@ -7,6 +7,7 @@ Each test runs the command as a user does: its own process, its exit status and 
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import gzip
 import json
@@ -249,3 +250,27 @@ def test_ctrl_c_before_the_first_batch_names_no_checkpoint(tmp_path: Path, infra
     assert "interrupted before any batch was stored: nothing to resume; run the same command again" in output
     assert "--resume" not in output
     assert not (tmp_path / "cp.json").exists()
+
+
+@pytest.mark.timeout(10)  # without the repeated cancellation it waits for good
+async def test_ctrl_c_stops_an_import_that_lost_the_first_cancellation() -> None:
+    """asyncio.run cancels once; a cancellation a library swallows (Python 3.11's `wait_for` race) left
+    the import waiting on its rate limit. Ctrl-C cancels again until the import has stopped."""
+    from fatigue.importer_cli import CANCEL_AGAIN_S, Interrupted, until_interrupted
+
+    cancels = 0
+
+    async def swallows_the_first_cancellation() -> None:
+        nonlocal cancels
+        try:
+            await asyncio.sleep(3600)
+        except asyncio.CancelledError:
+            cancels += 1  # lost, as in the race
+        await asyncio.sleep(3600)  # the rate limit's wait
+
+    asyncio.get_running_loop().call_later(0.1, os.kill, os.getpid(), signal.SIGINT)
+    started = time.monotonic()
+    with pytest.raises(Interrupted):
+        await until_interrupted(swallows_the_first_cancellation())
+    assert cancels == 1 and time.monotonic() - started < 0.1 + 3 * CANCEL_AGAIN_S
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
