@@ -13,7 +13,6 @@ situation is one message, never one per event.
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
 import statistics
@@ -405,10 +404,13 @@ def throttle_until_ms(state: CustomerState, now_ms: int, policy: Policy, reasons
 
 def leave_times(state: CustomerState, window_ms: int, now_ms: int, policy: Policy, limit: int = 10_000) -> list[int]:
     """When each counted touch now inside the window leaves it (sorted; at most `limit`)."""
-    leaving = [series.leaving(window_ms, now_ms) for key, series in state.counts.series.items()
-               if key.type == "touch" and key.kind not in policy.uncounted_kinds]
+    leaving: list[tuple[int, int]] = []
+    for key, series in state.counts.series.items():
+        if key.type == "touch" and key.kind not in policy.uncounted_kinds:
+            leaving += series.leaving(window_ms, now_ms)
+    leaving.sort()  # the series' sorted runs, merged (in C: heapq.merge's generator cost ~14% of a scorer)
     times: list[int] = []
-    for leaves_at, count in heapq.merge(*leaving):
+    for leaves_at, count in leaving:
         times.extend([leaves_at] * min(count, limit - len(times)))
         if len(times) >= limit:
             break
