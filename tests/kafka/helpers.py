@@ -6,6 +6,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.structs import ConsumerRecord
 from redis.asyncio import Redis
 
@@ -15,6 +16,19 @@ from services.partitions import partition_of
 from services.settings import CommonSettings
 from services.snapshots import CustomerReader
 from tests.helpers import wait_until
+
+
+async def topic_configs(admin: AIOKafkaAdminClient, topics: list[str]) -> dict[str, dict[str, str]]:
+    """Every topic's configs, once the broker asked knows them all (a topic created a moment ago is
+    answered with an error and no entries by a broker its metadata has not reached yet)."""
+
+    async def described() -> dict[str, dict[str, str]] | None:
+        answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
+        found = {name: {entry[0]: entry[1] for entry in entries}
+                 for response in answers for (error, _m, _t, name, entries) in response.resources if not error}
+        return found if all(found.get(t) for t in topics) else None
+
+    return await wait_until(described, 30, f"the configs of {topics}")
 
 
 async def partitions_of(bootstrap_servers: str, topic: str) -> list[int]:

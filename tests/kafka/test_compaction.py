@@ -28,7 +28,7 @@ from services.kafka import make_producer
 from services.settings import CommonSettings
 from tests.helpers import service_process, wait_until
 from tests.kafka.conftest import KAFKA_GROUP_ENV
-from tests.kafka.helpers import read_topic, stored_snapshots
+from tests.kafka.helpers import read_topic, stored_snapshots, topic_configs
 
 pytestmark = pytest.mark.apache_kafka
 
@@ -74,11 +74,9 @@ async def _compact_quickly(settings: CommonSettings) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        resource = ConfigResource(ConfigResourceType.TOPIC, settings.profiles_topic)
-        [described] = await admin.describe_configs([resource])
-        [(_error, _message, _type, _name, entries)] = described.resources
+        configs = (await topic_configs(admin, [settings.profiles_topic]))[settings.profiles_topic]
         # AlterConfigs replaces the topic's settings: keep the ones `fatigue topics` gave it.
-        dynamic = {entry[0]: entry[1] for entry in entries if entry[0] in ("cleanup.policy", "min.insync.replicas")}
+        dynamic = {name: value for name, value in configs.items() if name in ("cleanup.policy", "min.insync.replicas")}
         assert dynamic.get("cleanup.policy") == "compact", dynamic
         await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, settings.profiles_topic,
                                                   {**dynamic, **SMALL_SEGMENTS})])

@@ -19,14 +19,12 @@ from typing import Any
 import pytest
 import yaml
 from aiokafka.admin import AIOKafkaAdminClient
-from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from fatigue.kafka_cluster import TEST_TUNING, NodeAddress, cluster_settings, kafka_version
 from services.kafka import topic_specs
 from services.policy.model import default_policy
 from services.settings import CommonSettings
-from tests.helpers import wait_until
-from tests.kafka.helpers import partitions_of
+from tests.kafka.helpers import partitions_of, topic_configs
 
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = yaml.safe_load((REPO / "docker-compose.yml").read_text())
@@ -111,15 +109,7 @@ async def test_topics_made_on_apache_kafka_have_those_settings(kafka_settings: C
     admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers)
     await admin.start()
     try:
-        async def described() -> dict[str, dict[str, str]] | None:
-            """Every topic's configs, once the broker asked knows them all (a topic created a moment ago
-            is answered with an error and no entries by a broker its metadata has not reached yet)."""
-            answers = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
-            found = {name: {entry[0]: entry[1] for entry in entries}
-                     for response in answers for (error, _m, _t, name, entries) in response.resources if not error}
-            return found if all(found.get(t) for t in topics) else None
-
-        configs = await wait_until(described, 30, "the topics' configs")
+        configs = await topic_configs(admin, topics)
         replicas = {t["topic"]: {len(p["replicas"]) for p in t["partitions"]}
                     for t in await admin.describe_topics(topics)}
     finally:
