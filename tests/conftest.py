@@ -6,10 +6,11 @@ nothing and need no infrastructure. Each test gets its own topic prefix / Redis 
 so tests never see each other's data on the shared session broker. A store test that must hold on
 one Redis and on a Cluster asks for `redis_target` (parametrized: `single`, `cluster`).
 
-The suite runs on several pytest-xdist workers (pyproject's addopts: `-n 4 --dist loadgroup`; most of
-its time is spent waiting on brokers, children and timers, not on the two cores): each worker has its
-own session fixtures, a test file runs whole on one worker, and the Apache Kafka tier (tests/kafka/)
-is one group, so one worker starts its three brokers. `-n 0` runs everything in this process.
+The suite runs on several pytest-xdist workers (pyproject's addopts: `-n 4`; most of its time is
+spent waiting on brokers, children and timers, not on the two cores): each worker has its own session
+fixtures, a test file runs whole on one worker, and the Apache Kafka tier (tests/kafka/) is one unit,
+so one worker starts its three brokers (`pytest_xdist_make_scheduler` below). `-n 0` runs everything
+in this process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from redis.asyncio import Redis
@@ -30,16 +32,21 @@ from services.redisio import RedisClient, make_redis_for
 from services.settings import CommonSettings
 from tests.redis_cluster import RedisClusterProcesses, start_cluster, unsupported
 
-TESTS = Path(__file__).resolve().parent
-APACHE_KAFKA_TIER = TESTS / "kafka"
+APACHE_KAFKA_TIER = "tests/kafka/"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """One xdist group per test file (its module fixtures start once), the Apache Kafka tier one group
-    (its package-scoped three-broker cluster starts once, on one worker)."""
-    for item in items:
-        group = "apache-kafka" if APACHE_KAFKA_TIER in item.path.parents else str(item.path.relative_to(TESTS))
-        item.add_marker(pytest.mark.xdist_group(group))
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Each test file whole on one worker (its module fixtures start once), the Apache Kafka tier one
+    unit (its package-scoped three-broker cluster starts once, on one worker). A scheduler of our own:
+    `--dist loadgroup` marks groups by editing test ids, which pytest 9.2 no longer reads."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class FileScheduling(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return APACHE_KAFKA_TIER if path.startswith(APACHE_KAFKA_TIER) else path
+
+    return FileScheduling(config, log)
 
 
 @pytest.fixture(scope="session")
