@@ -214,9 +214,16 @@ def prometheus(live_stack: dict[str, str], tmp_path: Path) -> Iterator[str]:
          f"--web.listen-address=127.0.0.1:{port}"],
         stdout=(tmp_path / "prometheus.log").open("wb"), stderr=subprocess.STDOUT,
     )
+    base = f"http://127.0.0.1:{port}"
     try:
         wait_for_port(port, 30, proc)  # type: ignore[arg-type]
-        yield f"http://127.0.0.1:{port}"
+        # The port answers before the storage is ready: queries get 503 "Service Unavailable" (plain text)
+        # until /-/ready says 200 (seen on a loaded machine).
+        deadline = time.monotonic() + 30
+        while httpx.get(f"{base}/-/ready", timeout=5).status_code != 200:
+            assert proc.poll() is None and time.monotonic() < deadline, "Prometheus did not become ready"
+            time.sleep(0.2)
+        yield base
     finally:
         stop_process(proc, signal.SIGTERM, timeout_s=20)
 
