@@ -35,7 +35,7 @@ lint: dev  ## ruff and mypy
 	.venv/bin/ruff check .
 	.venv/bin/mypy fatigue services ingest scorer notifier
 
-bench: dev  ## the benchmark suite: table on stdout, JSON in bench/results/ (docs/performance.md; < 20 min)
+bench: dev  ## the benchmark suite: table on stdout, JSON in bench/results/ (docs/performance.md, with how long it takes)
 	nice -n 5 $(PY) -m bench.suite
 
 bench-quick: dev  ## the suite at reduced sizes (a few minutes): run it for every change to a hot path

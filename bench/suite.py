@@ -1,7 +1,7 @@
 """The benchmark suite: every section on one embedded broker and Redis, one table, one JSON file.
 
     python -m bench.suite [--quick | --tiny] [--only 1,1k,3,...] [--rounds N] [--profile] [--apache-kafka HOST:PORT]
-    make bench          # the full run (under 20 minutes on the 2-core development machine)
+    make bench          # the full run (12-13 min before issue 18 added peers and sections; see docs/performance.md)
     make bench-quick    # reduced sizes, a few minutes: for every change to a hot path
 
 Sections (see docs/performance.md for what each measures and the figures of the last runs):
