@@ -110,6 +110,16 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClu
         cluster.stop()
 
 
+@pytest.fixture
+async def cluster_client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisClient]:
+    """The client the services build for the session's Redis Cluster."""
+    client = make_redis_for(redis_cluster.url)
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
 @dataclass(frozen=True)
 class RedisTarget:
     """One Redis or a Redis Cluster, as a store test sees it: the client the services would build for

@@ -7,14 +7,13 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 
 import pytest
 from redis.exceptions import RedisError
 
 from ingest.identity import EMAIL, PHONE, Identity, IdentityMap
 from services.delivery.store import DeliveryRecord, DeliveryStore
-from services.redisio import RedisClient, make_redis_for
+from services.redisio import RedisClient
 from services.settings import CommonSettings, IngestSettings
 from tests.ingest.helpers import closed_port_address, event, ingest_settings_for, running_api
 from tests.notifier.helpers import make_action
@@ -28,15 +27,6 @@ YAML = {"content-type": "application/yaml"}
 @pytest.fixture
 def settings(common_settings: CommonSettings, redis_cluster: RedisClusterProcesses) -> IngestSettings:
     return ingest_settings_for(common_settings, redis_url=redis_cluster.url, allow_loopback_destinations=True)
-
-
-@pytest.fixture
-async def cluster(settings: IngestSettings) -> AsyncIterator[RedisClient]:
-    client = make_redis_for(settings.redis_url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 async def test_ready_and_events_are_deduplicated_on_a_cluster(settings: IngestSettings) -> None:
@@ -53,12 +43,12 @@ async def test_ready_and_events_are_deduplicated_on_a_cluster(settings: IngestSe
 
 
 async def test_profiles_policy_subscriptions_and_deliveries_on_a_cluster(
-    settings: IngestSettings, cluster: RedisClient
+    settings: IngestSettings, cluster_client: RedisClient
 ) -> None:
     async with running_api(settings) as api:
         profile = {"stage": "prospect", "emails": ["Ana@X.io"], "phones": ["+1 415 555 2671"]}
         assert (await api.put("/v1/customers/cust-ana/profile", json=profile)).status_code == 202
-        identities = IdentityMap(cluster, settings.keys, settings.identity_hash_key.get_secret_value().encode())
+        identities = IdentityMap(cluster_client, settings.keys, settings.identity_hash_key.get_secret_value().encode())
         ana, phone = Identity(EMAIL, "ana@x.io"), Identity(PHONE, "+14155552671")
         assert await identities.lookup([ana, phone]) == ["cust-ana", "cust-ana"]
 
@@ -73,7 +63,7 @@ async def test_profiles_policy_subscriptions_and_deliveries_on_a_cluster(
         assert patched.status_code == 200 and patched.json()["description"] == "on a cluster"
         assert (await api.post(f"/v1/subscriptions/{sub['id']}/rotate-secret")).status_code == 200
 
-        await _seed_dead_letters(cluster, settings, sub["id"], count=30)
+        await _seed_dead_letters(cluster_client, settings, sub["id"], count=30)
         failed = (await api.get("/v1/deliveries", params={"status": "failed", "limit": 50})).json()
         assert len(failed) == 30 and [d["id"] for d in failed] == [f"msg_{i:02}" for i in reversed(range(30))]
         page = (await api.get("/v1/deliveries", params={"status": "failed", "limit": 10, "offset": 10})).json()

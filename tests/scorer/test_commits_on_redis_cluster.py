@@ -10,7 +10,6 @@ WAIT on the primary then returns 0 after its timeout (measured: the timeout, nev
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,7 +26,7 @@ from services.errors import StoreUnavailable
 from services.metrics import ScorerMetrics
 from services.names import RedisKeys
 from services.policy.model import default_policy
-from services.redisio import RedisClient, make_redis_for
+from services.redisio import RedisClient
 from tests.redis_cluster import ClusterNode, RedisClusterProcesses
 from tests.scorer.stored import snapshot_of
 
@@ -43,15 +42,6 @@ def event_record(offset: int, customer: str = "c1") -> Record:
     body = EventIn.model_validate({"event_id": f"e{offset}", "type": "touch", "customer_id": customer,
                                    "channel": "email", "occurred_at": (NOW - timedelta(days=1)).isoformat()})
     return Record(EVENTS, 0, offset, encode(EventEnvelope(producer="p", received_at=NOW, event=body)))
-
-
-@pytest.fixture
-async def cluster_client(redis_cluster: RedisClusterProcesses) -> AsyncIterator[RedisClient]:
-    client = make_redis_for(redis_cluster.url)
-    try:
-        yield client
-    finally:
-        await client.aclose()
 
 
 def worker(client: RedisClient, keys: RedisKeys) -> tuple[Processor, ScorerMetrics]:
